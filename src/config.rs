@@ -1,0 +1,766 @@
+//! The configuration schema: a strict subset of Prometheus's YAML, plus a few
+//! named extensions.
+//!
+//! A config that Prometheus accepts for `global`, `scrape_configs` and
+//! `remote_write` means the same here; unknown keys are errors (as in
+//! Prometheus). Loading goes through the `config` crate: the YAML file first,
+//! then environment overrides named `METRICS_RELAY__SECTION__KEY`
+//! (for example `METRICS_RELAY__SERVER__LISTEN_ADDRESS=127.0.0.1:9464`).
+//!
+//! [`Config::load`] parses, fills Prometheus's defaults and validates; every
+//! validation error names the offending field by its path
+//! (`scrape_configs[0].scrape_timeout`). Secrets ([`Secret`]) never print:
+//! `Debug`, `Display` and the config dump show `<secret>`.
+//!
+//! Deliberate differences from Prometheus, all documented in the README:
+//! `queue_config.retry_on_http_429` defaults to `true`; `body_size_limit`
+//! defaults to 256MiB (an explicit `0` means unlimited, as in Prometheus).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::units::{ByteSize, PromDuration};
+
+/// Prometheus's default `global.scrape_interval`.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
+/// Prometheus's default `global.scrape_timeout`.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Our default `body_size_limit` (Prometheus has none; see the module docs).
+pub const DEFAULT_BODY_SIZE_LIMIT: u64 = 256 << 20;
+
+/// Errors from loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: ::config::ConfigError,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret string: redacted in every `Debug`, `Display` and serialization.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself. Call sites are the only places it leaves this type.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<secret>")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: GlobalConfig,
+    #[serde(default)]
+    pub scrape_configs: Vec<ScrapeConfig>,
+    #[serde(default)]
+    pub remote_write: Vec<RemoteWriteConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    pub scrape_interval: Option<PromDuration>,
+    pub scrape_timeout: Option<PromDuration>,
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, Vec<String>>,
+    pub scrape_interval: Option<PromDuration>,
+    pub scrape_timeout: Option<PromDuration>,
+    pub tls_config: Option<TlsConfig>,
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+    #[serde(default)]
+    pub honor_labels: bool,
+    #[serde(default = "yes")]
+    pub honor_timestamps: bool,
+    pub body_size_limit: Option<ByteSize>,
+    /// Maximum samples per scrape after metric relabeling; 0 = no limit.
+    #[serde(default)]
+    pub sample_limit: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteConfig {
+    pub url: String,
+    pub name: Option<String>,
+    #[serde(default = "default_remote_timeout")]
+    pub remote_timeout: PromDuration,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub basic_auth: Option<BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub tls_config: Option<TlsConfig>,
+    #[serde(default)]
+    pub queue_config: QueueConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    #[serde(rename = "type", default = "default_auth_type")]
+    pub kind: String,
+    pub credentials: Option<Secret>,
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Prometheus's `queue_config`, with its names and defaults
+/// (except `retry_on_http_429`, which is `true` here).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Samples buffered per shard; the in-memory queue holds at most
+    /// `capacity * max_shards` samples before dropping its oldest batch.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    #[serde(default = "default_max_shards")]
+    pub max_shards: usize,
+    #[serde(default = "default_min_shards")]
+    pub min_shards: usize,
+    #[serde(default = "default_max_samples_per_send")]
+    pub max_samples_per_send: usize,
+    #[serde(default = "default_batch_send_deadline")]
+    pub batch_send_deadline: PromDuration,
+    #[serde(default = "default_min_backoff")]
+    pub min_backoff: PromDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: PromDuration,
+    #[serde(default = "yes")]
+    pub retry_on_http_429: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: default_capacity(),
+            max_shards: default_max_shards(),
+            min_shards: default_min_shards(),
+            max_samples_per_send: default_max_samples_per_send(),
+            batch_send_deadline: default_batch_send_deadline(),
+            min_backoff: default_min_backoff(),
+            max_backoff: default_max_backoff(),
+            retry_on_http_429: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen_address")]
+    pub listen_address: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_address: default_listen_address(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_scheme() -> String {
+    "http".into()
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+fn default_remote_timeout() -> PromDuration {
+    PromDuration(Duration::from_secs(30))
+}
+fn default_auth_type() -> String {
+    "Bearer".into()
+}
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_max_shards() -> usize {
+    50
+}
+fn default_min_shards() -> usize {
+    1
+}
+fn default_max_samples_per_send() -> usize {
+    2_000
+}
+fn default_batch_send_deadline() -> PromDuration {
+    PromDuration(Duration::from_secs(5))
+}
+fn default_min_backoff() -> PromDuration {
+    PromDuration(Duration::from_millis(30))
+}
+fn default_max_backoff() -> PromDuration {
+    PromDuration(Duration::from_secs(5))
+}
+fn default_listen_address() -> String {
+    "0.0.0.0:9464".into()
+}
+
+/// Headers a remote_write config may not set (as in Prometheus).
+const RESERVED_HEADERS: [&str; 6] = [
+    "authorization",
+    "host",
+    "content-encoding",
+    "content-type",
+    "x-prometheus-remote-write-version",
+    "user-agent",
+];
+
+impl Config {
+    /// Reads `path` (YAML), applies `METRICS_RELAY__…` environment overrides,
+    /// fills defaults and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env = ::config::Environment::with_prefix("METRICS_RELAY")
+            .prefix_separator("__")
+            .separator("__");
+        Self::load_with_env(path, env)
+    }
+
+    fn load_with_env(path: &Path, env: ::config::Environment) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: "file not found".into(),
+            });
+        }
+        let raw = ::config::Config::builder()
+            .add_source(::config::File::from(path).format(::config::FileFormat::Yaml))
+            .add_source(env)
+            .build()
+            .map_err(|source| ConfigError::Load {
+                path: path.into(),
+                source,
+            })?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        cfg.finalize()?;
+        Ok(cfg)
+    }
+
+    /// Parses YAML text (no environment overrides); used by tests and tools.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let raw = ::config::Config::builder()
+            .add_source(::config::File::from_str(text, ::config::FileFormat::Yaml))
+            .build()
+            .map_err(|source| ConfigError::Load {
+                path: "<inline>".into(),
+                source,
+            })?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })?;
+        cfg.finalize()?;
+        Ok(cfg)
+    }
+
+    /// Fills Prometheus's defaults and validates, naming the field on error.
+    pub fn finalize(&mut self) -> Result<(), ConfigError> {
+        let g = &mut self.global;
+        let interval = g
+            .scrape_interval
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_SCRAPE_INTERVAL);
+        if interval.is_zero() {
+            return Err(invalid("global.scrape_interval", "must be greater than 0"));
+        }
+        let timeout = match g.scrape_timeout {
+            Some(t) => t.0,
+            None => DEFAULT_SCRAPE_TIMEOUT.min(interval),
+        };
+        if timeout.is_zero() {
+            return Err(invalid("global.scrape_timeout", "must be greater than 0"));
+        }
+        if timeout > interval {
+            return Err(invalid(
+                "global.scrape_timeout",
+                "global scrape timeout greater than scrape interval",
+            ));
+        }
+        g.scrape_interval = Some(PromDuration(interval));
+        g.scrape_timeout = Some(PromDuration(timeout));
+        for name in g.external_labels.keys() {
+            validate_label_name(&format!("global.external_labels.{name}"), name)?;
+        }
+
+        let mut jobs = std::collections::HashSet::new();
+        for (i, sc) in self.scrape_configs.iter_mut().enumerate() {
+            let at = |f: &str| format!("scrape_configs[{i}].{f}");
+            if sc.job_name.is_empty() {
+                return Err(invalid(at("job_name"), "must not be empty"));
+            }
+            if !jobs.insert(sc.job_name.clone()) {
+                return Err(invalid(
+                    at("job_name"),
+                    format!("found multiple scrape configs with job name {:?}", sc.job_name),
+                ));
+            }
+            if sc.scheme != "http" && sc.scheme != "https" {
+                return Err(invalid(
+                    at("scheme"),
+                    format!("unknown scheme {:?} (use http or https)", sc.scheme),
+                ));
+            }
+            if !sc.metrics_path.starts_with('/') {
+                return Err(invalid(at("metrics_path"), "must start with '/'"));
+            }
+            let iv = sc.scrape_interval.map(|d| d.0).unwrap_or(interval);
+            if iv.is_zero() {
+                return Err(invalid(at("scrape_interval"), "must be greater than 0"));
+            }
+            let to = match sc.scrape_timeout {
+                Some(t) => t.0,
+                None => timeout.min(iv),
+            };
+            if to.is_zero() {
+                return Err(invalid(at("scrape_timeout"), "must be greater than 0"));
+            }
+            if to > iv {
+                return Err(invalid(
+                    at("scrape_timeout"),
+                    format!(
+                        "scrape timeout {} greater than scrape interval {}",
+                        PromDuration(to),
+                        PromDuration(iv)
+                    ),
+                ));
+            }
+            sc.scrape_interval = Some(PromDuration(iv));
+            sc.scrape_timeout = Some(PromDuration(to));
+            if let Some(tls) = &sc.tls_config {
+                validate_tls(&at("tls_config"), tls)?;
+            }
+            for (j, st) in sc.static_configs.iter().enumerate() {
+                for (k, t) in st.targets.iter().enumerate() {
+                    validate_target(&at(&format!("static_configs[{j}].targets[{k}]")), t)?;
+                }
+                for name in st.labels.keys() {
+                    validate_label_name(&at(&format!("static_configs[{j}].labels.{name}")), name)?;
+                }
+            }
+        }
+
+        let mut names = std::collections::HashSet::new();
+        for (i, rw) in self.remote_write.iter().enumerate() {
+            let at = |f: &str| format!("remote_write[{i}].{f}");
+            let url: http::Uri = rw
+                .url
+                .parse()
+                .map_err(|e| invalid(at("url"), format!("{:?} is not a valid URL: {e}", rw.url)))?;
+            match url.scheme_str() {
+                Some("http") | Some("https") => {}
+                _ => return Err(invalid(at("url"), format!("{:?} must be an http or https URL", rw.url))),
+            }
+            if url.host().is_none() {
+                return Err(invalid(at("url"), format!("{:?} has no host", rw.url)));
+            }
+            let name = rw.queue_name(i);
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    at("name"),
+                    format!("found multiple remote write configs named {name:?}"),
+                ));
+            }
+            if rw.remote_timeout.0.is_zero() {
+                return Err(invalid(at("remote_timeout"), "must be greater than 0"));
+            }
+            for h in rw.headers.keys() {
+                if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
+                    return Err(invalid(
+                        at(&format!("headers.{h}")),
+                        "is a reserved header and may not be set",
+                    ));
+                }
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| invalid(at(&format!("headers.{h}")), "is not a valid header name"))?;
+            }
+            for (h, v) in &rw.headers {
+                http::HeaderValue::from_str(v)
+                    .map_err(|_| invalid(at(&format!("headers.{h}")), "is not a valid header value"))?;
+            }
+            if let Some(b) = &rw.basic_auth {
+                if b.password.is_some() && b.password_file.is_some() {
+                    return Err(invalid(
+                        at("basic_auth"),
+                        "at most one of password and password_file must be configured",
+                    ));
+                }
+            }
+            if let Some(a) = &rw.authorization {
+                if rw.basic_auth.is_some() {
+                    return Err(invalid(
+                        at("authorization"),
+                        "at most one of basic_auth and authorization must be configured",
+                    ));
+                }
+                if a.credentials.is_some() && a.credentials_file.is_some() {
+                    return Err(invalid(
+                        at("authorization"),
+                        "at most one of credentials and credentials_file must be configured",
+                    ));
+                }
+                if a.kind.eq_ignore_ascii_case("basic") {
+                    return Err(invalid(
+                        at("authorization.type"),
+                        "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
+                    ));
+                }
+            }
+            if let Some(tls) = &rw.tls_config {
+                validate_tls(&at("tls_config"), tls)?;
+            }
+            let q = &rw.queue_config;
+            if q.max_samples_per_send == 0 {
+                return Err(invalid(at("queue_config.max_samples_per_send"), "must be greater than 0"));
+            }
+            if q.capacity == 0 {
+                return Err(invalid(at("queue_config.capacity"), "must be greater than 0"));
+            }
+            if q.max_shards == 0 || q.min_shards == 0 || q.min_shards > q.max_shards {
+                return Err(invalid(
+                    at("queue_config.min_shards"),
+                    "shards must satisfy 1 <= min_shards <= max_shards",
+                ));
+            }
+            if q.min_backoff.0 > q.max_backoff.0 {
+                return Err(invalid(at("queue_config.min_backoff"), "greater than max_backoff"));
+            }
+            if q.batch_send_deadline.0.is_zero() {
+                return Err(invalid(at("queue_config.batch_send_deadline"), "must be greater than 0"));
+            }
+        }
+        self.server
+            .listen_address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                invalid(
+                    "server.listen_address",
+                    format!("{:?} is not HOST:PORT with an IP host: {e}", self.server.listen_address),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The effective config as YAML-ish JSON text with secrets redacted.
+    pub fn redacted_dump(&self) -> String {
+        // serde's Serialize on Secret prints "<secret>"; Debug is redacted too.
+        format!("{self:#?}")
+    }
+}
+
+impl GlobalConfig {
+    pub fn interval(&self) -> Duration {
+        self.scrape_interval
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_SCRAPE_INTERVAL)
+    }
+    pub fn timeout(&self) -> Duration {
+        self.scrape_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_SCRAPE_TIMEOUT)
+    }
+}
+
+impl ScrapeConfig {
+    /// Effective interval (set by [`Config::finalize`]).
+    pub fn interval(&self) -> Duration {
+        self.scrape_interval
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_SCRAPE_INTERVAL)
+    }
+    /// Effective timeout (set by [`Config::finalize`]).
+    pub fn timeout(&self) -> Duration {
+        self.scrape_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_SCRAPE_TIMEOUT)
+    }
+    /// Effective body size limit in bytes; `None` means unlimited.
+    pub fn body_limit(&self) -> Option<u64> {
+        match self.body_size_limit {
+            Some(ByteSize(0)) => None,
+            Some(ByteSize(n)) => Some(n),
+            None => Some(DEFAULT_BODY_SIZE_LIMIT),
+        }
+    }
+}
+
+impl RemoteWriteConfig {
+    /// The queue's name: `name`, or a stable name derived from the position.
+    pub fn queue_name(&self, index: usize) -> String {
+        match &self.name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => format!("rw{index}"),
+        }
+    }
+}
+
+fn validate_tls(at: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => Err(invalid(
+            format!("{at}.key_file"),
+            "client cert file specified without client key file",
+        )),
+        (None, Some(_)) => Err(invalid(
+            format!("{at}.cert_file"),
+            "client key file specified without client cert file",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_target(at: &str, t: &str) -> Result<(), ConfigError> {
+    if t.contains('/') {
+        return Err(invalid(
+            at,
+            format!("{t:?} is not a valid address: use host:port, without scheme or path"),
+        ));
+    }
+    if t.is_empty() {
+        return Err(invalid(at, "empty target"));
+    }
+    Ok(())
+}
+
+/// Prometheus 2.x label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn validate_label_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_label_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(at, format!("{name:?} is not a valid label name")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_prometheus_defaults() {
+        let c = Config::from_yaml(
+            "scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['127.0.0.1:9100']}]\n",
+        )
+        .unwrap();
+        assert_eq!(c.global.interval(), Duration::from_secs(60));
+        assert_eq!(c.global.timeout(), Duration::from_secs(10));
+        let sc = &c.scrape_configs[0];
+        assert_eq!(sc.scheme, "http");
+        assert_eq!(sc.metrics_path, "/metrics");
+        assert!(sc.honor_timestamps);
+        assert!(!sc.honor_labels);
+        assert_eq!(sc.interval(), Duration::from_secs(60));
+        assert_eq!(sc.timeout(), Duration::from_secs(10));
+        assert_eq!(sc.body_limit(), Some(DEFAULT_BODY_SIZE_LIMIT));
+        assert_eq!(c.server.listen_address, "0.0.0.0:9464");
+    }
+
+    #[test]
+    fn full_prometheus_shaped_config() {
+        let c = Config::from_yaml(
+            r#"
+global:
+  scrape_interval: 30s
+  external_labels: {cluster: ack-one-prod, Region: cn-hangzhou}
+scrape_configs:
+  - job_name: ack-control-plane
+    scheme: https
+    params: {hosting: ["true"]}
+    scrape_interval: 5s
+    tls_config:
+      ca_file: /tmp/ca.crt
+      cert_file: /tmp/tls.crt
+      key_file: /tmp/tls.key
+      server_name: kubernetes
+    static_configs:
+      - targets: ["192.168.0.10:6443"]
+        labels: {env: prod}
+    body_size_limit: 64MiB
+    honor_labels: true
+    honor_timestamps: false
+remote_write:
+  - url: http://127.0.0.1:9090/api/v1/write
+    name: local
+    remote_timeout: 5s
+    headers: {X-Scope-OrgID: team-a}
+    basic_auth: {username: u, password: hunter2}
+    queue_config: {max_samples_per_send: 500, min_backoff: 100ms, max_backoff: 10s, retry_on_http_429: false}
+server:
+  listen_address: 127.0.0.1:9464
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.global.timeout(), Duration::from_secs(10));
+        assert_eq!(c.global.external_labels["Region"], "cn-hangzhou");
+        let sc = &c.scrape_configs[0];
+        assert_eq!(sc.interval(), Duration::from_secs(5));
+        assert_eq!(sc.timeout(), Duration::from_secs(5), "timeout capped at interval");
+        assert_eq!(sc.params["hosting"], vec!["true".to_string()]);
+        assert_eq!(sc.body_limit(), Some(64 << 20));
+        assert_eq!(sc.static_configs[0].labels["env"], "prod");
+        let rw = &c.remote_write[0];
+        assert_eq!(rw.queue_config.max_samples_per_send, 500);
+        assert_eq!(rw.queue_config.capacity, 10_000);
+        assert!(!rw.queue_config.retry_on_http_429);
+        assert_eq!(rw.headers["X-Scope-OrgID"], "team-a");
+        let dump = c.redacted_dump();
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert!(dump.contains("<secret>"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = err("scrape_configs:\n  - job_name: a\n    scrape_intervall: 5s\n");
+        assert!(e.contains("scrape_intervall"), "{e}");
+        let e = err("globl: {}\n");
+        assert!(e.contains("globl"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            ("global: {scrape_interval: 5s, scrape_timeout: 10s}\n", "global.scrape_timeout"),
+            ("scrape_configs: [{job_name: a, scrape_interval: 5s, scrape_timeout: 6s}]\n", "scrape_configs[0].scrape_timeout"),
+            ("scrape_configs: [{job_name: a, scheme: ftp}]\n", "scrape_configs[0].scheme"),
+            ("scrape_configs: [{job_name: a}, {job_name: a}]\n", "scrape_configs[1].job_name"),
+            ("scrape_configs: [{job_name: a, static_configs: [{targets: ['http://x:1/m']}]}]\n", "scrape_configs[0].static_configs[0].targets[0]"),
+            ("scrape_configs: [{job_name: a, tls_config: {cert_file: /x}}]\n", "scrape_configs[0].tls_config.key_file"),
+            ("scrape_configs: [{job_name: a, static_configs: [{labels: {'1x': y}}]}]\n", "scrape_configs[0].static_configs[0].labels.1x"),
+            ("remote_write: [{url: 'not a url'}]\n", "remote_write[0].url"),
+            ("remote_write: [{url: 'http://h/w', headers: {Authorization: x}}]\n", "remote_write[0].headers.Authorization"),
+            ("remote_write: [{url: 'http://h/w', queue_config: {max_samples_per_send: 0}}]\n", "remote_write[0].queue_config.max_samples_per_send"),
+            ("remote_write: [{url: 'http://h/w', basic_auth: {username: u, password: p, password_file: /f}}]\n", "remote_write[0].basic_auth"),
+            ("remote_write: [{url: 'http://h/w'}, {url: 'http://h/w2', name: rw0}]\n", "remote_write[1].name"),
+            ("server: {listen_address: 'nope'}\n", "server.listen_address"),
+        ];
+        for (yaml, field) in cases {
+            let e = err(yaml);
+            assert!(e.contains(field), "expected {field} in {e:?} for {yaml}");
+        }
+    }
+
+    #[test]
+    fn bad_duration_is_a_parse_error() {
+        let e = err("global: {scrape_interval: 30}\n");
+        assert!(e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yml");
+        std::fs::write(&p, "server: {listen_address: '0.0.0.0:1'}\n").unwrap();
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("METRICS_RELAY__SERVER__LISTEN_ADDRESS".to_string(), "127.0.0.1:2".to_string());
+        let env = ::config::Environment::with_prefix("METRICS_RELAY")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(vars));
+        let c = Config::load_with_env(&p, env).unwrap();
+        assert_eq!(c.server.listen_address, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::new("topsecret");
+        assert_eq!(format!("{s:?} {s}"), "<secret> <secret>");
+    }
+}

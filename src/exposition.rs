@@ -1,0 +1,642 @@
+//! A zero-copy parser for the Prometheus text exposition format (0.0.4).
+//!
+//! The reference for what is accepted and what is rejected is Prometheus 2.x's
+//! own `model/textparse/promlex.l` + `promparse.go`; the rules we mirror:
+//!
+//! - `# HELP name text` and `# TYPE name type` (type one of `counter`, `gauge`,
+//!   `histogram`, `summary`, `untyped`; anything else fails); any other line
+//!   starting with `#` is a comment. Blank lines and leading blanks are fine.
+//! - A sample is `name{labels} value [timestamp]\n`. Metric names are
+//!   `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names `[a-zA-Z_][a-zA-Z0-9_]*`. Inside
+//!   braces blanks are allowed, a trailing comma is allowed and (as in
+//!   Prometheus) so are labels separated by blanks only. Label values are
+//!   double-quoted; `\"`, `\\` and `\n` are unescaped, any other escape stays
+//!   as written, and values must be valid UTF-8.
+//! - Values are Go `ParseFloat` numbers without `p`, `P` or `_`; `NaN`,
+//!   `+Inf`, `-Inf` (any case) are accepted, out-of-range numbers are not.
+//!   Every NaN becomes Prometheus's normal NaN (`0x7ff8000000000001`), so a
+//!   target can never inject a staleness marker.
+//! - Timestamps are unsigned decimal milliseconds.
+//! - Every line, the last one included, ends with `\n`.
+//!
+//! The parser never allocates on the hot path: a [`Sample`] borrows the
+//! series text (`name{labels}` exactly as exposed, the key of the series
+//! cache), the name and the raw label text from the input. Label values are
+//! unescaped (allocating only when they contain a backslash) by
+//! [`Sample::labels`], which the series cache calls only for a series it has
+//! not seen before.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Prometheus's normal NaN; every NaN read from an exposition becomes this.
+pub const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
+
+/// A parse failure, with the 1-based line where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// One sample as exposed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample<'a> {
+    /// `name{labels}` exactly as exposed (the series cache key).
+    pub series: &'a [u8],
+    pub name: &'a str,
+    /// The raw text between the braces (empty without braces).
+    pub raw_labels: &'a [u8],
+    pub value: f64,
+    pub timestamp: Option<i64>,
+    /// Byte offset of the line, for error messages.
+    pub offset: usize,
+}
+
+/// Iterates over the samples of a text-format body.
+pub struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+#[inline]
+fn is_blank(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+#[inline]
+fn is_name_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+}
+#[inline]
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+#[inline]
+fn is_label_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_'
+}
+#[inline]
+fn is_label_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn show(b: &[u8]) -> String {
+    let end = b.len().min(64);
+    let s = String::from_utf8_lossy(&b[..end]);
+    if b.len() > 64 {
+        format!("{s:?}…")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(body: &'a [u8]) -> Self {
+        Parser { b: body, i: 0 }
+    }
+
+    fn err(&self, at: usize, message: String) -> ParseError {
+        let at = at.min(self.b.len());
+        let line = 1 + self.b[..at].iter().filter(|&&c| c == b'\n').count();
+        ParseError { line, message }
+    }
+
+    fn skip_blanks(&mut self) {
+        while self.i < self.b.len() && is_blank(self.b[self.i]) {
+            self.i += 1;
+        }
+    }
+
+    fn rest_of_line(&self) -> &'a [u8] {
+        let b = self.b;
+        let end = b[self.i..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(b.len(), |p| self.i + p);
+        &b[self.i..end]
+    }
+
+    /// Skips to just after the next newline; false if there is none.
+    fn skip_line(&mut self) -> bool {
+        match self.b[self.i..].iter().position(|&c| c == b'\n') {
+            Some(p) => {
+                self.i += p + 1;
+                true
+            }
+            None => {
+                self.i = self.b.len();
+                false
+            }
+        }
+    }
+
+    /// Parses a `#` line starting at `self.i` (which is at the `#`).
+    fn comment(&mut self) -> Result<(), ParseError> {
+        let start = self.i;
+        self.i += 1;
+        let ws = self.i;
+        self.skip_blanks();
+        let kw = if self.i > ws { self.b[self.i..].get(..4) } else { None };
+        let is_help = kw == Some(b"HELP");
+        let is_type = kw == Some(b"TYPE");
+        if !(is_help || is_type) || !self.b.get(self.i + 4).is_some_and(|&c| is_blank(c)) {
+            self.skip_line();
+            return Ok(());
+        }
+        self.i += 4;
+        self.skip_blanks();
+        let ns = self.i;
+        if !self.b.get(self.i).is_some_and(|&c| is_name_start(c)) {
+            let what = if is_help { "HELP" } else { "TYPE" };
+            return Err(self.err(
+                ns,
+                format!("expected metric name after {what}, got {}", show(self.rest_of_line())),
+            ));
+        }
+        while self.i < self.b.len() && is_name_char(self.b[self.i]) {
+            self.i += 1;
+        }
+        let text = self.rest_of_line();
+        // Prometheus drops exactly one character between the name and the text.
+        let text = if text.is_empty() { text } else { &text[1..] };
+        if is_type {
+            match text {
+                b"counter" | b"gauge" | b"histogram" | b"summary" | b"untyped" => {}
+                _ => {
+                    return Err(self.err(start, format!("invalid metric type {}", show(text))));
+                }
+            }
+        } else if std::str::from_utf8(text).is_err() {
+            return Err(self.err(start, format!("help text {} is not a valid utf8 string", show(text))));
+        }
+        if !self.skip_line() {
+            return Err(self.err(self.b.len(), "linebreak expected after metadata, got end of input".into()));
+        }
+        Ok(())
+    }
+
+    /// Scans `{...}` starting at the `{`; returns the raw inside.
+    fn label_block(&mut self, line: usize) -> Result<&'a [u8], ParseError> {
+        let b = self.b;
+        self.i += 1;
+        let inner_start = self.i;
+        loop {
+            self.skip_blanks();
+            match b.get(self.i) {
+                Some(b'}') => {
+                    let inner = &b[inner_start..self.i];
+                    self.i += 1;
+                    return Ok(inner);
+                }
+                Some(&c) if is_label_start(c) => {
+                    while self.i < b.len() && is_label_char(b[self.i]) {
+                        self.i += 1;
+                    }
+                }
+                _ => {
+                    return Err(self.err(
+                        self.i,
+                        format!("expected label name, got {} while parsing {}", show(&b[self.i..self.i.saturating_add(1).min(b.len())]), show(&b[line..self.i.min(b.len())])),
+                    ));
+                }
+            }
+            self.skip_blanks();
+            if b.get(self.i) != Some(&b'=') {
+                return Err(self.err(self.i, format!("expected equal after label name while parsing {}", show(&b[line..self.i.min(b.len())]))));
+            }
+            self.i += 1;
+            self.skip_blanks();
+            if b.get(self.i) != Some(&b'"') {
+                return Err(self.err(self.i, format!("expected label value while parsing {}", show(&b[line..self.i.min(b.len())]))));
+            }
+            self.i += 1;
+            loop {
+                match b.get(self.i) {
+                    None => {
+                        return Err(self.err(line, format!("unterminated label value while parsing {}", show(&b[line..]))));
+                    }
+                    Some(b'"') => {
+                        self.i += 1;
+                        break;
+                    }
+                    Some(b'\\') => {
+                        if self.i + 1 >= b.len() {
+                            return Err(self.err(line, format!("unterminated label value while parsing {}", show(&b[line..]))));
+                        }
+                        self.i += 2;
+                    }
+                    Some(_) => self.i += 1,
+                }
+            }
+            self.skip_blanks();
+            if b.get(self.i) == Some(&b',') {
+                self.i += 1;
+            }
+        }
+    }
+
+    fn sample(&mut self) -> Result<Sample<'a>, ParseError> {
+        let b = self.b;
+        let line = self.i;
+        let start = self.i;
+        while self.i < b.len() && is_name_char(b[self.i]) {
+            self.i += 1;
+        }
+        let name_end = self.i;
+        // The name is ASCII by construction.
+        let name = std::str::from_utf8(&b[start..name_end]).unwrap_or_default();
+        let mut series = &b[start..name_end];
+        self.skip_blanks();
+        let mut raw_labels: &[u8] = &[];
+        if b.get(self.i) == Some(&b'{') {
+            raw_labels = self.label_block(line)?;
+            series = &b[start..self.i];
+            self.skip_blanks();
+        }
+        let vs = self.i;
+        while self.i < b.len() && !matches!(b[self.i], b'{' | b' ' | b'\t' | b'\n') {
+            self.i += 1;
+        }
+        if vs == self.i {
+            return Err(self.err(vs, format!("expected value after metric, got {} while parsing {}", show(&b[vs..(vs + 1).min(b.len())]), show(&b[line..vs]))));
+        }
+        let value = parse_float(&b[vs..self.i]).map_err(|m| {
+            self.err(vs, format!("{m} while parsing {}", show(&b[line..self.i])))
+        })?;
+        let value = if value.is_nan() { f64::from_bits(NORMAL_NAN) } else { value };
+        self.skip_blanks();
+        let mut timestamp = None;
+        match b.get(self.i) {
+            Some(b'\n') => self.i += 1,
+            Some(c) if c.is_ascii_digit() => {
+                let ts = self.i;
+                while self.i < b.len() && b[self.i].is_ascii_digit() {
+                    self.i += 1;
+                }
+                let t = std::str::from_utf8(&b[ts..self.i])
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| self.err(ts, format!("timestamp out of range while parsing {}", show(&b[line..self.i]))))?;
+                timestamp = Some(t);
+                self.skip_blanks();
+                match b.get(self.i) {
+                    Some(b'\n') => self.i += 1,
+                    None => return Err(self.err(self.i, format!("expected next entry after timestamp, got end of input while parsing {}", show(&b[line..self.i])))),
+                    Some(_) => return Err(self.err(self.i, format!("expected next entry after timestamp, got {} while parsing {}", show(&b[self.i..(self.i + 1).min(b.len())]), show(&b[line..self.i])))),
+                }
+            }
+            None => {
+                return Err(self.err(self.i, format!("expected timestamp or new record, got end of input while parsing {}", show(&b[line..self.i]))));
+            }
+            Some(_) => {
+                return Err(self.err(self.i, format!("expected timestamp or new record, got {} while parsing {}", show(&b[self.i..(self.i + 1).min(b.len())]), show(&b[line..self.i]))));
+            }
+        }
+        Ok(Sample {
+            series,
+            name,
+            raw_labels,
+            value,
+            timestamp,
+            offset: line,
+        })
+    }
+}
+
+impl<'a> Iterator for Parser<'a> {
+    type Item = Result<Sample<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.skip_blanks();
+            let c = *self.b.get(self.i)?;
+            match c {
+                b'\n' => self.i += 1,
+                // Prometheus's lexer ends the input at a NUL where a token starts.
+                0 => {
+                    self.i = self.b.len();
+                    return None;
+                }
+                b'#' => {
+                    if let Err(e) = self.comment() {
+                        self.i = self.b.len();
+                        return Some(Err(e));
+                    }
+                }
+                c if is_name_start(c) => {
+                    let r = self.sample();
+                    if r.is_err() {
+                        self.i = self.b.len();
+                    }
+                    return Some(r);
+                }
+                _ => {
+                    let e = self.err(
+                        self.i,
+                        format!("expected a valid start token, got {}", show(&self.b[self.i..(self.i + 1).min(self.b.len())])),
+                    );
+                    self.i = self.b.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Go's `strconv.ParseFloat` restricted as Prometheus restricts it.
+pub fn parse_float(t: &[u8]) -> Result<f64, String> {
+    let bad = || format!("strconv.ParseFloat: parsing {}: invalid syntax", show(t));
+    if t.iter().any(|&c| matches!(c, b'p' | b'P' | b'_')) {
+        return Err("unsupported character in float".into());
+    }
+    let s = std::str::from_utf8(t).map_err(|_| bad())?;
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let lower = unsigned.to_ascii_lowercase();
+    if lower == "nan" {
+        // Go accepts NaN without a sign only.
+        return if unsigned.len() == s.len() { Ok(f64::NAN) } else { Err(bad()) };
+    }
+    if lower == "inf" || lower == "infinity" {
+        return Ok(if s.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY });
+    }
+    // Rust accepts a few spellings Go does not ("inf" handled above); only
+    // digits, sign, dot and exponent may remain.
+    if !unsigned
+        .bytes()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return Err(bad());
+    }
+    let v: f64 = s.parse().map_err(|_| bad())?;
+    if v.is_infinite() {
+        return Err(format!("strconv.ParseFloat: parsing {}: value out of range", show(t)));
+    }
+    Ok(v)
+}
+
+/// Unescapes a label value as Prometheus does (`\"`, `\\`, `\n`).
+pub fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, String> {
+    let s = std::str::from_utf8(raw).map_err(|_| format!("invalid UTF-8 label value: {}", show(raw)))?;
+    if !raw.contains(&b'\\') {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.peek() {
+                Some('"') => {
+                    out.push('"');
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                Some('n') => {
+                    out.push('\n');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+impl<'a> Sample<'a> {
+    /// The sample's labels (name, unescaped value), in exposition order.
+    /// Validates UTF-8; allocates only for values containing a backslash.
+    pub fn labels(&self) -> LabelIter<'a> {
+        LabelIter {
+            b: self.raw_labels,
+            i: 0,
+        }
+    }
+}
+
+/// Iterator over a validated label block; see [`Sample::labels`].
+pub struct LabelIter<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Iterator for LabelIter<'a> {
+    type Item = Result<(&'a str, Cow<'a, str>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.b;
+        while self.i < b.len() && (is_blank(b[self.i]) || b[self.i] == b',') {
+            self.i += 1;
+        }
+        if self.i >= b.len() {
+            return None;
+        }
+        let ns = self.i;
+        while self.i < b.len() && is_label_char(b[self.i]) {
+            self.i += 1;
+        }
+        let name = std::str::from_utf8(&b[ns..self.i]).unwrap_or_default();
+        // Skip blanks, '=', blanks, '"' (validated by the parser).
+        while self.i < b.len() && b[self.i] != b'"' {
+            self.i += 1;
+        }
+        self.i += 1;
+        let vs = self.i;
+        while self.i < b.len() && b[self.i] != b'"' {
+            if b[self.i] == b'\\' {
+                self.i += 1;
+            }
+            self.i += 1;
+        }
+        let raw = &b[vs..self.i.min(b.len())];
+        self.i += 1;
+        Some(unescape(raw).map(|v| (name, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(s: &str) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
+        let mut out = Vec::new();
+        for r in Parser::new(s.as_bytes()) {
+            let smp = r?;
+            let labels = smp
+                .labels()
+                .map(|l| l.map(|(n, v)| (n.to_string(), v.into_owned())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| ParseError { line: 0, message: m })?;
+            out.push((smp.name.to_string(), labels, smp.value, smp.timestamp));
+        }
+        Ok(out)
+    }
+
+    fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn accepts_what_prometheus_accepts() {
+        let input = "# HELP go_gc_duration_seconds A summary of the GC invocation durations.\n\
+# \tTYPE go_gc_duration_seconds summary\n\
+# TYPE go_gc_duration_seconds summary\n\
+go_gc_duration_seconds{quantile=\"0\"} 4.9351e-05\n\
+go_gc_duration_seconds{quantile=\"0.25\",} 7.424100000000001e-05\n\
+go_gc_duration_seconds_count 99\n\
+\n\
+   some:aggregate:rate5m{a_b=\"c\"}\t1\n\
+# comment\n\
+#nospace comment\n\
+# HELP nohelptext\n\
+nan_metric NaN\n\
+pinf +Inf\n\
+ninf -Inf 1234\n\
+ts_metric 1.5 1520879607789\n\
+empty_label{a=\"\",b=\"x\"} 1\n\
+spaced { a = \"1\" b=\"2\" , } 3 \n\
+escaped{path=\"C:\\\\dir\\\\\",quote=\"say \\\"hi\\\"\",nl=\"a\\nb\",other=\"\\t\"} 1\n\
+weird{v=\"a,b=c}d\"} 1\n\
+utf8{v=\"ünïcödé ✓\"} 2\n";
+        let got = parse_all(input).unwrap();
+        assert_eq!(got.len(), 13);
+        assert_eq!(got[0], ("go_gc_duration_seconds".into(), l(&[("quantile", "0")]), 4.9351e-05, None));
+        assert_eq!(got[1].1, l(&[("quantile", "0.25")]));
+        assert_eq!(got[2].2, 99.0);
+        assert_eq!(got[3].0, "some:aggregate:rate5m");
+        assert_eq!(got[4].2.to_bits(), NORMAL_NAN);
+        assert_eq!(got[5].2, f64::INFINITY);
+        assert_eq!((got[6].2, got[6].3), (f64::NEG_INFINITY, Some(1234)));
+        assert_eq!(got[7].3, Some(1520879607789));
+        assert_eq!(got[8].1, l(&[("a", ""), ("b", "x")]));
+        assert_eq!(got[9].1, l(&[("a", "1"), ("b", "2")]));
+        assert_eq!(
+            got[10].1,
+            l(&[("path", "C:\\dir\\"), ("quote", "say \"hi\""), ("nl", "a\nb"), ("other", "\\t")])
+        );
+        assert_eq!(got[11].1, l(&[("v", "a,b=c}d")]));
+        assert_eq!(got[12].1, l(&[("v", "ünïcödé ✓")]));
+    }
+
+    #[test]
+    fn series_key_is_the_exposed_text() {
+        let s = Parser::new(b"a{b=\"c\"} 1\nd 2\n").map(|r| r.unwrap()).collect::<Vec<_>>();
+        assert_eq!(s[0].series, b"a{b=\"c\"}");
+        assert_eq!(s[1].series, b"d");
+    }
+
+    #[test]
+    fn rejects_what_prometheus_rejects() {
+        let cases = [
+            ("metric 1", "end of input"),
+            ("metric{a=\"b\"} 1 2", "end of input"),
+            ("metric\n", "expected value"),
+            ("metric{a=\"b\"}\n", "expected value"),
+            ("metric{1a=\"b\"} 1\n", "expected label name"),
+            ("metric{a:b=\"c\"} 1\n", "expected equal"),
+            ("metric{a=b} 1\n", "expected label value"),
+            ("metric{a=\"b} 1\n", "unterminated"),
+            ("metric 1 -2\n", "expected timestamp"),
+            ("metric 1 1.5\n", "expected next entry"),
+            ("metric 1 2 3\n", "expected next entry"),
+            ("metric abc\n", "invalid syntax"),
+            ("metric 0x1p3\n", "unsupported character"),
+            ("metric 1_000\n", "unsupported character"),
+            ("metric 1e400\n", "out of range"),
+            ("metric +NaN\n", "invalid syntax"),
+            ("metric 1 99999999999999999999\n", "out of range"),
+            ("metric 1\r\n", "invalid syntax"),
+            ("{a=\"b\"} 1\n", "valid start token"),
+            ("9metric 1\n", "valid start token"),
+            ("# TYPE m gaugee\n", "invalid metric type"),
+            ("# TYPE m  gauge\n", "invalid metric type"),
+            ("# TYPE 1m gauge\n", "expected metric name"),
+            ("# HELP m text", "linebreak expected"),
+            ("metric{a=\"b\"}{c=\"d\"} 1\n", "expected value"),
+        ];
+        for (input, want) in cases {
+            let err = parse_all(input).expect_err(input);
+            assert!(err.message.contains(want), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_the_line_number() {
+        let e = parse_all("a 1\nb 2\nc{ 3\n").unwrap_err();
+        assert_eq!(e.line, 3);
+    }
+
+    #[test]
+    fn invalid_utf8_label_value_is_an_error() {
+        let body = b"m{a=\"\xff\"} 1\n";
+        let s = Parser::new(body).next().unwrap().unwrap();
+        assert!(s.labels().next().unwrap().unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn nul_ends_the_input_like_prometheus() {
+        assert_eq!(parse_all("a 1\n\0garbage").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parser_stops_after_an_error() {
+        let mut p = Parser::new(b"bad{ 1\ngood 1\n");
+        assert!(p.next().unwrap().is_err());
+        assert!(p.next().is_none());
+    }
+
+    #[test]
+    fn fixture_round_trip() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/prometheus-server.237mfs.prom.txt");
+        let Ok(body) = std::fs::read(path) else {
+            eprintln!("fixture {path} not present; skipping");
+            return;
+        };
+        let text = std::str::from_utf8(&body).unwrap();
+        let samples = parse_all(text).expect("fixture parses");
+        // Every non-comment, non-blank line is one sample.
+        let expected = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .count();
+        assert_eq!(samples.len(), expected);
+        assert!(expected > 1000, "fixture has {expected} samples");
+        // Spot-check: re-rendering each sample and parsing again is stable.
+        for (name, labels, value, ts) in &samples {
+            let mut line = name.clone();
+            if !labels.is_empty() {
+                line.push('{');
+                for (i, (n, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    let esc = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    line.push_str(&format!("{n}=\"{esc}\""));
+                }
+                line.push('}');
+            }
+            let v = if value.is_infinite() {
+                if *value > 0.0 { "+Inf".to_string() } else { "-Inf".to_string() }
+            } else {
+                format!("{value:?}")
+            };
+            line.push_str(&format!(" {v}"));
+            if let Some(t) = ts {
+                line.push_str(&format!(" {t}"));
+            }
+            line.push('\n');
+            let again = parse_all(&line).unwrap();
+            assert_eq!(&again[0].1, labels);
+            assert!(again[0].2 == *value || (value.is_nan() && again[0].2.is_nan()));
+        }
+    }
+}

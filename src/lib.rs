@@ -1,0 +1,24 @@
+//! metrics-relay: scrape Prometheus metrics over mutual TLS and remote-write
+//! them to a Prometheus-compatible receiver.
+//!
+//! The data path, module by module:
+//! [`scrape`] fetches a target → [`exposition`] parses the body without
+//! copying → [`series`] maps each sample through the per-target series cache
+//! to pre-encoded protobuf labels → [`remote_write::queue`] batches and
+//! snappy-compresses → [`remote_write::sender`] ships with retries.
+//! [`config`] holds the Prometheus-shaped configuration, [`tls`] and
+//! [`http`] the client side, [`admin`] and [`telemetry`] the agent's own
+//! endpoints and metrics, [`relay`] wires it all together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod exposition;
+pub mod http;
+pub mod relay;
+pub mod remote_write;
+pub mod scrape;
+pub mod series;
+pub mod telemetry;
+pub mod tls;
+pub mod units;

@@ -1,0 +1,146 @@
+//! The `metrics-relay` binary: command line, logging, signals.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use metrics_relay::config::Config;
+use metrics_relay::relay::{self, RunOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "metrics-relay", version, about = "Scrape Prometheus metrics over mutual TLS and remote-write them to a Prometheus-compatible receiver.")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: scrape the targets and remote-write the samples.
+    Run {
+        /// Configuration file (Prometheus-shaped YAML).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Directory for the agent's state (created if missing).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Admin server address; overrides server.listen_address.
+        #[arg(long)]
+        listen_address: Option<String>,
+        /// How long shutdown may spend sending what is queued (e.g. 10s).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        shutdown_grace: Duration,
+    },
+    /// Validate a configuration and every TLS file it references.
+    Check {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    metrics_relay::units::parse_duration(s)
+}
+
+fn init_logging(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "received signal"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "received signal"),
+    }
+    cancel.cancel();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("metrics-relay {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match check(&config) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            data_dir,
+            listen_address,
+            shutdown_grace,
+        } => {
+            init_logging(&cli.log_format, &cli.log_level);
+            match run(config, RunOptions { listen_address, data_dir, shutdown_grace }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<String> {
+    let cfg = Config::load(path)?;
+    let n = relay::check(&cfg)?;
+    Ok(format!(
+        "{}: OK ({} scrape config(s), {} target(s), {} remote_write destination(s))",
+        path.display(),
+        cfg.scrape_configs.len(),
+        n,
+        cfg.remote_write.len()
+    ))
+}
+
+fn run(config: PathBuf, opts: RunOptions) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(shutdown_signal(cancel.clone()));
+        relay::run(cfg, opts, cancel).await?;
+        Ok(())
+    })
+}

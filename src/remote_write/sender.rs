@@ -1,0 +1,438 @@
+//! The remote-write sender: one ordered sender per destination.
+//!
+//! POSTs each sealed batch with `Content-Encoding: snappy`,
+//! `Content-Type: application/x-protobuf`,
+//! `X-Prometheus-Remote-Write-Version: 0.1.0` and our `User-Agent`, plus the
+//! configured headers and credentials (files are re-read on every request, so
+//! a rotated Secret is picked up). The retry policy follows the remote-write
+//! spec: 2xx acknowledges; 5xx, 429 (with `retry_on_http_429`, honouring
+//! `Retry-After`), timeouts and connection errors retry the same batch with
+//! jittered exponential backoff from `min_backoff` to `max_backoff`, forever;
+//! any other status drops the batch, counts it and logs the receiver's
+//! message, since sending it again can never succeed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{Batch, Queue};
+use crate::config::{RemoteWriteConfig, Secret};
+use crate::http::HttpClient;
+use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
+use crate::tls::describe_error;
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Retry; `after` is the receiver's `Retry-After`, if it gave one.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Never retry; drop and count.
+    Reject { reason: String },
+}
+
+/// Classifies a response status as the remote-write spec asks.
+pub fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, retry_on_429: bool, body: &str) -> Outcome {
+    let msg = |s: StatusCode| {
+        let b = body.trim();
+        if b.is_empty() {
+            format!("server returned HTTP status {s}")
+        } else {
+            format!("server returned HTTP status {s}: {b}")
+        }
+    };
+    if status.is_success() {
+        Outcome::Sent
+    } else if status.is_server_error() || (status == StatusCode::TOO_MANY_REQUESTS && retry_on_429) {
+        Outcome::Retry {
+            reason: msg(status),
+            after: retry_after.and_then(parse_retry_after),
+        }
+    } else {
+        Outcome::Reject { reason: msg(status) }
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (IMF-fixdate).
+pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = parse_http_date(s)?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// Parses `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let rest = s.split_once(", ")?.1;
+    let mut it = rest.split(' ');
+    let day: u64 = it.next()?.parse().ok()?;
+    let mon = match it.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if it.next()? != "GMT" {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mon <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (mon + 9) % 12;
+    let doy = (153 * mp as i64 + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + sec) as i64;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Jittered exponential backoff.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max, current: min }
+    }
+    /// The next delay: the current step with up to 50 % jitter removed, then
+    /// the step doubles (capped at `max`).
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let jitter = 0.5 + fastrand::f64() * 0.5;
+        base.mul_f64(jitter).max(Duration::from_millis(1))
+    }
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// Sends one destination's queue; see the module docs.
+pub struct Sender {
+    pub name: String,
+    client: HttpClient,
+    url: Uri,
+    cfg: RemoteWriteConfig,
+    queue: Arc<Queue>,
+    metrics: Metrics,
+    labels: RemoteLabels,
+}
+
+impl Sender {
+    pub fn new(name: String, cfg: RemoteWriteConfig, client: HttpClient, queue: Arc<Queue>, metrics: Metrics) -> Result<Self, String> {
+        let url: Uri = cfg.url.parse().map_err(|e| format!("remote_write url {:?}: {e}", cfg.url))?;
+        let labels = RemoteLabels {
+            remote_name: name.clone(),
+            url: cfg.url.clone(),
+        };
+        Ok(Sender {
+            name,
+            client,
+            url,
+            cfg,
+            queue,
+            metrics,
+            labels,
+        })
+    }
+
+    fn auth_header(&self) -> Result<Option<HeaderValue>, String> {
+        fn from_file(p: &std::path::Path) -> Result<Secret, String> {
+            std::fs::read_to_string(p)
+                .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
+                .map_err(|e| format!("reading {}: {e}", p.display()))
+        }
+        let value = if let Some(b) = &self.cfg.basic_auth {
+            let pw = match (&b.password, &b.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => from_file(f)?,
+                (None, None) => Secret::new(""),
+            };
+            let raw = format!("{}:{}", b.username, pw.expose());
+            format!("Basic {}", base64_encode(raw.as_bytes()))
+        } else if let Some(a) = &self.cfg.authorization {
+            let cred = match (&a.credentials, &a.credentials_file) {
+                (Some(c), _) => c.clone(),
+                (None, Some(f)) => from_file(f)?,
+                (None, None) => Secret::new(""),
+            };
+            format!("{} {}", a.kind, cred.expose())
+        } else {
+            return Ok(None);
+        };
+        let mut v = HeaderValue::from_str(&value).map_err(|_| "credentials contain characters not allowed in a header".to_string())?;
+        v.set_sensitive(true);
+        Ok(Some(v))
+    }
+
+    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::post(self.url.clone())
+            .header(CONTENT_ENCODING, "snappy")
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(USER_AGENT, crate::http::USER_AGENT)
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let h: &mut HeaderMap = req.headers_mut();
+        for (k, v) in &self.cfg.headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                h.insert(k, v);
+            }
+        }
+        if let Some(a) = self.auth_header()? {
+            h.insert(AUTHORIZATION, a);
+        }
+        Ok(req)
+    }
+
+    /// One attempt.
+    pub async fn attempt(&self, batch: &Batch) -> Outcome {
+        let req = match self.request(batch.data.clone()) {
+            Ok(r) => r,
+            Err(reason) => return Outcome::Retry { reason, after: None },
+        };
+        let timeout = self.cfg.remote_timeout.0;
+        let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => {
+                return Outcome::Retry {
+                    reason: format!("request timed out after {}", crate::units::format_duration(timeout)),
+                    after: None,
+                };
+            }
+            Ok(Err(e)) => {
+                return Outcome::Retry {
+                    reason: describe_error(&e),
+                    after: None,
+                };
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+        // Read (a bounded part of) the body: it carries the receiver's reason,
+        // and reading it lets the connection be reused.
+        let body = match tokio::time::timeout(timeout, resp.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
+        let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        classify(status, retry_after.as_ref(), self.cfg.queue_config.retry_on_http_429, &text)
+    }
+
+    fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
+        RemoteReasonLabels {
+            remote_name: self.labels.remote_name.clone(),
+            url: self.labels.url.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Sends until cancelled; then keeps sending what is queued for at most
+    /// `grace`, and counts what is left as dropped (`reason="shutdown"`).
+    pub async fn run(self, cancel: CancellationToken, grace: Duration) {
+        let q = &self.queue;
+        let qc = &self.cfg.queue_config;
+        let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if deadline.is_none() && cancel.is_cancelled() {
+                deadline = Some(tokio::time::Instant::now() + grace);
+                q.flush(true);
+            }
+            let Some(batch) = q.front() else {
+                if deadline.is_some() {
+                    break;
+                }
+                let wait = q
+                    .open_due_at()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    _ = q.notified() => {}
+                    _ = tokio::time::sleep(wait) => q.flush(false),
+                    _ = cancel.cancelled() => {}
+                }
+                continue;
+            };
+            let mut retried = false;
+            loop {
+                if retried {
+                    self.metrics.samples_retried.get_or_create(&self.labels).inc_by(batch.samples as u64);
+                    self.metrics.batches_retried.get_or_create(&self.labels).inc();
+                }
+                let outcome = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, self.attempt(&batch)).await {
+                        Ok(o) => o,
+                        Err(_) => break,
+                    },
+                    None => self.attempt(&batch).await,
+                };
+                match outcome {
+                    Outcome::Sent => {
+                        backoff.reset();
+                        self.metrics.backoff_seconds.get_or_create(&self.labels).set(0.0);
+                        self.metrics.samples_sent.get_or_create(&self.labels).inc_by(batch.samples as u64);
+                        self.metrics.batches_sent.get_or_create(&self.labels).inc();
+                        self.metrics.bytes_sent.get_or_create(&self.labels).inc_by(batch.data.len() as u64);
+                        let now = SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64();
+                        self.metrics.last_send_timestamp.get_or_create(&self.labels).set(now);
+                        q.ack(batch.seq);
+                        break;
+                    }
+                    Outcome::Reject { reason } => {
+                        tracing::error!(
+                            remote_name = %self.name,
+                            samples = batch.samples,
+                            %reason,
+                            "remote write rejected a batch; dropping it (retrying cannot succeed)"
+                        );
+                        self.metrics.samples_failed.get_or_create(&self.labels).inc_by(batch.samples as u64);
+                        self.metrics.batches_failed.get_or_create(&self.reason_labels("rejected")).inc();
+                        q.drop_samples("rejected", batch.samples, 1);
+                        q.ack(batch.seq);
+                        break;
+                    }
+                    Outcome::Retry { reason, after } => {
+                        let delay = after.unwrap_or_else(|| backoff.next_delay());
+                        tracing::warn!(
+                            remote_name = %self.name,
+                            samples = batch.samples,
+                            %reason,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "remote write failed; will retry"
+                        );
+                        self.metrics.samples_failed.get_or_create(&self.labels).inc_by(batch.samples as u64);
+                        self.metrics.batches_failed.get_or_create(&self.reason_labels("retryable")).inc();
+                        self.metrics.backoff_seconds.get_or_create(&self.labels).set(delay.as_secs_f64());
+                        let sleep = tokio::time::sleep(delay);
+                        match deadline {
+                            Some(d) => {
+                                if tokio::time::timeout_at(d, sleep).await.is_err() {
+                                    break;
+                                }
+                            }
+                            None => {
+                                tokio::select! {
+                                    _ = sleep => {}
+                                    _ = cancel.cancelled() => {
+                                        deadline = Some(tokio::time::Instant::now() + grace);
+                                        q.flush(true);
+                                    }
+                                }
+                            }
+                        }
+                        retried = true;
+                    }
+                }
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+        }
+        let left = q.drain_all("shutdown");
+        if left > 0 {
+            tracing::warn!(remote_name = %self.name, samples = left, "shutdown grace period over; unsent samples dropped");
+        }
+    }
+}
+
+fn base64_encode(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_spec() {
+        assert_eq!(classify(StatusCode::NO_CONTENT, None, true, ""), Outcome::Sent);
+        assert_eq!(classify(StatusCode::OK, None, true, ""), Outcome::Sent);
+        assert!(matches!(classify(StatusCode::INTERNAL_SERVER_ERROR, None, true, ""), Outcome::Retry { .. }));
+        assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, None, false, ""), Outcome::Retry { .. }));
+        let ra = HeaderValue::from_static("2");
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, Some(&ra), true, ""),
+            Outcome::Retry {
+                reason: "server returned HTTP status 429 Too Many Requests".into(),
+                after: Some(Duration::from_secs(2))
+            }
+        );
+        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, None, false, ""), Outcome::Reject { .. }));
+        match classify(StatusCode::BAD_REQUEST, None, true, "out of bounds\n") {
+            Outcome::Reject { reason } => assert_eq!(reason, "server returned HTTP status 400 Bad Request: out of bounds"),
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(classify(StatusCode::NOT_FOUND, None, true, ""), Outcome::Reject { .. }));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT")), Some(Duration::ZERO));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn backoff_grows_jittered_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
+        let steps = [100u64, 200, 400, 800, 800, 800];
+        for (got, step) in d.iter().zip(steps) {
+            assert!(*got <= Duration::from_millis(step) && *got >= Duration::from_millis(step / 2), "{got:?} vs {step}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+    }
+}

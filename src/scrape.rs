@@ -1,0 +1,460 @@
+//! Targets, the scrape loop and its synthetic series.
+//!
+//! One task per target ticks on the target's `scrape_interval`, offset by a
+//! stable hash of the target so that many agents (and many targets) do not
+//! scrape in lockstep. Each scrape GETs the target with
+//! `Accept: text/plain;version=0.0.4`, gzip, the `scrape_timeout` and the
+//! body size limit (applied to the decompressed body), parses the body with
+//! [`crate::exposition`], runs every sample through the target's
+//! [`SeriesCache`] and hands the encoded result to every remote-write queue.
+//!
+//! As in Prometheus, a scrape is all or nothing: a transport error, a non-200
+//! status, an oversized body, a line that does not parse, a repeated label or
+//! a series exposed twice fails the whole scrape. A failed scrape sends
+//! `up 0` and staleness markers for the series of the last good scrape.
+//! Every scrape, good or bad, also sends `up`, `scrape_duration_seconds`,
+//! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and
+//! `scrape_series_added` with the target's labels, at the scrape's start time.
+
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, USER_AGENT};
+use http::{Request, StatusCode, Uri};
+use http_body_util::Full;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ScrapeConfig};
+use crate::exposition::Parser;
+use crate::http::{BodyError, HttpClient, read_body_limited};
+use crate::remote_write::queue::Queue;
+use crate::series::{EncodedSamples, SeriesCache, SeriesError, TargetContext};
+use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
+use crate::tls::describe_error;
+
+/// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("scrape timed out after {0}")]
+    Timeout(String),
+    #[error("server returned HTTP status {0}")]
+    Status(String),
+    #[error("{0}")]
+    Body(#[from] BodyError),
+    #[error("decompressing gzip body: {0}")]
+    Gzip(String),
+    #[error("parse error: {0}")]
+    Parse(#[from] crate::exposition::ParseError),
+    #[error("{0}")]
+    Series(#[from] SeriesError),
+    #[error("sample_limit exceeded: the target exposed more than {0} samples")]
+    SampleLimit(u64),
+}
+
+impl ScrapeError {
+    /// A short, stable reason for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Connect(_) => "connection",
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Status(_) => "http_status",
+            ScrapeError::Body(BodyError::TooLarge { .. }) => "body_size_limit",
+            ScrapeError::Body(_) => "read_body",
+            ScrapeError::Gzip(_) => "gzip",
+            ScrapeError::Parse(_) => "parse",
+            ScrapeError::Series(SeriesError::DuplicateLabel { .. }) => "duplicate_label",
+            ScrapeError::Series(SeriesError::DuplicateSeries(_)) => "duplicate_series",
+            ScrapeError::Series(SeriesError::InvalidLabel(_)) => "invalid_label",
+            ScrapeError::SampleLimit(_) => "sample_limit",
+        }
+    }
+}
+
+/// One scrape target, fully resolved from the config.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub job: String,
+    /// `host:port` as configured.
+    pub instance: String,
+    pub url: Uri,
+    pub ctx: TargetContext,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub body_limit: Option<u64>,
+    pub sample_limit: u64,
+    /// Index of its scrape config.
+    pub config_index: usize,
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved kept).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The scrape URL of `address` under a scrape config.
+pub fn target_url(sc: &ScrapeConfig, address: &str) -> Result<Uri, String> {
+    let mut url = format!("{}://{}{}", sc.scheme, address, sc.metrics_path);
+    let mut first = true;
+    for (k, vs) in &sc.params {
+        for v in vs {
+            url.push(if first { '?' } else { '&' });
+            first = false;
+            url.push_str(&query_escape(k));
+            url.push('=');
+            url.push_str(&query_escape(v));
+        }
+    }
+    url.parse().map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
+}
+
+/// Every target of the config, in config order.
+pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
+    let mut ext: Vec<(String, String)> = cfg
+        .global
+        .external_labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    ext.sort();
+    let mut out = Vec::new();
+    for (i, sc) in cfg.scrape_configs.iter().enumerate() {
+        for st in &sc.static_configs {
+            for addr in &st.targets {
+                let mut tl: Vec<(String, String)> = st
+                    .labels
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                // As Prometheus: `job` and `instance` default to the job name and
+                // the address unless the static labels set them.
+                if !tl.iter().any(|(k, _)| k == "job") {
+                    tl.push(("job".into(), sc.job_name.clone()));
+                }
+                if !tl.iter().any(|(k, _)| k == "instance") {
+                    tl.push(("instance".into(), addr.clone()));
+                }
+                // Labels starting with "__" are meta labels; they never reach series.
+                tl.retain(|(k, _)| !k.starts_with("__"));
+                tl.sort();
+                let job = tl.iter().find(|(k, _)| k == "job").map(|(_, v)| v.clone()).unwrap_or_default();
+                let instance = tl.iter().find(|(k, _)| k == "instance").map(|(_, v)| v.clone()).unwrap_or_default();
+                out.push(Target {
+                    job,
+                    instance,
+                    url: target_url(sc, addr)?,
+                    ctx: TargetContext {
+                        target_labels: tl,
+                        external_labels: ext.clone(),
+                        honor_labels: sc.honor_labels,
+                        honor_timestamps: sc.honor_timestamps,
+                    },
+                    interval: sc.interval(),
+                    timeout: sc.timeout(),
+                    body_limit: sc.body_limit(),
+                    sample_limit: sc.sample_limit,
+                    config_index: i,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Health of a target, as shown on `/targets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// The latest state of a target (shared with the admin server).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub job: String,
+    pub instance: String,
+    pub url: String,
+    pub health: Health,
+    /// Unix seconds of the last scrape's start.
+    pub last_scrape: Option<f64>,
+    pub last_scrape_duration_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    pub samples: u64,
+    pub series: usize,
+}
+
+pub type SharedStatus = Arc<Mutex<TargetStatus>>;
+
+impl TargetStatus {
+    pub fn new(t: &Target) -> Self {
+        TargetStatus {
+            job: t.job.clone(),
+            instance: t.instance.clone(),
+            url: t.url.to_string(),
+            health: Health::Unknown,
+            last_scrape: None,
+            last_scrape_duration_seconds: None,
+            last_error: None,
+            samples: 0,
+            series: 0,
+        }
+    }
+}
+
+/// Encoded labels of the synthetic series of one target.
+struct Synthetic {
+    up: Box<[u8]>,
+    duration: Box<[u8]>,
+    scraped: Box<[u8]>,
+    post_relabel: Box<[u8]>,
+    added: Box<[u8]>,
+}
+
+/// The scrape loop of one target.
+pub struct ScrapeLoop {
+    target: Arc<Target>,
+    client: HttpClient,
+    cache: SeriesCache,
+    out: EncodedSamples,
+    body: Vec<u8>,
+    inflated: Vec<u8>,
+    synthetic: Synthetic,
+    sinks: Vec<Arc<Queue>>,
+    metrics: Metrics,
+    labels: TargetLabels,
+    status: SharedStatus,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ScrapeLoop {
+    pub fn new(target: Arc<Target>, client: HttpClient, sinks: Vec<Arc<Queue>>, metrics: Metrics, status: SharedStatus) -> Self {
+        let ctx = &target.ctx;
+        let synthetic = Synthetic {
+            up: ctx.synthetic("up"),
+            duration: ctx.synthetic("scrape_duration_seconds"),
+            scraped: ctx.synthetic("scrape_samples_scraped"),
+            post_relabel: ctx.synthetic("scrape_samples_post_metric_relabeling"),
+            added: ctx.synthetic("scrape_series_added"),
+        };
+        let labels = TargetLabels {
+            job: target.job.clone(),
+            instance: target.instance.clone(),
+        };
+        ScrapeLoop {
+            target,
+            client,
+            cache: SeriesCache::new(),
+            out: EncodedSamples::default(),
+            body: Vec::new(),
+            inflated: Vec::new(),
+            synthetic,
+            sinks,
+            metrics,
+            labels,
+            status,
+        }
+    }
+
+    /// Delay before the first scrape: a stable offset within the interval.
+    fn first_delay(&self) -> Duration {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.target.job.hash(&mut h);
+        self.target.url.to_string().hash(&mut h);
+        let iv = self.target.interval.as_nanos().max(1) as u64;
+        let offset = h.finish() % iv;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let base = iv - now % iv;
+        Duration::from_nanos((base + offset) % iv)
+    }
+
+    /// Runs until `cancel`. No staleness markers at shutdown (as Prometheus).
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let start = tokio::time::Instant::now() + self.first_delay();
+        let mut ticker = tokio::time::interval_at(start, self.target.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.scrape_once() => {}
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<(), ScrapeError> {
+        let t = &self.target;
+        let req = Request::get(t.url.clone())
+            .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+            .header(ACCEPT_ENCODING, "gzip")
+            .header(USER_AGENT, crate::http::USER_AGENT)
+            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", t.timeout.as_secs_f64()))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| ScrapeError::Connect(describe_error(&e)))?;
+        if resp.status() != StatusCode::OK {
+            return Err(ScrapeError::Status(resp.status().to_string()));
+        }
+        let gzip = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        read_body_limited(resp.into_body(), t.body_limit, &mut self.body).await?;
+        if gzip {
+            self.inflated.clear();
+            let limit = t.body_limit.unwrap_or(u64::MAX);
+            let mut dec = flate2::read::MultiGzDecoder::new(self.body.as_slice()).take(limit.saturating_add(1));
+            dec.read_to_end(&mut self.inflated)
+                .map_err(|e| ScrapeError::Gzip(e.to_string()))?;
+            if self.inflated.len() as u64 > limit {
+                return Err(ScrapeError::Body(BodyError::TooLarge { limit }));
+            }
+            std::mem::swap(&mut self.body, &mut self.inflated);
+        }
+        Ok(())
+    }
+
+    /// Parses the body into `self.out`; returns (samples, series added).
+    fn ingest(&mut self, ts: i64) -> Result<(u64, u64), ScrapeError> {
+        let mut n = 0u64;
+        let mut added = 0u64;
+        let limit = self.target.sample_limit;
+        for s in Parser::new(&self.body) {
+            let s = s?;
+            n += 1;
+            if limit > 0 && n > limit {
+                return Err(ScrapeError::SampleLimit(limit));
+            }
+            if self.cache.append(&self.target.ctx, &s, ts, &mut self.out)? {
+                added += 1;
+            }
+        }
+        Ok((n, added))
+    }
+
+    /// One scrape, start to finish; returns the error if it failed.
+    pub async fn scrape_once(&mut self) -> Option<String> {
+        let started = SystemTime::now();
+        let ts = unix_ms(started);
+        let t0 = Instant::now();
+        let timeout = self.target.timeout;
+        let fetched = match tokio::time::timeout(timeout, self.fetch()).await {
+            Ok(r) => r,
+            Err(_) => Err(ScrapeError::Timeout(crate::units::format_duration(timeout))),
+        };
+        self.out.clear();
+        self.cache.begin();
+        let result = fetched.and_then(|()| self.ingest(ts));
+        let duration = t0.elapsed().as_secs_f64();
+        let (up, scraped, added, err) = match result {
+            Ok((n, added)) => {
+                self.cache.end(ts, &mut self.out);
+                (1.0, n, added, None)
+            }
+            Err(e) => {
+                self.out.clear();
+                self.cache.mark_all_stale(ts, &mut self.out);
+                (0.0, 0, 0, Some(e))
+            }
+        };
+        let syn = &self.synthetic;
+        self.out.push(&syn.up, up, ts);
+        self.out.push(&syn.duration, duration, ts);
+        self.out.push(&syn.scraped, scraped as f64, ts);
+        self.out.push(&syn.post_relabel, scraped as f64, ts);
+        self.out.push(&syn.added, added as f64, ts);
+        for q in &self.sinks {
+            q.append(&self.out);
+        }
+
+        let m = &self.metrics;
+        m.scrapes.get_or_create(&self.labels).inc();
+        m.samples_scraped.get_or_create(&self.labels).inc_by(scraped);
+        m.target_up.get_or_create(&self.labels).set(up as i64);
+        m.scrape_duration.get_or_create(&self.labels).set(duration);
+        m.series.get_or_create(&self.labels).set(self.cache.len() as i64);
+        let msg = err.as_ref().map(|e| e.to_string());
+        if let Some(e) = &err {
+            m.scrape_failures
+                .get_or_create(&FailureLabels {
+                    job: self.labels.job.clone(),
+                    instance: self.labels.instance.clone(),
+                    reason: e.reason().into(),
+                })
+                .inc();
+            tracing::warn!(job = %self.target.job, instance = %self.target.instance, reason = e.reason(), error = %e, "scrape failed");
+        } else {
+            tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = scraped, duration, "scrape ok");
+        }
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.health = if up == 1.0 { Health::Up } else { Health::Down };
+        st.last_scrape = Some(ts as f64 / 1000.0);
+        st.last_scrape_duration_seconds = Some(duration);
+        st.last_error = msg.clone();
+        st.samples = scraped;
+        st.series = self.cache.len();
+        msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_carries_scheme_path_and_params() {
+        let cfg = Config::from_yaml(
+            "scrape_configs:\n  - job_name: cp\n    scheme: https\n    params: {hosting: ['true'], x: ['a b', 'c&d']}\n    static_configs: [{targets: ['10.0.0.1:6443']}]\n",
+        )
+        .unwrap();
+        let t = targets(&cfg).unwrap();
+        assert_eq!(t[0].url.to_string(), "https://10.0.0.1:6443/metrics?hosting=true&x=a%20b&x=c%26d");
+    }
+
+    #[test]
+    fn target_labels_job_instance_and_static() {
+        let cfg = Config::from_yaml(
+            "global: {external_labels: {cluster: c}}\nscrape_configs:\n  - job_name: cp\n    static_configs:\n      - targets: ['h:1', 'h:2']\n        labels: {env: prod, empty: '', __meta: x}\n      - targets: ['h:3']\n        labels: {job: override, instance: named}\n",
+        )
+        .unwrap();
+        let t = targets(&cfg).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t[0].ctx.target_labels,
+            vec![("env".into(), "prod".into()), ("instance".into(), "h:1".into()), ("job".into(), "cp".into())]
+        );
+        assert_eq!(t[0].ctx.external_labels, vec![("cluster".into(), "c".into())]);
+        assert_eq!((t[2].job.as_str(), t[2].instance.as_str()), ("override", "named"));
+    }
+}

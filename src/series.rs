@@ -1,0 +1,447 @@
+//! Label sets, the per-target series cache, and staleness.
+//!
+//! The cache is the hot path (as Prometheus's scrape cache is). It maps the
+//! series text exactly as the target exposed it (`name{labels}`, borrowed from
+//! the response body) to the series' final label set, already merged with the
+//! target labels (honoring `honor_labels`), completed with the external labels,
+//! sorted by name and encoded as the protobuf `repeated Label` bytes of a
+//! remote-write `TimeSeries`. In steady state a sample costs one hash lookup
+//! and one memcpy of those bytes into the outgoing request: no allocation, no
+//! label parsing, no sorting.
+//!
+//! Each scrape is a generation. A series not seen in the current generation
+//! gets a staleness marker (the NaN `0x7ff0000000000002`) at the scrape's
+//! timestamp, unless it carried an explicit timestamp (as in Prometheus), and
+//! leaves the cache.
+
+use std::collections::HashMap;
+
+use crate::exposition::Sample;
+use crate::remote_write::proto::{encode_label, write_series};
+
+/// The NaN Prometheus uses as a staleness marker.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// Why a series could not be accepted; fails the whole scrape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesError {
+    #[error("label name {name:?} is not unique in series {series}")]
+    DuplicateLabel { name: String, series: String },
+    #[error("{0}")]
+    InvalidLabel(String),
+    #[error("duplicate sample for series {0} in one scrape")]
+    DuplicateSeries(String),
+}
+
+/// A label set sorted by name.
+pub type Labels = Vec<(String, String)>;
+
+/// What every series of one target gets, computed once per target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetContext {
+    /// Target labels (`job`, `instance`, static labels), sorted, no empty values.
+    pub target_labels: Labels,
+    /// External labels, sorted; added only where a series lacks the name.
+    pub external_labels: Labels,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+}
+
+impl TargetContext {
+    /// Builds the final, sorted label set of an exposed sample (the slow path,
+    /// run once per new series).
+    pub fn series_labels(&self, s: &Sample<'_>) -> Result<Labels, SeriesError> {
+        let mut exposed: Labels = Vec::with_capacity(8);
+        exposed.push(("__name__".to_string(), s.name.to_string()));
+        for l in s.labels() {
+            let (name, value) = l.map_err(SeriesError::InvalidLabel)?;
+            if exposed.iter().any(|(n, _)| n == name) {
+                return Err(SeriesError::DuplicateLabel {
+                    name: name.to_string(),
+                    series: String::from_utf8_lossy(s.series).into_owned(),
+                });
+            }
+            exposed.push((name.to_string(), value.into_owned()));
+        }
+        // Empty label values are the same as absent labels.
+        exposed.retain(|(_, v)| !v.is_empty());
+        Ok(self.finish(exposed))
+    }
+
+    /// Merges target and external labels into exposed labels and sorts.
+    pub fn finish(&self, mut lbls: Labels) -> Labels {
+        if self.honor_labels {
+            for (n, v) in &self.target_labels {
+                if !lbls.iter().any(|(en, _)| en == n) {
+                    lbls.push((n.clone(), v.clone()));
+                }
+            }
+        } else {
+            let mut conflicts: Labels = Vec::new();
+            for (n, v) in &self.target_labels {
+                if let Some(pos) = lbls.iter().position(|(en, _)| en == n) {
+                    let old = std::mem::replace(&mut lbls[pos].1, v.clone());
+                    conflicts.push((n.clone(), old));
+                } else {
+                    lbls.push((n.clone(), v.clone()));
+                }
+            }
+            // As Prometheus: shortest names first, prefix `exported_` until free.
+            conflicts.sort_by_key(|(n, _)| n.len());
+            for (n, v) in conflicts {
+                let mut name = n;
+                loop {
+                    name = format!("exported_{name}");
+                    if !lbls.iter().any(|(en, _)| *en == name) {
+                        lbls.push((name, v));
+                        break;
+                    }
+                }
+            }
+        }
+        for (n, v) in &self.external_labels {
+            if !lbls.iter().any(|(en, _)| en == n) {
+                lbls.push((n.clone(), v.clone()));
+            }
+        }
+        lbls.sort_by(|a, b| a.0.cmp(&b.0));
+        lbls
+    }
+
+    /// Encoded labels of a synthetic series (`up`, `scrape_*`).
+    pub fn synthetic(&self, name: &str) -> Box<[u8]> {
+        let lbls = self.finish(vec![("__name__".to_string(), name.to_string())]);
+        encode_labels(&lbls)
+    }
+}
+
+/// Encodes sorted labels as the `repeated Label labels = 1` bytes of a TimeSeries.
+pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(lbls.iter().map(|(n, v)| n.len() + v.len() + 6).sum());
+    for (n, v) in lbls {
+        encode_label(&mut out, n, v);
+    }
+    out.into_boxed_slice()
+}
+
+struct Entry {
+    labels: Box<[u8]>,
+    first_seen: u64,
+    last_seen: u64,
+    explicit_ts: bool,
+}
+
+/// Encoded samples of one scrape: concatenated `TimeSeries` fields of a
+/// `WriteRequest`, with the end offset of each so batches can be cut anywhere.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedSamples {
+    pub buf: Vec<u8>,
+    pub ends: Vec<u32>,
+}
+
+impl EncodedSamples {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+    #[inline]
+    pub fn push(&mut self, labels: &[u8], value: f64, ts: i64) {
+        write_series(&mut self.buf, labels, value, ts);
+        self.ends.push(self.buf.len() as u32);
+    }
+    /// The bytes of samples `from..to`.
+    pub fn slice(&self, from: usize, to: usize) -> &[u8] {
+        let start = if from == 0 { 0 } else { self.ends[from - 1] as usize };
+        let end = if to == 0 { 0 } else { self.ends[to - 1] as usize };
+        &self.buf[start..end]
+    }
+}
+
+/// Counts of one scrape's pass through the cache.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    pub samples: u64,
+    pub series_added: u64,
+    pub stale_markers: u64,
+}
+
+/// The per-target series cache; see the module docs.
+#[derive(Default)]
+pub struct SeriesCache {
+    map: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    generation: u64,
+    /// The generation of the last successful scrape ([`SeriesCache::end`]).
+    completed: u64,
+}
+
+impl SeriesCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of series currently cached.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Starts a scrape: a new generation.
+    pub fn begin(&mut self) {
+        self.generation += 1;
+    }
+
+    /// Appends one exposed sample at `default_ts` (the scrape time) to `out`.
+    /// Returns whether the series is new to the cache.
+    #[inline]
+    pub fn append(
+        &mut self,
+        ctx: &TargetContext,
+        s: &Sample<'_>,
+        default_ts: i64,
+        out: &mut EncodedSamples,
+    ) -> Result<bool, SeriesError> {
+        let ts = match s.timestamp {
+            Some(t) if ctx.honor_timestamps => t,
+            _ => default_ts,
+        };
+        let explicit_ts = s.timestamp.is_some() && ctx.honor_timestamps;
+        let generation = self.generation;
+        if let Some(e) = self.map.get_mut(s.series) {
+            if e.last_seen == generation {
+                return Err(SeriesError::DuplicateSeries(
+                    String::from_utf8_lossy(s.series).into_owned(),
+                ));
+            }
+            e.last_seen = generation;
+            e.explicit_ts = explicit_ts;
+            out.push(&e.labels, s.value, ts);
+            return Ok(false);
+        }
+        let lbls = ctx.series_labels(s)?;
+        let labels = encode_labels(&lbls);
+        out.push(&labels, s.value, ts);
+        self.map.insert(
+            s.series.into(),
+            Entry {
+                labels,
+                first_seen: generation,
+                last_seen: generation,
+                explicit_ts,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Ends a successful scrape: staleness markers at `ts` for every series
+    /// seen before but not in this scrape; those series leave the cache.
+    pub fn end(&mut self, ts: i64, out: &mut EncodedSamples) -> u64 {
+        let generation = self.generation;
+        self.completed = generation;
+        let mut stale = 0;
+        self.map.retain(|_, e| {
+            if e.last_seen == generation {
+                return true;
+            }
+            if !e.explicit_ts {
+                out.push(&e.labels, f64::from_bits(STALE_NAN), ts);
+                stale += 1;
+            }
+            false
+        });
+        stale
+    }
+
+    /// A failed scrape (or a removed target): markers at `ts` for every series
+    /// of the last successful scrape, and the cache empties. Series first
+    /// seen by a scrape that failed half-way were never sent and get none.
+    pub fn mark_all_stale(&mut self, ts: i64, out: &mut EncodedSamples) -> u64 {
+        let mut stale = 0;
+        for e in self.map.values() {
+            if !e.explicit_ts && e.first_seen <= self.completed {
+                out.push(&e.labels, f64::from_bits(STALE_NAN), ts);
+                stale += 1;
+            }
+        }
+        self.map.clear();
+        stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::Parser;
+    use crate::remote_write::proto::WriteRequest;
+    use prost::Message;
+
+    fn ctx(honor_labels: bool) -> TargetContext {
+        TargetContext {
+            target_labels: vec![
+                ("instance".into(), "h:1".into()),
+                ("job".into(), "j".into()),
+            ],
+            external_labels: vec![("cluster".into(), "c1".into()), ("job".into(), "ext".into())],
+            honor_labels,
+            honor_timestamps: true,
+        }
+    }
+
+    fn decode(out: &EncodedSamples) -> WriteRequest {
+        WriteRequest::decode(out.buf.as_slice()).unwrap()
+    }
+
+    fn label_pairs(ts: &crate::remote_write::proto::TimeSeries) -> Vec<(String, String)> {
+        ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+    }
+
+    fn scrape(cache: &mut SeriesCache, c: &TargetContext, body: &str, ts: i64) -> Result<EncodedSamples, SeriesError> {
+        let mut out = EncodedSamples::default();
+        cache.begin();
+        for s in Parser::new(body.as_bytes()) {
+            cache.append(c, &s.unwrap(), ts, &mut out)?;
+        }
+        cache.end(ts, &mut out);
+        Ok(out)
+    }
+
+    #[test]
+    fn labels_are_merged_sorted_and_encoded() {
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(false), "m{z=\"1\",a=\"2\",empty=\"\"} 5\n", 1000).unwrap();
+        let wr = decode(&out);
+        assert_eq!(wr.timeseries.len(), 1);
+        assert_eq!(
+            label_pairs(&wr.timeseries[0]),
+            vec![
+                ("__name__".to_string(), "m".to_string()),
+                ("a".into(), "2".into()),
+                ("cluster".into(), "c1".into()),
+                ("instance".into(), "h:1".into()),
+                ("job".into(), "j".into()),
+                ("z".into(), "1".into()),
+            ]
+        );
+        assert_eq!(wr.timeseries[0].samples[0].value, 5.0);
+        assert_eq!(wr.timeseries[0].samples[0].timestamp, 1000);
+    }
+
+    #[test]
+    fn honor_labels_false_renames_conflicts() {
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(false), "m{job=\"x\",instance=\"y\",exported_job=\"z\"} 1\n", 1).unwrap();
+        let l = label_pairs(&decode(&out).timeseries[0]);
+        let get = |n: &str| l.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("job").as_deref(), Some("j"));
+        assert_eq!(get("instance").as_deref(), Some("h:1"));
+        assert_eq!(get("exported_instance").as_deref(), Some("y"));
+        assert_eq!(get("exported_job").as_deref(), Some("z"));
+        assert_eq!(get("exported_exported_job").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn honor_labels_true_keeps_exposed() {
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(true), "m{job=\"x\"} 1\n", 1).unwrap();
+        let l = label_pairs(&decode(&out).timeseries[0]);
+        assert!(l.contains(&("job".into(), "x".into())));
+        assert!(l.contains(&("instance".into(), "h:1".into())));
+        assert!(!l.iter().any(|(n, _)| n.starts_with("exported_")));
+    }
+
+    #[test]
+    fn external_labels_never_override() {
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(true), "m{cluster=\"own\"} 1\n", 1).unwrap();
+        let l = label_pairs(&decode(&out).timeseries[0]);
+        assert!(l.contains(&("cluster".into(), "own".into())));
+    }
+
+    #[test]
+    fn repeated_label_fails() {
+        let mut cache = SeriesCache::new();
+        let e = scrape(&mut cache, &ctx(false), "m{a=\"1\",a=\"2\"} 1\n", 1).unwrap_err();
+        assert!(matches!(e, SeriesError::DuplicateLabel { .. }), "{e}");
+    }
+
+    #[test]
+    fn duplicate_series_fails() {
+        let mut cache = SeriesCache::new();
+        let e = scrape(&mut cache, &ctx(false), "m 1\nm 2\n", 1).unwrap_err();
+        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
+    }
+
+    #[test]
+    fn cache_hit_reuses_and_vanished_series_go_stale() {
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        scrape(&mut cache, &c, "a 1\nb 2\nt 3 1000\n", 10).unwrap();
+        assert_eq!(cache.len(), 3);
+        let out = scrape(&mut cache, &c, "a 4\n", 20).unwrap();
+        let wr = decode(&out);
+        // a's value, then b's stale marker; t had an explicit timestamp: no marker.
+        assert_eq!(wr.timeseries.len(), 2);
+        assert_eq!(wr.timeseries[0].samples[0].value, 4.0);
+        let marker = &wr.timeseries[1];
+        assert_eq!(marker.labels[0].value, "b");
+        assert_eq!(marker.samples[0].value.to_bits(), STALE_NAN);
+        assert_eq!(marker.samples[0].timestamp, 20);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn target_nan_is_never_a_marker() {
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(false), "a NaN\n", 1).unwrap();
+        let v = decode(&out).timeseries[0].samples[0].value;
+        assert!(v.is_nan());
+        assert_ne!(v.to_bits(), STALE_NAN);
+    }
+
+    #[test]
+    fn failed_scrape_marks_everything_stale() {
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        scrape(&mut cache, &c, "a 1\nb 2\n", 10).unwrap();
+        let mut out = EncodedSamples::default();
+        assert_eq!(cache.mark_all_stale(20, &mut out), 2);
+        assert!(cache.is_empty());
+        assert!(decode(&out).timeseries.iter().all(|t| t.samples[0].value.to_bits() == STALE_NAN));
+    }
+
+    #[test]
+    fn series_first_seen_in_a_failing_scrape_get_no_marker() {
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        scrape(&mut cache, &c, "a 1\n", 10).unwrap();
+        let mut out = EncodedSamples::default();
+        cache.begin();
+        for s in Parser::new(b"a 2\nnew 3\n") {
+            cache.append(&c, &s.unwrap(), 20, &mut out).unwrap();
+        }
+        // The scrape fails later (say, a parse error): its samples are discarded.
+        out.clear();
+        assert_eq!(cache.mark_all_stale(20, &mut out), 1);
+        assert_eq!(decode(&out).timeseries[0].labels[0].value, "a");
+    }
+
+    #[test]
+    fn slices_cut_at_sample_boundaries() {
+        let mut out = EncodedSamples::default();
+        for i in 0..5 {
+            out.push(&encode_labels(&[("__name__".into(), format!("m{i}"))]), i as f64, i);
+        }
+        let part = WriteRequest::decode(out.slice(1, 3)).unwrap();
+        assert_eq!(part.timeseries.len(), 2);
+        assert_eq!(part.timeseries[0].samples[0].value, 1.0);
+        assert_eq!(out.slice(0, 5), out.buf.as_slice());
+    }
+}

@@ -1,0 +1,261 @@
+//! TLS material: PEM loading and the rustls client configuration.
+//!
+//! One crypto provider (ring). Roots are exactly the configured CA; only when
+//! no CA is configured are the system's roots read (from the usual bundle
+//! files, or `SSL_CERT_FILE`). Client certificates and keys are PEM (PKCS#8,
+//! PKCS#1 RSA, SEC1 EC); a key that does not match its certificate is an
+//! error before any connection is made. `server_name` overrides the name the
+//! server certificate is checked against (an SLB IP target whose certificate
+//! names `kubernetes`). `insecure_skip_verify` accepts any server certificate
+//! but still checks handshake signatures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+use crate::config::TlsConfig;
+
+/// Errors loading TLS material; each names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{field}: reading {path}: {source}")]
+    Read {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field}: {path}: {reason}")]
+    Pem {
+        field: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cert_file/key_file: {0}")]
+    ClientAuth(String),
+    #[error("tls_config: {0}")]
+    Config(String),
+}
+
+/// The crypto provider used everywhere (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        field,
+        path: path.into(),
+        source,
+    })
+}
+
+/// Loads every certificate of a PEM file (at least one).
+pub fn load_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let data = read(field, path)?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            field,
+            path: path.into(),
+            reason: format!("not a valid PEM certificate file: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            field,
+            path: path.into(),
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Loads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let data = read("key_file", path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Pem {
+        field: "key_file",
+        path: path.into(),
+        reason: format!("no usable private key (PKCS#8, RSA or EC PEM expected): {e}"),
+    })
+}
+
+const SYSTEM_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let candidates = env
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from));
+    for p in candidates {
+        if let Ok(data) = std::fs::read(&p) {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&data).flatten().collect();
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added > 0 {
+                break;
+            }
+        }
+    }
+    roots
+}
+
+/// Builds the rustls client configuration for a `tls_config` (or none).
+pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> {
+    let default = TlsConfig::default();
+    let tls = tls.unwrap_or(&default);
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+    } else {
+        let roots = match &tls.ca_file {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for c in load_certs("ca_file", path)? {
+                    roots.add(c).map_err(|e| TlsError::Pem {
+                        field: "ca_file",
+                        path: path.clone(),
+                        reason: format!("not a usable CA certificate: {e}"),
+                    })?;
+                }
+                roots
+            }
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let mut cfg = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = load_certs("cert_file", cert)?;
+            let key_der = load_key(key)?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                TlsError::ClientAuth(format!(
+                    "{} and {} do not form a usable client identity: {}",
+                    cert.display(),
+                    key.display(),
+                    describe_rustls(&e)
+                ))
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(TlsError::Config(
+                "cert_file and key_file must be given together".into(),
+            ));
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The server name to verify, when `server_name` overrides the target host.
+pub fn server_name_override(tls: Option<&TlsConfig>) -> Result<Option<ServerName<'static>>, TlsError> {
+    match tls.and_then(|t| t.server_name.as_deref()) {
+        None | Some("") => Ok(None),
+        Some(n) => ServerName::try_from(n.to_string())
+            .map(Some)
+            .map_err(|e| TlsError::Config(format!("server_name {n:?} is not a valid DNS name or IP: {e}"))),
+    }
+}
+
+/// Words a person can act on for a rustls error.
+pub fn describe_rustls(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "x509: certificate signed by unknown authority (the server certificate was not issued by the configured ca_file)".into()
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            format!("x509: certificate is not valid for the requested name ({e}); set tls_config.server_name to a name the certificate holds")
+        }
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            format!("x509: certificate has expired ({e})")
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYet)
+        | Error::InvalidCertificate(CertificateError::NotValidYetContext { .. }) => {
+            format!("x509: certificate is not yet valid ({e})")
+        }
+        Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate and none was sent (set tls_config.cert_file and key_file)".into()
+        }
+        Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+        | Error::AlertReceived(rustls::AlertDescription::UnknownCA) => {
+            format!("the server rejected our client certificate ({e}); is it issued by the CA the server trusts?")
+        }
+        Error::InconsistentKeys(_) => "the private key does not match the certificate".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Walks an error chain into one line, translating TLS errors into words.
+pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            parts.push(describe_rustls(r));
+            break;
+        }
+        let s = err.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// `insecure_skip_verify`: any certificate, signatures still checked.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
