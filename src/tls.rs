@@ -138,7 +138,8 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
         };
         builder.with_root_certificates(roots)
     };
-    let mut cfg = match (&tls.cert_file, &tls.key_file) {
+    // ALPN stays empty: the HTTP connector sets it (http/1.1).
+    let cfg = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
             let chain = load_certs("cert_file", cert)?;
             let key_der = load_key(key)?;
@@ -158,7 +159,6 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
             ));
         }
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
 
@@ -209,6 +209,9 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            // Wrappers repeat the rustls message; keep the explained one only.
+            let raw = r.to_string();
+            parts.retain(|p| !p.contains(&raw));
             parts.push(describe_rustls(r));
             break;
         }
@@ -216,7 +219,11 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
         if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
-        cur = err.source();
+        // io::Error's source() skips the error it wraps; step into it instead.
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     parts.join(": ")
 }
