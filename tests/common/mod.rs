@@ -358,6 +358,7 @@ pub struct RelayProc {
 impl RelayProc {
     /// Writes `config` to `dir/relay.yml` and starts the agent on a free port.
     pub async fn start(dir: &Path, config: &str) -> RelayProc {
+        std::fs::create_dir_all(dir).expect("relay dir");
         let cfg = dir.join("relay.yml");
         std::fs::write(&cfg, config).expect("write config");
         let port = free_port();

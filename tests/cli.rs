@@ -1,0 +1,98 @@
+//! The command-line contract: `run`, `check`, `version`, `--help`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Pki, relay_bin};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(relay_bin()).args(args).output().expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run(&["version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("metrics-relay {}", env!("CARGO_PKG_VERSION")));
+    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["version", "--help"]] {
+        let (code, out, _) = run(sub);
+        assert_eq!(code, 0, "{sub:?}");
+        assert!(out.contains("Usage"), "{sub:?}: {out}");
+    }
+    let (_, out, _) = run(&["run", "--help"]);
+    for flag in ["--config", "--data-dir", "--listen-address"] {
+        assert!(out.contains(flag), "{flag} in run --help");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config_with_loadable_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let cfg = dir.path().join("c.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "scrape_configs:\n  - job_name: cp\n    scheme: https\n    tls_config: {{ca_file: {}, cert_file: {}, key_file: {}}}\n    static_configs: [{{targets: ['127.0.0.1:6443']}}]\nremote_write:\n  - url: http://127.0.0.1:9090/api/v1/write\n",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK (1 scrape config(s), 1 target(s), 1 remote_write"), "{out}");
+}
+
+#[test]
+fn check_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let cases = [
+        ("scrape_configs: [{job_name: a, scrape_timeout: 2m}]\n", "scrape_configs[0].scrape_timeout"),
+        ("scrape_configs: [{job_name: a, unknown_key: 1}]\n", "unknown_key"),
+        (
+            "scrape_configs: [{job_name: a, tls_config: {ca_file: /nonexistent/ca.crt}}]\n",
+            "ca_file: reading /nonexistent/ca.crt",
+        ),
+        (
+            &format!(
+                "scrape_configs: [{{job_name: a, tls_config: {{cert_file: {}, key_file: {}}}}}]\n",
+                pki.client_cert.display(),
+                pki.other_client_key.display()
+            ),
+            "private key does not match",
+        ),
+        (
+            &format!("remote_write: [{{url: 'http://x/w', tls_config: {{ca_file: {}}}}}]\n", pki.client_key.display()),
+            "remote_write[0].tls_config: ca_file",
+        ),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("bad{i}.yml"));
+        std::fs::write(&cfg, yaml).unwrap();
+        let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{yaml}: {out}{err}");
+        assert!(err.contains(want), "{yaml}: expected {want:?} in {err:?}");
+    }
+    let (code, _, err) = run(&["check", "--config", "/nonexistent.yml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yml");
+    std::fs::write(&cfg, "global: {scrape_interval: fast}\n").unwrap();
+    let (code, _, err) = run(&["run", "--config", cfg.to_str().unwrap(), "--listen-address", "127.0.0.1:0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("duration"), "{err}");
+}
