@@ -52,7 +52,11 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 /// Routes one request.
 pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        );
     }
     match path {
         "/healthz" | "/-/healthy" => reply(StatusCode::OK, "text/plain", "ok\n"),
@@ -69,7 +73,11 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
-                    format!("not ready: waiting for the first scrape of {} target(s):\n{}\n", waiting.len(), waiting.join("\n")),
+                    format!(
+                        "not ready: waiting for the first scrape of {} target(s):\n{}\n",
+                        waiting.len(),
+                        waiting.join("\n")
+                    ),
                 )
             }
         }
@@ -80,7 +88,11 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
         ),
         "/targets" => match serde_json::to_vec_pretty(&state.snapshot()) {
             Ok(j) => reply(StatusCode::OK, "application/json", j),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }

@@ -381,7 +381,10 @@ impl Config {
             if !jobs.insert(sc.job_name.clone()) {
                 return Err(invalid(
                     at("job_name"),
-                    format!("found multiple scrape configs with job name {:?}", sc.job_name),
+                    format!(
+                        "found multiple scrape configs with job name {:?}",
+                        sc.job_name
+                    ),
                 ));
             }
             if sc.scheme != "http" && sc.scheme != "https" {
@@ -438,7 +441,12 @@ impl Config {
                 .map_err(|e| invalid(at("url"), format!("{:?} is not a valid URL: {e}", rw.url)))?;
             match url.scheme_str() {
                 Some("http") | Some("https") => {}
-                _ => return Err(invalid(at("url"), format!("{:?} must be an http or https URL", rw.url))),
+                _ => {
+                    return Err(invalid(
+                        at("url"),
+                        format!("{:?} must be an http or https URL", rw.url),
+                    ));
+                }
             }
             if url.host().is_none() {
                 return Err(invalid(at("url"), format!("{:?} has no host", rw.url)));
@@ -460,12 +468,14 @@ impl Config {
                         "is a reserved header and may not be set",
                     ));
                 }
-                http::HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| invalid(at(&format!("headers.{h}")), "is not a valid header name"))?;
+                http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    invalid(at(&format!("headers.{h}")), "is not a valid header name")
+                })?;
             }
             for (h, v) in &rw.headers {
-                http::HeaderValue::from_str(v)
-                    .map_err(|_| invalid(at(&format!("headers.{h}")), "is not a valid header value"))?;
+                http::HeaderValue::from_str(v).map_err(|_| {
+                    invalid(at(&format!("headers.{h}")), "is not a valid header value")
+                })?;
             }
             if let Some(b) = &rw.basic_auth {
                 if b.password.is_some() && b.password_file.is_some() {
@@ -500,10 +510,16 @@ impl Config {
             }
             let q = &rw.queue_config;
             if q.max_samples_per_send == 0 {
-                return Err(invalid(at("queue_config.max_samples_per_send"), "must be greater than 0"));
+                return Err(invalid(
+                    at("queue_config.max_samples_per_send"),
+                    "must be greater than 0",
+                ));
             }
             if q.capacity == 0 {
-                return Err(invalid(at("queue_config.capacity"), "must be greater than 0"));
+                return Err(invalid(
+                    at("queue_config.capacity"),
+                    "must be greater than 0",
+                ));
             }
             if q.max_shards == 0 || q.min_shards == 0 || q.min_shards > q.max_shards {
                 return Err(invalid(
@@ -512,10 +528,16 @@ impl Config {
                 ));
             }
             if q.min_backoff.0 > q.max_backoff.0 {
-                return Err(invalid(at("queue_config.min_backoff"), "greater than max_backoff"));
+                return Err(invalid(
+                    at("queue_config.min_backoff"),
+                    "greater than max_backoff",
+                ));
             }
             if q.batch_send_deadline.0.is_zero() {
-                return Err(invalid(at("queue_config.batch_send_deadline"), "must be greater than 0"));
+                return Err(invalid(
+                    at("queue_config.batch_send_deadline"),
+                    "must be greater than 0",
+                ));
             }
         }
         self.server
@@ -524,7 +546,10 @@ impl Config {
             .map_err(|e| {
                 invalid(
                     "server.listen_address",
-                    format!("{:?} is not HOST:PORT with an IP host: {e}", self.server.listen_address),
+                    format!(
+                        "{:?} is not HOST:PORT with an IP host: {e}",
+                        self.server.listen_address
+                    ),
                 )
             })?;
         Ok(())
@@ -692,7 +717,11 @@ server:
         assert_eq!(c.global.external_labels["Region"], "cn-hangzhou");
         let sc = &c.scrape_configs[0];
         assert_eq!(sc.interval(), Duration::from_secs(5));
-        assert_eq!(sc.timeout(), Duration::from_secs(5), "timeout capped at interval");
+        assert_eq!(
+            sc.timeout(),
+            Duration::from_secs(5),
+            "timeout capped at interval"
+        );
         assert_eq!(sc.params["hosting"], vec!["true".to_string()]);
         assert_eq!(sc.body_limit(), Some(64 << 20));
         assert_eq!(sc.static_configs[0].labels["env"], "prod");
@@ -717,19 +746,58 @@ server:
     #[test]
     fn invalid_values_name_the_field() {
         let cases = [
-            ("global: {scrape_interval: 5s, scrape_timeout: 10s}\n", "global.scrape_timeout"),
-            ("scrape_configs: [{job_name: a, scrape_interval: 5s, scrape_timeout: 6s}]\n", "scrape_configs[0].scrape_timeout"),
-            ("scrape_configs: [{job_name: a, scheme: ftp}]\n", "scrape_configs[0].scheme"),
-            ("scrape_configs: [{job_name: a}, {job_name: a}]\n", "scrape_configs[1].job_name"),
-            ("scrape_configs: [{job_name: a, static_configs: [{targets: ['http://x:1/m']}]}]\n", "scrape_configs[0].static_configs[0].targets[0]"),
-            ("scrape_configs: [{job_name: a, tls_config: {cert_file: /x}}]\n", "scrape_configs[0].tls_config.key_file"),
-            ("scrape_configs: [{job_name: a, static_configs: [{labels: {'1x': y}}]}]\n", "scrape_configs[0].static_configs[0].labels.1x"),
-            ("remote_write: [{url: 'not a url'}]\n", "remote_write[0].url"),
-            ("remote_write: [{url: 'http://h/w', headers: {Authorization: x}}]\n", "remote_write[0].headers.Authorization"),
-            ("remote_write: [{url: 'http://h/w', queue_config: {max_samples_per_send: 0}}]\n", "remote_write[0].queue_config.max_samples_per_send"),
-            ("remote_write: [{url: 'http://h/w', basic_auth: {username: u, password: p, password_file: /f}}]\n", "remote_write[0].basic_auth"),
-            ("remote_write: [{url: 'http://h/w'}, {url: 'http://h/w2', name: rw0}]\n", "remote_write[1].name"),
-            ("server: {listen_address: 'nope'}\n", "server.listen_address"),
+            (
+                "global: {scrape_interval: 5s, scrape_timeout: 10s}\n",
+                "global.scrape_timeout",
+            ),
+            (
+                "scrape_configs: [{job_name: a, scrape_interval: 5s, scrape_timeout: 6s}]\n",
+                "scrape_configs[0].scrape_timeout",
+            ),
+            (
+                "scrape_configs: [{job_name: a, scheme: ftp}]\n",
+                "scrape_configs[0].scheme",
+            ),
+            (
+                "scrape_configs: [{job_name: a}, {job_name: a}]\n",
+                "scrape_configs[1].job_name",
+            ),
+            (
+                "scrape_configs: [{job_name: a, static_configs: [{targets: ['http://x:1/m']}]}]\n",
+                "scrape_configs[0].static_configs[0].targets[0]",
+            ),
+            (
+                "scrape_configs: [{job_name: a, tls_config: {cert_file: /x}}]\n",
+                "scrape_configs[0].tls_config.key_file",
+            ),
+            (
+                "scrape_configs: [{job_name: a, static_configs: [{labels: {'1x': y}}]}]\n",
+                "scrape_configs[0].static_configs[0].labels.1x",
+            ),
+            (
+                "remote_write: [{url: 'not a url'}]\n",
+                "remote_write[0].url",
+            ),
+            (
+                "remote_write: [{url: 'http://h/w', headers: {Authorization: x}}]\n",
+                "remote_write[0].headers.Authorization",
+            ),
+            (
+                "remote_write: [{url: 'http://h/w', queue_config: {max_samples_per_send: 0}}]\n",
+                "remote_write[0].queue_config.max_samples_per_send",
+            ),
+            (
+                "remote_write: [{url: 'http://h/w', basic_auth: {username: u, password: p, password_file: /f}}]\n",
+                "remote_write[0].basic_auth",
+            ),
+            (
+                "remote_write: [{url: 'http://h/w'}, {url: 'http://h/w2', name: rw0}]\n",
+                "remote_write[1].name",
+            ),
+            (
+                "server: {listen_address: 'nope'}\n",
+                "server.listen_address",
+            ),
         ];
         for (yaml, field) in cases {
             let e = err(yaml);
@@ -749,7 +817,10 @@ server:
         let p = dir.path().join("c.yml");
         std::fs::write(&p, "server: {listen_address: '0.0.0.0:1'}\n").unwrap();
         let mut vars = std::collections::HashMap::new();
-        vars.insert("METRICS_RELAY__SERVER__LISTEN_ADDRESS".to_string(), "127.0.0.1:2".to_string());
+        vars.insert(
+            "METRICS_RELAY__SERVER__LISTEN_ADDRESS".to_string(),
+            "127.0.0.1:2".to_string(),
+        );
         let env = ::config::Environment::with_prefix("METRICS_RELAY")
             .prefix_separator("__")
             .separator("__")

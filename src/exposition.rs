@@ -142,7 +142,11 @@ impl<'a> Parser<'a> {
         self.i += 1;
         let ws = self.i;
         self.skip_blanks();
-        let kw = if self.i > ws { self.b[self.i..].get(..4) } else { None };
+        let kw = if self.i > ws {
+            self.b[self.i..].get(..4)
+        } else {
+            None
+        };
         let is_help = kw == Some(b"HELP");
         let is_type = kw == Some(b"TYPE");
         if !(is_help || is_type) || !self.b.get(self.i + 4).is_some_and(|&c| is_blank(c)) {
@@ -156,7 +160,10 @@ impl<'a> Parser<'a> {
             let what = if is_help { "HELP" } else { "TYPE" };
             return Err(self.err(
                 ns,
-                format!("expected metric name after {what}, got {}", show(self.rest_of_line())),
+                format!(
+                    "expected metric name after {what}, got {}",
+                    show(self.rest_of_line())
+                ),
             ));
         }
         while self.i < self.b.len() && is_name_char(self.b[self.i]) {
@@ -173,10 +180,16 @@ impl<'a> Parser<'a> {
                 }
             }
         } else if std::str::from_utf8(text).is_err() {
-            return Err(self.err(start, format!("help text {} is not a valid utf8 string", show(text))));
+            return Err(self.err(
+                start,
+                format!("help text {} is not a valid utf8 string", show(text)),
+            ));
         }
         if !self.skip_line() {
-            return Err(self.err(self.b.len(), "linebreak expected after metadata, got end of input".into()));
+            return Err(self.err(
+                self.b.len(),
+                "linebreak expected after metadata, got end of input".into(),
+            ));
         }
         Ok(())
     }
@@ -202,24 +215,46 @@ impl<'a> Parser<'a> {
                 _ => {
                     return Err(self.err(
                         self.i,
-                        format!("expected label name, got {} while parsing {}", show(&b[self.i..self.i.saturating_add(1).min(b.len())]), show(&b[line..self.i.min(b.len())])),
+                        format!(
+                            "expected label name, got {} while parsing {}",
+                            show(&b[self.i..self.i.saturating_add(1).min(b.len())]),
+                            show(&b[line..self.i.min(b.len())])
+                        ),
                     ));
                 }
             }
             self.skip_blanks();
             if b.get(self.i) != Some(&b'=') {
-                return Err(self.err(self.i, format!("expected equal after label name while parsing {}", show(&b[line..self.i.min(b.len())]))));
+                return Err(self.err(
+                    self.i,
+                    format!(
+                        "expected equal after label name while parsing {}",
+                        show(&b[line..self.i.min(b.len())])
+                    ),
+                ));
             }
             self.i += 1;
             self.skip_blanks();
             if b.get(self.i) != Some(&b'"') {
-                return Err(self.err(self.i, format!("expected label value while parsing {}", show(&b[line..self.i.min(b.len())]))));
+                return Err(self.err(
+                    self.i,
+                    format!(
+                        "expected label value while parsing {}",
+                        show(&b[line..self.i.min(b.len())])
+                    ),
+                ));
             }
             self.i += 1;
             loop {
                 match b.get(self.i) {
                     None => {
-                        return Err(self.err(line, format!("unterminated label value while parsing {}", show(&b[line..]))));
+                        return Err(self.err(
+                            line,
+                            format!(
+                                "unterminated label value while parsing {}",
+                                show(&b[line..])
+                            ),
+                        ));
                     }
                     Some(b'"') => {
                         self.i += 1;
@@ -227,7 +262,13 @@ impl<'a> Parser<'a> {
                     }
                     Some(b'\\') => {
                         if self.i + 1 >= b.len() {
-                            return Err(self.err(line, format!("unterminated label value while parsing {}", show(&b[line..]))));
+                            return Err(self.err(
+                                line,
+                                format!(
+                                    "unterminated label value while parsing {}",
+                                    show(&b[line..])
+                                ),
+                            ));
                         }
                         self.i += 2;
                     }
@@ -264,12 +305,22 @@ impl<'a> Parser<'a> {
             self.i += 1;
         }
         if vs == self.i {
-            return Err(self.err(vs, format!("expected value after metric, got {} while parsing {}", show(&b[vs..(vs + 1).min(b.len())]), show(&b[line..vs]))));
+            return Err(self.err(
+                vs,
+                format!(
+                    "expected value after metric, got {} while parsing {}",
+                    show(&b[vs..(vs + 1).min(b.len())]),
+                    show(&b[line..vs])
+                ),
+            ));
         }
-        let value = parse_float(&b[vs..self.i]).map_err(|m| {
-            self.err(vs, format!("{m} while parsing {}", show(&b[line..self.i])))
-        })?;
-        let value = if value.is_nan() { f64::from_bits(NORMAL_NAN) } else { value };
+        let value = parse_float(&b[vs..self.i])
+            .map_err(|m| self.err(vs, format!("{m} while parsing {}", show(&b[line..self.i]))))?;
+        let value = if value.is_nan() {
+            f64::from_bits(NORMAL_NAN)
+        } else {
+            value
+        };
         self.skip_blanks();
         let mut timestamp = None;
         match b.get(self.i) {
@@ -282,7 +333,15 @@ impl<'a> Parser<'a> {
                 let t = std::str::from_utf8(&b[ts..self.i])
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| self.err(ts, format!("timestamp out of range while parsing {}", show(&b[line..self.i]))))?;
+                    .ok_or_else(|| {
+                        self.err(
+                            ts,
+                            format!(
+                                "timestamp out of range while parsing {}",
+                                show(&b[line..self.i])
+                            ),
+                        )
+                    })?;
                 timestamp = Some(t);
                 self.skip_blanks();
                 match b.get(self.i) {
@@ -292,10 +351,23 @@ impl<'a> Parser<'a> {
                 }
             }
             None => {
-                return Err(self.err(self.i, format!("expected timestamp or new record, got end of input while parsing {}", show(&b[line..self.i]))));
+                return Err(self.err(
+                    self.i,
+                    format!(
+                        "expected timestamp or new record, got end of input while parsing {}",
+                        show(&b[line..self.i])
+                    ),
+                ));
             }
             Some(_) => {
-                return Err(self.err(self.i, format!("expected timestamp or new record, got {} while parsing {}", show(&b[self.i..(self.i + 1).min(b.len())]), show(&b[line..self.i]))));
+                return Err(self.err(
+                    self.i,
+                    format!(
+                        "expected timestamp or new record, got {} while parsing {}",
+                        show(&b[self.i..(self.i + 1).min(b.len())]),
+                        show(&b[line..self.i])
+                    ),
+                ));
             }
         }
         Ok(Sample {
@@ -339,7 +411,10 @@ impl<'a> Iterator for Parser<'a> {
                 _ => {
                     let e = self.err(
                         self.i,
-                        format!("expected a valid start token, got {}", show(&self.b[self.i..(self.i + 1).min(self.b.len())])),
+                        format!(
+                            "expected a valid start token, got {}",
+                            show(&self.b[self.i..(self.i + 1).min(self.b.len())])
+                        ),
                     );
                     self.i = self.b.len();
                     return Some(Err(e));
@@ -360,10 +435,18 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
     let lower = unsigned.to_ascii_lowercase();
     if lower == "nan" {
         // Go accepts NaN without a sign only.
-        return if unsigned.len() == s.len() { Ok(f64::NAN) } else { Err(bad()) };
+        return if unsigned.len() == s.len() {
+            Ok(f64::NAN)
+        } else {
+            Err(bad())
+        };
     }
     if lower == "inf" || lower == "infinity" {
-        return Ok(if s.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY });
+        return Ok(if s.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
     }
     // Rust accepts a few spellings Go does not ("inf" handled above); only
     // digits, sign, dot and exponent may remain.
@@ -375,14 +458,18 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
     }
     let v: f64 = s.parse().map_err(|_| bad())?;
     if v.is_infinite() {
-        return Err(format!("strconv.ParseFloat: parsing {}: value out of range", show(t)));
+        return Err(format!(
+            "strconv.ParseFloat: parsing {}: value out of range",
+            show(t)
+        ));
     }
     Ok(v)
 }
 
 /// Unescapes a label value as Prometheus does (`\"`, `\\`, `\n`).
 pub fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, String> {
-    let s = std::str::from_utf8(raw).map_err(|_| format!("invalid UTF-8 label value: {}", show(raw)))?;
+    let s = std::str::from_utf8(raw)
+        .map_err(|_| format!("invalid UTF-8 label value: {}", show(raw)))?;
     if !raw.contains(&b'\\') {
         return Ok(Cow::Borrowed(s));
     }
@@ -467,7 +554,9 @@ impl<'a> Iterator for LabelIter<'a> {
 mod tests {
     use super::*;
 
-    fn parse_all(s: &str) -> Result<Vec<(String, Vec<(String, String)>, f64, Option<i64>)>, ParseError> {
+    type Parsed = (String, Vec<(String, String)>, f64, Option<i64>);
+
+    fn parse_all(s: &str) -> Result<Vec<Parsed>, ParseError> {
         let mut out = Vec::new();
         for r in Parser::new(s.as_bytes()) {
             let smp = r?;
@@ -475,14 +564,20 @@ mod tests {
                 .labels()
                 .map(|l| l.map(|(n, v)| (n.to_string(), v.into_owned())))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|m| ParseError { line: 0, message: m })?;
+                .map_err(|m| ParseError {
+                    line: 0,
+                    message: m,
+                })?;
             out.push((smp.name.to_string(), labels, smp.value, smp.timestamp));
         }
         Ok(out)
     }
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -509,7 +604,15 @@ weird{v=\"a,b=c}d\"} 1\n\
 utf8{v=\"ünïcödé ✓\"} 2\n";
         let got = parse_all(input).unwrap();
         assert_eq!(got.len(), 13);
-        assert_eq!(got[0], ("go_gc_duration_seconds".into(), l(&[("quantile", "0")]), 4.9351e-05, None));
+        assert_eq!(
+            got[0],
+            (
+                "go_gc_duration_seconds".into(),
+                l(&[("quantile", "0")]),
+                4.9351e-05,
+                None
+            )
+        );
         assert_eq!(got[1].1, l(&[("quantile", "0.25")]));
         assert_eq!(got[2].2, 99.0);
         assert_eq!(got[3].0, "some:aggregate:rate5m");
@@ -521,7 +624,12 @@ utf8{v=\"ünïcödé ✓\"} 2\n";
         assert_eq!(got[9].1, l(&[("a", "1"), ("b", "2")]));
         assert_eq!(
             got[10].1,
-            l(&[("path", "C:\\dir\\"), ("quote", "say \"hi\""), ("nl", "a\nb"), ("other", "\\t")])
+            l(&[
+                ("path", "C:\\dir\\"),
+                ("quote", "say \"hi\""),
+                ("nl", "a\nb"),
+                ("other", "\\t")
+            ])
         );
         assert_eq!(got[11].1, l(&[("v", "a,b=c}d")]));
         assert_eq!(got[12].1, l(&[("v", "ünïcödé ✓")]));
@@ -529,7 +637,9 @@ utf8{v=\"ünïcödé ✓\"} 2\n";
 
     #[test]
     fn series_key_is_the_exposed_text() {
-        let s = Parser::new(b"a{b=\"c\"} 1\nd 2\n").map(|r| r.unwrap()).collect::<Vec<_>>();
+        let s = Parser::new(b"a{b=\"c\"} 1\nd 2\n")
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>();
         assert_eq!(s[0].series, b"a{b=\"c\"}");
         assert_eq!(s[1].series, b"d");
     }
@@ -596,7 +706,10 @@ utf8{v=\"ünïcödé ✓\"} 2\n";
 
     #[test]
     fn fixture_round_trip() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/prometheus-server.237mfs.prom.txt");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+        );
         let Ok(body) = std::fs::read(path) else {
             eprintln!("fixture {path} not present; skipping");
             return;
@@ -619,13 +732,20 @@ utf8{v=\"ünïcödé ✓\"} 2\n";
                     if i > 0 {
                         line.push(',');
                     }
-                    let esc = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    let esc = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
                     line.push_str(&format!("{n}=\"{esc}\""));
                 }
                 line.push('}');
             }
             let v = if value.is_infinite() {
-                if *value > 0.0 { "+Inf".to_string() } else { "-Inf".to_string() }
+                if *value > 0.0 {
+                    "+Inf".to_string()
+                } else {
+                    "-Inf".to_string()
+                }
             } else {
                 format!("{value:?}")
             };

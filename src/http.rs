@@ -24,7 +24,10 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub const USER_AGENT: &str = concat!("metrics-relay/", env!("CARGO_PKG_VERSION"));
 
 /// Builds a client for one `tls_config` (or none).
-pub fn client(tls_cfg: Option<&TlsConfig>, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
+pub fn client(
+    tls_cfg: Option<&TlsConfig>,
+    connect_timeout: Duration,
+) -> Result<HttpClient, TlsError> {
     let rustls_cfg = tls::client_config(tls_cfg)?;
     let server_name = tls::server_name_override(tls_cfg)?;
     let mut http = HttpConnector::new();

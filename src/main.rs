@@ -12,7 +12,11 @@ use metrics_relay::relay::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "metrics-relay", version, about = "Scrape Prometheus metrics over mutual TLS and remote-write them to a Prometheus-compatible receiver.")]
+#[command(
+    name = "metrics-relay",
+    version,
+    about = "Scrape Prometheus metrics over mutual TLS and remote-write them to a Prometheus-compatible receiver."
+)]
 struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -71,7 +75,10 @@ fn init_logging(format: &str, level: &str) {
 
 async fn shutdown_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -106,7 +113,14 @@ fn main() -> ExitCode {
             shutdown_grace,
         } => {
             init_logging(&cli.log_format, &cli.log_level);
-            match run(config, RunOptions { listen_address, data_dir, shutdown_grace }) {
+            match run(
+                config,
+                RunOptions {
+                    listen_address,
+                    data_dir,
+                    shutdown_grace,
+                },
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -78,21 +78,28 @@ impl Default for RunOptions {
 /// Checks what `check` checks: every TLS file loads and every target URL is valid.
 pub fn check(cfg: &Config) -> Result<usize, RelayError> {
     for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-        http::client_config_check(sc.tls_config.as_ref()).map_err(|source| RelayError::ScrapeTls {
-            index,
-            job: sc.job_name.clone(),
-            source,
+        http::client_config_check(sc.tls_config.as_ref()).map_err(|source| {
+            RelayError::ScrapeTls {
+                index,
+                job: sc.job_name.clone(),
+                source,
+            }
         })?;
     }
     for (index, rw) in cfg.remote_write.iter().enumerate() {
-        http::client_config_check(rw.tls_config.as_ref()).map_err(|source| RelayError::RemoteTls { index, source })?;
+        http::client_config_check(rw.tls_config.as_ref())
+            .map_err(|source| RelayError::RemoteTls { index, source })?;
     }
     let t = scrape::targets(cfg).map_err(RelayError::Target)?;
     Ok(t.len())
 }
 
 /// Runs the relay until `cancel`; returns after the shutdown sequence.
-pub async fn run(cfg: Config, opts: RunOptions, cancel: CancellationToken) -> Result<(), RelayError> {
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    cancel: CancellationToken,
+) -> Result<(), RelayError> {
     let metrics = Metrics::new();
     if let Some(dir) = &opts.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
@@ -106,7 +113,8 @@ pub async fn run(cfg: Config, opts: RunOptions, cancel: CancellationToken) -> Re
     let senders = TaskTracker::new();
     let mut queues = Vec::new();
     for (index, rw) in cfg.remote_write.iter().enumerate() {
-        let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0).map_err(|source| RelayError::RemoteTls { index, source })?;
+        let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0)
+            .map_err(|source| RelayError::RemoteTls { index, source })?;
         let name = rw.queue_name(index);
         let qc = &rw.queue_config;
         let queue = Arc::new(Queue::new(
@@ -119,7 +127,14 @@ pub async fn run(cfg: Config, opts: RunOptions, cancel: CancellationToken) -> Re
                 url: rw.url.clone(),
             },
         ));
-        let sender = Sender::new(name.clone(), rw.clone(), client, queue.clone(), metrics.clone()).map_err(RelayError::Target)?;
+        let sender = Sender::new(
+            name.clone(),
+            rw.clone(),
+            client,
+            queue.clone(),
+            metrics.clone(),
+        )
+        .map_err(RelayError::Target)?;
         tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
         senders.spawn(sender.run(send_cancel.clone(), opts.shutdown_grace));
         queues.push(queue);
@@ -134,10 +149,12 @@ pub async fn run(cfg: Config, opts: RunOptions, cancel: CancellationToken) -> Re
     let targets = scrape::targets(&cfg).map_err(RelayError::Target)?;
     let mut clients = Vec::new();
     for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-        let c = http::client(sc.tls_config.as_ref(), sc.timeout()).map_err(|source| RelayError::ScrapeTls {
-            index,
-            job: sc.job_name.clone(),
-            source,
+        let c = http::client(sc.tls_config.as_ref(), sc.timeout()).map_err(|source| {
+            RelayError::ScrapeTls {
+                index,
+                job: sc.job_name.clone(),
+                source,
+            }
         })?;
         clients.push(c);
     }
@@ -150,11 +167,16 @@ pub async fn run(cfg: Config, opts: RunOptions, cancel: CancellationToken) -> Re
         addr: listen.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")),
     })?;
-    let listener = admin::bind(addr).await.map_err(|source| RelayError::Listen {
-        addr: listen.clone(),
-        source,
-    })?;
-    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    let listener = admin::bind(addr)
+        .await
+        .map_err(|source| RelayError::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
     for t in targets {
         let status = Arc::new(Mutex::new(TargetStatus::new(&t)));
         statuses.push(status.clone());

@@ -118,7 +118,8 @@ pub fn target_url(sc: &ScrapeConfig, address: &str) -> Result<Uri, String> {
             url.push_str(&query_escape(v));
         }
     }
-    url.parse().map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
+    url.parse()
+        .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
 }
 
 /// Every target of the config, in config order.
@@ -152,8 +153,16 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                 // Labels starting with "__" are meta labels; they never reach series.
                 tl.retain(|(k, _)| !k.starts_with("__"));
                 tl.sort();
-                let job = tl.iter().find(|(k, _)| k == "job").map(|(_, v)| v.clone()).unwrap_or_default();
-                let instance = tl.iter().find(|(k, _)| k == "instance").map(|(_, v)| v.clone()).unwrap_or_default();
+                let job = tl
+                    .iter()
+                    .find(|(k, _)| k == "job")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let instance = tl
+                    .iter()
+                    .find(|(k, _)| k == "instance")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
                 out.push(Target {
                     job,
                     instance,
@@ -249,7 +258,13 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 impl ScrapeLoop {
-    pub fn new(target: Arc<Target>, client: HttpClient, sinks: Vec<Arc<Queue>>, metrics: Metrics, status: SharedStatus) -> Self {
+    pub fn new(
+        target: Arc<Target>,
+        client: HttpClient,
+        sinks: Vec<Arc<Queue>>,
+        metrics: Metrics,
+        status: SharedStatus,
+    ) -> Self {
         let ctx = &target.ctx;
         let synthetic = Synthetic {
             up: ctx.synthetic("up"),
@@ -315,7 +330,10 @@ impl ScrapeLoop {
             .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
             .header(ACCEPT_ENCODING, "gzip")
             .header(USER_AGENT, crate::http::USER_AGENT)
-            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", t.timeout.as_secs_f64()))
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", t.timeout.as_secs_f64()),
+            )
             .body(Full::new(Bytes::new()))
             .map_err(|e| ScrapeError::Connect(e.to_string()))?;
         let resp = self
@@ -334,7 +352,8 @@ impl ScrapeLoop {
         if gzip {
             self.inflated.clear();
             let limit = t.body_limit.unwrap_or(u64::MAX);
-            let mut dec = flate2::read::MultiGzDecoder::new(self.body.as_slice()).take(limit.saturating_add(1));
+            let mut dec = flate2::read::MultiGzDecoder::new(self.body.as_slice())
+                .take(limit.saturating_add(1));
             dec.read_to_end(&mut self.inflated)
                 .map_err(|e| ScrapeError::Gzip(e.to_string()))?;
             if self.inflated.len() as u64 > limit {
@@ -400,10 +419,14 @@ impl ScrapeLoop {
 
         let m = &self.metrics;
         m.scrapes.get_or_create(&self.labels).inc();
-        m.samples_scraped.get_or_create(&self.labels).inc_by(scraped);
+        m.samples_scraped
+            .get_or_create(&self.labels)
+            .inc_by(scraped);
         m.target_up.get_or_create(&self.labels).set(up as i64);
         m.scrape_duration.get_or_create(&self.labels).set(duration);
-        m.series.get_or_create(&self.labels).set(self.cache.len() as i64);
+        m.series
+            .get_or_create(&self.labels)
+            .set(self.cache.len() as i64);
         let msg = err.as_ref().map(|e| e.to_string());
         if let Some(e) = &err {
             m.scrape_failures
@@ -439,7 +462,10 @@ mod tests {
         )
         .unwrap();
         let t = targets(&cfg).unwrap();
-        assert_eq!(t[0].url.to_string(), "https://10.0.0.1:6443/metrics?hosting=true&x=a%20b&x=c%26d");
+        assert_eq!(
+            t[0].url.to_string(),
+            "https://10.0.0.1:6443/metrics?hosting=true&x=a%20b&x=c%26d"
+        );
     }
 
     #[test]
@@ -452,9 +478,19 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(
             t[0].ctx.target_labels,
-            vec![("env".into(), "prod".into()), ("instance".into(), "h:1".into()), ("job".into(), "cp".into())]
+            vec![
+                ("env".into(), "prod".into()),
+                ("instance".into(), "h:1".into()),
+                ("job".into(), "cp".into())
+            ]
         );
-        assert_eq!(t[0].ctx.external_labels, vec![("cluster".into(), "c".into())]);
-        assert_eq!((t[2].job.as_str(), t[2].instance.as_str()), ("override", "named"));
+        assert_eq!(
+            t[0].ctx.external_labels,
+            vec![("cluster".into(), "c".into())]
+        );
+        assert_eq!(
+            (t[2].job.as_str(), t[2].instance.as_str()),
+            ("override", "named")
+        );
     }
 }

@@ -157,8 +157,16 @@ impl EncodedSamples {
     }
     /// The bytes of samples `from..to`.
     pub fn slice(&self, from: usize, to: usize) -> &[u8] {
-        let start = if from == 0 { 0 } else { self.ends[from - 1] as usize };
-        let end = if to == 0 { 0 } else { self.ends[to - 1] as usize };
+        let start = if from == 0 {
+            0
+        } else {
+            self.ends[from - 1] as usize
+        };
+        let end = if to == 0 {
+            0
+        } else {
+            self.ends[to - 1] as usize
+        };
         &self.buf[start..end]
     }
 }
@@ -289,7 +297,10 @@ mod tests {
                 ("instance".into(), "h:1".into()),
                 ("job".into(), "j".into()),
             ],
-            external_labels: vec![("cluster".into(), "c1".into()), ("job".into(), "ext".into())],
+            external_labels: vec![
+                ("cluster".into(), "c1".into()),
+                ("job".into(), "ext".into()),
+            ],
             honor_labels,
             honor_timestamps: true,
         }
@@ -300,10 +311,18 @@ mod tests {
     }
 
     fn label_pairs(ts: &crate::remote_write::proto::TimeSeries) -> Vec<(String, String)> {
-        ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+        ts.labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect()
     }
 
-    fn scrape(cache: &mut SeriesCache, c: &TargetContext, body: &str, ts: i64) -> Result<EncodedSamples, SeriesError> {
+    fn scrape(
+        cache: &mut SeriesCache,
+        c: &TargetContext,
+        body: &str,
+        ts: i64,
+    ) -> Result<EncodedSamples, SeriesError> {
         let mut out = EncodedSamples::default();
         cache.begin();
         for s in Parser::new(body.as_bytes()) {
@@ -316,7 +335,13 @@ mod tests {
     #[test]
     fn labels_are_merged_sorted_and_encoded() {
         let mut cache = SeriesCache::new();
-        let out = scrape(&mut cache, &ctx(false), "m{z=\"1\",a=\"2\",empty=\"\"} 5\n", 1000).unwrap();
+        let out = scrape(
+            &mut cache,
+            &ctx(false),
+            "m{z=\"1\",a=\"2\",empty=\"\"} 5\n",
+            1000,
+        )
+        .unwrap();
         let wr = decode(&out);
         assert_eq!(wr.timeseries.len(), 1);
         assert_eq!(
@@ -337,7 +362,13 @@ mod tests {
     #[test]
     fn honor_labels_false_renames_conflicts() {
         let mut cache = SeriesCache::new();
-        let out = scrape(&mut cache, &ctx(false), "m{job=\"x\",instance=\"y\",exported_job=\"z\"} 1\n", 1).unwrap();
+        let out = scrape(
+            &mut cache,
+            &ctx(false),
+            "m{job=\"x\",instance=\"y\",exported_job=\"z\"} 1\n",
+            1,
+        )
+        .unwrap();
         let l = label_pairs(&decode(&out).timeseries[0]);
         let get = |n: &str| l.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         assert_eq!(get("job").as_deref(), Some("j"));
@@ -414,7 +445,12 @@ mod tests {
         let mut out = EncodedSamples::default();
         assert_eq!(cache.mark_all_stale(20, &mut out), 2);
         assert!(cache.is_empty());
-        assert!(decode(&out).timeseries.iter().all(|t| t.samples[0].value.to_bits() == STALE_NAN));
+        assert!(
+            decode(&out)
+                .timeseries
+                .iter()
+                .all(|t| t.samples[0].value.to_bits() == STALE_NAN)
+        );
     }
 
     #[test]
@@ -437,7 +473,11 @@ mod tests {
     fn slices_cut_at_sample_boundaries() {
         let mut out = EncodedSamples::default();
         for i in 0..5 {
-            out.push(&encode_labels(&[("__name__".into(), format!("m{i}"))]), i as f64, i);
+            out.push(
+                &encode_labels(&[("__name__".into(), format!("m{i}"))]),
+                i as f64,
+                i,
+            );
         }
         let part = WriteRequest::decode(out.slice(1, 3)).unwrap();
         assert_eq!(part.timeseries.len(), 2);

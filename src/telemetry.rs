@@ -88,36 +88,115 @@ impl Metrics {
                 m
             }};
         }
-        let build: Family<BuildLabels, Gauge> = reg!("build_info", "Build information; always 1.", Family::default());
+        let build: Family<BuildLabels, Gauge> = reg!(
+            "build_info",
+            "Build information; always 1.",
+            Family::default()
+        );
         build
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
             })
             .set(1);
-        let m = Metrics {
-            scrapes: reg!("scrapes", "Scrapes attempted, per target.", Family::default()),
-            scrape_failures: reg!("scrape_failures", "Failed scrapes, per target and reason.", Family::default()),
-            samples_scraped: reg!("samples_scraped", "Samples read from targets (before staleness markers and synthetic series).", Family::default()),
-            target_up: reg!("target_up", "1 if the target's last scrape succeeded, else 0.", Family::default()),
-            scrape_duration: reg!("scrape_duration_seconds", "Duration of the target's last scrape.", Family::default()),
-            series: reg!("target_series", "Series in the target's series cache.", Family::default()),
-            samples_sent: reg!("remote_write_samples_sent", "Samples acknowledged (2xx) by the receiver.", Family::default()),
-            batches_sent: reg!("remote_write_batches_sent", "Write requests acknowledged (2xx) by the receiver.", Family::default()),
-            bytes_sent: reg!("remote_write_bytes_sent", "Compressed bytes acknowledged by the receiver.", Family::default()),
-            samples_failed: reg!("remote_write_samples_failed", "Samples in send attempts that failed (each attempt counts).", Family::default()),
-            batches_failed: reg!("remote_write_batches_failed", "Send attempts that failed, by reason.", Family::default()),
-            samples_retried: reg!("remote_write_samples_retried", "Samples sent again after a failed attempt.", Family::default()),
-            batches_retried: reg!("remote_write_batches_retried", "Write requests sent again after a failed attempt.", Family::default()),
-            samples_dropped: reg!("remote_write_samples_dropped", "Samples given up on, by reason (rejected, queue_full, shutdown).", Family::default()),
-            batches_dropped: reg!("remote_write_batches_dropped", "Write requests given up on, by reason.", Family::default()),
-            queue_batches: reg!("remote_write_queue_batches", "Write requests waiting in the queue.", Family::default()),
-            queue_samples: reg!("remote_write_queue_samples", "Samples waiting in the queue.", Family::default()),
-            backoff_seconds: reg!("remote_write_backoff_seconds", "Current retry backoff; 0 when sending normally.", Family::default()),
-            last_send_timestamp: reg!("remote_write_last_send_timestamp_seconds", "Unix time of the last acknowledged write request.", Family::default()),
+        Metrics {
+            scrapes: reg!(
+                "scrapes",
+                "Scrapes attempted, per target.",
+                Family::default()
+            ),
+            scrape_failures: reg!(
+                "scrape_failures",
+                "Failed scrapes, per target and reason.",
+                Family::default()
+            ),
+            samples_scraped: reg!(
+                "samples_scraped",
+                "Samples read from targets (before staleness markers and synthetic series).",
+                Family::default()
+            ),
+            target_up: reg!(
+                "target_up",
+                "1 if the target's last scrape succeeded, else 0.",
+                Family::default()
+            ),
+            scrape_duration: reg!(
+                "scrape_duration_seconds",
+                "Duration of the target's last scrape.",
+                Family::default()
+            ),
+            series: reg!(
+                "target_series",
+                "Series in the target's series cache.",
+                Family::default()
+            ),
+            samples_sent: reg!(
+                "remote_write_samples_sent",
+                "Samples acknowledged (2xx) by the receiver.",
+                Family::default()
+            ),
+            batches_sent: reg!(
+                "remote_write_batches_sent",
+                "Write requests acknowledged (2xx) by the receiver.",
+                Family::default()
+            ),
+            bytes_sent: reg!(
+                "remote_write_bytes_sent",
+                "Compressed bytes acknowledged by the receiver.",
+                Family::default()
+            ),
+            samples_failed: reg!(
+                "remote_write_samples_failed",
+                "Samples in send attempts that failed (each attempt counts).",
+                Family::default()
+            ),
+            batches_failed: reg!(
+                "remote_write_batches_failed",
+                "Send attempts that failed, by reason.",
+                Family::default()
+            ),
+            samples_retried: reg!(
+                "remote_write_samples_retried",
+                "Samples sent again after a failed attempt.",
+                Family::default()
+            ),
+            batches_retried: reg!(
+                "remote_write_batches_retried",
+                "Write requests sent again after a failed attempt.",
+                Family::default()
+            ),
+            samples_dropped: reg!(
+                "remote_write_samples_dropped",
+                "Samples given up on, by reason (rejected, queue_full, shutdown).",
+                Family::default()
+            ),
+            batches_dropped: reg!(
+                "remote_write_batches_dropped",
+                "Write requests given up on, by reason.",
+                Family::default()
+            ),
+            queue_batches: reg!(
+                "remote_write_queue_batches",
+                "Write requests waiting in the queue.",
+                Family::default()
+            ),
+            queue_samples: reg!(
+                "remote_write_queue_samples",
+                "Samples waiting in the queue.",
+                Family::default()
+            ),
+            backoff_seconds: reg!(
+                "remote_write_backoff_seconds",
+                "Current retry backoff; 0 when sending normally.",
+                Family::default()
+            ),
+            last_send_timestamp: reg!(
+                "remote_write_last_send_timestamp_seconds",
+                "Unix time of the last acknowledged write request.",
+                Family::default()
+            ),
             // Last: every registration above has borrowed `r` already.
             registry: std::sync::Arc::new(r),
-        };
-        m
+        }
     }
 
     /// The text exposition of every self-metric.
@@ -143,7 +222,10 @@ mod tests {
             })
             .inc();
         let text = m.encode();
-        assert!(text.contains("metrics_relay_scrapes_total{job=\"j\",instance=\"i\"} 1"), "{text}");
+        assert!(
+            text.contains("metrics_relay_scrapes_total{job=\"j\",instance=\"i\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("metrics_relay_build_info{version="), "{text}");
     }
 }

@@ -56,7 +56,10 @@ fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Loads every certificate of a PEM file (at least one).
-pub fn load_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let data = read(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
@@ -163,12 +166,16 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
 }
 
 /// The server name to verify, when `server_name` overrides the target host.
-pub fn server_name_override(tls: Option<&TlsConfig>) -> Result<Option<ServerName<'static>>, TlsError> {
+pub fn server_name_override(
+    tls: Option<&TlsConfig>,
+) -> Result<Option<ServerName<'static>>, TlsError> {
     match tls.and_then(|t| t.server_name.as_deref()) {
         None | Some("") => Ok(None),
-        Some(n) => ServerName::try_from(n.to_string())
-            .map(Some)
-            .map_err(|e| TlsError::Config(format!("server_name {n:?} is not a valid DNS name or IP: {e}"))),
+        Some(n) => ServerName::try_from(n.to_string()).map(Some).map_err(|e| {
+            TlsError::Config(format!(
+                "server_name {n:?} is not a valid DNS name or IP: {e}"
+            ))
+        }),
     }
 }
 
@@ -220,7 +227,10 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
             parts.push(s);
         }
         // io::Error's source() skips the error it wraps; step into it instead.
-        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
@@ -250,7 +260,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -259,7 +274,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

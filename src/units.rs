@@ -91,9 +91,7 @@ pub fn format_duration(d: Duration) -> String {
 /// Parses `512MiB`, `64MB`, `1024`, `10KiB`. Bare numbers are bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
         return Err(format!("not a valid size: {s:?} (expected e.g. 64MiB)"));
@@ -107,7 +105,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" | "MiB" | "M" | "Mi" => 1 << 20,
         "GB" | "GiB" | "G" | "Gi" => 1 << 30,
         "TB" | "TiB" | "T" | "Ti" => 1 << 40,
-        _ => return Err(format!("not a valid size unit in {s:?} (use B, KiB, MiB, GiB, TiB)")),
+        _ => {
+            return Err(format!(
+                "not a valid size unit in {s:?} (use B, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size out of range: {s:?}"))
@@ -160,7 +162,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -181,7 +185,10 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1d2h").unwrap(), Duration::from_secs(26 * 3600));
+        assert_eq!(
+            parse_duration("1d2h").unwrap(),
+            Duration::from_secs(26 * 3600)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "30", "1s1m", "1m1m", "s", "1.5s", "-1s", "1 s", "10x"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");

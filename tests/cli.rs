@@ -7,7 +7,10 @@ use std::process::Command;
 use common::{Pki, relay_bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(relay_bin()).args(args).output().expect("run binary");
+    let out = Command::new(relay_bin())
+        .args(args)
+        .output()
+        .expect("run binary");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -19,8 +22,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn version_and_help() {
     let (code, out, _) = run(&["version"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("metrics-relay {}", env!("CARGO_PKG_VERSION")));
-    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["version", "--help"]] {
+    assert_eq!(
+        out.trim(),
+        format!("metrics-relay {}", env!("CARGO_PKG_VERSION"))
+    );
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["version", "--help"],
+    ] {
         let (code, out, _) = run(sub);
         assert_eq!(code, 0, "{sub:?}");
         assert!(out.contains("Usage"), "{sub:?}: {out}");
@@ -48,7 +59,10 @@ fn check_accepts_a_good_config_with_loadable_tls() {
     .unwrap();
     let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("OK (1 scrape config(s), 1 target(s), 1 remote_write"), "{out}");
+    assert!(
+        out.contains("OK (1 scrape config(s), 1 target(s), 1 remote_write"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -56,8 +70,14 @@ fn check_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let cases = [
-        ("scrape_configs: [{job_name: a, scrape_timeout: 2m}]\n", "scrape_configs[0].scrape_timeout"),
-        ("scrape_configs: [{job_name: a, unknown_key: 1}]\n", "unknown_key"),
+        (
+            "scrape_configs: [{job_name: a, scrape_timeout: 2m}]\n",
+            "scrape_configs[0].scrape_timeout",
+        ),
+        (
+            "scrape_configs: [{job_name: a, unknown_key: 1}]\n",
+            "unknown_key",
+        ),
         (
             "scrape_configs: [{job_name: a, tls_config: {ca_file: /nonexistent/ca.crt}}]\n",
             "ca_file: reading /nonexistent/ca.crt",
@@ -71,7 +91,10 @@ fn check_names_the_field() {
             "private key does not match",
         ),
         (
-            &format!("remote_write: [{{url: 'http://x/w', tls_config: {{ca_file: {}}}}}]\n", pki.client_key.display()),
+            &format!(
+                "remote_write: [{{url: 'http://x/w', tls_config: {{ca_file: {}}}}}]\n",
+                pki.client_key.display()
+            ),
             "remote_write[0].tls_config: ca_file",
         ),
     ];
@@ -92,7 +115,13 @@ fn run_with_a_bad_config_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yml");
     std::fs::write(&cfg, "global: {scrape_interval: fast}\n").unwrap();
-    let (code, _, err) = run(&["run", "--config", cfg.to_str().unwrap(), "--listen-address", "127.0.0.1:0"]);
+    let (code, _, err) = run(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen-address",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("duration"), "{err}");
 }

@@ -46,7 +46,10 @@ async fn start_prometheus(bin: &Path, dir: &Path) -> Prometheus {
     let log = dir.join("prometheus.log");
     let child = Command::new(bin)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
         .stdout(Stdio::null())
@@ -64,7 +67,10 @@ async fn start_prometheus(bin: &Path, dir: &Path) -> Prometheus {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("prometheus did not become ready:\n{}", std::fs::read_to_string(&p.log).unwrap_or_default());
+    panic!(
+        "prometheus did not become ready:\n{}",
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
 }
 
 fn escape(s: &str) -> String {
@@ -81,7 +87,9 @@ fn escape(s: &str) -> String {
 
 /// Instant query → (labels, value) per series.
 async fn query(prom: &Prometheus, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let (code, body) = http_get(&format!("{}/api/v1/query?query={}", prom.url, escape(q))).await.expect("query");
+    let (code, body) = http_get(&format!("{}/api/v1/query?query={}", prom.url, escape(q)))
+        .await
+        .expect("query");
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["data"]["result"]
@@ -113,7 +121,9 @@ async fn prometheus_stores_what_the_target_served() {
             eprintln!("METRICS_RELAY_SKIP_E2E set and no prometheus binary: skipped");
             return;
         }
-        panic!("no `prometheus` binary: install Debian's prometheus (scripts/test.sh does) or set PROMETHEUS_BIN");
+        panic!(
+            "no `prometheus` binary: install Debian's prometheus (scripts/test.sh does) or set PROMETHEUS_BIN"
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let prom = start_prometheus(&bin, &dir.path().join("prom")).await;
@@ -159,7 +169,11 @@ remote_write:
     assert_eq!(labels["cluster"], "ack-one-e2e");
 
     // Every series the target served, with its value, and nothing else.
-    let stored = query(&prom, "{job=\"ack-control-plane\",__name__!~\"up|scrape_.*\"}").await;
+    let stored = query(
+        &prom,
+        "{job=\"ack-control-plane\",__name__!~\"up|scrape_.*\"}",
+    )
+    .await;
     assert_eq!(stored.len(), page.series.len(), "series count");
     for s in &page.series {
         let mut want = s.labels.clone();

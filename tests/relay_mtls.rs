@@ -51,16 +51,30 @@ async fn scrapes_mtls_target_and_remote_writes_everything() {
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
 
     let instance = target.addr.to_string();
-    let up = wait_for(Duration::from_secs(10), || rx.latest("up", &[("instance", instance.as_str())])).await;
+    let up = wait_for(Duration::from_secs(10), || {
+        rx.latest("up", &[("instance", instance.as_str())])
+    })
+    .await;
     assert_eq!(up, Some(1.0), "up; log:\n{}", relay.log());
 
     // The target saw hosting=true, over mTLS.
-    assert!(target.requests.lock().unwrap().iter().all(|r| r == "/metrics?hosting=true"));
+    assert!(
+        target
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r == "/metrics?hosting=true")
+    );
 
     // Every exposed series arrived with its value and the target + external labels.
     let accepted = rx.accepted();
     for s in &page.series {
-        let mut want: Vec<(String, String)> = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut want: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         want.push(("cluster".into(), "ack-one-test".into()));
         want.push(("env".into(), "test".into()));
         want.push(("instance".into(), instance.clone()));
@@ -72,14 +86,23 @@ async fn scrapes_mtls_target_and_remote_writes_everything() {
     }
     // Labels are sorted and never empty in everything we sent.
     for (l, _, _) in &accepted {
-        assert!(l.windows(2).all(|w| w[0].0 < w[1].0), "unsorted or repeated: {l:?}");
+        assert!(
+            l.windows(2).all(|w| w[0].0 < w[1].0),
+            "unsorted or repeated: {l:?}"
+        );
         assert!(l.iter().all(|(_, v)| !v.is_empty()));
         assert_eq!(l[0].0, "__name__");
     }
     // Synthetic series.
-    let samples = rx.latest("scrape_samples_scraped", &[("job", "ack-control-plane")]).unwrap();
+    let samples = rx
+        .latest("scrape_samples_scraped", &[("job", "ack-control-plane")])
+        .unwrap();
     assert_eq!(samples, page.series.len() as f64);
-    assert!(rx.latest("scrape_duration_seconds", &[("job", "ack-control-plane")]).unwrap() > 0.0);
+    assert!(
+        rx.latest("scrape_duration_seconds", &[("job", "ack-control-plane")])
+            .unwrap()
+            > 0.0
+    );
 
     // Headers of every write request.
     for r in rx.received.lock().unwrap().iter() {
@@ -87,13 +110,23 @@ async fn scrapes_mtls_target_and_remote_writes_everything() {
         assert_eq!(h["content-encoding"], "snappy");
         assert_eq!(h["content-type"], "application/x-protobuf");
         assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
-        assert!(h["user-agent"].to_str().unwrap().starts_with("metrics-relay/"));
+        assert!(
+            h["user-agent"]
+                .to_str()
+                .unwrap()
+                .starts_with("metrics-relay/")
+        );
     }
 
-    let (code, _) = common::http_get(&format!("{}/readyz", relay.admin)).await.unwrap();
+    let (code, _) = common::http_get(&format!("{}/readyz", relay.admin))
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     let m = relay.metrics().await;
-    assert!(common::metric_value(&m, "metrics_relay_remote_write_samples_sent_total").unwrap() > 0.0, "{m}");
+    assert!(
+        common::metric_value(&m, "metrics_relay_remote_write_samples_sent_total").unwrap() > 0.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +136,25 @@ async fn client_without_certificate_is_refused_and_reported() {
     let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
     let rx = Receiver::start().await;
     let cfg = config(&pki, &target, &rx.url(), "")
-        .replace(&format!("      cert_file: {}\n", pki.client_cert.display()), "")
-        .replace(&format!("      key_file: {}\n", pki.client_key.display()), "");
+        .replace(
+            &format!("      cert_file: {}\n", pki.client_cert.display()),
+            "",
+        )
+        .replace(
+            &format!("      key_file: {}\n", pki.client_key.display()),
+            "",
+        );
     let relay = RelayProc::start(dir.path(), &cfg).await;
     let up = wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await;
     assert_eq!(up, Some(0.0));
-    assert!(rx.latest("m", &[]).is_none(), "no sample may pass without a client certificate");
-    assert!(!target.tls_failures.lock().unwrap().is_empty(), "the target refused the handshake");
+    assert!(
+        rx.latest("m", &[]).is_none(),
+        "no sample may pass without a client certificate"
+    );
+    assert!(
+        !target.tls_failures.lock().unwrap().is_empty(),
+        "the target refused the handshake"
+    );
     let t = relay.targets().await;
     let err = t[0]["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("certificate"), "{err}");
@@ -122,10 +167,19 @@ async fn client_certificate_from_another_ca_is_refused() {
     let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
     let rx = Receiver::start().await;
     let cfg = config(&pki, &target, &rx.url(), "")
-        .replace(&pki.client_cert.display().to_string(), &pki.other_client_cert.display().to_string())
-        .replace(&pki.client_key.display().to_string(), &pki.other_client_key.display().to_string());
+        .replace(
+            &pki.client_cert.display().to_string(),
+            &pki.other_client_cert.display().to_string(),
+        )
+        .replace(
+            &pki.client_key.display().to_string(),
+            &pki.other_client_key.display().to_string(),
+        );
     let relay = RelayProc::start(dir.path(), &cfg).await;
-    assert_eq!(wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await, Some(0.0));
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
+        Some(0.0)
+    );
     let t = relay.targets().await;
     assert_eq!(t[0]["health"], "down");
 }
@@ -141,7 +195,10 @@ async fn wrong_ca_gives_up_zero_with_an_error_that_says_so() {
         &format!("ca_file: {}", pki.other_ca.display()),
     );
     let relay = RelayProc::start(dir.path(), &cfg).await;
-    assert_eq!(wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await, Some(0.0));
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
+        Some(0.0)
+    );
     let t = relay.targets().await;
     let err = t[0]["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("unknown authority"), "{err}\n{}", relay.log());
@@ -155,10 +212,17 @@ async fn server_name_mismatch_is_explained() {
     let pki = Pki::new(&dir.path().join("pki"));
     let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
     let rx = Receiver::start().await;
-    let cfg = config(&pki, &target, &rx.url(), "").replace("server_name: kubernetes", "server_name: not-in-the-cert");
+    let cfg = config(&pki, &target, &rx.url(), "")
+        .replace("server_name: kubernetes", "server_name: not-in-the-cert");
     let relay = RelayProc::start(dir.path(), &cfg).await;
-    assert_eq!(wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await, Some(0.0));
-    let err = relay.targets().await[0]["last_error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
+        Some(0.0)
+    );
+    let err = relay.targets().await[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(err.contains("server_name"), "{err}");
 }
 
@@ -169,10 +233,13 @@ async fn unparsable_page_fails_the_whole_scrape() {
     let target = MtlsTarget::start(&pki, "good 1\nalso_good 2\n".into()).await;
     let rx = Receiver::start().await;
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
-    assert_eq!(wait_for(Duration::from_secs(10), || rx.latest("good", &[])).await, Some(1.0));
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("good", &[])).await,
+        Some(1.0)
+    );
     target.set_body("good 1\nbroken{ 3\n".into());
     let t0 = rx.received.lock().unwrap().len();
-    let _ = wait_for(Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), || {
         (rx.received.lock().unwrap().len() > t0 && rx.latest("up", &[]) == Some(0.0)).then_some(())
     })
     .await
@@ -184,7 +251,10 @@ async fn unparsable_page_fails_the_whole_scrape() {
         .filter(|(l, _, _)| l.iter().any(|(k, v)| k == "__name__" && v == "also_good"))
         .any(|(_, v, _)| v.to_bits() == 0x7ff0_0000_0000_0002);
     assert!(marker, "staleness marker for also_good");
-    let err = relay.targets().await[0]["last_error"].as_str().unwrap_or_default().to_string();
+    let err = relay.targets().await[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(err.contains("line 2"), "{err}");
 }
 
@@ -196,9 +266,16 @@ async fn http_500_is_retried_and_delivered_once() {
     let rx = Receiver::start().await;
     rx.script.lock().unwrap().extend([(500, None), (503, None)]);
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
-    wait_for(Duration::from_secs(10), || rx.received.lock().unwrap().iter().any(|r| r.status == 204).then_some(()))
-        .await
-        .expect("a batch accepted after the 5xx");
+    wait_for(Duration::from_secs(10), || {
+        rx.received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.status == 204)
+            .then_some(())
+    })
+    .await
+    .expect("a batch accepted after the 5xx");
     let all = rx.received.lock().unwrap().clone();
     // The first accepted request is the exact batch that failed twice.
     assert_eq!(all[0].status, 500);
@@ -214,7 +291,11 @@ async fn http_500_is_retried_and_delivered_once() {
     keys.dedup();
     assert_eq!(keys.len(), n, "duplicates delivered");
     let m = relay.metrics().await;
-    assert!(common::metric_value(&m, "metrics_relay_remote_write_batches_retried_total").unwrap() >= 2.0, "{m}");
+    assert!(
+        common::metric_value(&m, "metrics_relay_remote_write_batches_retried_total").unwrap()
+            >= 2.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,15 +306,23 @@ async fn http_400_is_not_retried() {
     let rx = Receiver::start().await;
     rx.script.lock().unwrap().push_back((400, None));
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
-    wait_for(Duration::from_secs(10), || (rx.received.lock().unwrap().len() >= 3).then_some(()))
-        .await
-        .expect("more batches after the rejected one");
+    wait_for(Duration::from_secs(10), || {
+        (rx.received.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await
+    .expect("more batches after the rejected one");
     let all = rx.received.lock().unwrap().clone();
     assert_eq!(all[0].status, 400);
-    assert!(all[1..].iter().all(|r| r.raw != all[0].raw), "the rejected batch was sent again");
+    assert!(
+        all[1..].iter().all(|r| r.raw != all[0].raw),
+        "the rejected batch was sent again"
+    );
     let m = relay.metrics().await;
     assert!(m.contains("reason=\"rejected\""), "{m}");
-    assert!(relay.log().contains("scripted failure"), "the receiver's message is logged");
+    assert!(
+        relay.log().contains("scripted failure"),
+        "the receiver's message is logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +333,19 @@ async fn http_429_honours_retry_after() {
     let rx = Receiver::start().await;
     rx.script.lock().unwrap().push_back((429, Some("2".into())));
     let _relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
-    wait_for(Duration::from_secs(15), || (rx.received.lock().unwrap().len() >= 2).then_some(()))
-        .await
-        .expect("retried after 429");
+    wait_for(Duration::from_secs(15), || {
+        (rx.received.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await
+    .expect("retried after 429");
     let all = rx.received.lock().unwrap().clone();
     assert_eq!(all[0].status, 429);
     assert_eq!(all[0].raw, all[1].raw, "the same batch is retried");
     let gap = all[1].at - all[0].at;
-    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}, before Retry-After");
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "retried after {gap:?}, before Retry-After"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,13 +355,19 @@ async fn sigterm_flushes_and_exits_zero() {
     let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
     let rx = Receiver::start().await;
     // A long batch deadline: only the shutdown flush can send the open batch.
-    let cfg = config(&pki, &target, &rx.url(), "").replace("batch_send_deadline: 200ms", "batch_send_deadline: 1h");
+    let cfg = config(&pki, &target, &rx.url(), "")
+        .replace("batch_send_deadline: 200ms", "batch_send_deadline: 1h");
     let mut relay = RelayProc::start(dir.path(), &cfg).await;
-    wait_for(Duration::from_secs(10), || (!target.requests.lock().unwrap().is_empty()).then_some(()))
-        .await
-        .expect("scraped");
+    wait_for(Duration::from_secs(10), || {
+        (!target.requests.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .expect("scraped");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(rx.received.lock().unwrap().is_empty(), "nothing sent before shutdown");
+    assert!(
+        rx.received.lock().unwrap().is_empty(),
+        "nothing sent before shutdown"
+    );
     let code = tokio::task::spawn_blocking(move || {
         let c = relay.terminate();
         (c, relay.log())
@@ -275,5 +375,9 @@ async fn sigterm_flushes_and_exits_zero() {
     .await
     .unwrap();
     assert_eq!(code.0, Some(0), "{}", code.1);
-    assert_eq!(rx.latest("m", &[]), Some(1.0), "queued samples flushed at shutdown");
+    assert_eq!(
+        rx.latest("m", &[]),
+        Some(1.0),
+        "queued samples flushed at shutdown"
+    );
 }

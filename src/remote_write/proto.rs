@@ -85,7 +85,12 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Appends one `Label` as field 1 of a `TimeSeries` (tag, length, message).
 pub fn encode_label(out: &mut Vec<u8>, name: &str, value: &str) {
-    let msg_len = 1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(value.len() as u64) + value.len();
+    let msg_len = 1
+        + varint_len(name.len() as u64)
+        + name.len()
+        + 1
+        + varint_len(value.len() as u64)
+        + value.len();
     out.push(0x0a);
     put_varint(out, msg_len as u64);
     out.push(0x0a);
@@ -127,17 +132,34 @@ mod tests {
         encode_label(&mut labels, "code", "200");
         encode_label(&mut labels, "long", &"x".repeat(300));
         let mut ours = Vec::new();
-        for (v, ts) in [(1.5, 1_700_000_000_000i64), (0.0, 0), (-2.0, -5), (f64::NAN, 1)] {
+        for (v, ts) in [
+            (1.5, 1_700_000_000_000i64),
+            (0.0, 0),
+            (-2.0, -5),
+            (f64::NAN, 1),
+        ] {
             write_series(&mut ours, &labels, v, ts);
         }
         let decoded = WriteRequest::decode(ours.as_slice()).unwrap();
         let mk = |v: f64, ts: i64| TimeSeries {
             labels: vec![
-                Label { name: "__name__".into(), value: "apiserver_request_total".into() },
-                Label { name: "code".into(), value: "200".into() },
-                Label { name: "long".into(), value: "x".repeat(300) },
+                Label {
+                    name: "__name__".into(),
+                    value: "apiserver_request_total".into(),
+                },
+                Label {
+                    name: "code".into(),
+                    value: "200".into(),
+                },
+                Label {
+                    name: "long".into(),
+                    value: "x".repeat(300),
+                },
             ],
-            samples: vec![Sample { value: v, timestamp: ts }],
+            samples: vec![Sample {
+                value: v,
+                timestamp: ts,
+            }],
         };
         assert_eq!(decoded.timeseries.len(), 4);
         assert_eq!(decoded.timeseries[0], mk(1.5, 1_700_000_000_000));
@@ -145,8 +167,15 @@ mod tests {
         assert_eq!(decoded.timeseries[2], mk(-2.0, -5));
         assert!(decoded.timeseries[3].samples[0].value.is_nan());
         // And prost's own encoding of the same request decodes the same.
-        let theirs = WriteRequest { timeseries: vec![mk(1.5, 1_700_000_000_000)], metadata: vec![] }.encode_to_vec();
-        assert_eq!(WriteRequest::decode(theirs.as_slice()).unwrap().timeseries[0], decoded.timeseries[0]);
+        let theirs = WriteRequest {
+            timeseries: vec![mk(1.5, 1_700_000_000_000)],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        assert_eq!(
+            WriteRequest::decode(theirs.as_slice()).unwrap().timeseries[0],
+            decoded.timeseries[0]
+        );
     }
 
     #[test]

@@ -177,8 +177,14 @@ impl Queue {
             url: self.labels.url.clone(),
             reason: reason.into(),
         };
-        self.metrics.samples_dropped.get_or_create(&l).inc_by(samples as u64);
-        self.metrics.batches_dropped.get_or_create(&l).inc_by(batches);
+        self.metrics
+            .samples_dropped
+            .get_or_create(&l)
+            .inc_by(samples as u64);
+        self.metrics
+            .batches_dropped
+            .get_or_create(&l)
+            .inc_by(batches);
     }
 
     /// Seals the open batch if it is at least `batch_send_deadline` old (or
@@ -307,7 +313,11 @@ mod tests {
         let q = q(2, 4);
         q.append(&samples(8, 0));
         let first = q.front().unwrap();
-        assert_eq!(decode(&first).timeseries[0].samples[0].timestamp, 4, "oldest two batches dropped");
+        assert_eq!(
+            decode(&first).timeseries[0].samples[0].timestamp,
+            4,
+            "oldest two batches dropped"
+        );
         let text = q.metrics.encode();
         assert!(text.contains("metrics_relay_remote_write_samples_dropped_total{remote_name=\"t\",url=\"u\",reason=\"queue_full\"} 4"), "{text}");
     }
@@ -319,6 +329,9 @@ mod tests {
         let b0 = q.front().unwrap();
         q.append(&samples(1, 1)); // pushes out b0
         q.ack(b0.seq);
-        assert_eq!(decode(&q.front().unwrap()).timeseries[0].samples[0].timestamp, 1);
+        assert_eq!(
+            decode(&q.front().unwrap()).timeseries[0].samples[0].timestamp,
+            1
+        );
     }
 }

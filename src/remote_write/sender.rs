@@ -36,11 +36,18 @@ pub enum Outcome {
         after: Option<Duration>,
     },
     /// Never retry; drop and count.
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
 }
 
 /// Classifies a response status as the remote-write spec asks.
-pub fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, retry_on_429: bool, body: &str) -> Outcome {
+pub fn classify(
+    status: StatusCode,
+    retry_after: Option<&HeaderValue>,
+    retry_on_429: bool,
+    body: &str,
+) -> Outcome {
     let msg = |s: StatusCode| {
         let b = body.trim();
         if b.is_empty() {
@@ -51,13 +58,16 @@ pub fn classify(status: StatusCode, retry_after: Option<&HeaderValue>, retry_on_
     };
     if status.is_success() {
         Outcome::Sent
-    } else if status.is_server_error() || (status == StatusCode::TOO_MANY_REQUESTS && retry_on_429) {
+    } else if status.is_server_error() || (status == StatusCode::TOO_MANY_REQUESTS && retry_on_429)
+    {
         Outcome::Retry {
             reason: msg(status),
             after: retry_after.and_then(parse_retry_after),
         }
     } else {
-        Outcome::Reject { reason: msg(status) }
+        Outcome::Reject {
+            reason: msg(status),
+        }
     }
 }
 
@@ -68,7 +78,10 @@ pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = parse_http_date(s)?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Parses `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -119,7 +132,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff { min, max, current: min }
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
     }
     /// The next delay: the current step with up to 50 % jitter removed, then
     /// the step doubles (capped at `max`).
@@ -146,8 +163,17 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(name: String, cfg: RemoteWriteConfig, client: HttpClient, queue: Arc<Queue>, metrics: Metrics) -> Result<Self, String> {
-        let url: Uri = cfg.url.parse().map_err(|e| format!("remote_write url {:?}: {e}", cfg.url))?;
+    pub fn new(
+        name: String,
+        cfg: RemoteWriteConfig,
+        client: HttpClient,
+        queue: Arc<Queue>,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
+        let url: Uri = cfg
+            .url
+            .parse()
+            .map_err(|e| format!("remote_write url {:?}: {e}", cfg.url))?;
         let labels = RemoteLabels {
             remote_name: name.clone(),
             url: cfg.url.clone(),
@@ -187,7 +213,8 @@ impl Sender {
         } else {
             return Ok(None);
         };
-        let mut v = HeaderValue::from_str(&value).map_err(|_| "credentials contain characters not allowed in a header".to_string())?;
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| "credentials contain characters not allowed in a header".to_string())?;
         v.set_sensitive(true);
         Ok(Some(v))
     }
@@ -202,7 +229,10 @@ impl Sender {
             .map_err(|e| e.to_string())?;
         let h: &mut HeaderMap = req.headers_mut();
         for (k, v) in &self.cfg.headers {
-            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 h.insert(k, v);
             }
         }
@@ -216,13 +246,21 @@ impl Sender {
     pub async fn attempt(&self, batch: &Batch) -> Outcome {
         let req = match self.request(batch.data.clone()) {
             Ok(r) => r,
-            Err(reason) => return Outcome::Retry { reason, after: None },
+            Err(reason) => {
+                return Outcome::Retry {
+                    reason,
+                    after: None,
+                };
+            }
         };
         let timeout = self.cfg.remote_timeout.0;
         let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => {
                 return Outcome::Retry {
-                    reason: format!("request timed out after {}", crate::units::format_duration(timeout)),
+                    reason: format!(
+                        "request timed out after {}",
+                        crate::units::format_duration(timeout)
+                    ),
                     after: None,
                 };
             }
@@ -243,7 +281,12 @@ impl Sender {
             _ => Bytes::new(),
         };
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
-        classify(status, retry_after.as_ref(), self.cfg.queue_config.retry_on_http_429, &text)
+        classify(
+            status,
+            retry_after.as_ref(),
+            self.cfg.queue_config.retry_on_http_429,
+            &text,
+        )
     }
 
     fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
@@ -284,8 +327,14 @@ impl Sender {
             let mut retried = false;
             loop {
                 if retried {
-                    self.metrics.samples_retried.get_or_create(&self.labels).inc_by(batch.samples as u64);
-                    self.metrics.batches_retried.get_or_create(&self.labels).inc();
+                    self.metrics
+                        .samples_retried
+                        .get_or_create(&self.labels)
+                        .inc_by(batch.samples as u64);
+                    self.metrics
+                        .batches_retried
+                        .get_or_create(&self.labels)
+                        .inc();
                 }
                 let outcome = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, self.attempt(&batch)).await {
@@ -297,15 +346,27 @@ impl Sender {
                 match outcome {
                     Outcome::Sent => {
                         backoff.reset();
-                        self.metrics.backoff_seconds.get_or_create(&self.labels).set(0.0);
-                        self.metrics.samples_sent.get_or_create(&self.labels).inc_by(batch.samples as u64);
+                        self.metrics
+                            .backoff_seconds
+                            .get_or_create(&self.labels)
+                            .set(0.0);
+                        self.metrics
+                            .samples_sent
+                            .get_or_create(&self.labels)
+                            .inc_by(batch.samples as u64);
                         self.metrics.batches_sent.get_or_create(&self.labels).inc();
-                        self.metrics.bytes_sent.get_or_create(&self.labels).inc_by(batch.data.len() as u64);
+                        self.metrics
+                            .bytes_sent
+                            .get_or_create(&self.labels)
+                            .inc_by(batch.data.len() as u64);
                         let now = SystemTime::now()
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .unwrap_or_default()
                             .as_secs_f64();
-                        self.metrics.last_send_timestamp.get_or_create(&self.labels).set(now);
+                        self.metrics
+                            .last_send_timestamp
+                            .get_or_create(&self.labels)
+                            .set(now);
                         q.ack(batch.seq);
                         break;
                     }
@@ -316,8 +377,14 @@ impl Sender {
                             %reason,
                             "remote write rejected a batch; dropping it (retrying cannot succeed)"
                         );
-                        self.metrics.samples_failed.get_or_create(&self.labels).inc_by(batch.samples as u64);
-                        self.metrics.batches_failed.get_or_create(&self.reason_labels("rejected")).inc();
+                        self.metrics
+                            .samples_failed
+                            .get_or_create(&self.labels)
+                            .inc_by(batch.samples as u64);
+                        self.metrics
+                            .batches_failed
+                            .get_or_create(&self.reason_labels("rejected"))
+                            .inc();
                         q.drop_samples("rejected", batch.samples, 1);
                         q.ack(batch.seq);
                         break;
@@ -331,9 +398,18 @@ impl Sender {
                             retry_in_ms = delay.as_millis() as u64,
                             "remote write failed; will retry"
                         );
-                        self.metrics.samples_failed.get_or_create(&self.labels).inc_by(batch.samples as u64);
-                        self.metrics.batches_failed.get_or_create(&self.reason_labels("retryable")).inc();
-                        self.metrics.backoff_seconds.get_or_create(&self.labels).set(delay.as_secs_f64());
+                        self.metrics
+                            .samples_failed
+                            .get_or_create(&self.labels)
+                            .inc_by(batch.samples as u64);
+                        self.metrics
+                            .batches_failed
+                            .get_or_create(&self.reason_labels("retryable"))
+                            .inc();
+                        self.metrics
+                            .backoff_seconds
+                            .get_or_create(&self.labels)
+                            .set(delay.as_secs_f64());
                         let sleep = tokio::time::sleep(delay);
                         match deadline {
                             Some(d) => {
@@ -370,12 +446,24 @@ fn base64_encode(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -386,10 +474,19 @@ mod tests {
 
     #[test]
     fn classification_follows_the_spec() {
-        assert_eq!(classify(StatusCode::NO_CONTENT, None, true, ""), Outcome::Sent);
+        assert_eq!(
+            classify(StatusCode::NO_CONTENT, None, true, ""),
+            Outcome::Sent
+        );
         assert_eq!(classify(StatusCode::OK, None, true, ""), Outcome::Sent);
-        assert!(matches!(classify(StatusCode::INTERNAL_SERVER_ERROR, None, true, ""), Outcome::Retry { .. }));
-        assert!(matches!(classify(StatusCode::SERVICE_UNAVAILABLE, None, false, ""), Outcome::Retry { .. }));
+        assert!(matches!(
+            classify(StatusCode::INTERNAL_SERVER_ERROR, None, true, ""),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, None, false, ""),
+            Outcome::Retry { .. }
+        ));
         let ra = HeaderValue::from_static("2");
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, Some(&ra), true, ""),
@@ -398,18 +495,33 @@ mod tests {
                 after: Some(Duration::from_secs(2))
             }
         );
-        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, None, false, ""), Outcome::Reject { .. }));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, None, false, ""),
+            Outcome::Reject { .. }
+        ));
         match classify(StatusCode::BAD_REQUEST, None, true, "out of bounds\n") {
-            Outcome::Reject { reason } => assert_eq!(reason, "server returned HTTP status 400 Bad Request: out of bounds"),
+            Outcome::Reject { reason } => assert_eq!(
+                reason,
+                "server returned HTTP status 400 Bad Request: out of bounds"
+            ),
             o => panic!("{o:?}"),
         }
-        assert!(matches!(classify(StatusCode::NOT_FOUND, None, true, ""), Outcome::Reject { .. }));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, None, true, ""),
+            Outcome::Reject { .. }
+        ));
     }
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT")), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("7")),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT")),
+            Some(Duration::ZERO)
+        );
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
@@ -423,7 +535,10 @@ mod tests {
         let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
         let steps = [100u64, 200, 400, 800, 800, 800];
         for (got, step) in d.iter().zip(steps) {
-            assert!(*got <= Duration::from_millis(step) && *got >= Duration::from_millis(step / 2), "{got:?} vs {step}");
+            assert!(
+                *got <= Duration::from_millis(step) && *got >= Duration::from_millis(step / 2),
+                "{got:?} vs {step}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -23,7 +23,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use metrics_relay::remote_write::proto::WriteRequest;
 use prost::Message;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -48,14 +51,24 @@ fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let cert = p.self_signed(&key).expect("ca cert");
     (cert, Issuer::new(p, key))
 }
 
-fn leaf(issuer: &Issuer<'static, KeyPair>, cn: &str, sans: &[&str], eku: ExtendedKeyUsagePurpose) -> (String, String) {
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    cn: &str,
+    sans: &[&str],
+    eku: ExtendedKeyUsagePurpose,
+) -> (String, String) {
     let key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
     p.distinguished_name.push(DnType::CommonName, cn);
     p.extended_key_usages = vec![eku];
     let cert = p.signed_by(&key, issuer).expect("leaf");
@@ -67,9 +80,24 @@ impl Pki {
         std::fs::create_dir_all(dir).expect("pki dir");
         let (ca_cert, issuer) = ca("metrics-relay test CA");
         let (other_cert, other_issuer) = ca("some other CA");
-        let (server_cert, server_key) = leaf(&issuer, "kube-apiserver", &["localhost", "kubernetes", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
-        let (client_cert, client_key) = leaf(&issuer, "metrics-relay-client", &[], ExtendedKeyUsagePurpose::ClientAuth);
-        let (oc_cert, oc_key) = leaf(&other_issuer, "stranger", &[], ExtendedKeyUsagePurpose::ClientAuth);
+        let (server_cert, server_key) = leaf(
+            &issuer,
+            "kube-apiserver",
+            &["localhost", "kubernetes", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            &issuer,
+            "metrics-relay-client",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let (oc_cert, oc_key) = leaf(
+            &other_issuer,
+            "stranger",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
         let w = |name: &str, data: &str| {
             let p = dir.join(name);
             std::fs::write(&p, data).expect("write pem");
@@ -95,9 +123,10 @@ impl Pki {
         for c in CertificateDer::pem_file_iter(&self.ca).expect("ca") {
             roots.add(c.expect("ca pem")).expect("add ca");
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .expect("verifier");
         let chain = CertificateDer::pem_file_iter(&self.server_cert)
             .expect("server cert")
             .collect::<Result<Vec<_>, _>>()
@@ -153,7 +182,9 @@ impl MtlsTarget {
         let (b, r, f) = (behavior.clone(), requests.clone(), tls_failures.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (acceptor, b, r, f) = (acceptor.clone(), b.clone(), r.clone(), f.clone());
                 tokio::spawn(async move {
                     let tls = match acceptor.accept(tcp).await {
@@ -166,7 +197,11 @@ impl MtlsTarget {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (b, r) = (b.clone(), r.clone());
                         async move {
-                            let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let pq = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
                             r.lock().unwrap().push(pq);
                             let beh = b.lock().unwrap().clone();
                             if !beh.delay.is_zero() {
@@ -178,20 +213,30 @@ impl MtlsTarget {
                                 .is_some_and(|v| v.to_str().unwrap_or("").contains("gzip"));
                             let mut resp = if beh.gzip && wants_gzip {
                                 use std::io::Write;
-                                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                                let mut enc = flate2::write::GzEncoder::new(
+                                    Vec::new(),
+                                    flate2::Compression::fast(),
+                                );
                                 enc.write_all(beh.body.as_bytes()).unwrap();
-                                let mut r = Response::new(Full::new(Bytes::from(enc.finish().unwrap())));
-                                r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+                                let mut r =
+                                    Response::new(Full::new(Bytes::from(enc.finish().unwrap())));
+                                r.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
                                 r
                             } else {
                                 Response::new(Full::new(Bytes::from(beh.body)))
                             };
                             *resp.status_mut() = StatusCode::from_u16(beh.status).unwrap();
-                            resp.headers_mut().insert("content-type", "text/plain; version=0.0.4".parse().unwrap());
+                            resp.headers_mut().insert(
+                                "content-type",
+                                "text/plain; version=0.0.4".parse().unwrap(),
+                            );
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
                 });
             }
         });
@@ -208,6 +253,11 @@ impl MtlsTarget {
     }
 }
 
+/// Scripted answers of the receiver: (status, Retry-After).
+pub type Script = Arc<Mutex<VecDeque<(u16, Option<String>)>>>;
+/// One accepted sample: (sorted labels, value, timestamp).
+pub type AcceptedSample = (Vec<(String, String)>, f64, i64);
+
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -223,28 +273,38 @@ pub struct Received {
 pub struct Receiver {
     pub addr: SocketAddr,
     /// Scripted answers (status, Retry-After), used first; then 204.
-    pub script: Arc<Mutex<VecDeque<(u16, Option<String>)>>>,
+    pub script: Script,
     pub received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
-        let script: Arc<Mutex<VecDeque<(u16, Option<String>)>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let script: Script = Arc::new(Mutex::new(VecDeque::new()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let (s, rc) = (script.clone(), received.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (s, rc) = (s.clone(), rc.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, rc) = (s.clone(), rc.clone());
                         async move {
                             let headers = req.headers().clone();
-                            let raw = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let (status, retry_after) = s.lock().unwrap().pop_front().unwrap_or((204, None));
+                            let raw = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, retry_after) =
+                                s.lock().unwrap().pop_front().unwrap_or((204, None));
                             let decoded = snap::raw::Decoder::new()
                                 .decompress_vec(&raw)
                                 .ok()
@@ -258,23 +318,38 @@ impl Receiver {
                                         status,
                                         at: Instant::now(),
                                     });
-                                    (status, if status >= 400 { "scripted failure\n" } else { "" })
+                                    (
+                                        status,
+                                        if status >= 400 {
+                                            "scripted failure\n"
+                                        } else {
+                                            ""
+                                        },
+                                    )
                                 }
                                 None => (400, "cannot decode snappy protobuf\n"),
                             };
-                            let mut resp = Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
                             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
                             if let Some(ra) = retry_after {
-                                resp.headers_mut().insert("retry-after", ra.parse().unwrap());
+                                resp.headers_mut()
+                                    .insert("retry-after", ra.parse().unwrap());
                             }
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
                 });
             }
         });
-        Receiver { addr, script, received }
+        Receiver {
+            addr,
+            script,
+            received,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -282,11 +357,21 @@ impl Receiver {
     }
 
     /// Every accepted (2xx) time series sample: (labels, value, timestamp).
-    pub fn accepted(&self) -> Vec<(Vec<(String, String)>, f64, i64)> {
+    pub fn accepted(&self) -> Vec<AcceptedSample> {
         let mut out = Vec::new();
-        for r in self.received.lock().unwrap().iter().filter(|r| r.status < 300) {
+        for r in self
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status < 300)
+        {
             for ts in &r.request.timeseries {
-                let l = ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect::<Vec<_>>();
+                let l = ts
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect::<Vec<_>>();
                 for s in &ts.samples {
                     out.push((l.clone(), s.value, s.timestamp));
                 }
@@ -301,7 +386,9 @@ impl Receiver {
             .into_iter()
             .filter(|(l, _, _)| {
                 l.iter().any(|(k, v)| k == "__name__" && v == name)
-                    && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
             })
             .max_by_key(|(_, _, ts)| *ts)
             .map(|(_, v, _)| v)
@@ -332,14 +419,22 @@ pub async fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) ->
 
 /// Plain HTTP GET on loopback; (status, body).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let client = metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let req = Request::get(url).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let client =
+        metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -366,7 +461,14 @@ impl RelayProc {
         let child = Command::new(relay_bin())
             .args(["run", "--config"])
             .arg(&cfg)
-            .args(["--listen-address", &format!("127.0.0.1:{port}"), "--shutdown-grace", "3s", "--log-level", "debug"])
+            .args([
+                "--listen-address",
+                &format!("127.0.0.1:{port}"),
+                "--shutdown-grace",
+                "3s",
+                "--log-level",
+                "debug",
+            ])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .stdout(Stdio::null())
@@ -374,8 +476,15 @@ impl RelayProc {
             .spawn()
             .expect("spawn metrics-relay");
         let admin = format!("http://127.0.0.1:{port}");
-        let ok = wait_async(Duration::from_secs(10), || http_get_ok(format!("{admin}/healthz"))).await;
-        assert!(ok, "metrics-relay did not come up; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        let ok = wait_async(Duration::from_secs(10), || {
+            http_get_ok(format!("{admin}/healthz"))
+        })
+        .await;
+        assert!(
+            ok,
+            "metrics-relay did not come up; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         RelayProc { child, admin, log }
     }
 
@@ -385,7 +494,9 @@ impl RelayProc {
 
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let end = Instant::now() + Duration::from_secs(20);
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -398,12 +509,17 @@ impl RelayProc {
 
     /// The JSON of `/targets`.
     pub async fn targets(&self) -> serde_json::Value {
-        let (_, body) = http_get(&format!("{}/targets", self.admin)).await.expect("targets");
+        let (_, body) = http_get(&format!("{}/targets", self.admin))
+            .await
+            .expect("targets");
         serde_json::from_str(&body).expect("targets json")
     }
 
     pub async fn metrics(&self) -> String {
-        http_get(&format!("{}/metrics", self.admin)).await.expect("metrics").1
+        http_get(&format!("{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .1
     }
 }
 
