@@ -1,1 +1,104 @@
-fn main() {}
+//! Criterion benchmarks of the hot path: parsing, the series cache in steady
+//! state (cache hits), and encoding + snappy of a batch. Inputs: the real
+//! Prometheus fixture in `../shared/fixtures/` (when present) and a generated
+//! control-plane-sized page.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use metrics_relay::exposition::Parser;
+use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+
+fn generated_page(n: usize) -> Vec<u8> {
+    let mut s = String::with_capacity(n * 160);
+    s.push_str("# HELP apiserver_request_duration_seconds Response latency distribution.\n# TYPE apiserver_request_duration_seconds histogram\n");
+    let les = [
+        "0.005", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ];
+    for i in 0..n {
+        s.push_str(&format!(
+            "apiserver_request_duration_seconds_bucket{{component=\"apiserver\",dry_run=\"\",group=\"g{}\",resource=\"r{}\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\",le=\"{}\"}} {}\n",
+            i % 13,
+            i / les.len(),
+            les[i % les.len()],
+            i * 7
+        ));
+    }
+    s.into_bytes()
+}
+
+fn inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let mut v = vec![("generated-20k", generated_page(20_000))];
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+    );
+    if let Ok(b) = std::fs::read(fixture) {
+        v.push(("fixture-237mfs", b));
+    }
+    v
+}
+
+fn ctx() -> TargetContext {
+    TargetContext {
+        target_labels: vec![
+            ("instance".into(), "10.0.0.1:6443".into()),
+            ("job".into(), "ack-control-plane".into()),
+        ],
+        external_labels: vec![("cluster".into(), "prod".into())],
+        honor_labels: false,
+        honor_timestamps: true,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, body) in inputs() {
+        let samples = Parser::new(&body).count() as u64;
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements(samples));
+        g.bench_function("parse", |b| {
+            b.iter(|| {
+                let mut sum = 0.0;
+                for s in Parser::new(black_box(&body)) {
+                    sum += s.map(|s| s.value).unwrap_or(0.0);
+                }
+                sum
+            })
+        });
+        let ctx = ctx();
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        g.bench_function("parse+cache-hit+encode", |b| {
+            b.iter(|| {
+                out.clear();
+                cache.begin();
+                for s in Parser::new(black_box(&body)) {
+                    let s = s.expect("valid input");
+                    let _ = cache.append(&ctx, &s, 1_700_000_000_000, &mut out);
+                }
+                cache.end(1_700_000_000_000, &mut out);
+                out.len()
+            })
+        });
+        let mut enc = snap::raw::Encoder::new();
+        g.bench_function("snappy-batches-of-2000", |b| {
+            b.iter(|| {
+                let mut total = 0;
+                let mut i = 0;
+                while i < out.len() {
+                    let j = (i + 2000).min(out.len());
+                    total += enc
+                        .compress_vec(out.slice(i, j))
+                        .map(|v| v.len())
+                        .unwrap_or(0);
+                    i = j;
+                }
+                total
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -4,6 +4,7 @@
 //! controller-manager metrics, a summary, process/go metrics, HELP/TYPE
 //! lines and a label value that needs escaping. `round` moves the counters
 //! so that consecutive scrapes differ.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
@@ -313,19 +314,4 @@ pub fn control_plane(round: u64) -> Payload {
         text: w.text,
         series: w.series,
     }
-}
-
-/// A large synthetic page of `n` series (for load-shaped tests).
-pub fn many_series(n: usize, round: u64) -> String {
-    let mut s = String::with_capacity(n * 96);
-    s.push_str("# TYPE apiserver_watch_events_total counter\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "apiserver_watch_events_total{{group=\"g{}\",kind=\"Kind{}\",version=\"v1\"}} {}\n",
-            i % 97,
-            i,
-            i as u64 + round
-        ));
-    }
-    s
 }

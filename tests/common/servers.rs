@@ -1,0 +1,391 @@
+//! Servers for tests and the demo: certificates made at test time (rcgen),
+//! an mTLS target and a decoding remote-write receiver.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_relay::remote_write::proto::WriteRequest;
+use prost::Message;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+/// A CA, a server certificate (localhost, kubernetes, 127.0.0.1), a client
+/// certificate, and a second, unrelated CA; all written as PEM files.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).expect("ca cert");
+    (cert, Issuer::new(p, key))
+}
+
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    cn: &str,
+    sans: &[&str],
+    eku: ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![eku];
+    let cert = p.signed_by(&key, issuer).expect("leaf");
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let (ca_cert, issuer) = ca("metrics-relay test CA");
+        let (other_cert, other_issuer) = ca("some other CA");
+        let (server_cert, server_key) = leaf(
+            &issuer,
+            "kube-apiserver",
+            &["localhost", "kubernetes", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            &issuer,
+            "metrics-relay-client",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let (oc_cert, oc_key) = leaf(
+            &other_issuer,
+            "stranger",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let w = |name: &str, data: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).expect("write pem");
+            p
+        };
+        Pki {
+            dir: dir.to_path_buf(),
+            ca: w("ca.crt", &ca_cert.pem()),
+            server_cert: w("server.crt", &server_cert),
+            server_key: w("server.key", &server_key),
+            client_cert: w("client.crt", &client_cert),
+            client_key: w("client.key", &client_key),
+            other_ca: w("other-ca.crt", &other_cert.pem()),
+            other_client_cert: w("other-client.crt", &oc_cert),
+            other_client_key: w("other-client.key", &oc_key),
+        }
+    }
+
+    /// A rustls server config that requires a client certificate from our CA.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.ca).expect("ca") {
+            roots.add(c.expect("ca pem")).expect("add ca");
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .expect("verifier");
+        let chain = CertificateDer::pem_file_iter(&self.server_cert)
+            .expect("server cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server pem");
+        let key = PrivateKeyDer::from_pem_file(&self.server_key).expect("server key");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg
+    }
+}
+
+/// What the mTLS target serves; change it between scrapes.
+#[derive(Clone)]
+pub struct TargetBehavior {
+    pub body: String,
+    pub status: u16,
+    pub delay: Duration,
+    pub gzip: bool,
+}
+
+/// An HTTPS target that requires a client certificate.
+pub struct MtlsTarget {
+    pub addr: SocketAddr,
+    pub behavior: Arc<Mutex<TargetBehavior>>,
+    /// Path and query of every request served.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// Handshakes that failed (e.g. no client certificate).
+    pub tls_failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl MtlsTarget {
+    pub async fn start(pki: &Pki, body: String) -> MtlsTarget {
+        Self::start_on(pki, body, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(pki: &Pki, body: String, addr: &str) -> MtlsTarget {
+        let listener = TcpListener::bind(addr).await.expect("bind target");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
+        let behavior = Arc::new(Mutex::new(TargetBehavior {
+            body,
+            status: 200,
+            delay: Duration::ZERO,
+            gzip: false,
+        }));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let tls_failures = Arc::new(Mutex::new(Vec::new()));
+        let (b, r, f) = (behavior.clone(), requests.clone(), tls_failures.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, b, r, f) = (acceptor.clone(), b.clone(), r.clone(), f.clone());
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            f.lock().unwrap().push(e.to_string());
+                            return;
+                        }
+                    };
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (b, r) = (b.clone(), r.clone());
+                        async move {
+                            let pq = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            r.lock().unwrap().push(pq);
+                            let beh = b.lock().unwrap().clone();
+                            if !beh.delay.is_zero() {
+                                tokio::time::sleep(beh.delay).await;
+                            }
+                            let wants_gzip = req
+                                .headers()
+                                .get("accept-encoding")
+                                .is_some_and(|v| v.to_str().unwrap_or("").contains("gzip"));
+                            let mut resp = if beh.gzip && wants_gzip {
+                                use std::io::Write;
+                                let mut enc = flate2::write::GzEncoder::new(
+                                    Vec::new(),
+                                    flate2::Compression::fast(),
+                                );
+                                enc.write_all(beh.body.as_bytes()).unwrap();
+                                let mut r =
+                                    Response::new(Full::new(Bytes::from(enc.finish().unwrap())));
+                                r.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
+                                r
+                            } else {
+                                Response::new(Full::new(Bytes::from(beh.body)))
+                            };
+                            *resp.status_mut() = StatusCode::from_u16(beh.status).unwrap();
+                            resp.headers_mut().insert(
+                                "content-type",
+                                "text/plain; version=0.0.4".parse().unwrap(),
+                            );
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        MtlsTarget {
+            addr,
+            behavior,
+            requests,
+            tls_failures,
+        }
+    }
+
+    pub fn set_body(&self, body: String) {
+        self.behavior.lock().unwrap().body = body;
+    }
+}
+
+/// Scripted answers of the receiver: (status, Retry-After).
+pub type Script = Arc<Mutex<VecDeque<(u16, Option<String>)>>>;
+/// One accepted sample: (sorted labels, value, timestamp).
+pub type AcceptedSample = (Vec<(String, String)>, f64, i64);
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: http::HeaderMap,
+    pub raw: Bytes,
+    pub request: WriteRequest,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// A remote-write receiver that decodes everything and answers as scripted.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    /// Scripted answers (status, Retry-After), used first; then 204.
+    pub script: Script,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let script: Script = Arc::new(Mutex::new(VecDeque::new()));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (s, rc) = (script.clone(), received.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (s, rc) = (s.clone(), rc.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (s, rc) = (s.clone(), rc.clone());
+                        async move {
+                            let headers = req.headers().clone();
+                            let raw = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, retry_after) =
+                                s.lock().unwrap().pop_front().unwrap_or((204, None));
+                            let decoded = snap::raw::Decoder::new()
+                                .decompress_vec(&raw)
+                                .ok()
+                                .and_then(|d| WriteRequest::decode(d.as_slice()).ok());
+                            let (status, msg) = match decoded {
+                                Some(request) => {
+                                    rc.lock().unwrap().push(Received {
+                                        headers,
+                                        raw: raw.clone(),
+                                        request,
+                                        status,
+                                        at: Instant::now(),
+                                    });
+                                    (
+                                        status,
+                                        if status >= 400 {
+                                            "scripted failure\n"
+                                        } else {
+                                            ""
+                                        },
+                                    )
+                                }
+                                None => (400, "cannot decode snappy protobuf\n"),
+                            };
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
+                            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                            if let Some(ra) = retry_after {
+                                resp.headers_mut()
+                                    .insert("retry-after", ra.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            script,
+            received,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// Every accepted (2xx) time series sample: (labels, value, timestamp).
+    pub fn accepted(&self) -> Vec<AcceptedSample> {
+        let mut out = Vec::new();
+        for r in self
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status < 300)
+        {
+            for ts in &r.request.timeseries {
+                let l = ts
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect::<Vec<_>>();
+                for s in &ts.samples {
+                    out.push((l.clone(), s.value, s.timestamp));
+                }
+            }
+        }
+        out
+    }
+
+    /// Latest accepted value of the series with `name` and these labels.
+    pub fn latest(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.accepted()
+            .into_iter()
+            .filter(|(l, _, _)| {
+                l.iter().any(|(k, v)| k == "__name__" && v == name)
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .max_by_key(|(_, _, ts)| *ts)
+            .map(|(_, v, _)| v)
+    }
+}
