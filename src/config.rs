@@ -830,6 +830,21 @@ server:
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                Config::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "examples in {}", dir.display());
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let s = Secret::new("topsecret");
         assert_eq!(format!("{s:?} {s}"), "<secret> <secret>");

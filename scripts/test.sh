@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of metrics-relay: formatting, lints, unit tests, loopback
+# integration tests and the end-to-end tests against a real Prometheus.
+# Installs what the tests need (Debian's `prometheus`) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "==> installing Debian's prometheus (the end-to-end tests' remote-write receiver)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# The package may start its own service on :9090; the tests use their own
+# loopback ports and start their own Prometheus, so it is left alone.
+prometheus --version 2>&1 | head -n 1
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test (unit, integration, end-to-end, benches in test mode)"
+cargo test --locked --all-targets
+cargo test --locked --doc
