@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test of metrics-relay: formatting, lints, unit tests, loopback
 # integration tests and the end-to-end tests against a real Prometheus.
-# Installs what the tests need (Debian's `prometheus`) when it is missing.
+# Installs what the tests need (Debian's `prometheus` and `openssl`) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v prometheus >/dev/null 2>&1; then
-  echo "==> installing Debian's prometheus (the end-to-end tests' remote-write receiver)"
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ((${#need[@]})); then
+  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; openssl: RSA test keys)"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The package may start its own service on :9090; the tests use their own
 # loopback ports and start their own Prometheus, so it is left alone.

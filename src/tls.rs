@@ -286,3 +286,137 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A self-signed certificate and key made by the openssl CLI, with the
+    /// key in the given form (rcgen/ring cannot make RSA keys).
+    fn openssl_pair(dir: &Path, name: &str, newkey: &str, key_form: &[&str]) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.crt"));
+        let raw = dir.join(format!("{name}.raw.key"));
+        let key = dir.join(format!("{name}.key"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=relay-test",
+                "-newkey",
+                newkey,
+                "-keyout",
+            ])
+            .arg(&raw)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("the openssl CLI (scripts/test.sh installs it)")
+            .status
+            .success();
+        assert!(ok, "openssl req");
+        let ok = Command::new("openssl")
+            .args(key_form)
+            .arg("-in")
+            .arg(&raw)
+            .arg("-out")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {key_form:?}");
+        (cert, key)
+    }
+
+    fn with_client(cert: &Path, key: &Path) -> TlsConfig {
+        TlsConfig {
+            cert_file: Some(cert.into()),
+            key_file: Some(key.into()),
+            ..TlsConfig::default()
+        }
+    }
+
+    #[test]
+    fn client_keys_in_every_pem_form_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let forms: [(&str, &str, &[&str], &str); 4] = [
+            ("rsa-pkcs8", "rsa:2048", &["pkey"], "BEGIN PRIVATE KEY"),
+            (
+                "rsa-pkcs1",
+                "rsa:2048",
+                &["rsa", "-traditional"],
+                "BEGIN RSA PRIVATE KEY",
+            ),
+            ("ec-pkcs8", "ec:/dev/stdin", &["pkey"], "BEGIN PRIVATE KEY"),
+            ("ec-sec1", "ec:/dev/stdin", &["ec"], "BEGIN EC PRIVATE KEY"),
+        ];
+        for (name, newkey, form, marker) in forms {
+            let newkey = if newkey.starts_with("ec:") {
+                let params = dir.path().join("p256.pem");
+                let ok = Command::new("openssl")
+                    .args(["ecparam", "-name", "prime256v1", "-out"])
+                    .arg(&params)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+                format!("ec:{}", params.display())
+            } else {
+                newkey.to_string()
+            };
+            let (cert, key) = openssl_pair(dir.path(), name, &newkey, form);
+            let pem = std::fs::read_to_string(&key).unwrap();
+            assert!(pem.contains(marker), "{name}: {pem}");
+            client_config(Some(&with_client(&cert, &key)))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn mismatched_key_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c1, _) = openssl_pair(dir.path(), "a", "rsa:2048", &["pkey"]);
+        let (_, k2) = openssl_pair(dir.path(), "b", "rsa:2048", &["pkey"]);
+        let e = client_config(Some(&with_client(&c1, &k2)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not match"), "{e}");
+        let e = client_config(Some(&with_client(&c1, &c1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key_file") && e.contains("no usable private key"),
+            "{e}"
+        );
+        let ca = TlsConfig {
+            ca_file: Some(k2.clone()),
+            ..TlsConfig::default()
+        };
+        let e = client_config(Some(&ca)).unwrap_err().to_string();
+        assert!(e.contains("ca_file") && e.contains("no CERTIFICATE"), "{e}");
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("nope.crt")),
+            ..TlsConfig::default()
+        };
+        let e = client_config(Some(&missing)).unwrap_err().to_string();
+        assert!(e.starts_with("ca_file: reading"), "{e}");
+    }
+
+    #[test]
+    fn server_name_must_be_a_name() {
+        let t = TlsConfig {
+            server_name: Some("not a name!".into()),
+            ..TlsConfig::default()
+        };
+        assert!(server_name_override(Some(&t)).is_err());
+        let t = TlsConfig {
+            server_name: Some("kubernetes".into()),
+            ..TlsConfig::default()
+        };
+        assert!(server_name_override(Some(&t)).unwrap().is_some());
+    }
+}

@@ -381,3 +381,54 @@ async fn sigterm_flushes_and_exits_zero() {
         "queued samples flushed at shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_target_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
+    target.behavior.lock().unwrap().delay = Duration::from_secs(3);
+    let rx = Receiver::start().await;
+    let cfg =
+        config(&pki, &target, &rx.url(), "").replace("scrape_timeout: 1s", "scrape_timeout: 300ms");
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
+        Some(0.0)
+    );
+    let err = relay.targets().await[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("timed out after 300ms"), "{err}");
+    assert!(relay.metrics().await.contains("reason=\"timeout\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_fails_the_scrape_even_when_gzipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    // 2 MiB of samples that gzip to a few KiB: the limit is on the decompressed size.
+    let big: String = (0..40_000).map(|i| format!("metric_{i:06} 1\n")).collect();
+    let target = MtlsTarget::start(&pki, big).await;
+    target.behavior.lock().unwrap().gzip = true;
+    let rx = Receiver::start().await;
+    let cfg = config(&pki, &target, &rx.url(), "").replace(
+        "    static_configs:",
+        "    body_size_limit: 64KiB\n    static_configs:",
+    );
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
+        Some(0.0)
+    );
+    let err = relay.targets().await[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("body size limit of 65536 bytes exceeded"),
+        "{err}"
+    );
+    assert!(rx.latest("metric_000001", &[]).is_none());
+}
