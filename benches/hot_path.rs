@@ -48,6 +48,7 @@ fn ctx() -> TargetContext {
         external_labels: vec![("cluster".into(), "prod".into())],
         honor_labels: false,
         honor_timestamps: true,
+        metric_relabel: Default::default(),
     }
 }
 

@@ -133,6 +133,12 @@ pub struct ScrapeConfig {
     /// Maximum samples per scrape after metric relabeling; 0 = no limit.
     #[serde(default)]
     pub sample_limit: u64,
+    /// Rules on the target's labels, before scraping.
+    #[serde(default)]
+    pub relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    /// Rules on every scraped series, before it is sent.
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<crate::relabel::RelabelConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -421,6 +427,14 @@ impl Config {
             sc.scrape_timeout = Some(PromDuration(to));
             if let Some(tls) = &sc.tls_config {
                 validate_tls(&at("tls_config"), tls)?;
+            }
+            for (j, r) in sc.relabel_configs.iter().enumerate() {
+                r.validate()
+                    .map_err(|e| invalid(at(&format!("relabel_configs[{j}]")), e))?;
+            }
+            for (j, r) in sc.metric_relabel_configs.iter().enumerate() {
+                r.validate()
+                    .map_err(|e| invalid(at(&format!("metric_relabel_configs[{j}]")), e))?;
             }
             for (j, st) in sc.static_configs.iter().enumerate() {
                 for (k, t) in st.targets.iter().enumerate() {
@@ -798,6 +812,18 @@ server:
                 "server: {listen_address: 'nope'}\n",
                 "server.listen_address",
             ),
+            (
+                "scrape_configs: [{job_name: a, metric_relabel_configs: [{action: hashmod, target_label: h}]}]\n",
+                "scrape_configs[0].metric_relabel_configs[0]",
+            ),
+            (
+                "scrape_configs: [{job_name: a, relabel_configs: [{action: replace, target_label: ''}]}]\n",
+                "scrape_configs[0].relabel_configs[0]",
+            ),
+            (
+                "scrape_configs: [{job_name: a, relabel_configs: [{regex: '(', target_label: x}]}]\n",
+                "invalid regex",
+            ),
         ];
         for (yaml, field) in cases {
             let e = err(yaml);
@@ -848,6 +874,34 @@ server:
             deployed,
             std::fs::read_to_string(dir.join("ack-one.yml")).unwrap()
         );
+    }
+
+    #[test]
+    fn ack_one_example_splits_jobs_by_metric_prefix() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ack-one.yml");
+        let c = Config::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let rules = &c.scrape_configs[0].metric_relabel_configs;
+        let job = |name: &str| {
+            let l = vec![
+                ("__name__".to_string(), name.to_string()),
+                ("job".to_string(), "ack-control-plane".to_string()),
+            ];
+            let out = crate::relabel::process(l, rules).unwrap();
+            out.into_iter().find(|(k, _)| k == "job").unwrap().1
+        };
+        assert_eq!(job("apiserver_request_total"), "kube-apiserver");
+        assert_eq!(
+            job("etcd_request_duration_seconds_bucket"),
+            "kube-apiserver"
+        );
+        assert_eq!(job("scheduler_pending_pods"), "kube-scheduler");
+        assert_eq!(job("workqueue_depth"), "kube-controller-manager");
+        assert_eq!(
+            job("cloudprovider_alibaba_api_request_duration_seconds"),
+            "cloud-controller-manager"
+        );
+        assert_eq!(job("etcd_server_has_leader"), "etcd");
+        assert_eq!(job("process_cpu_seconds_total"), "ack-control-plane");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod exposition;
 pub mod http;
+pub mod relabel;
 pub mod relay;
 pub mod remote_write;
 pub mod scrape;

@@ -105,11 +105,16 @@ fn query_escape(s: &str) -> String {
     out
 }
 
-/// The scrape URL of `address` under a scrape config.
-pub fn target_url(sc: &ScrapeConfig, address: &str) -> Result<Uri, String> {
-    let mut url = format!("{}://{}{}", sc.scheme, address, sc.metrics_path);
+/// The scrape URL from the post-relabeling meta labels.
+fn url_from(
+    scheme: &str,
+    address: &str,
+    path: &str,
+    params: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Uri, String> {
+    let mut url = format!("{scheme}://{address}{path}");
     let mut first = true;
-    for (k, vs) in &sc.params {
+    for (k, vs) in params {
         for v in vs {
             url.push(if first { '?' } else { '&' });
             first = false;
@@ -122,7 +127,9 @@ pub fn target_url(sc: &ScrapeConfig, address: &str) -> Result<Uri, String> {
         .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
 }
 
-/// Every target of the config, in config order.
+/// Every target of the config, in config order, after `relabel_configs`.
+/// A target that relabeling drops is left out; one whose labels cannot make
+/// a scrape URL is left out with a warning (Prometheus drops it likewise).
 pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     let mut ext: Vec<(String, String)> = cfg
         .global
@@ -134,55 +141,135 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     ext.sort();
     let mut out = Vec::new();
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
+        let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
+            sc.metric_relabel_configs.clone().into();
         for st in &sc.static_configs {
             for addr in &st.targets {
-                let mut tl: Vec<(String, String)> = st
-                    .labels
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                // As Prometheus: `job` and `instance` default to the job name and
-                // the address unless the static labels set them.
-                if !tl.iter().any(|(k, _)| k == "job") {
-                    tl.push(("job".into(), sc.job_name.clone()));
+                match resolve_target(sc, st, addr) {
+                    Ok(Some((tl, url, interval, timeout))) => {
+                        let get = |n: &str| {
+                            tl.iter()
+                                .find(|(k, _)| k == n)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        out.push(Target {
+                            job: get("job"),
+                            instance: get("instance"),
+                            url,
+                            ctx: TargetContext {
+                                target_labels: tl,
+                                external_labels: ext.clone(),
+                                honor_labels: sc.honor_labels,
+                                honor_timestamps: sc.honor_timestamps,
+                                metric_relabel: metric_relabel.clone(),
+                            },
+                            interval,
+                            timeout,
+                            body_limit: sc.body_limit(),
+                            sample_limit: sc.sample_limit,
+                            config_index: i,
+                        });
+                    }
+                    Ok(None) => {
+                        tracing::debug!(job = %sc.job_name, target = %addr, "target dropped by relabel_configs")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %sc.job_name, target = %addr, error = %e, "target dropped")
+                    }
                 }
-                if !tl.iter().any(|(k, _)| k == "instance") {
-                    tl.push(("instance".into(), addr.clone()));
-                }
-                // Labels starting with "__" are meta labels; they never reach series.
-                tl.retain(|(k, _)| !k.starts_with("__"));
-                tl.sort();
-                let job = tl
-                    .iter()
-                    .find(|(k, _)| k == "job")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                let instance = tl
-                    .iter()
-                    .find(|(k, _)| k == "instance")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                out.push(Target {
-                    job,
-                    instance,
-                    url: target_url(sc, addr)?,
-                    ctx: TargetContext {
-                        target_labels: tl,
-                        external_labels: ext.clone(),
-                        honor_labels: sc.honor_labels,
-                        honor_timestamps: sc.honor_timestamps,
-                    },
-                    interval: sc.interval(),
-                    timeout: sc.timeout(),
-                    body_limit: sc.body_limit(),
-                    sample_limit: sc.sample_limit,
-                    config_index: i,
-                });
             }
         }
     }
     Ok(out)
+}
+
+type Resolved = (Vec<(String, String)>, Uri, Duration, Duration);
+
+/// Prometheus's target label population: meta labels, `relabel_configs`,
+/// then `instance` defaulting to the address and `__` labels removed.
+fn resolve_target(
+    sc: &ScrapeConfig,
+    st: &crate::config::StaticConfig,
+    addr: &str,
+) -> Result<Option<Resolved>, String> {
+    let mut lbls: Vec<(String, String)> = st
+        .labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut defaults = vec![
+        ("__address__".to_string(), addr.to_string()),
+        ("__scheme__".to_string(), sc.scheme.clone()),
+        ("__metrics_path__".to_string(), sc.metrics_path.clone()),
+        (
+            "__scrape_interval__".to_string(),
+            crate::units::format_duration(sc.interval()),
+        ),
+        (
+            "__scrape_timeout__".to_string(),
+            crate::units::format_duration(sc.timeout()),
+        ),
+        ("job".to_string(), sc.job_name.clone()),
+    ];
+    for (k, vs) in &sc.params {
+        if let Some(v) = vs.first() {
+            defaults.push((format!("__param_{k}"), v.clone()));
+        }
+    }
+    for (k, v) in defaults {
+        if !lbls.iter().any(|(n, _)| *n == k) {
+            lbls.push((k, v));
+        }
+    }
+    let Some(mut lbls) = crate::relabel::process(lbls, &sc.relabel_configs) else {
+        return Ok(None);
+    };
+    let get = |l: &Vec<(String, String)>, n: &str| {
+        l.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let address = get(&lbls, "__address__");
+    if address.is_empty() {
+        return Err("no address after relabeling".into());
+    }
+    if address.contains('/') {
+        return Err(format!("{address:?} is not a valid address"));
+    }
+    if get(&lbls, "instance").is_empty() {
+        lbls.push(("instance".into(), address.clone()));
+    }
+    let mut params = sc.params.clone();
+    for (k, v) in &lbls {
+        if let Some(name) = k.strip_prefix("__param_") {
+            // As Prometheus: the label replaces the first value only.
+            let vs = params.entry(name.to_string()).or_default();
+            match vs.first_mut() {
+                Some(first) => *first = v.clone(),
+                None => vs.push(v.clone()),
+            }
+        }
+    }
+    let scheme = get(&lbls, "__scheme__");
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("invalid scheme {scheme:?} after relabeling"));
+    }
+    let interval = crate::units::parse_duration(&get(&lbls, "__scrape_interval__"))
+        .map_err(|e| format!("__scrape_interval__: {e}"))?;
+    let timeout = crate::units::parse_duration(&get(&lbls, "__scrape_timeout__"))
+        .map_err(|e| format!("__scrape_timeout__: {e}"))?;
+    if interval.is_zero() || timeout.is_zero() || timeout > interval {
+        return Err(format!(
+            "scrape timeout {timeout:?} must be >0 and at most the interval {interval:?}"
+        ));
+    }
+    let url = url_from(&scheme, &address, &get(&lbls, "__metrics_path__"), &params)?;
+    lbls.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
+    lbls.sort();
+    Ok(Some((lbls, url, interval, timeout)))
 }
 
 /// Health of a target, as shown on `/targets`.
@@ -365,21 +452,23 @@ impl ScrapeLoop {
     }
 
     /// Parses the body into `self.out`; returns (samples, series added).
-    fn ingest(&mut self, ts: i64) -> Result<(u64, u64), ScrapeError> {
-        let mut n = 0u64;
-        let mut added = 0u64;
+    /// Parses the body into `self.out`; returns (samples scraped, samples
+    /// kept by metric relabeling, series added).
+    fn ingest(&mut self, ts: i64) -> Result<(u64, u64, u64), ScrapeError> {
+        let (mut n, mut kept, mut added) = (0u64, 0u64, 0u64);
         let limit = self.target.sample_limit;
         for s in Parser::new(&self.body) {
             let s = s?;
             n += 1;
-            if limit > 0 && n > limit {
+            let a = self.cache.append(&self.target.ctx, &s, ts, &mut self.out)?;
+            added += a.new as u64;
+            kept += a.kept as u64;
+            // As Prometheus, the limit counts samples after metric relabeling.
+            if limit > 0 && kept > limit {
                 return Err(ScrapeError::SampleLimit(limit));
             }
-            if self.cache.append(&self.target.ctx, &s, ts, &mut self.out)? {
-                added += 1;
-            }
         }
-        Ok((n, added))
+        Ok((n, kept, added))
     }
 
     /// One scrape, start to finish; returns the error if it failed.
@@ -396,22 +485,22 @@ impl ScrapeLoop {
         self.cache.begin();
         let result = fetched.and_then(|()| self.ingest(ts));
         let duration = t0.elapsed().as_secs_f64();
-        let (up, scraped, added, err) = match result {
-            Ok((n, added)) => {
+        let (up, scraped, kept, added, err) = match result {
+            Ok((n, kept, added)) => {
                 self.cache.end(ts, &mut self.out);
-                (1.0, n, added, None)
+                (1.0, n, kept, added, None)
             }
             Err(e) => {
                 self.out.clear();
                 self.cache.mark_all_stale(ts, &mut self.out);
-                (0.0, 0, 0, Some(e))
+                (0.0, 0, 0, 0, Some(e))
             }
         };
         let syn = &self.synthetic;
         self.out.push(&syn.up, up, ts);
         self.out.push(&syn.duration, duration, ts);
         self.out.push(&syn.scraped, scraped as f64, ts);
-        self.out.push(&syn.post_relabel, scraped as f64, ts);
+        self.out.push(&syn.post_relabel, kept as f64, ts);
         self.out.push(&syn.added, added as f64, ts);
         for q in &self.sinks {
             q.append(&self.out);
@@ -465,6 +554,43 @@ mod tests {
         assert_eq!(
             t[0].url.to_string(),
             "https://10.0.0.1:6443/metrics?hosting=true&x=a%20b&x=c%26d"
+        );
+    }
+
+    #[test]
+    fn relabel_configs_shape_targets() {
+        let cfg = Config::from_yaml(
+            r#"
+scrape_configs:
+  - job_name: cp
+    params: {hosting: ['true']}
+    relabel_configs:
+      - {source_labels: [__address__], regex: '10\.0\.0\.9:.*', action: drop}
+      - {source_labels: [__address__], regex: '(.*):6443', target_label: __address__, replacement: '${1}:443'}
+      - {target_label: __scheme__, replacement: https}
+      - {target_label: __param_hosting, replacement: 'false'}
+      - {source_labels: [__address__], target_label: node}
+    static_configs: [{targets: ['10.0.0.1:6443', '10.0.0.9:6443']}]
+"#,
+        )
+        .unwrap();
+        let t = targets(&cfg).unwrap();
+        assert_eq!(t.len(), 1, "one target dropped");
+        assert_eq!(
+            t[0].url.to_string(),
+            "https://10.0.0.1:443/metrics?hosting=false"
+        );
+        assert_eq!(t[0].instance, "10.0.0.1:443");
+        assert!(
+            t[0].ctx
+                .target_labels
+                .contains(&("node".into(), "10.0.0.1:443".into()))
+        );
+        assert!(
+            t[0].ctx
+                .target_labels
+                .iter()
+                .all(|(k, _)| !k.starts_with("__"))
         );
     }
 

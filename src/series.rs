@@ -45,12 +45,14 @@ pub struct TargetContext {
     pub external_labels: Labels,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
+    /// `metric_relabel_configs`, applied after the target labels are merged.
+    pub metric_relabel: std::sync::Arc<[crate::relabel::RelabelConfig]>,
 }
 
 impl TargetContext {
     /// Builds the final, sorted label set of an exposed sample (the slow path,
-    /// run once per new series).
-    pub fn series_labels(&self, s: &Sample<'_>) -> Result<Labels, SeriesError> {
+    /// run once per new series); `None` when metric relabeling drops it.
+    pub fn series_labels(&self, s: &Sample<'_>) -> Result<Option<Labels>, SeriesError> {
         let mut exposed: Labels = Vec::with_capacity(8);
         exposed.push(("__name__".to_string(), s.name.to_string()));
         for l in s.labels() {
@@ -65,11 +67,24 @@ impl TargetContext {
         }
         // Empty label values are the same as absent labels.
         exposed.retain(|(_, v)| !v.is_empty());
-        Ok(self.finish(exposed))
+        let merged = self.merge_target(exposed);
+        let Some(lbls) = crate::relabel::process(merged, &self.metric_relabel) else {
+            return Ok(None);
+        };
+        if lbls.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.add_external(lbls)))
     }
 
-    /// Merges target and external labels into exposed labels and sorts.
-    pub fn finish(&self, mut lbls: Labels) -> Labels {
+    /// Merges target and external labels into a label set and sorts
+    /// (synthetic series: no metric relabeling, as in Prometheus).
+    pub fn finish(&self, lbls: Labels) -> Labels {
+        self.add_external(self.merge_target(lbls))
+    }
+
+    /// Adds the target labels, honoring `honor_labels`.
+    fn merge_target(&self, mut lbls: Labels) -> Labels {
         if self.honor_labels {
             for (n, v) in &self.target_labels {
                 if !lbls.iter().any(|(en, _)| en == n) {
@@ -99,6 +114,11 @@ impl TargetContext {
                 }
             }
         }
+        lbls
+    }
+
+    /// Adds external labels where absent, then sorts by name.
+    fn add_external(&self, mut lbls: Labels) -> Labels {
         for (n, v) in &self.external_labels {
             if !lbls.iter().any(|(en, _)| en == n) {
                 lbls.push((n.clone(), v.clone()));
@@ -125,7 +145,8 @@ pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
 }
 
 struct Entry {
-    labels: Box<[u8]>,
+    /// Encoded labels; `None` for a series metric relabeling drops.
+    labels: Option<Box<[u8]>>,
     first_seen: u64,
     last_seen: u64,
     explicit_ts: bool,
@@ -171,6 +192,15 @@ impl EncodedSamples {
     }
 }
 
+/// What [`SeriesCache::append`] did with a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The series was not in the cache.
+    pub new: bool,
+    /// Metric relabeling kept it (it was sent).
+    pub kept: bool,
+}
+
 /// Counts of one scrape's pass through the cache.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ScrapeCounts {
@@ -208,7 +238,8 @@ impl SeriesCache {
     }
 
     /// Appends one exposed sample at `default_ts` (the scrape time) to `out`.
-    /// Returns whether the series is new to the cache.
+    /// Returns whether the series is new to the cache and whether it was kept
+    /// by metric relabeling.
     #[inline]
     pub fn append(
         &mut self,
@@ -216,7 +247,7 @@ impl SeriesCache {
         s: &Sample<'_>,
         default_ts: i64,
         out: &mut EncodedSamples,
-    ) -> Result<bool, SeriesError> {
+    ) -> Result<Appended, SeriesError> {
         let ts = match s.timestamp {
             Some(t) if ctx.honor_timestamps => t,
             _ => default_ts,
@@ -231,12 +262,19 @@ impl SeriesCache {
             }
             e.last_seen = generation;
             e.explicit_ts = explicit_ts;
-            out.push(&e.labels, s.value, ts);
-            return Ok(false);
+            if let Some(l) = &e.labels {
+                out.push(l, s.value, ts);
+            }
+            return Ok(Appended {
+                new: false,
+                kept: e.labels.is_some(),
+            });
         }
-        let lbls = ctx.series_labels(s)?;
-        let labels = encode_labels(&lbls);
-        out.push(&labels, s.value, ts);
+        let labels = ctx.series_labels(s)?.map(|l| encode_labels(&l));
+        if let Some(l) = &labels {
+            out.push(l, s.value, ts);
+        }
+        let kept = labels.is_some();
         self.map.insert(
             s.series.into(),
             Entry {
@@ -246,7 +284,7 @@ impl SeriesCache {
                 explicit_ts,
             },
         );
-        Ok(true)
+        Ok(Appended { new: true, kept })
     }
 
     /// Ends a successful scrape: staleness markers at `ts` for every series
@@ -259,8 +297,8 @@ impl SeriesCache {
             if e.last_seen == generation {
                 return true;
             }
-            if !e.explicit_ts {
-                out.push(&e.labels, f64::from_bits(STALE_NAN), ts);
+            if let (false, Some(l)) = (e.explicit_ts, &e.labels) {
+                out.push(l, f64::from_bits(STALE_NAN), ts);
                 stale += 1;
             }
             false
@@ -274,8 +312,10 @@ impl SeriesCache {
     pub fn mark_all_stale(&mut self, ts: i64, out: &mut EncodedSamples) -> u64 {
         let mut stale = 0;
         for e in self.map.values() {
-            if !e.explicit_ts && e.first_seen <= self.completed {
-                out.push(&e.labels, f64::from_bits(STALE_NAN), ts);
+            if let (false, true, Some(l)) =
+                (e.explicit_ts, e.first_seen <= self.completed, &e.labels)
+            {
+                out.push(l, f64::from_bits(STALE_NAN), ts);
                 stale += 1;
             }
         }
@@ -303,6 +343,7 @@ mod tests {
             ],
             honor_labels,
             honor_timestamps: true,
+            metric_relabel: std::sync::Arc::from(Vec::new()),
         }
     }
 
@@ -394,6 +435,56 @@ mod tests {
         let out = scrape(&mut cache, &ctx(true), "m{cluster=\"own\"} 1\n", 1).unwrap();
         let l = label_pairs(&decode(&out).timeseries[0]);
         assert!(l.contains(&("cluster".into(), "own".into())));
+    }
+
+    #[test]
+    fn metric_relabeling_runs_once_per_series_and_can_drop() {
+        let rules: Vec<crate::relabel::RelabelConfig> = vec![
+            crate::relabel::RelabelConfig {
+                source_labels: vec!["__name__".into()],
+                regex: crate::relabel::AnchoredRegex::new("go_.*").unwrap(),
+                action: crate::relabel::Action::Drop,
+                ..serde_yaml_default()
+            },
+            crate::relabel::RelabelConfig {
+                source_labels: vec!["__name__".into()],
+                regex: crate::relabel::AnchoredRegex::new("(etcd)_.*").unwrap(),
+                target_label: "job".into(),
+                replacement: "$1".into(),
+                ..serde_yaml_default()
+            },
+        ];
+        let c = TargetContext {
+            metric_relabel: rules.into(),
+            ..ctx(false)
+        };
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &c, "go_goroutines 1\netcd_db 2\nother 3\n", 1).unwrap();
+        let wr = decode(&out);
+        assert_eq!(wr.timeseries.len(), 2);
+        assert_eq!(wr.timeseries[0].label("job"), Some("etcd"));
+        assert_eq!(wr.timeseries[1].label("job"), Some("j"));
+        // The dropped series stays cached (no relabeling next time) and gets no marker.
+        assert_eq!(cache.len(), 3);
+        let out = scrape(&mut cache, &c, "etcd_db 2\n", 2).unwrap();
+        let wr = decode(&out);
+        assert_eq!(
+            wr.timeseries.len(),
+            2,
+            "etcd_db plus one marker for `other`"
+        );
+    }
+
+    fn serde_yaml_default() -> crate::relabel::RelabelConfig {
+        crate::relabel::RelabelConfig {
+            source_labels: vec![],
+            separator: ";".into(),
+            regex: crate::relabel::AnchoredRegex::default(),
+            modulus: 0,
+            target_label: String::new(),
+            replacement: "$1".into(),
+            action: crate::relabel::Action::Replace,
+        }
     }
 
     #[test]
