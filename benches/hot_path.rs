@@ -49,6 +49,7 @@ fn ctx() -> TargetContext {
         honor_labels: false,
         honor_timestamps: true,
         metric_relabel: Default::default(),
+        limits: Default::default(),
     }
 }
 

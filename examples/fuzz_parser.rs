@@ -118,6 +118,7 @@ fn main() {
         honor_labels: false,
         honor_timestamps: true,
         metric_relabel: Default::default(),
+        limits: Default::default(),
     };
     let mut rng = fastrand::Rng::with_seed(seed);
     let end = Instant::now() + Duration::from_secs(secs);

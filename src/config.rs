@@ -133,6 +133,15 @@ pub struct ScrapeConfig {
     /// Maximum samples per scrape after metric relabeling; 0 = no limit.
     #[serde(default)]
     pub sample_limit: u64,
+    /// Most labels per series after metric relabeling; 0 = no limit.
+    #[serde(default)]
+    pub label_limit: usize,
+    /// Longest label name; 0 = no limit.
+    #[serde(default)]
+    pub label_name_length_limit: usize,
+    /// Longest label value; 0 = no limit.
+    #[serde(default)]
+    pub label_value_length_limit: usize,
     /// Rules on the target's labels, before scraping.
     #[serde(default)]
     pub relabel_configs: Vec<crate::relabel::RelabelConfig>,

@@ -71,6 +71,7 @@ impl ScrapeError {
             ScrapeError::Series(SeriesError::DuplicateLabel { .. }) => "duplicate_label",
             ScrapeError::Series(SeriesError::DuplicateSeries(_)) => "duplicate_series",
             ScrapeError::Series(SeriesError::InvalidLabel(_)) => "invalid_label",
+            ScrapeError::Series(SeriesError::LabelLimit(_)) => "label_limit",
             ScrapeError::SampleLimit(_) => "sample_limit",
         }
     }
@@ -163,6 +164,11 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                                 honor_labels: sc.honor_labels,
                                 honor_timestamps: sc.honor_timestamps,
                                 metric_relabel: metric_relabel.clone(),
+                                limits: crate::series::LabelLimits {
+                                    labels: sc.label_limit,
+                                    name_length: sc.label_name_length_limit,
+                                    value_length: sc.label_value_length_limit,
+                                },
                             },
                             interval,
                             timeout,

@@ -15,6 +15,7 @@
 //! leaves the cache.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::exposition::Sample;
 use crate::remote_write::proto::{encode_label, write_series};
@@ -31,6 +32,52 @@ pub enum SeriesError {
     InvalidLabel(String),
     #[error("duplicate sample for series {0} in one scrape")]
     DuplicateSeries(String),
+    #[error("{0}")]
+    LabelLimit(String),
+}
+
+/// `label_limit`, `label_name_length_limit`, `label_value_length_limit`
+/// (0 = no limit), checked after metric relabeling as in Prometheus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelLimits {
+    pub labels: usize,
+    pub name_length: usize,
+    pub value_length: usize,
+}
+
+impl LabelLimits {
+    fn check(&self, lbls: &Labels) -> Result<(), SeriesError> {
+        let metric = lbls
+            .iter()
+            .find(|(n, _)| n == "__name__")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let metric: String = metric.chars().take(50).collect();
+        if self.labels > 0 && lbls.len() > self.labels {
+            return Err(SeriesError::LabelLimit(format!(
+                "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
+                lbls.len(),
+                self.labels
+            )));
+        }
+        for (n, v) in lbls {
+            if self.name_length > 0 && n.len() > self.name_length {
+                return Err(SeriesError::LabelLimit(format!(
+                    "label_name_length_limit exceeded (metric: {metric}, label name: {n}, length: {}, limit: {})",
+                    n.len(),
+                    self.name_length
+                )));
+            }
+            if self.value_length > 0 && v.len() > self.value_length {
+                return Err(SeriesError::LabelLimit(format!(
+                    "label_value_length_limit exceeded (metric: {metric}, label name: {n}, length: {}, limit: {})",
+                    v.len(),
+                    self.value_length
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A label set sorted by name.
@@ -47,6 +94,7 @@ pub struct TargetContext {
     pub honor_timestamps: bool,
     /// `metric_relabel_configs`, applied after the target labels are merged.
     pub metric_relabel: std::sync::Arc<[crate::relabel::RelabelConfig]>,
+    pub limits: LabelLimits,
 }
 
 impl TargetContext {
@@ -74,6 +122,18 @@ impl TargetContext {
         if lbls.is_empty() {
             return Ok(None);
         }
+        // Relabeling (labelmap) can make names Prometheus would refuse.
+        for (n, v) in &lbls {
+            if !crate::config::is_valid_label_name(n)
+                || (n == "__name__" && !is_valid_metric_name(v))
+            {
+                return Err(SeriesError::InvalidLabel(format!(
+                    "invalid metric name or label name {n:?} after metric relabeling in series {}",
+                    String::from_utf8_lossy(s.series)
+                )));
+            }
+        }
+        self.limits.check(&lbls)?;
         Ok(Some(self.add_external(lbls)))
     }
 
@@ -135,6 +195,15 @@ impl TargetContext {
     }
 }
 
+/// Prometheus 2.x metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+}
+
 /// Encodes sorted labels as the `repeated Label labels = 1` bytes of a TimeSeries.
 pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
     let mut out = Vec::with_capacity(lbls.iter().map(|(n, v)| n.len() + v.len() + 6).sum());
@@ -146,7 +215,7 @@ pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
 
 struct Entry {
     /// Encoded labels; `None` for a series metric relabeling drops.
-    labels: Option<Box<[u8]>>,
+    labels: Option<Arc<[u8]>>,
     first_seen: u64,
     last_seen: u64,
     explicit_ts: bool,
@@ -201,18 +270,14 @@ pub struct Appended {
     pub kept: bool,
 }
 
-/// Counts of one scrape's pass through the cache.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ScrapeCounts {
-    pub samples: u64,
-    pub series_added: u64,
-    pub stale_markers: u64,
-}
-
 /// The per-target series cache; see the module docs.
 #[derive(Default)]
 pub struct SeriesCache {
-    map: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// Exposed series text → entry.
+    map: HashMap<Arc<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// Encoded labels → the exposed text that carries them: two spellings of
+    /// one series (`a{x="1"}` and `a{x="1",}`) are one series.
+    by_labels: HashMap<Arc<[u8]>, Arc<[u8]>, foldhash::fast::RandomState>,
     generation: u64,
     /// The generation of the last successful scrape ([`SeriesCache::end`]).
     completed: u64,
@@ -270,13 +335,28 @@ impl SeriesCache {
                 kept: e.labels.is_some(),
             });
         }
-        let labels = ctx.series_labels(s)?.map(|l| encode_labels(&l));
+        let labels: Option<Arc<[u8]>> = ctx.series_labels(s)?.map(|l| encode_labels(&l).into());
+        let raw: Arc<[u8]> = s.series.into();
         if let Some(l) = &labels {
+            if let Some(other) = self.by_labels.get(l).cloned() {
+                if self
+                    .map
+                    .get(&other)
+                    .is_some_and(|e| e.last_seen == generation)
+                {
+                    return Err(SeriesError::DuplicateSeries(
+                        String::from_utf8_lossy(s.series).into_owned(),
+                    ));
+                }
+                // The same series under a new spelling: it continues, no marker.
+                self.map.remove(&other);
+            }
+            self.by_labels.insert(l.clone(), raw.clone());
             out.push(l, s.value, ts);
         }
         let kept = labels.is_some();
         self.map.insert(
-            s.series.into(),
+            raw,
             Entry {
                 labels,
                 first_seen: generation,
@@ -293,13 +373,17 @@ impl SeriesCache {
         let generation = self.generation;
         self.completed = generation;
         let mut stale = 0;
-        self.map.retain(|_, e| {
+        let SeriesCache { map, by_labels, .. } = self;
+        map.retain(|_, e| {
             if e.last_seen == generation {
                 return true;
             }
-            if let (false, Some(l)) = (e.explicit_ts, &e.labels) {
-                out.push(l, f64::from_bits(STALE_NAN), ts);
-                stale += 1;
+            if let Some(l) = &e.labels {
+                by_labels.remove(l);
+                if !e.explicit_ts {
+                    out.push(l, f64::from_bits(STALE_NAN), ts);
+                    stale += 1;
+                }
             }
             false
         });
@@ -320,6 +404,7 @@ impl SeriesCache {
             }
         }
         self.map.clear();
+        self.by_labels.clear();
         stale
     }
 }
@@ -344,6 +429,7 @@ mod tests {
             honor_labels,
             honor_timestamps: true,
             metric_relabel: std::sync::Arc::from(Vec::new()),
+            limits: LabelLimits::default(),
         }
     }
 
@@ -485,6 +571,83 @@ mod tests {
             replacement: "$1".into(),
             action: crate::relabel::Action::Replace,
         }
+    }
+
+    #[test]
+    fn label_limits_fail_the_scrape() {
+        let with = |limits: LabelLimits| TargetContext {
+            limits,
+            ..ctx(false)
+        };
+        let body = "m{a=\"1\",long_label_name=\"vvvvvvvvvv\"} 1\n";
+        // __name__, a, long_label_name + job, instance = 5 labels (external labels not counted).
+        let ok = LabelLimits {
+            labels: 5,
+            name_length: 15,
+            value_length: 10,
+        };
+        assert!(scrape(&mut SeriesCache::new(), &with(ok), body, 1).is_ok());
+        for (limits, want) in [
+            (
+                LabelLimits { labels: 4, ..ok },
+                "label_limit exceeded (metric: m, number of labels: 5, limit: 4)",
+            ),
+            (
+                LabelLimits {
+                    name_length: 14,
+                    ..ok
+                },
+                "label_name_length_limit exceeded",
+            ),
+            (
+                LabelLimits {
+                    value_length: 9,
+                    ..ok
+                },
+                "label_value_length_limit exceeded",
+            ),
+        ] {
+            let e = scrape(&mut SeriesCache::new(), &with(limits), body, 1).unwrap_err();
+            assert!(
+                matches!(e, SeriesError::LabelLimit(_)) && e.to_string().contains(want),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_spellings_of_one_series_are_a_duplicate() {
+        let e = scrape(
+            &mut SeriesCache::new(),
+            &ctx(false),
+            "m{a=\"1\"} 1\nm{a=\"1\",} 2\n",
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
+        let e = scrape(
+            &mut SeriesCache::new(),
+            &ctx(false),
+            "m 1\nm{a=\"\"} 2\n",
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
+    }
+
+    #[test]
+    fn a_respelled_series_continues_without_a_marker() {
+        let mut cache = SeriesCache::new();
+        scrape(&mut cache, &ctx(false), "m{a=\"1\"} 1\n", 1).unwrap();
+        let out = scrape(&mut cache, &ctx(false), "m{ a = \"1\" } 2\n", 2).unwrap();
+        let wr = decode(&out);
+        assert_eq!(
+            wr.timeseries.len(),
+            1,
+            "no staleness marker for the old spelling"
+        );
+        assert_eq!(wr.timeseries[0].samples[0].value, 2.0);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
