@@ -184,6 +184,9 @@ pub struct RemoteWriteConfig {
     pub tls_config: Option<TlsConfig>,
     #[serde(default)]
     pub queue_config: QueueConfig,
+    /// Rules applied to every series sent to this destination.
+    #[serde(default)]
+    pub write_relabel_configs: Vec<crate::relabel::RelabelConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -530,6 +533,10 @@ impl Config {
             }
             if let Some(tls) = &rw.tls_config {
                 validate_tls(&at("tls_config"), tls)?;
+            }
+            for (j, r) in rw.write_relabel_configs.iter().enumerate() {
+                r.validate()
+                    .map_err(|e| invalid(at(&format!("write_relabel_configs[{j}]")), e))?;
             }
             let q = &rw.queue_config;
             if q.max_samples_per_send == 0 {

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::http;
 use crate::remote_write::queue::Queue;
 use crate::remote_write::sender::Sender;
-use crate::scrape::{self, ScrapeLoop, TargetStatus};
+use crate::scrape::{self, ScrapeLoop, Sink, TargetStatus};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::TlsError;
 
@@ -137,7 +137,10 @@ pub async fn run(
         .map_err(RelayError::Target)?;
         tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
         senders.spawn(sender.run(send_cancel.clone(), opts.shutdown_grace));
-        queues.push(queue);
+        queues.push(Sink {
+            queue,
+            write_relabel: rw.write_relabel_configs.clone().into(),
+        });
     }
     if queues.is_empty() {
         tracing::warn!("no remote_write configured: scraped samples are not sent anywhere");

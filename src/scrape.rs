@@ -32,7 +32,7 @@ use crate::config::{Config, ScrapeConfig};
 use crate::exposition::Parser;
 use crate::http::{BodyError, HttpClient, read_body_limited};
 use crate::remote_write::queue::Queue;
-use crate::series::{EncodedSamples, SeriesCache, SeriesError, TargetContext};
+use crate::series::{EncodedSamples, SeriesCache, SeriesError, TargetContext, WriteRelabelCache};
 use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
 use crate::tls::describe_error;
 
@@ -320,6 +320,18 @@ impl TargetStatus {
     }
 }
 
+/// A remote-write destination as a scrape loop sees it.
+#[derive(Clone)]
+pub struct Sink {
+    pub queue: Arc<Queue>,
+    pub write_relabel: Arc<[crate::relabel::RelabelConfig]>,
+}
+
+struct SinkState {
+    queue: Arc<Queue>,
+    relabel: Option<WriteRelabelCache>,
+}
+
 /// Encoded labels of the synthetic series of one target.
 struct Synthetic {
     up: Box<[u8]>,
@@ -338,7 +350,9 @@ pub struct ScrapeLoop {
     body: Vec<u8>,
     inflated: Vec<u8>,
     synthetic: Synthetic,
-    sinks: Vec<Arc<Queue>>,
+    sinks: Vec<SinkState>,
+    /// Scratch buffer for destinations with `write_relabel_configs`.
+    rewritten: EncodedSamples,
     metrics: Metrics,
     labels: TargetLabels,
     status: SharedStatus,
@@ -354,7 +368,7 @@ impl ScrapeLoop {
     pub fn new(
         target: Arc<Target>,
         client: HttpClient,
-        sinks: Vec<Arc<Queue>>,
+        sinks: Vec<Sink>,
         metrics: Metrics,
         status: SharedStatus,
     ) -> Self {
@@ -378,7 +392,15 @@ impl ScrapeLoop {
             body: Vec::new(),
             inflated: Vec::new(),
             synthetic,
-            sinks,
+            sinks: sinks
+                .into_iter()
+                .map(|s| SinkState {
+                    queue: s.queue,
+                    relabel: (!s.write_relabel.is_empty())
+                        .then(|| WriteRelabelCache::new(s.write_relabel)),
+                })
+                .collect(),
+            rewritten: EncodedSamples::default(),
             metrics,
             labels,
             status,
@@ -508,8 +530,14 @@ impl ScrapeLoop {
         self.out.push(&syn.scraped, scraped as f64, ts);
         self.out.push(&syn.post_relabel, kept as f64, ts);
         self.out.push(&syn.added, added as f64, ts);
-        for q in &self.sinks {
-            q.append(&self.out);
+        for sink in &mut self.sinks {
+            match &mut sink.relabel {
+                None => sink.queue.append(&self.out),
+                Some(w) => {
+                    w.apply(&self.out, &mut self.rewritten);
+                    sink.queue.append(&self.rewritten);
+                }
+            }
         }
 
         let m = &self.metrics;

@@ -409,6 +409,111 @@ impl SeriesCache {
     }
 }
 
+/// Splits one encoded `TimeSeries` entry (as [`EncodedSamples`] holds it)
+/// into its label bytes, value and timestamp.
+fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let c = *b.get(*i)?;
+            *i += 1;
+            v |= u64::from(c & 0x7f) << shift;
+            if c < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut i = 0;
+    if *entry.first()? != 0x0a {
+        return None;
+    }
+    i += 1;
+    let len = varint(entry, &mut i)? as usize;
+    let body = entry.get(i..i + len)?;
+    let mut j = 0;
+    while j < body.len() && body[j] == 0x0a {
+        j += 1;
+        let l = varint(body, &mut j)? as usize;
+        j += l;
+    }
+    let labels = body.get(..j)?;
+    if *body.get(j)? != 0x12 {
+        return None;
+    }
+    j += 1;
+    let _sample_len = varint(body, &mut j)?;
+    if *body.get(j)? != 0x09 {
+        return None;
+    }
+    let value = f64::from_le_bytes(body.get(j + 1..j + 9)?.try_into().ok()?);
+    j += 9;
+    if *body.get(j)? != 0x10 {
+        return None;
+    }
+    j += 1;
+    let ts = varint(body, &mut j)? as i64;
+    Some((labels, value, ts))
+}
+
+/// `write_relabel_configs` of one remote-write destination, for one target:
+/// each series' relabeled (or dropped) label set is computed once and cached,
+/// like the series cache does for metric relabeling.
+pub struct WriteRelabelCache {
+    rules: Arc<[crate::relabel::RelabelConfig]>,
+    map: HashMap<Box<[u8]>, (Option<Box<[u8]>>, u64), foldhash::fast::RandomState>,
+    generation: u64,
+}
+
+impl WriteRelabelCache {
+    pub fn new(rules: Arc<[crate::relabel::RelabelConfig]>) -> Self {
+        WriteRelabelCache {
+            rules,
+            map: HashMap::default(),
+            generation: 0,
+        }
+    }
+
+    /// Writes the relabeled samples of `input` into `out` (cleared first).
+    pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
+        use prost::Message;
+        out.clear();
+        self.generation += 1;
+        let generation = self.generation;
+        for k in 0..input.len() {
+            let Some((labels, value, ts)) = split_entry(input.slice(k, k + 1)) else {
+                continue;
+            };
+            if let Some((l, seen)) = self.map.get_mut(labels) {
+                *seen = generation;
+                if let Some(l) = l {
+                    out.push(l, value, ts);
+                }
+                continue;
+            }
+            let decoded = crate::remote_write::proto::TimeSeries::decode(labels)
+                .map(|t| {
+                    t.labels
+                        .into_iter()
+                        .map(|l| (l.name, l.value))
+                        .collect::<Labels>()
+                })
+                .unwrap_or_default();
+            let relabeled = crate::relabel::process(decoded, &self.rules).and_then(|mut l| {
+                l.retain(|(_, v)| !v.is_empty());
+                l.sort_by(|a, b| a.0.cmp(&b.0));
+                (!l.is_empty()).then(|| encode_labels(&l))
+            });
+            if let Some(l) = &relabeled {
+                out.push(l, value, ts);
+            }
+            self.map.insert(labels.into(), (relabeled, generation));
+        }
+        // Series absent from this scrape (their markers went through above).
+        self.map.retain(|_, (_, seen)| *seen == generation);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,6 +753,59 @@ mod tests {
         );
         assert_eq!(wr.timeseries[0].samples[0].value, 2.0);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn write_relabeling_rewrites_drops_and_keeps_values() {
+        use crate::relabel::{Action, AnchoredRegex, RelabelConfig};
+        let rules: Vec<RelabelConfig> = vec![
+            RelabelConfig {
+                source_labels: vec!["__name__".into()],
+                regex: AnchoredRegex::new("secret_.*").unwrap(),
+                action: Action::Drop,
+                ..serde_yaml_default()
+            },
+            RelabelConfig {
+                regex: AnchoredRegex::new("cluster").unwrap(),
+                action: Action::LabelDrop,
+                ..serde_yaml_default()
+            },
+            RelabelConfig {
+                target_label: "aaa".into(),
+                replacement: "first".into(),
+                ..serde_yaml_default()
+            },
+        ];
+        let mut cache = SeriesCache::new();
+        let out = scrape(&mut cache, &ctx(false), "m 1.5 7\nsecret_x 2\n", 10).unwrap();
+        let mut w = WriteRelabelCache::new(rules.into());
+        let mut rewritten = EncodedSamples::default();
+        for _ in 0..2 {
+            w.apply(&out, &mut rewritten);
+            let wr = decode(&rewritten);
+            assert_eq!(wr.timeseries.len(), 1);
+            let t = &wr.timeseries[0];
+            assert_eq!(t.labels[0].name, "__name__", "sorted");
+            assert_eq!(t.label("aaa"), Some("first"));
+            assert_eq!(t.label("cluster"), None);
+            assert_eq!((t.samples[0].value, t.samples[0].timestamp), (1.5, 7));
+        }
+    }
+
+    #[test]
+    fn split_entry_reads_back_what_push_wrote() {
+        let mut e = EncodedSamples::default();
+        let l = encode_labels(&[
+            ("__name__".into(), "m".into()),
+            ("a".into(), "b".repeat(200)),
+        ]);
+        e.push(&l, -3.25, 1_700_000_000_123);
+        e.push(&l, f64::from_bits(STALE_NAN), 0);
+        let (lb, v, ts) = split_entry(e.slice(0, 1)).unwrap();
+        assert_eq!((lb, v, ts), (&l[..], -3.25, 1_700_000_000_123));
+        let (_, v, ts) = split_entry(e.slice(1, 2)).unwrap();
+        assert_eq!((v.to_bits(), ts), (STALE_NAN, 0));
+        assert!(split_entry(&[0x0a, 0x05, 0x0a]).is_none());
     }
 
     #[test]
