@@ -456,12 +456,15 @@ fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
     Some((labels, value, ts))
 }
 
+type Rewritten = (Option<Box<[u8]>>, u64);
+
 /// `write_relabel_configs` of one remote-write destination, for one target:
 /// each series' relabeled (or dropped) label set is computed once and cached,
 /// like the series cache does for metric relabeling.
 pub struct WriteRelabelCache {
     rules: Arc<[crate::relabel::RelabelConfig]>,
-    map: HashMap<Box<[u8]>, (Option<Box<[u8]>>, u64), foldhash::fast::RandomState>,
+    /// Encoded labels → (relabeled labels or dropped, generation last seen).
+    map: HashMap<Box<[u8]>, Rewritten, foldhash::fast::RandomState>,
     generation: u64,
 }
 
