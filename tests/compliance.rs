@@ -74,7 +74,7 @@ impl Case {
         );
     }
 
-    fn series(&self, name: &str) -> Vec<(Vec<(String, String)>, f64, i64)> {
+    fn series(&self, name: &str) -> Vec<common::servers::AcceptedSample> {
         self.rx
             .accepted()
             .into_iter()
