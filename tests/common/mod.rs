@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod payload;
+pub mod prom;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

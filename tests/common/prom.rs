@@ -1,0 +1,126 @@
+//! A real Prometheus (Debian's package) for end-to-end tests: started on a
+//! free loopback port with its own config and data dir, killed on drop.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, http_get};
+
+/// `PROMETHEUS_BIN`, else `prometheus` on PATH.
+pub fn prometheus_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PROMETHEUS_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    })
+}
+
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Prometheus with `config` (YAML) as a remote-write receiver too.
+pub async fn start_prometheus(bin: &Path, dir: &Path, config: &str) -> Prometheus {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let port = free_port();
+    let log = dir.join("prometheus.log");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let p = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    for _ in 0..300 {
+        if matches!(http_get(&format!("{}/-/ready", p.url)).await, Ok((200, _))) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "prometheus did not become ready:\n{}",
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
+}
+
+pub fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Instant query → (labels, value) per series.
+pub async fn query(prom: &Prometheus, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let (code, body) = http_get(&format!("{}/api/v1/query?query={}", prom.url, escape(q)))
+        .await
+        .expect("query");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let value = r["value"][1].as_str().unwrap();
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap(),
+            };
+            (labels, value)
+        })
+        .collect()
+}
+
+/// Skips (with `METRICS_RELAY_SKIP_E2E`) or fails when there is no Prometheus.
+pub fn require_prometheus() -> Option<PathBuf> {
+    match prometheus_bin() {
+        Some(b) => Some(b),
+        None if std::env::var_os("METRICS_RELAY_SKIP_E2E").is_some() => {
+            eprintln!("METRICS_RELAY_SKIP_E2E set and no prometheus binary: skipped");
+            None
+        }
+        None => panic!(
+            "no `prometheus` binary: install Debian's prometheus (scripts/test.sh does) or set PROMETHEUS_BIN"
+        ),
+    }
+}

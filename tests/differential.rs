@@ -1,0 +1,154 @@
+//! The differential test: one real Prometheus scrapes the mTLS target
+//! directly while metrics-relay scrapes the same target, with the very same
+//! `scrape_configs` YAML, and remote-writes into a second Prometheus. Over
+//! several scrapes — with a relabel config, a dropped metric family, a series
+//! that disappears and a page that changes — both TSDBs must answer the same
+//! queries with the same series and values.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::prom::{Prometheus, query, require_prometheus, start_prometheus};
+use common::{MtlsTarget, Pki, RelayProc, payload};
+
+type Answer = BTreeMap<BTreeMap<String, String>, u64>;
+
+async fn answer(p: &Prometheus, q: &str) -> Answer {
+    query(p, q)
+        .await
+        .into_iter()
+        .map(|(l, v)| (l, v.to_bits()))
+        .collect()
+}
+
+async fn wait_until(p: &Prometheus, q: &str, what: &str) {
+    for _ in 0..300 {
+        if !query(p, q).await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {q} stayed empty on {}", p.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_prometheus_store_the_same() {
+    let Some(bin) = require_prometheus() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let page = |round| {
+        format!(
+            "{}vanishing_series{{reason=\"test\"}} 42\n",
+            payload::control_plane(round).text
+        )
+    };
+    let target = MtlsTarget::start(&pki, page(1)).await;
+
+    let scrape = format!(
+        r#"
+scrape_configs:
+  - job_name: ack-control-plane
+    scrape_interval: 1s
+    scrape_timeout: 1s
+    scheme: https
+    params: {{hosting: ["true"]}}
+    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: kubernetes}}
+    static_configs: [{{targets: ["{addr}"], labels: {{env: diff}}}}]
+    metric_relabel_configs:
+      - {{source_labels: [__name__], regex: "go_.*", action: drop}}
+      - {{source_labels: [__name__], regex: "scheduler_.*", target_label: job, replacement: kube-scheduler}}
+      - {{source_labels: [resource], regex: "(.*)s", target_label: resource_singular, replacement: "$1"}}
+      - {{regex: "dry_run|subresource", action: labeldrop}}
+"#,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+        addr = target.addr,
+    );
+    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
+    let receiver = start_prometheus(
+        &bin,
+        &dir.path().join("receiver"),
+        "global:\n  scrape_interval: 1h\n",
+    )
+    .await;
+    let relay_cfg = format!(
+        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        receiver.url
+    );
+    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+
+    // A few scrapes of page 1 on both sides.
+    for p in [&direct, &receiver] {
+        wait_until(
+            p,
+            "count_over_time(up{job=\"ack-control-plane\"}[1m]) >= 3",
+            "three scrapes",
+        )
+        .await;
+    }
+    // Page 2: counters move and vanishing_series is gone.
+    target.set_body(payload::control_plane(2).text);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for p in [&direct, &receiver] {
+        wait_until(
+            p,
+            "scrape_series_added{job=\"ack-control-plane\"} == 0",
+            "steady state",
+        )
+        .await;
+    }
+
+    let queries = [
+        // Everything except the one series whose value is a measurement.
+        "{__name__=~\".+\", __name__!=\"scrape_duration_seconds\"}",
+        "up",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "count by (job) ({__name__=~\".+\"})",
+        "sum by (verb) (apiserver_request_total)",
+        "vanishing_series",
+        "present_over_time(vanishing_series[5m])",
+        "go_goroutines",
+        "count(scheduler_pending_pods{job=\"kube-scheduler\"})",
+    ];
+    for q in queries {
+        let a = answer(&direct, q).await;
+        let b = answer(&receiver, q).await;
+        assert_eq!(
+            a,
+            b,
+            "query {q} differs:\nPrometheus: {a:?}\nrelay:      {b:?}\nrelay log:\n{}",
+            relay.log()
+        );
+    }
+    // And they are not trivially equal.
+    assert!(
+        answer(&direct, "vanishing_series").await.is_empty(),
+        "stale after it vanished"
+    );
+    assert_eq!(
+        answer(&direct, "present_over_time(vanishing_series[5m])")
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        answer(&direct, "go_goroutines").await.is_empty(),
+        "dropped by metric relabeling"
+    );
+    let all = answer(
+        &direct,
+        "{__name__=~\".+\", __name__!=\"scrape_duration_seconds\"}",
+    )
+    .await;
+    assert!(all.len() > 150, "{} series", all.len());
+    assert!(
+        all.keys()
+            .any(|l| l.get("resource_singular").map(String::as_str) == Some("pod"))
+    );
+}
