@@ -6,6 +6,8 @@
 //!   503 with the targets still waiting otherwise.
 //! - `GET /metrics`: our own metrics ([`crate::telemetry`]).
 //! - `GET /targets`: each target's state as JSON.
+//! - `POST /-/reload`: reload the config file; 200, or 400 with the reason
+//!   (the running config stays).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,16 +26,22 @@ use tokio_util::sync::CancellationToken;
 use crate::scrape::{Health, SharedStatus, TargetStatus};
 use crate::telemetry::Metrics;
 
+/// A reload request: the relay answers with the outcome.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// What the admin server reads.
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Metrics,
-    pub targets: Arc<Vec<SharedStatus>>,
+    pub targets: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 impl AdminState {
     fn snapshot(&self) -> Vec<TargetStatus> {
         self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect()
@@ -98,6 +106,30 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
     }
 }
 
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        );
+    }
+    match rx.await {
+        Ok(Ok(())) => reply(StatusCode::OK, "text/plain", "config reloaded\n"),
+        Ok(Err(e)) => reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("config reload rejected: {e}\n"),
+        ),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        ),
+    }
+}
+
 /// Binds the listener (so a bad address fails start-up, not later).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -121,8 +153,13 @@ pub async fn serve(listener: TcpListener, state: AdminState, cancel: Cancellatio
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = route(&state, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move {
+                    if req.uri().path() == "/-/reload" && req.method() == Method::POST {
+                        return Ok::<_, Infallible>(reload(&state).await);
+                    }
+                    Ok(route(&state, req.method(), req.uri().path()))
+                }
             });
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

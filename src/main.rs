@@ -31,6 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: scrape the targets and remote-write the samples.
+    /// SIGHUP or `POST /-/reload` reloads the config file.
     Run {
         /// Configuration file (Prometheus-shaped YAML).
         #[arg(long, short = 'c')]
@@ -145,7 +146,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn run(config: PathBuf, opts: RunOptions) -> anyhow::Result<()> {
-    let cfg = Config::load(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -154,7 +154,7 @@ fn run(config: PathBuf, opts: RunOptions) -> anyhow::Result<()> {
     rt.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(shutdown_signal(cancel.clone()));
-        relay::run(cfg, opts, cancel).await?;
+        relay::run(config, opts, cancel).await?;
         Ok(())
     })
 }

@@ -1,5 +1,14 @@
 //! Wiring: config → remote-write queues and senders, scrape loops, admin
-//! server; and the shutdown sequence.
+//! server; reloads; and the shutdown sequence.
+//!
+//! Reload (SIGHUP or `POST /-/reload`): the new file is loaded, validated and
+//! its TLS material built first; any error rejects the reload and the running
+//! config stays. Otherwise targets whose identity (job, URL, labels, scrape
+//! settings) is unchanged keep running with their series cache (no false
+//! staleness); removed targets send staleness markers for their series and
+//! stop; new ones start. Remote-write destinations whose config is unchanged
+//! keep their queue; removed ones send what they hold (within the grace
+//! period) and stop.
 //!
 //! Shutdown (SIGTERM/SIGINT, or the caller's token): scraping stops first
 //! (no staleness markers, as Prometheus), then every sender seals its open
@@ -7,26 +16,30 @@
 //! the admin server stops. What could not be sent in time is counted as
 //! dropped with `reason="shutdown"`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState};
-use crate::config::Config;
-use crate::http;
+use crate::admin::{self, AdminState, ReloadRequest};
+use crate::config::{Config, RemoteWriteConfig};
+use crate::http::{self, HttpClient};
 use crate::remote_write::queue::Queue;
 use crate::remote_write::sender::Sender;
-use crate::scrape::{self, ScrapeLoop, Sink, TargetStatus};
+use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetStatus};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::TlsError;
 
-/// Errors that stop the relay from starting.
+/// Errors that stop the relay from starting (or reject a reload).
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    #[error(transparent)]
+    Config(#[from] Box<crate::config::ConfigError>),
     #[error("scrape_configs[{index}] (job {job:?}).tls_config: {source}")]
     ScrapeTls {
         index: usize,
@@ -94,12 +107,174 @@ pub fn check(cfg: &Config) -> Result<usize, RelayError> {
     Ok(t.len())
 }
 
-/// Runs the relay until `cancel`; returns after the shutdown sequence.
+/// What identifies a destination across reloads, secrets included (this
+/// string is compared in memory only, never printed).
+fn destination_identity(index: usize, rw: &RemoteWriteConfig) -> String {
+    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_string());
+    format!(
+        "{}|{rw:?}|{:?}|{:?}",
+        rw.queue_name(index),
+        rw.basic_auth.as_ref().map(|b| secret(&b.password)),
+        rw.authorization.as_ref().map(|a| secret(&a.credentials)),
+    )
+}
+
+struct Destination {
+    identity: String,
+    sink: Sink,
+    cancel: CancellationToken,
+}
+
+struct RunningTarget {
+    remove: CancellationToken,
+    status: SharedStatus,
+}
+
+/// Everything built from one config, ready to swap in.
+struct Built {
+    clients: Vec<HttpClient>,
+    targets: Vec<scrape::Target>,
+}
+
+struct Runtime {
+    metrics: Metrics,
+    grace: Duration,
+    stop: CancellationToken,
+    destinations: Vec<Destination>,
+    sinks_tx: watch::Sender<Arc<Vec<Sink>>>,
+    targets: HashMap<String, RunningTarget>,
+    statuses: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
+    scrapers: TaskTracker,
+    senders: TaskTracker,
+}
+
+impl Runtime {
+    fn build(cfg: &Config) -> Result<Built, RelayError> {
+        let mut clients = Vec::new();
+        for (index, sc) in cfg.scrape_configs.iter().enumerate() {
+            let c = http::client(sc.tls_config.as_ref(), sc.timeout()).map_err(|source| {
+                RelayError::ScrapeTls {
+                    index,
+                    job: sc.job_name.clone(),
+                    source,
+                }
+            })?;
+            clients.push(c);
+        }
+        for (index, rw) in cfg.remote_write.iter().enumerate() {
+            http::client_config_check(rw.tls_config.as_ref())
+                .map_err(|source| RelayError::RemoteTls { index, source })?;
+        }
+        let targets = scrape::targets(cfg).map_err(RelayError::Target)?;
+        Ok(Built { clients, targets })
+    }
+
+    /// Makes the running state match `cfg` (already validated and built).
+    fn apply(&mut self, cfg: &Config, built: Built) -> Result<(), RelayError> {
+        // Destinations: keep the unchanged, start the new, retire the rest.
+        let mut old = std::mem::take(&mut self.destinations);
+        for (index, rw) in cfg.remote_write.iter().enumerate() {
+            let identity = destination_identity(index, rw);
+            if let Some(pos) = old.iter().position(|d| d.identity == identity) {
+                self.destinations.push(old.swap_remove(pos));
+                continue;
+            }
+            let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0)
+                .map_err(|source| RelayError::RemoteTls { index, source })?;
+            let name = rw.queue_name(index);
+            let qc = &rw.queue_config;
+            let queue = Arc::new(Queue::new(
+                qc.max_samples_per_send,
+                qc.capacity.saturating_mul(qc.max_shards),
+                qc.batch_send_deadline.0,
+                self.metrics.clone(),
+                RemoteLabels {
+                    remote_name: name.clone(),
+                    url: rw.url.clone(),
+                },
+            ));
+            let sender = Sender::new(
+                name.clone(),
+                rw.clone(),
+                client,
+                queue.clone(),
+                self.metrics.clone(),
+            )
+            .map_err(RelayError::Target)?;
+            let cancel = CancellationToken::new();
+            tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
+            self.senders.spawn(sender.run(cancel.clone(), self.grace));
+            self.destinations.push(Destination {
+                identity,
+                sink: Sink {
+                    queue,
+                    write_relabel: rw.write_relabel_configs.clone().into(),
+                },
+                cancel,
+            });
+        }
+        for d in old {
+            tracing::info!(remote_name = %d.sink.queue.name(), "remote write removed; sending what it holds, then stopping");
+            d.cancel.cancel();
+        }
+        if self.destinations.is_empty() {
+            tracing::warn!("no remote_write configured: samples are kept for /relay/metrics only");
+        }
+        self.sinks_tx.send_replace(Arc::new(
+            self.destinations.iter().map(|d| d.sink.clone()).collect(),
+        ));
+
+        // Targets: keep the unchanged (series cache and all), start the new,
+        // remove the rest (with staleness markers).
+        let mut old = std::mem::take(&mut self.targets);
+        let mut statuses = Vec::new();
+        for t in built.targets {
+            if let Some(running) = old.remove(&t.identity) {
+                statuses.push(running.status.clone());
+                self.targets.insert(t.identity.clone(), running);
+                continue;
+            }
+            let status = Arc::new(Mutex::new(TargetStatus::new(&t)));
+            statuses.push(status.clone());
+            tracing::info!(job = %t.job, url = %t.url, interval = %crate::units::format_duration(t.interval), "target configured");
+            let client = built.clients[t.config_index].clone();
+            let identity = t.identity.clone();
+            let sl = ScrapeLoop::new(
+                Arc::new(t),
+                client,
+                self.sinks_tx.subscribe(),
+                self.metrics.clone(),
+                status.clone(),
+            );
+            let remove = CancellationToken::new();
+            self.scrapers
+                .spawn(sl.run(self.stop.clone(), remove.clone()));
+            self.targets
+                .insert(identity, RunningTarget { remove, status });
+        }
+        for (_, t) in old {
+            t.remove.cancel();
+        }
+        *self.statuses.write().unwrap_or_else(|p| p.into_inner()) = statuses;
+        Ok(())
+    }
+
+    async fn reload(&mut self, path: &Path) -> Result<(), RelayError> {
+        let cfg = Config::load(path).map_err(Box::new)?;
+        let built = Self::build(&cfg)?;
+        self.apply(&cfg, built)?;
+        Ok(())
+    }
+}
+
+/// Runs the relay from the config file at `path` until `cancel`; returns
+/// after the shutdown sequence.
 pub async fn run(
-    cfg: Config,
+    path: PathBuf,
     opts: RunOptions,
     cancel: CancellationToken,
 ) -> Result<(), RelayError> {
+    let cfg = Config::load(&path).map_err(Box::new)?;
     let metrics = Metrics::new();
     if let Some(dir) = &opts.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
@@ -107,61 +282,8 @@ pub async fn run(
             source,
         })?;
     }
+    let built = Runtime::build(&cfg)?;
 
-    // Remote write: one queue and one sender per destination.
-    let send_cancel = CancellationToken::new();
-    let senders = TaskTracker::new();
-    let mut queues = Vec::new();
-    for (index, rw) in cfg.remote_write.iter().enumerate() {
-        let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0)
-            .map_err(|source| RelayError::RemoteTls { index, source })?;
-        let name = rw.queue_name(index);
-        let qc = &rw.queue_config;
-        let queue = Arc::new(Queue::new(
-            qc.max_samples_per_send,
-            qc.capacity.saturating_mul(qc.max_shards),
-            qc.batch_send_deadline.0,
-            metrics.clone(),
-            RemoteLabels {
-                remote_name: name.clone(),
-                url: rw.url.clone(),
-            },
-        ));
-        let sender = Sender::new(
-            name.clone(),
-            rw.clone(),
-            client,
-            queue.clone(),
-            metrics.clone(),
-        )
-        .map_err(RelayError::Target)?;
-        tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
-        senders.spawn(sender.run(send_cancel.clone(), opts.shutdown_grace));
-        queues.push(Sink {
-            queue,
-            write_relabel: rw.write_relabel_configs.clone().into(),
-        });
-    }
-    if queues.is_empty() {
-        tracing::warn!("no remote_write configured: scraped samples are not sent anywhere");
-    }
-
-    // Scraping: one HTTP client per scrape config, one task per target.
-    let scrape_cancel = cancel.child_token();
-    let scrapers = TaskTracker::new();
-    let targets = scrape::targets(&cfg).map_err(RelayError::Target)?;
-    let mut clients = Vec::new();
-    for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-        let c = http::client(sc.tls_config.as_ref(), sc.timeout()).map_err(|source| {
-            RelayError::ScrapeTls {
-                index,
-                job: sc.job_name.clone(),
-                source,
-            }
-        })?;
-        clients.push(c);
-    }
-    let mut statuses = Vec::new();
     let listen = opts
         .listen_address
         .clone()
@@ -180,31 +302,67 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
-    for t in targets {
-        let status = Arc::new(Mutex::new(TargetStatus::new(&t)));
-        statuses.push(status.clone());
-        tracing::info!(job = %t.job, url = %t.url, interval = %crate::units::format_duration(t.interval), "target configured");
-        let client = clients[t.config_index].clone();
-        let sl = ScrapeLoop::new(Arc::new(t), client, queues.clone(), metrics.clone(), status);
-        scrapers.spawn(sl.run(scrape_cancel.clone()));
-    }
-    scrapers.close();
 
+    let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
+    let mut rt = Runtime {
+        metrics: metrics.clone(),
+        grace: opts.shutdown_grace,
+        stop: cancel.child_token(),
+        destinations: Vec::new(),
+        sinks_tx,
+        targets: HashMap::new(),
+        statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
+        scrapers: TaskTracker::new(),
+        senders: TaskTracker::new(),
+    };
+    rt.apply(&cfg, built)?;
+    metrics.reload_success.set(1);
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let admin_cancel = CancellationToken::new();
     let state = AdminState {
         metrics: metrics.clone(),
-        targets: Arc::new(statuses),
+        targets: rt.statuses.clone(),
+        reload: reload_tx,
     };
     let admin_task = tokio::spawn(admin::serve(listener, state, admin_cancel.clone()));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
 
-    cancel.cancelled().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let reply: Option<oneshot::Sender<Result<(), String>>> = tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(r) = reload_rx.recv() => Some(r),
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!(signal = "SIGHUP", "reloading config");
+                None
+            }
+        };
+        let result = rt.reload(&path).await.map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                metrics.reload_success.set(1);
+                tracing::info!(config = %path.display(), targets = rt.targets.len(), "config reloaded");
+            }
+            Err(e) => {
+                metrics.reload_success.set(0);
+                tracing::error!(config = %path.display(), error = %e, "config reload rejected; the running config stays");
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
     tracing::info!("shutting down: scraping stopped, sending what is queued");
-    scrape_cancel.cancel();
-    scrapers.wait().await;
-    send_cancel.cancel();
-    senders.close();
-    senders.wait().await;
+    rt.stop.cancel();
+    rt.scrapers.close();
+    rt.scrapers.wait().await;
+    for d in &rt.destinations {
+        d.cancel.cancel();
+    }
+    rt.senders.close();
+    rt.senders.wait().await;
     admin_cancel.cancel();
     let _ = admin_task.await;
     tracing::info!("shutdown complete");

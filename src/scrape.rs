@@ -91,6 +91,9 @@ pub struct Target {
     pub sample_limit: u64,
     /// Index of its scrape config.
     pub config_index: usize,
+    /// Everything that makes this target what it is; a reload keeps a
+    /// running target (and its series cache) exactly when this is unchanged.
+    pub identity: String,
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
@@ -144,10 +147,17 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
         let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
             sc.metric_relabel_configs.clone().into();
+        let sc_identity = {
+            let mut c = sc.clone();
+            c.static_configs.clear();
+            format!("{c:?}|{ext:?}")
+        };
         for st in &sc.static_configs {
             for addr in &st.targets {
                 match resolve_target(sc, st, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
+                        let identity =
+                            format!("{sc_identity}|{url}|{tl:?}|{interval:?}|{timeout:?}");
                         let get = |n: &str| {
                             tl.iter()
                                 .find(|(k, _)| k == n)
@@ -175,6 +185,7 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                             body_limit: sc.body_limit(),
                             sample_limit: sc.sample_limit,
                             config_index: i,
+                            identity,
                         });
                     }
                     Ok(None) => {
@@ -332,6 +343,16 @@ struct SinkState {
     relabel: Option<WriteRelabelCache>,
 }
 
+impl SinkState {
+    fn new(s: &Sink) -> Self {
+        SinkState {
+            queue: s.queue.clone(),
+            relabel: (!s.write_relabel.is_empty())
+                .then(|| WriteRelabelCache::new(s.write_relabel.clone())),
+        }
+    }
+}
+
 /// Encoded labels of the synthetic series of one target.
 struct Synthetic {
     up: Box<[u8]>,
@@ -351,6 +372,7 @@ pub struct ScrapeLoop {
     inflated: Vec<u8>,
     synthetic: Synthetic,
     sinks: Vec<SinkState>,
+    sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
     /// Scratch buffer for destinations with `write_relabel_configs`.
     rewritten: EncodedSamples,
     metrics: Metrics,
@@ -368,7 +390,7 @@ impl ScrapeLoop {
     pub fn new(
         target: Arc<Target>,
         client: HttpClient,
-        sinks: Vec<Sink>,
+        mut sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
         metrics: Metrics,
         status: SharedStatus,
     ) -> Self {
@@ -384,6 +406,11 @@ impl ScrapeLoop {
             job: target.job.clone(),
             instance: target.instance.clone(),
         };
+        let sinks = sinks_rx
+            .borrow_and_update()
+            .iter()
+            .map(SinkState::new)
+            .collect();
         ScrapeLoop {
             target,
             client,
@@ -392,14 +419,8 @@ impl ScrapeLoop {
             body: Vec::new(),
             inflated: Vec::new(),
             synthetic,
-            sinks: sinks
-                .into_iter()
-                .map(|s| SinkState {
-                    queue: s.queue,
-                    relabel: (!s.write_relabel.is_empty())
-                        .then(|| WriteRelabelCache::new(s.write_relabel)),
-                })
-                .collect(),
+            sinks,
+            sinks_rx,
             rewritten: EncodedSamples::default(),
             metrics,
             labels,
@@ -422,19 +443,56 @@ impl ScrapeLoop {
         Duration::from_nanos((base + offset) % iv)
     }
 
-    /// Runs until `cancel`. No staleness markers at shutdown (as Prometheus).
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Runs until `stop` (shutdown: no staleness markers, as Prometheus) or
+    /// `remove` (the target left the config: markers for its series, then exit).
+    pub async fn run(mut self, stop: CancellationToken, remove: CancellationToken) {
         let start = tokio::time::Instant::now() + self.first_delay();
         let mut ticker = tokio::time::interval_at(start, self.target.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
+                _ = remove.cancelled() => break,
                 _ = ticker.tick() => {}
             }
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
+                _ = remove.cancelled() => break,
                 _ = self.scrape_once() => {}
+            }
+        }
+        self.out.clear();
+        let n = self
+            .cache
+            .mark_all_stale(unix_ms(SystemTime::now()), &mut self.out);
+        self.deliver();
+        tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
+    }
+
+    /// Hands `self.out` to every destination (current as of the last reload).
+    fn deliver(&mut self) {
+        if self.sinks_rx.has_changed().unwrap_or(false) {
+            let new: Arc<Vec<Sink>> = self.sinks_rx.borrow_and_update().clone();
+            let mut old = std::mem::take(&mut self.sinks);
+            self.sinks = new
+                .iter()
+                .map(|s| {
+                    // Keep the write-relabel cache of a destination that stayed.
+                    let kept = old
+                        .iter()
+                        .position(|o| Arc::ptr_eq(&o.queue, &s.queue))
+                        .map(|i| old.swap_remove(i));
+                    kept.unwrap_or_else(|| SinkState::new(s))
+                })
+                .collect();
+        }
+        for sink in &mut self.sinks {
+            match &mut sink.relabel {
+                None => sink.queue.append(&self.out),
+                Some(w) => {
+                    w.apply(&self.out, &mut self.rewritten);
+                    sink.queue.append(&self.rewritten);
+                }
             }
         }
     }
@@ -530,15 +588,7 @@ impl ScrapeLoop {
         self.out.push(&syn.scraped, scraped as f64, ts);
         self.out.push(&syn.post_relabel, kept as f64, ts);
         self.out.push(&syn.added, added as f64, ts);
-        for sink in &mut self.sinks {
-            match &mut sink.relabel {
-                None => sink.queue.append(&self.out),
-                Some(w) => {
-                    w.apply(&self.out, &mut self.rewritten);
-                    sink.queue.append(&self.rewritten);
-                }
-            }
-        }
+        self.deliver();
 
         let m = &self.metrics;
         m.scrapes.get_or_create(&self.labels).inc();

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub queue_samples: Family<RemoteLabels, Gauge>,
     pub backoff_seconds: Family<RemoteLabels, FGauge>,
     pub last_send_timestamp: Family<RemoteLabels, FGauge>,
+    pub reload_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -193,6 +194,11 @@ impl Metrics {
                 "remote_write_last_send_timestamp_seconds",
                 "Unix time of the last acknowledged write request.",
                 Family::default()
+            ),
+            reload_success: reg!(
+                "config_last_reload_successful",
+                "1 if the last config (re)load succeeded, else 0.",
+                Gauge::default()
             ),
             // Last: every registration above has borrowed `r` already.
             registry: std::sync::Arc::new(r),

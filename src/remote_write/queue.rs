@@ -87,6 +87,11 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The destination's `remote_name`.
+    pub fn name(&self) -> &str {
+        &self.labels.remote_name
+    }
+
     /// Adds a scrape's samples, sealing batches as they fill.
     pub fn append(&self, enc: &EncodedSamples) {
         if enc.is_empty() {

@@ -62,6 +62,27 @@ pub async fn http_get(url: &str) -> Result<(u16, String), String> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Plain HTTP POST with an empty body on loopback; (status, body).
+pub async fn http_post(url: &str) -> Result<(u16, String), String> {
+    let client =
+        metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let req = Request::post(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// The `metrics-relay` binary under test.
 pub fn relay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metrics-relay"))
