@@ -2,6 +2,7 @@
 //! batcher and queue ([`queue`]) and the sender with its retry policy
 //! ([`sender`]).
 
+pub mod disk;
 pub mod proto;
 pub mod queue;
 pub mod sender;
