@@ -187,6 +187,40 @@ pub struct RemoteWriteConfig {
     /// Rules applied to every series sent to this destination.
     #[serde(default)]
     pub write_relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    /// Extension: the durable queue of this destination.
+    #[serde(default)]
+    pub queue: QueueStorage,
+}
+
+/// Extension: where and how much a destination's queue may keep on disk.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueStorage {
+    /// Default: `<data-dir>/queue/<name>`; without either, the queue is in memory.
+    pub path: Option<PathBuf>,
+    /// Most bytes kept on disk; past it the oldest batches are dropped and counted.
+    #[serde(default = "default_queue_max_size")]
+    pub max_size: ByteSize,
+    /// Batches whose oldest sample is older are dropped and counted; `0` = no limit.
+    #[serde(default = "default_queue_max_age")]
+    pub max_age: PromDuration,
+}
+
+impl Default for QueueStorage {
+    fn default() -> Self {
+        QueueStorage {
+            path: None,
+            max_size: default_queue_max_size(),
+            max_age: default_queue_max_age(),
+        }
+    }
+}
+
+fn default_queue_max_size() -> ByteSize {
+    ByteSize(512 << 20)
+}
+fn default_queue_max_age() -> PromDuration {
+    PromDuration(Duration::from_secs(2 * 3600))
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -562,6 +596,9 @@ impl Config {
                     at("queue_config.min_backoff"),
                     "greater than max_backoff",
                 ));
+            }
+            if rw.queue.max_size.0 < 1 << 20 {
+                return Err(invalid(at("queue.max_size"), "must be at least 1MiB"));
             }
             if q.batch_send_deadline.0.is_zero() {
                 return Err(invalid(

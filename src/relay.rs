@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{Config, RemoteWriteConfig};
 use crate::http::{self, HttpClient};
-use crate::remote_write::queue::Queue;
+use crate::remote_write::queue::{Queue, StorageConfig};
 use crate::remote_write::sender::Sender;
 use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetStatus};
 use crate::telemetry::{Metrics, RemoteLabels};
@@ -55,6 +55,8 @@ pub enum RelayError {
     },
     #[error("{0}")]
     Target(String),
+    #[error("remote_write[{index}].queue: {message}")]
+    Queue { index: usize, message: String },
     #[error("server.listen_address {addr}: {source}")]
     Listen {
         addr: String,
@@ -121,8 +123,13 @@ fn destination_identity(index: usize, rw: &RemoteWriteConfig) -> String {
 
 struct Destination {
     identity: String,
+    name: String,
     sink: Sink,
+    /// Stop: send what is queued within the grace period, then end.
     cancel: CancellationToken,
+    /// Hand the queue over to a successor: stop at once, keep the queue.
+    handover: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 struct RunningTarget {
@@ -136,8 +143,25 @@ struct Built {
     targets: Vec<scrape::Target>,
 }
 
+/// Segment files of a disk queue are closed at this size.
+const SEGMENT_SIZE: u64 = 16 << 20;
+
+/// A queue name as a directory name.
+fn path_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 struct Runtime {
     metrics: Metrics,
+    data_dir: Option<PathBuf>,
     grace: Duration,
     stop: CancellationToken,
     destinations: Vec<Destination>,
@@ -169,9 +193,61 @@ impl Runtime {
         Ok(Built { clients, targets })
     }
 
+    fn open_queue(
+        &self,
+        index: usize,
+        rw: &RemoteWriteConfig,
+        name: &str,
+    ) -> Result<Queue, RelayError> {
+        let qc = &rw.queue_config;
+        let storage = match (&rw.queue.path, &self.data_dir) {
+            (Some(p), _) => StorageConfig::Disk {
+                dir: p.clone(),
+                max_size: rw.queue.max_size.0,
+                segment_size: SEGMENT_SIZE,
+            },
+            (None, Some(d)) => StorageConfig::Disk {
+                dir: d.join("queue").join(path_safe(name)),
+                max_size: rw.queue.max_size.0,
+                segment_size: SEGMENT_SIZE,
+            },
+            (None, None) => StorageConfig::Memory {
+                max_samples: qc.capacity.saturating_mul(qc.max_shards),
+            },
+        };
+        let max_age = Some(rw.queue.max_age.0).filter(|a| !a.is_zero());
+        let (queue, recovery) = Queue::new(
+            qc.max_samples_per_send,
+            qc.batch_send_deadline.0,
+            max_age,
+            storage,
+            self.metrics.clone(),
+            RemoteLabels {
+                remote_name: name.to_string(),
+                url: rw.url.clone(),
+            },
+        )
+        .map_err(|e| RelayError::Queue {
+            index,
+            message: e.to_string(),
+        })?;
+        match &recovery {
+            Some(r) => {
+                tracing::info!(remote_name = %name, batches = r.records, samples = r.samples, torn_tails = r.torn, corrupt_regions = r.corrupt, "disk queue opened")
+            }
+            None => {
+                tracing::warn!(remote_name = %name, "no --data-dir: the queue is in memory and lost on restart")
+            }
+        }
+        Ok(queue)
+    }
+
     /// Makes the running state match `cfg` (already validated and built).
     fn apply(&mut self, cfg: &Config, built: Built) -> Result<(), RelayError> {
-        // Destinations: keep the unchanged, start the new, retire the rest.
+        // Destinations: keep the unchanged, start the new, retire the rest. A
+        // changed destination keeps its queue (a disk queue cannot be opened
+        // twice, and nothing queued may be lost): its old sender stops at once
+        // and the new one starts on the same queue when the old has ended.
         let mut old = std::mem::take(&mut self.destinations);
         for (index, rw) in cfg.remote_write.iter().enumerate() {
             let identity = destination_identity(index, rw);
@@ -179,20 +255,17 @@ impl Runtime {
                 self.destinations.push(old.swap_remove(pos));
                 continue;
             }
+            let name = rw.queue_name(index);
             let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0)
                 .map_err(|source| RelayError::RemoteTls { index, source })?;
-            let name = rw.queue_name(index);
-            let qc = &rw.queue_config;
-            let queue = Arc::new(Queue::new(
-                qc.max_samples_per_send,
-                qc.capacity.saturating_mul(qc.max_shards),
-                qc.batch_send_deadline.0,
-                self.metrics.clone(),
-                RemoteLabels {
-                    remote_name: name.clone(),
-                    url: rw.url.clone(),
-                },
-            ));
+            let (queue, predecessor) = match old.iter().position(|d| d.name == name) {
+                Some(pos) => {
+                    let prev = old.swap_remove(pos);
+                    prev.handover.cancel();
+                    (prev.sink.queue.clone(), Some(prev.task))
+                }
+                None => (Arc::new(self.open_queue(index, rw, &name)?), None),
+            };
             let sender = Sender::new(
                 name.clone(),
                 rw.clone(),
@@ -202,19 +275,32 @@ impl Runtime {
             )
             .map_err(RelayError::Target)?;
             let cancel = CancellationToken::new();
+            let handover = CancellationToken::new();
             tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
-            self.senders.spawn(sender.run(cancel.clone(), self.grace));
+            let (c, h, grace) = (cancel.clone(), handover.clone(), self.grace);
+            let task = self.senders.spawn(async move {
+                if let Some(p) = predecessor {
+                    let _ = p.await;
+                }
+                tokio::select! {
+                    _ = sender.run(c, grace) => {}
+                    _ = h.cancelled() => {}
+                }
+            });
             self.destinations.push(Destination {
                 identity,
+                name,
                 sink: Sink {
                     queue,
                     write_relabel: rw.write_relabel_configs.clone().into(),
                 },
                 cancel,
+                handover,
+                task,
             });
         }
         for d in old {
-            tracing::info!(remote_name = %d.sink.queue.name(), "remote write removed; sending what it holds, then stopping");
+            tracing::info!(remote_name = %d.name, "remote write removed; sending what it holds, then stopping");
             d.cancel.cancel();
         }
         if self.destinations.is_empty() {
@@ -306,6 +392,7 @@ pub async fn run(
     let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
     let mut rt = Runtime {
         metrics: metrics.clone(),
+        data_dir: opts.data_dir.clone(),
         grace: opts.shutdown_grace,
         stop: cancel.child_token(),
         destinations: Vec::new(),

@@ -340,6 +340,7 @@ pub struct Sink {
 
 struct SinkState {
     queue: Arc<Queue>,
+    rules: Arc<[crate::relabel::RelabelConfig]>,
     relabel: Option<WriteRelabelCache>,
 }
 
@@ -347,6 +348,7 @@ impl SinkState {
     fn new(s: &Sink) -> Self {
         SinkState {
             queue: s.queue.clone(),
+            rules: s.write_relabel.clone(),
             relabel: (!s.write_relabel.is_empty())
                 .then(|| WriteRelabelCache::new(s.write_relabel.clone())),
         }
@@ -480,7 +482,10 @@ impl ScrapeLoop {
                     // Keep the write-relabel cache of a destination that stayed.
                     let kept = old
                         .iter()
-                        .position(|o| Arc::ptr_eq(&o.queue, &s.queue))
+                        .position(|o| {
+                            Arc::ptr_eq(&o.queue, &s.queue)
+                                && Arc::ptr_eq(&o.rules, &s.write_relabel)
+                        })
                         .map(|i| old.swap_remove(i));
                     kept.unwrap_or_else(|| SinkState::new(s))
                 })
@@ -568,6 +573,7 @@ impl ScrapeLoop {
             Err(_) => Err(ScrapeError::Timeout(crate::units::format_duration(timeout))),
         };
         self.out.clear();
+        self.out.scraped_at_ms = ts;
         self.cache.begin();
         let result = fetched.and_then(|()| self.ingest(ts));
         let duration = t0.elapsed().as_secs_f64();

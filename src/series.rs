@@ -223,10 +223,23 @@ struct Entry {
 
 /// Encoded samples of one scrape: concatenated `TimeSeries` fields of a
 /// `WriteRequest`, with the end offset of each so batches can be cut anywhere.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct EncodedSamples {
     pub buf: Vec<u8>,
     pub ends: Vec<u32>,
+    /// When the scrape that produced these samples started (ms); the queue's
+    /// `max_age` measures from it (exposed timestamps do not count).
+    pub scraped_at_ms: i64,
+}
+
+impl Default for EncodedSamples {
+    fn default() -> Self {
+        EncodedSamples {
+            buf: Vec::new(),
+            ends: Vec::new(),
+            scraped_at_ms: i64::MAX,
+        }
+    }
 }
 
 impl EncodedSamples {
@@ -239,6 +252,7 @@ impl EncodedSamples {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.ends.clear();
+        self.scraped_at_ms = i64::MAX;
     }
     #[inline]
     pub fn push(&mut self, labels: &[u8], value: f64, ts: i64) {
@@ -481,6 +495,7 @@ impl WriteRelabelCache {
     pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
         use prost::Message;
         out.clear();
+        out.scraped_at_ms = input.scraped_at_ms;
         self.generation += 1;
         let generation = self.generation;
         for k in 0..input.len() {

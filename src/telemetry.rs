@@ -71,6 +71,10 @@ pub struct Metrics {
     pub backoff_seconds: Family<RemoteLabels, FGauge>,
     pub last_send_timestamp: Family<RemoteLabels, FGauge>,
     pub reload_success: Gauge,
+    pub queue_bytes: Family<RemoteLabels, Gauge>,
+    pub queue_segments: Family<RemoteLabels, Gauge>,
+    pub queue_oldest_timestamp: Family<RemoteLabels, FGauge>,
+    pub queue_corruptions: Family<RemoteReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -199,6 +203,26 @@ impl Metrics {
                 "config_last_reload_successful",
                 "1 if the last config (re)load succeeded, else 0.",
                 Gauge::default()
+            ),
+            queue_bytes: reg!(
+                "remote_write_queue_bytes",
+                "Bytes of unacknowledged batches (on disk for a durable queue).",
+                Family::default()
+            ),
+            queue_segments: reg!(
+                "remote_write_queue_segments",
+                "Segment files of the disk queue.",
+                Family::default()
+            ),
+            queue_oldest_timestamp: reg!(
+                "remote_write_queue_oldest_sample_timestamp_seconds",
+                "Timestamp of the oldest queued sample (0 when empty).",
+                Family::default()
+            ),
+            queue_corruptions: reg!(
+                "remote_write_queue_corruptions",
+                "Disk queue repairs at start-up: torn tails truncated, corrupt segment regions skipped.",
+                Family::default()
             ),
             // Last: every registration above has borrowed `r` already.
             registry: std::sync::Arc::new(r),

@@ -147,7 +147,10 @@ impl SegmentLog {
                 if Some(n) == last {
                     tracing::warn!(file = %path.display(), kept = good_len, dropped = data.len() - good_len, "queue: torn tail truncated");
                     rec.torn += 1;
-                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io(&path))?;
                     f.set_len(good_len as u64).map_err(io(&path))?;
                     f.sync_all().map_err(io(&path))?;
                 } else {
@@ -182,7 +185,11 @@ impl SegmentLog {
             pending_bytes: 0,
         };
         log.index.retain(|m| m.seq > acked);
-        log.pending_bytes = log.index.iter().map(|m| u64::from(m.len) + HEADER as u64).sum();
+        log.pending_bytes = log
+            .index
+            .iter()
+            .map(|m| u64::from(m.len) + HEADER as u64)
+            .sum();
         log.delete_acked_segments();
         Ok((log, rec))
     }
@@ -356,7 +363,8 @@ fn scan(segment: u64, data: &[u8]) -> (Vec<RecordMeta>, usize) {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off + HEADER <= data.len() {
-        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
         let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
         if !(META..=MAX_RECORD).contains(&len) || off + HEADER + len > data.len() {
             break;
@@ -532,7 +540,11 @@ mod tests {
         assert_eq!(drain(&mut log).len(), 3);
         std::fs::remove_file(d.path().join("ack")).unwrap();
         let (log, _) = SegmentLog::open(d.path(), 1 << 20).unwrap();
-        assert_eq!(log.len(), 0, "acknowledged segments were deleted, so nothing comes back");
+        assert_eq!(
+            log.len(),
+            0,
+            "acknowledged segments were deleted, so nothing comes back"
+        );
     }
 
     #[test]

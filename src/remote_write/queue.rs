@@ -1,4 +1,4 @@
-//! The per-destination batcher and bounded in-memory queue.
+//! The per-destination batcher and queue, in memory or on disk.
 //!
 //! Scrape tasks [`Queue::append`] their encoded samples; the open batch (an
 //! uncompressed `WriteRequest` body under construction) is sealed, snappy
@@ -7,20 +7,30 @@
 //! sender, which [`Queue::front`]s one, sends it (retrying as long as it
 //! takes) and [`Queue::ack`]s it by sequence number. Samples of one series
 //! are appended in scrape order by one task, and the single sender sends in
-//! queue order, so every series arrives in timestamp order.
+//! queue order, so every series arrives in timestamp order, across restarts
+//! too when the queue is on disk.
 //!
-//! The queue holds at most `capacity * max_shards` samples (Prometheus's
-//! total buffering for the same `queue_config`). Past that the **oldest**
-//! sealed batch is dropped and counted (`reason="queue_full"`): memory stays
-//! bounded through any receiver outage.
+//! Storage:
+//! - **disk** (with `--data-dir` or `queue.path`): a [`SegmentLog`]; a sealed
+//!   batch is appended before anything sends it and deleted only once
+//!   acknowledged, so a receiver outage, a restart or a crash loses nothing.
+//!   Budgets `queue.max_size` (bytes) and `queue.max_age` drop the **oldest**
+//!   batches, counted with `reason="max_size"` / `"max_age"`. A failed append
+//!   (disk full) is counted (`reason="disk_error"`) and the agent keeps going;
+//!   appends work again once space returns.
+//! - **memory** (no data dir): at most `capacity * max_shards` samples
+//!   (Prometheus's total buffering for the same `queue_config`); past that the
+//!   oldest batch is dropped (`reason="queue_full"`). `max_age` applies too.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::disk::{DiskError, Recovery, SegmentLog};
 use crate::series::EncodedSamples;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
@@ -30,16 +40,43 @@ pub struct Batch {
     pub seq: u64,
     pub data: Bytes,
     pub samples: usize,
-    pub sealed_at: Instant,
+    /// Start (ms) of the oldest scrape in the batch.
+    pub oldest_ms: i64,
+}
+
+/// Where sealed batches wait.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Memory {
+        max_samples: usize,
+    },
+    Disk {
+        dir: PathBuf,
+        max_size: u64,
+        segment_size: u64,
+    },
+}
+
+enum Storage {
+    Memory {
+        batches: VecDeque<Batch>,
+        samples: usize,
+        max_samples: usize,
+        next_seq: u64,
+    },
+    Disk {
+        log: SegmentLog,
+        max_size: u64,
+        last_error_log: Option<Instant>,
+    },
 }
 
 struct Inner {
     open: Vec<u8>,
     open_samples: usize,
     open_since: Option<Instant>,
-    batches: VecDeque<Batch>,
-    queued_samples: usize,
-    next_seq: u64,
+    open_oldest_ms: i64,
+    storage: Storage,
     encoder: snap::raw::Encoder,
 }
 
@@ -48,37 +85,105 @@ pub struct Queue {
     inner: Mutex<Inner>,
     notify: Notify,
     max_samples_per_send: usize,
-    max_queued_samples: usize,
     batch_send_deadline: Duration,
+    max_age: Option<Duration>,
     metrics: Metrics,
     labels: RemoteLabels,
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 impl Queue {
+    /// A queue; a disk queue is opened (and repaired) here.
     pub fn new(
         max_samples_per_send: usize,
-        max_queued_samples: usize,
         batch_send_deadline: Duration,
+        max_age: Option<Duration>,
+        storage: StorageConfig,
         metrics: Metrics,
         labels: RemoteLabels,
-    ) -> Self {
-        Queue {
+    ) -> Result<(Self, Option<Recovery>), DiskError> {
+        let (storage, recovery) = match storage {
+            StorageConfig::Memory { max_samples } => (
+                Storage::Memory {
+                    batches: VecDeque::new(),
+                    samples: 0,
+                    max_samples: max_samples.max(max_samples_per_send),
+                    next_seq: 1,
+                },
+                None,
+            ),
+            StorageConfig::Disk {
+                dir,
+                max_size,
+                segment_size,
+            } => {
+                let (log, rec) = SegmentLog::open(&dir, segment_size)?;
+                (
+                    Storage::Disk {
+                        log,
+                        max_size,
+                        last_error_log: None,
+                    },
+                    Some(rec),
+                )
+            }
+        };
+        let q = Queue {
             inner: Mutex::new(Inner {
                 open: Vec::new(),
                 open_samples: 0,
                 open_since: None,
-                batches: VecDeque::new(),
-                queued_samples: 0,
-                next_seq: 0,
+                open_oldest_ms: i64::MAX,
+                storage,
                 encoder: snap::raw::Encoder::new(),
             }),
             notify: Notify::new(),
             max_samples_per_send: max_samples_per_send.max(1),
-            max_queued_samples: max_queued_samples.max(max_samples_per_send),
             batch_send_deadline,
+            max_age,
             metrics,
             labels,
+        };
+        if let Some(r) = &recovery {
+            let l = q.reason_labels("torn_tail");
+            q.metrics
+                .queue_corruptions
+                .get_or_create(&l)
+                .inc_by(r.torn as u64);
+            let l = q.reason_labels("corrupt_segment");
+            q.metrics
+                .queue_corruptions
+                .get_or_create(&l)
+                .inc_by(r.corrupt as u64);
         }
+        q.update_gauges(&q.lock());
+        Ok((q, recovery))
+    }
+
+    /// An in-memory queue (tests and tools).
+    pub fn memory(
+        max_samples_per_send: usize,
+        max_samples: usize,
+        batch_send_deadline: Duration,
+        metrics: Metrics,
+        labels: RemoteLabels,
+    ) -> Self {
+        let (q, _) = Self::new(
+            max_samples_per_send,
+            batch_send_deadline,
+            None,
+            StorageConfig::Memory { max_samples },
+            metrics,
+            labels,
+        )
+        .unwrap_or_else(|_| unreachable!("a memory queue does no I/O"));
+        q
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -90,6 +195,11 @@ impl Queue {
     /// The destination's `remote_name`.
     pub fn name(&self) -> &str {
         &self.labels.remote_name
+    }
+
+    /// Whether batches survive a restart.
+    pub fn is_durable(&self) -> bool {
+        matches!(self.lock().storage, Storage::Disk { .. })
     }
 
     /// Adds a scrape's samples, sealing batches as they fill.
@@ -105,6 +215,7 @@ impl Queue {
             if inner.open_samples == 0 {
                 inner.open_since = Some(Instant::now());
             }
+            inner.open_oldest_ms = inner.open_oldest_ms.min(enc.scraped_at_ms);
             let take = (self.max_samples_per_send - inner.open_samples).min(enc.len() - i);
             inner.open.extend_from_slice(enc.slice(i, i + take));
             inner.open_samples += take;
@@ -124,64 +235,119 @@ impl Queue {
         if inner.open_samples == 0 {
             return;
         }
-        let Inner { open, encoder, .. } = inner;
-        let data = match encoder.compress_vec(open) {
-            Ok(d) => Bytes::from(d),
-            Err(e) => {
-                // Only possible for inputs over ~4 GiB; a batch is far smaller.
-                tracing::error!(error = %e, "snappy compression failed; batch dropped");
-                self.drop_samples("compression", inner.open_samples, 1);
-                inner.open.clear();
-                inner.open_samples = 0;
-                inner.open_since = None;
-                return;
-            }
-        };
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
         let samples = inner.open_samples;
-        inner.batches.push_back(Batch {
-            seq,
-            data,
-            samples,
-            sealed_at: Instant::now(),
-        });
-        inner.queued_samples += samples;
+        let oldest_ms = inner.open_oldest_ms;
+        let Inner { open, encoder, .. } = inner;
+        let compressed = encoder.compress_vec(open);
         inner.open.clear();
         inner.open_samples = 0;
         inner.open_since = None;
-        while inner.queued_samples > self.max_queued_samples && inner.batches.len() > 1 {
-            if let Some(old) = inner.batches.pop_front() {
-                inner.queued_samples -= old.samples;
-                self.drop_samples("queue_full", old.samples, 1);
-                tracing::warn!(
-                    remote_name = %self.labels.remote_name,
-                    samples = old.samples,
-                    "remote-write queue full; dropped the oldest batch"
-                );
+        inner.open_oldest_ms = i64::MAX;
+        let data = match compressed {
+            Ok(d) => d,
+            Err(e) => {
+                // Only possible for inputs over ~4 GiB; a batch is far smaller.
+                tracing::error!(error = %e, "snappy compression failed; batch dropped");
+                self.drop_samples("compression", samples, 1);
+                return;
+            }
+        };
+        match &mut inner.storage {
+            Storage::Memory {
+                batches,
+                samples: queued,
+                max_samples,
+                next_seq,
+            } => {
+                batches.push_back(Batch {
+                    seq: *next_seq,
+                    data: Bytes::from(data),
+                    samples,
+                    oldest_ms,
+                });
+                *next_seq += 1;
+                *queued += samples;
+                while *queued > *max_samples && batches.len() > 1 {
+                    if let Some(old) = batches.pop_front() {
+                        *queued -= old.samples;
+                        self.drop_samples("queue_full", old.samples, 1);
+                        tracing::warn!(remote_name = %self.labels.remote_name, samples = old.samples, "remote-write queue full; dropped the oldest batch");
+                    }
+                }
+            }
+            Storage::Disk {
+                log,
+                max_size,
+                last_error_log,
+            } => {
+                if let Err(e) = log.append(&data, samples as u32, oldest_ms) {
+                    self.drop_samples("disk_error", samples, 1);
+                    // Once a minute at most: a full disk fails every batch.
+                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        *last_error_log = Some(Instant::now());
+                        tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot append to the disk queue; batches are dropped and counted until it works again");
+                    }
+                }
+                while log.pending_bytes() > *max_size && log.len() > 1 {
+                    let Some(m) = log.front() else { break };
+                    if let Err(e) = log.ack(m.seq) {
+                        tracing::error!(error = %e, "queue: cannot record a drop");
+                        break;
+                    }
+                    self.drop_samples("max_size", m.samples as usize, 1);
+                    tracing::warn!(remote_name = %self.labels.remote_name, samples = m.samples, "disk queue over max_size; dropped the oldest batch");
+                }
             }
         }
         self.update_gauges(inner);
     }
 
     fn update_gauges(&self, inner: &Inner) {
-        self.metrics
-            .queue_batches
+        let m = &self.metrics;
+        let (batches, samples, bytes, segments, oldest) = match &inner.storage {
+            Storage::Memory {
+                batches, samples, ..
+            } => (
+                batches.len(),
+                *samples,
+                batches.iter().map(|b| b.data.len() as u64).sum(),
+                0,
+                batches.front().map(|b| b.oldest_ms),
+            ),
+            Storage::Disk { log, .. } => (
+                log.len(),
+                log.samples() as usize,
+                log.pending_bytes(),
+                log.segments(),
+                log.front().map(|m| m.oldest_ms),
+            ),
+        };
+        m.queue_batches
             .get_or_create(&self.labels)
-            .set(inner.batches.len() as i64);
-        self.metrics
-            .queue_samples
+            .set(batches as i64);
+        m.queue_samples
             .get_or_create(&self.labels)
-            .set((inner.queued_samples + inner.open_samples) as i64);
+            .set((samples + inner.open_samples) as i64);
+        m.queue_bytes.get_or_create(&self.labels).set(bytes as i64);
+        m.queue_segments
+            .get_or_create(&self.labels)
+            .set(segments as i64);
+        m.queue_oldest_timestamp
+            .get_or_create(&self.labels)
+            .set(oldest.map_or(0.0, |ms| ms as f64 / 1000.0));
+    }
+
+    fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
+        RemoteReasonLabels {
+            remote_name: self.labels.remote_name.clone(),
+            url: self.labels.url.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// Counts samples given up on.
     pub fn drop_samples(&self, reason: &str, samples: usize, batches: u64) {
-        let l = RemoteReasonLabels {
-            remote_name: self.labels.remote_name.clone(),
-            url: self.labels.url.clone(),
-            reason: reason.into(),
-        };
+        let l = self.reason_labels(reason);
         self.metrics
             .samples_dropped
             .get_or_create(&l)
@@ -209,17 +375,84 @@ impl Queue {
         self.lock().open_since.map(|t| t + self.batch_send_deadline)
     }
 
-    /// The oldest sealed batch, left in the queue until acknowledged.
+    /// The oldest sealed batch, left in the queue until acknowledged. Batches
+    /// over `max_age`, or unreadable on disk, are dropped and counted first.
     pub fn front(&self) -> Option<Batch> {
-        self.lock().batches.front().cloned()
+        let mut inner = self.lock();
+        let cutoff = self.max_age.map(|a| now_ms() - a.as_millis() as i64);
+        let mut changed = false;
+        let out = loop {
+            match &mut inner.storage {
+                Storage::Memory {
+                    batches, samples, ..
+                } => {
+                    let b = batches.front()?.clone();
+                    if cutoff.is_some_and(|c| b.oldest_ms < c) {
+                        batches.pop_front();
+                        *samples -= b.samples;
+                        self.drop_samples("max_age", b.samples, 1);
+                        changed = true;
+                        continue;
+                    }
+                    break Some(b);
+                }
+                Storage::Disk { log, .. } => {
+                    let m = log.front()?;
+                    let too_old = cutoff.is_some_and(|c| m.oldest_ms < c);
+                    let data = if too_old {
+                        None
+                    } else {
+                        log.read(&m)
+                            .map_err(
+                                |e| tracing::error!(error = %e, "queue: unreadable batch dropped"),
+                            )
+                            .ok()
+                    };
+                    match data {
+                        Some(data) => {
+                            break Some(Batch {
+                                seq: m.seq,
+                                data,
+                                samples: m.samples as usize,
+                                oldest_ms: m.oldest_ms,
+                            });
+                        }
+                        None => {
+                            let _ = log.ack(m.seq);
+                            self.drop_samples(
+                                if too_old { "max_age" } else { "corrupt" },
+                                m.samples as usize,
+                                1,
+                            );
+                            changed = true;
+                        }
+                    }
+                }
+            }
+        };
+        if changed {
+            self.update_gauges(&inner);
+        }
+        out
     }
 
     /// Removes batch `seq` once the receiver has it (or it was given up on).
     pub fn ack(&self, seq: u64) {
         let mut inner = self.lock();
-        if inner.batches.front().is_some_and(|b| b.seq == seq) {
-            if let Some(b) = inner.batches.pop_front() {
-                inner.queued_samples -= b.samples;
+        match &mut inner.storage {
+            Storage::Memory {
+                batches, samples, ..
+            } => {
+                if batches.front().is_some_and(|b| b.seq == seq) {
+                    if let Some(b) = batches.pop_front() {
+                        *samples -= b.samples;
+                    }
+                }
+            }
+            Storage::Disk { log, .. } => {
+                if let Err(e) = log.ack(seq) {
+                    tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot persist the queue acknowledgement; the batch may be sent again after a restart");
+                }
             }
         }
         self.update_gauges(&inner);
@@ -228,7 +461,11 @@ impl Queue {
     /// Samples waiting (sealed and open).
     pub fn pending_samples(&self) -> usize {
         let inner = self.lock();
-        inner.queued_samples + inner.open_samples
+        let sealed = match &inner.storage {
+            Storage::Memory { samples, .. } => *samples,
+            Storage::Disk { log, .. } => log.samples() as usize,
+        };
+        sealed + inner.open_samples
     }
 
     /// Waits until something was appended or sealed.
@@ -236,20 +473,34 @@ impl Queue {
         self.notify.notified().await
     }
 
-    /// Drops everything still queued (end of the shutdown grace period);
-    /// returns the samples dropped.
-    pub fn drain_all(&self, reason: &str) -> usize {
+    /// End of the shutdown grace period: the open batch is sealed; a disk
+    /// queue is synced and keeps everything for the next start, a memory
+    /// queue drops (and counts) what is left. Returns the samples dropped.
+    pub fn shutdown(&self) -> usize {
         let mut inner = self.lock();
         self.seal(&mut inner);
-        let n = inner.queued_samples;
-        let b = inner.batches.len() as u64;
-        inner.batches.clear();
-        inner.queued_samples = 0;
-        if n > 0 {
-            self.drop_samples(reason, n, b);
-        }
+        let dropped = match &mut inner.storage {
+            Storage::Memory {
+                batches, samples, ..
+            } => {
+                let n = *samples;
+                let b = batches.len() as u64;
+                batches.clear();
+                *samples = 0;
+                if n > 0 {
+                    self.drop_samples("shutdown", n, b);
+                }
+                n
+            }
+            Storage::Disk { log, .. } => {
+                if let Err(e) = log.sync() {
+                    tracing::error!(error = %e, "queue: final sync failed");
+                }
+                0
+            }
+        };
         self.update_gauges(&inner);
-        n
+        dropped
     }
 }
 
@@ -260,17 +511,43 @@ mod tests {
     use crate::series::encode_labels;
     use prost::Message;
 
+    fn labels() -> RemoteLabels {
+        RemoteLabels {
+            remote_name: "t".into(),
+            url: "u".into(),
+        }
+    }
+
     fn q(max_per_send: usize, max_queued: usize) -> Queue {
-        Queue::new(
+        Queue::memory(
             max_per_send,
             max_queued,
             Duration::from_secs(5),
             Metrics::new(),
-            RemoteLabels {
-                remote_name: "t".into(),
-                url: "u".into(),
-            },
+            labels(),
         )
+    }
+
+    fn disk(
+        dir: &std::path::Path,
+        max_per_send: usize,
+        max_size: u64,
+        max_age: Option<Duration>,
+    ) -> Queue {
+        Queue::new(
+            max_per_send,
+            Duration::from_secs(5),
+            max_age,
+            StorageConfig::Disk {
+                dir: dir.to_path_buf(),
+                max_size,
+                segment_size: 4096,
+            },
+            Metrics::new(),
+            labels(),
+        )
+        .unwrap()
+        .0
     }
 
     fn samples(n: usize, base: i64) -> EncodedSamples {
@@ -279,6 +556,7 @@ mod tests {
         for i in 0..n {
             e.push(&l, i as f64, base + i as i64);
         }
+        e.scraped_at_ms = base;
         e
     }
 
@@ -325,6 +603,54 @@ mod tests {
         );
         let text = q.metrics.encode();
         assert!(text.contains("metrics_relay_remote_write_samples_dropped_total{remote_name=\"t\",url=\"u\",reason=\"queue_full\"} 4"), "{text}");
+    }
+
+    #[test]
+    fn disk_queue_survives_a_restart_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let q = disk(d.path(), 3, 1 << 30, None);
+            q.append(&samples(7, 0));
+            let b = q.front().unwrap();
+            q.ack(b.seq);
+            q.shutdown(); // seals the open sample to disk
+        }
+        let q = disk(d.path(), 3, 1 << 30, None);
+        let mut seen = Vec::new();
+        while let Some(b) = q.front() {
+            seen.extend(decode(&b).timeseries.iter().map(|t| t.samples[0].timestamp));
+            q.ack(b.seq);
+        }
+        assert_eq!(seen, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn disk_budget_drops_the_oldest_and_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let q = disk(d.path(), 10, 600, None);
+        for i in 0..10 {
+            q.append(&samples(10, i * 10));
+        }
+        let first = q.front().unwrap();
+        assert!(
+            decode(&first).timeseries[0].samples[0].timestamp > 0,
+            "oldest dropped"
+        );
+        let text = q.metrics.encode();
+        assert!(text.contains("reason=\"max_size\""), "{text}");
+        assert!(q.pending_samples() < 100);
+    }
+
+    #[test]
+    fn max_age_drops_old_batches_at_the_front() {
+        let d = tempfile::tempdir().unwrap();
+        let q = disk(d.path(), 2, 1 << 30, Some(Duration::from_secs(3600)));
+        q.append(&samples(2, 1_000)); // 1970: far too old
+        let fresh = now_ms();
+        q.append(&samples(2, fresh));
+        let b = q.front().unwrap();
+        assert_eq!(decode(&b).timeseries[0].samples[0].timestamp, fresh);
+        assert!(q.metrics.encode().contains("reason=\"max_age\""));
     }
 
     #[test]

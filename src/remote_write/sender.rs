@@ -298,7 +298,8 @@ impl Sender {
     }
 
     /// Sends until cancelled; then keeps sending what is queued for at most
-    /// `grace`, and counts what is left as dropped (`reason="shutdown"`).
+    /// `grace`. What is left stays on disk (durable queue) or is counted as
+    /// dropped (`reason="shutdown"`, in-memory queue).
     pub async fn run(self, cancel: CancellationToken, grace: Duration) {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
@@ -435,9 +436,11 @@ impl Sender {
                 break;
             }
         }
-        let left = q.drain_all("shutdown");
+        let left = q.shutdown();
         if left > 0 {
-            tracing::warn!(remote_name = %self.name, samples = left, "shutdown grace period over; unsent samples dropped");
+            tracing::warn!(remote_name = %self.name, samples = left, "shutdown grace period over; unsent samples of the in-memory queue dropped");
+        } else if q.pending_samples() > 0 {
+            tracing::info!(remote_name = %self.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
         }
     }
 }
