@@ -354,10 +354,11 @@ async fn sigterm_flushes_and_exits_zero() {
     let pki = Pki::new(&dir.path().join("pki"));
     let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
     let rx = Receiver::start().await;
-    // A long batch deadline: only the shutdown flush can send the open batch.
+    // A memory queue with a long batch deadline: only the shutdown flush can
+    // send the open batch.
     let cfg = config(&pki, &target, &rx.url(), "")
         .replace("batch_send_deadline: 200ms", "batch_send_deadline: 1h");
-    let mut relay = RelayProc::start(dir.path(), &cfg).await;
+    let mut relay = RelayProc::start_with(dir.path(), &cfg, false).await;
     wait_for(Duration::from_secs(10), || {
         (!target.requests.lock().unwrap().is_empty()).then_some(())
     })

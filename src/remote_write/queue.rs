@@ -11,9 +11,11 @@
 //! too when the queue is on disk.
 //!
 //! Storage:
-//! - **disk** (with `--data-dir` or `queue.path`): a [`SegmentLog`]; a sealed
-//!   batch is appended before anything sends it and deleted only once
-//!   acknowledged, so a receiver outage, a restart or a crash loses nothing.
+//! - **disk** (with `--data-dir` or `queue.path`): a [`SegmentLog`]; every
+//!   scrape's samples are sealed and appended at once (batches of at most
+//!   `max_samples_per_send`, never held open in memory), before anything sends
+//!   them, and deleted only once acknowledged, so a receiver outage, a restart
+//!   or a crash (`kill -9`) loses nothing.
 //!   Budgets `queue.max_size` (bytes) and `queue.max_age` drop the **oldest**
 //!   batches, counted with `reason="max_size"` / `"max_age"`. A failed append
 //!   (disk full) is counted (`reason="disk_error"`) and the agent keeps going;
@@ -224,6 +226,13 @@ impl Queue {
                 self.seal(&mut inner);
                 sealed = true;
             }
+        }
+        // A disk queue writes every scrape through at once: a sample the
+        // agent accepted must survive `kill -9`, which an open batch in memory
+        // would not. (Batching across scrapes is the memory queue's.)
+        if matches!(inner.storage, Storage::Disk { .. }) && inner.open_samples > 0 {
+            self.seal(&mut inner);
+            sealed = true;
         }
         drop(inner);
         if sealed || was_empty {
@@ -622,6 +631,15 @@ mod tests {
             q.ack(b.seq);
         }
         assert_eq!(seen, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn disk_queue_seals_every_append() {
+        let d = tempfile::tempdir().unwrap();
+        let q = disk(d.path(), 100, 1 << 30, None);
+        q.append(&samples(3, 0));
+        let b = q.front().expect("on disk at once, not held open");
+        assert_eq!(b.samples, 3);
     }
 
     #[test]

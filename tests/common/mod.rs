@@ -96,26 +96,32 @@ pub struct RelayProc {
 }
 
 impl RelayProc {
-    /// Writes `config` to `dir/relay.yml` and starts the agent on a free port.
+    /// Writes `config` to `dir/relay.yml` and starts the agent on a free port,
+    /// with its data dir (the durable queue) in `dir/data`.
     pub async fn start(dir: &Path, config: &str) -> RelayProc {
+        Self::start_with(dir, config, true).await
+    }
+
+    /// As [`RelayProc::start`], optionally without `--data-dir` (memory queue).
+    pub async fn start_with(dir: &Path, config: &str, durable: bool) -> RelayProc {
         std::fs::create_dir_all(dir).expect("relay dir");
         let cfg = dir.join("relay.yml");
         std::fs::write(&cfg, config).expect("write config");
         let port = free_port();
         let log = dir.join("relay.log");
-        let child = Command::new(relay_bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args([
-                "--listen-address",
-                &format!("127.0.0.1:{port}"),
-                "--shutdown-grace",
-                "3s",
-                "--log-level",
-                "debug",
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+        let mut cmd = Command::new(relay_bin());
+        cmd.args(["run", "--config"]).arg(&cfg).args([
+            "--listen-address",
+            &format!("127.0.0.1:{port}"),
+            "--shutdown-grace",
+            "3s",
+            "--log-level",
+            "debug",
+        ]);
+        if durable {
+            cmd.arg("--data-dir").arg(dir.join("data"));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

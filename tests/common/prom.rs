@@ -27,6 +27,24 @@ pub struct Prometheus {
     pub log: PathBuf,
 }
 
+impl Prometheus {
+    /// SIGTERM and wait (its TSDB stays for a restart).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -36,10 +54,14 @@ impl Drop for Prometheus {
 
 /// Starts Prometheus with `config` (YAML) as a remote-write receiver too.
 pub async fn start_prometheus(bin: &Path, dir: &Path, config: &str) -> Prometheus {
+    start_prometheus_on(bin, dir, config, free_port()).await
+}
+
+/// As [`start_prometheus`], on a given port (to restart one in place).
+pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16) -> Prometheus {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
-    let port = free_port();
     let log = dir.join("prometheus.log");
     let child = Command::new(bin)
         .arg(format!("--config.file={}", cfg.display()))

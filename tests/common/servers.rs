@@ -145,6 +145,8 @@ pub struct TargetBehavior {
     pub status: u16,
     pub delay: Duration,
     pub gzip: bool,
+    /// When set, serve `NAME N` where N counts the requests (1, 2, 3, ...).
+    pub counter: Option<String>,
 }
 
 /// An HTTPS target that requires a client certificate.
@@ -171,6 +173,7 @@ impl MtlsTarget {
             status: 200,
             delay: Duration::ZERO,
             gzip: false,
+            counter: None,
         }));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let tls_failures = Arc::new(Mutex::new(Vec::new()));
@@ -197,8 +200,15 @@ impl MtlsTarget {
                                 .path_and_query()
                                 .map(|p| p.to_string())
                                 .unwrap_or_default();
-                            r.lock().unwrap().push(pq);
-                            let beh = b.lock().unwrap().clone();
+                            let n = {
+                                let mut r = r.lock().unwrap();
+                                r.push(pq);
+                                r.len()
+                            };
+                            let mut beh = b.lock().unwrap().clone();
+                            if let Some(name) = &beh.counter {
+                                beh.body = format!("{name} {n}\n");
+                            }
                             if !beh.delay.is_zero() {
                                 tokio::time::sleep(beh.delay).await;
                             }
@@ -270,6 +280,8 @@ pub struct Receiver {
     /// Scripted answers (status, Retry-After), used first; then 204.
     pub script: Script,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Until then, every request gets 429 with `Retry-After: 2`.
+    pub throttle_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Receiver {
@@ -280,16 +292,17 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let script: Script = Arc::new(Mutex::new(VecDeque::new()));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (s, rc) = (script.clone(), received.clone());
+        let throttle_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let (s, rc, th) = (script.clone(), received.clone(), throttle_until.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (s, rc) = (s.clone(), rc.clone());
+                let (s, rc, th) = (s.clone(), rc.clone(), th.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (s, rc) = (s.clone(), rc.clone());
+                        let (s, rc, t429) = (s.clone(), rc.clone(), th.clone());
                         async move {
                             let headers = req.headers().clone();
                             let raw = req
@@ -298,8 +311,15 @@ impl Receiver {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let (status, retry_after) =
-                                s.lock().unwrap().pop_front().unwrap_or((204, None));
+                            let throttled = t429
+                                .lock()
+                                .unwrap()
+                                .is_some_and(|until: Instant| Instant::now() < until);
+                            let (status, retry_after) = if throttled {
+                                (429, Some("2".to_string()))
+                            } else {
+                                s.lock().unwrap().pop_front().unwrap_or((204, None))
+                            };
                             let decoded = snap::raw::Decoder::new()
                                 .decompress_vec(&raw)
                                 .ok()
@@ -344,6 +364,7 @@ impl Receiver {
             addr,
             script,
             received,
+            throttle_until,
         }
     }
 
