@@ -4,10 +4,12 @@
 //! page whose counters move every scrape.
 //!
 //! ```sh
-//! cargo run --example aggregator -- DIR [ADDR]
+//! cargo run --example aggregator -- DIR [ADDR] [EXTRA_SERIES]
 //! ```
 //! writes `ca.crt`, `client.crt`, `client.key` (and the server's pair) into
 //! DIR, listens on ADDR (default 127.0.0.1:16443) and runs until killed.
+//! EXTRA_SERIES adds that many `apiserver_watch_events_total` series (for
+//! load and memory measurements).
 
 #[path = "../tests/common/payload.rs"]
 mod payload;
@@ -24,8 +26,20 @@ async fn main() {
         std::process::exit(2);
     };
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:16443".into());
+    let extra: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let page = move |round: u64| {
+        let mut text = payload::control_plane(round).text;
+        for i in 0..extra {
+            text.push_str(&format!(
+                "apiserver_watch_events_total{{group=\"g{}\",kind=\"Kind{i}\",version=\"v1\"}} {}\n",
+                i % 97,
+                i as u64 + round
+            ));
+        }
+        text
+    };
     let pki = servers::Pki::new(std::path::Path::new(&dir));
-    let target = servers::MtlsTarget::start_on(&pki, payload::control_plane(0).text, &addr).await;
+    let target = servers::MtlsTarget::start_on(&pki, page(0), &addr).await;
     println!(
         "aggregator listening on https://{}/metrics?hosting=true (client certificate required)",
         target.addr
@@ -40,6 +54,6 @@ async fn main() {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         round += 1;
-        target.set_body(payload::control_plane(round).text);
+        target.set_body(page(round));
     }
 }

@@ -304,6 +304,7 @@ impl Sender {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
         let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);
+        let mut seen_reasons = SeenReasons::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && cancel.is_cancelled() {
@@ -372,12 +373,23 @@ impl Sender {
                         break;
                     }
                     Outcome::Reject { reason } => {
-                        tracing::error!(
-                            remote_name = %self.name,
-                            samples = batch.samples,
-                            %reason,
-                            "remote write rejected a batch; dropping it (retrying cannot succeed)"
-                        );
+                        if seen_reasons.first_time(&reason) {
+                            let hint = if reason.contains("out of bounds")
+                                || reason.contains("too old")
+                            {
+                                "; the receiver refuses samples this old: lower remote_write[].queue.max_age below its limit"
+                            } else {
+                                ""
+                            };
+                            tracing::error!(
+                                remote_name = %self.name,
+                                samples = batch.samples,
+                                %reason,
+                                "remote write rejected a batch; dropping it (retrying cannot succeed; further rejections like this are counted, not logged){hint}"
+                            );
+                        } else {
+                            tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
+                        }
                         self.metrics
                             .samples_failed
                             .get_or_create(&self.labels)
@@ -442,6 +454,26 @@ impl Sender {
         } else if q.pending_samples() > 0 {
             tracing::info!(remote_name = %self.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
         }
+    }
+}
+
+/// Remembers which kinds of rejection were logged, so each distinct reason
+/// is logged once (the receiver's message without its numbers, which differ
+/// per batch). Bounded: forgets everything past 64 kinds.
+#[derive(Default)]
+struct SeenReasons(std::collections::HashSet<String>);
+
+impl SeenReasons {
+    fn first_time(&mut self, reason: &str) -> bool {
+        let key: String = reason
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .take(80)
+            .collect();
+        if self.0.len() >= 64 {
+            self.0.clear();
+        }
+        self.0.insert(key)
     }
 }
 
@@ -545,6 +577,14 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn each_rejection_kind_is_logged_once() {
+        let mut s = SeenReasons::default();
+        assert!(s.first_time("400: out of bounds: series a timestamp=1700000000000"));
+        assert!(!s.first_time("400: out of bounds: series a timestamp=1700000005000"));
+        assert!(s.first_time("400: duplicate sample"));
     }
 
     #[test]
