@@ -5,7 +5,14 @@
 //!   before the server starts) and every target had its first scrape attempt;
 //!   503 with the targets still waiting otherwise.
 //! - `GET /metrics`: our own metrics ([`crate::telemetry`]).
-//! - `GET /targets`: each target's state as JSON.
+//! - `GET /targets`: each target's state: HTML for people, JSON with
+//!   `Accept: application/json` or `?format=json`.
+//! - `GET /relay/metrics`: the pull path. The latest successful scrape of
+//!   every target that is up, re-exposed in the text format with its final
+//!   labels (target labels applied, so a ServiceMonitor with
+//!   `honor_labels: true` keeps them). Each target's samples are swapped in
+//!   whole after a scrape, never half-written. Optional bearer token
+//!   (`server.relay_auth.credentials_file`).
 //! - `POST /-/reload`: reload the config file; 200, or 400 with the reason
 //!   (the running config stays).
 
@@ -23,7 +30,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::remote_write::proto::TimeSeries;
 use crate::scrape::{Health, SharedStatus, TargetStatus};
+use crate::series::{EncodedSamples, split_entry};
 use crate::telemetry::Metrics;
 
 /// A reload request: the relay answers with the outcome.
@@ -35,6 +44,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     pub targets: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// Bearer token file protecting `/relay/metrics`, re-read per request.
+    pub relay_auth: Arc<std::sync::RwLock<Option<std::path::PathBuf>>>,
 }
 
 impl AdminState {
@@ -58,7 +69,13 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 /// Routes one request.
-pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub fn route(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &http::HeaderMap,
+) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -94,16 +111,193 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Response<Full<B
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.encode(),
         ),
-        "/targets" => match serde_json::to_vec_pretty(&state.snapshot()) {
-            Ok(j) => reply(StatusCode::OK, "application/json", j),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                e.to_string(),
-            ),
-        },
+        "/targets" => {
+            let wants_json = query.split('&').any(|kv| kv == "format=json")
+                || headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/json"));
+            let targets = state.snapshot();
+            if wants_json {
+                match serde_json::to_vec_pretty(&targets) {
+                    Ok(j) => reply(StatusCode::OK, "application/json", j),
+                    Err(e) => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        e.to_string(),
+                    ),
+                }
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    targets_html(&targets),
+                )
+            }
+        }
+        "/relay/metrics" => {
+            if let Err(why) = check_bearer(state, headers) {
+                let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", format!("{why}\n"));
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+            let mut out = String::new();
+            for t in state.snapshot() {
+                if let Some(latest) = &t.latest {
+                    render_text(latest, &mut out);
+                }
+            }
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                out,
+            )
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+fn check_bearer(state: &AdminState, headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let Some(path) = state
+        .relay_auth
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    else {
+        return Ok(());
+    };
+    let Ok(token) = std::fs::read_to_string(&path) else {
+        tracing::error!(file = %path.display(), "cannot read server.relay_auth.credentials_file; refusing /relay/metrics");
+        return Err("credentials unavailable");
+    };
+    let token = token.trim();
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit on the first differing byte.
+    let same = token.len() == given.len()
+        && token
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !token.is_empty() && same {
+        Ok(())
+    } else {
+        Err("unauthorized")
+    }
+}
+
+fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// Renders encoded samples as text-format lines (no timestamps: the scraper
+/// stamps them, and Prometheus's staleness handling keeps working).
+pub fn render_text(samples: &EncodedSamples, out: &mut String) {
+    use prost::Message;
+    for k in 0..samples.len() {
+        let Some((labels, value, _ts)) = split_entry(samples.slice(k, k + 1)) else {
+            continue;
+        };
+        let Ok(ts) = TimeSeries::decode(labels) else {
+            continue;
+        };
+        let Some(name) = ts.label("__name__") else {
+            continue;
+        };
+        out.push_str(name);
+        let mut first = true;
+        for l in ts.labels.iter().filter(|l| l.name != "__name__") {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            out.push_str(&l.name);
+            out.push_str("=\"");
+            escape_label_value(&l.value, out);
+            out.push('"');
+        }
+        if !first {
+            out.push('}');
+        }
+        out.push(' ');
+        out.push_str(&format_value(value));
+        out.push('\n');
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn targets_html(targets: &[TargetStatus]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let up = targets.iter().filter(|t| t.health == Health::Up).count();
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>metrics-relay targets</title><style>\
+         body{font-family:system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
+         .up{background:#d4f7d4}.down{background:#f9d0d0}.unknown{background:#eee}\
+         .err{font-family:monospace;white-space:pre-wrap;max-width:50em}</style></head><body>",
+    );
+    h.push_str(&format!(
+        "<h1>Targets</h1><p>{up} of {} up. JSON: <a href=\"?format=json\">?format=json</a></p>",
+        targets.len()
+    ));
+    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th></tr>");
+    for t in targets {
+        let (class, state) = match t.health {
+            Health::Up => ("up", "UP"),
+            Health::Down => ("down", "DOWN"),
+            Health::Unknown => ("unknown", "UNKNOWN"),
+        };
+        let last = t.last_scrape.map_or("never".to_string(), |ts| {
+            format!("{:.1}s ago", (now - ts).max(0.0))
+        });
+        let dur = t
+            .last_scrape_duration_seconds
+            .map_or("-".to_string(), |d| format!("{:.3}s", d));
+        h.push_str(&format!(
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+            html_escape(&t.job),
+            html_escape(&t.url),
+            t.samples,
+            html_escape(t.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    h.push_str("</table></body></html>\n");
+    h
 }
 
 async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
@@ -158,7 +352,13 @@ pub async fn serve(listener: TcpListener, state: AdminState, cancel: Cancellatio
                     if req.uri().path() == "/-/reload" && req.method() == Method::POST {
                         return Ok::<_, Infallible>(reload(&state).await);
                     }
-                    Ok(route(&state, req.method(), req.uri().path()))
+                    Ok(route(
+                        &state,
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query().unwrap_or(""),
+                        req.headers(),
+                    ))
                 }
             });
             let conn = http1::Builder::new()

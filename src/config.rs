@@ -285,12 +285,22 @@ impl Default for QueueConfig {
 pub struct ServerConfig {
     #[serde(default = "default_listen_address")]
     pub listen_address: String,
+    /// Extension: bearer-token protection of `/relay/metrics`.
+    pub relay_auth: Option<RelayAuth>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayAuth {
+    /// A file holding the token (a mounted Secret); re-read on every request.
+    pub credentials_file: PathBuf,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen_address: default_listen_address(),
+            relay_auth: None,
         }
     }
 }

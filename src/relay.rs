@@ -345,11 +345,11 @@ impl Runtime {
         Ok(())
     }
 
-    async fn reload(&mut self, path: &Path) -> Result<(), RelayError> {
+    async fn reload(&mut self, path: &Path) -> Result<Config, RelayError> {
         let cfg = Config::load(path).map_err(Box::new)?;
         let built = Self::build(&cfg)?;
         self.apply(&cfg, built)?;
-        Ok(())
+        Ok(cfg)
     }
 }
 
@@ -407,10 +407,17 @@ pub async fn run(
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let admin_cancel = CancellationToken::new();
+    let relay_auth = Arc::new(std::sync::RwLock::new(
+        cfg.server
+            .relay_auth
+            .as_ref()
+            .map(|a| a.credentials_file.clone()),
+    ));
     let state = AdminState {
         metrics: metrics.clone(),
         targets: rt.statuses.clone(),
         reload: reload_tx,
+        relay_auth: relay_auth.clone(),
     };
     let admin_task = tokio::spawn(admin::serve(listener, state, admin_cancel.clone()));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
@@ -425,7 +432,10 @@ pub async fn run(
                 None
             }
         };
-        let result = rt.reload(&path).await.map_err(|e| e.to_string());
+        let result = rt.reload(&path).await.map_err(|e| e.to_string()).map(|c| {
+            *relay_auth.write().unwrap_or_else(|p| p.into_inner()) =
+                c.server.relay_auth.map(|a| a.credentials_file);
+        });
         match &result {
             Ok(()) => {
                 metrics.reload_success.set(1);

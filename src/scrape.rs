@@ -311,6 +311,10 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     pub samples: u64,
     pub series: usize,
+    /// The latest successful scrape's samples (for `/relay/metrics`); none
+    /// while the target is down.
+    #[serde(skip)]
+    pub latest: Option<Arc<EncodedSamples>>,
 }
 
 pub type SharedStatus = Arc<Mutex<TargetStatus>>;
@@ -327,6 +331,7 @@ impl TargetStatus {
             last_error: None,
             samples: 0,
             series: 0,
+            latest: None,
         }
     }
 }
@@ -577,8 +582,11 @@ impl ScrapeLoop {
         self.cache.begin();
         let result = fetched.and_then(|()| self.ingest(ts));
         let duration = t0.elapsed().as_secs_f64();
+        let mut latest = None;
         let (up, scraped, kept, added, err) = match result {
             Ok((n, kept, added)) => {
+                // Only the exposed samples so far: no markers, no synthetic series.
+                latest = Some(Arc::new(self.out.clone()));
                 self.cache.end(ts, &mut self.out);
                 (1.0, n, kept, added, None)
             }
@@ -626,6 +634,7 @@ impl ScrapeLoop {
         st.last_error = msg.clone();
         st.samples = scraped;
         st.series = self.cache.len();
+        st.latest = latest;
         msg
     }
 }

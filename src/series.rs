@@ -425,7 +425,7 @@ impl SeriesCache {
 
 /// Splits one encoded `TimeSeries` entry (as [`EncodedSamples`] holds it)
 /// into its label bytes, value and timestamp.
-fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
+pub fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
     fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {

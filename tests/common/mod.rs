@@ -160,7 +160,7 @@ impl RelayProc {
 
     /// The JSON of `/targets`.
     pub async fn targets(&self) -> serde_json::Value {
-        let (_, body) = http_get(&format!("{}/targets", self.admin))
+        let (_, body) = http_get(&format!("{}/targets?format=json", self.admin))
             .await
             .expect("targets");
         serde_json::from_str(&body).expect("targets json")
