@@ -159,6 +159,10 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Extension: take the CA, client certificate and key from a kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    /// Extension: the kubeconfig context (default: its current-context).
+    pub context: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -686,6 +690,15 @@ impl RemoteWriteConfig {
 }
 
 fn validate_tls(at: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
+    if tls.kubeconfig.is_some() && (tls.cert_file.is_some() || tls.key_file.is_some()) {
+        return Err(invalid(
+            format!("{at}.kubeconfig"),
+            "kubeconfig supplies the client certificate and key; remove cert_file/key_file",
+        ));
+    }
+    if tls.context.is_some() && tls.kubeconfig.is_none() {
+        return Err(invalid(format!("{at}.context"), "context needs kubeconfig"));
+    }
     match (&tls.cert_file, &tls.key_file) {
         (Some(_), None) => Err(invalid(
             format!("{at}.key_file"),

@@ -15,7 +15,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::TlsConfig;
-use crate::tls::{self, TlsError};
+use tokio::sync::watch;
+
+use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
+use crate::tls::{self, Material, TlsError};
 
 /// The client type used everywhere.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -28,8 +31,13 @@ pub fn client(
     tls_cfg: Option<&TlsConfig>,
     connect_timeout: Duration,
 ) -> Result<HttpClient, TlsError> {
-    let rustls_cfg = tls::client_config(tls_cfg)?;
-    let server_name = tls::server_name_override(tls_cfg)?;
+    client_from(&Material::load(tls_cfg)?, connect_timeout)
+}
+
+/// Builds a client from loaded TLS material.
+pub fn client_from(m: &Material, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
+    let rustls_cfg = tls::client_config_from(m)?;
+    let server_name = tls::server_name_of(m.server_name.as_deref())?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -46,6 +54,96 @@ pub fn client(
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(4)
         .build(connector))
+}
+
+/// How often TLS files (or the kubeconfig) are checked for new content.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A client that follows certificate rotation: the TLS material is read
+/// again every `every`; when its content changed (a Kubernetes Secret volume
+/// swaps its `..data` symlink, so content is compared, never inodes) the new
+/// material is validated (parses, key matches certificate, not expired) and a
+/// new client replaces the old one for the next scrapes; the old client, and
+/// with it its pooled connections, goes away once the last user drops it. A
+/// bad new set keeps the old client and is reported. Also exports the client
+/// certificate's expiry. The watcher ends when every receiver is gone.
+pub fn watched_client(
+    tls_cfg: Option<&TlsConfig>,
+    connect_timeout: Duration,
+    metrics: Metrics,
+    scope: &str,
+    name: &str,
+    every: Duration,
+) -> Result<watch::Receiver<HttpClient>, TlsError> {
+    let material = Material::load(tls_cfg)?;
+    let client = client_from(&material, connect_timeout)?;
+    let labels = TlsLabels {
+        scope: scope.to_string(),
+        name: name.to_string(),
+    };
+    let export_expiry = |m: &Material| {
+        if let Some(info) = m.client_cert_info() {
+            metrics
+                .tls_cert_expiry
+                .get_or_create(&labels)
+                .set(info.not_after as f64);
+        }
+    };
+    export_expiry(&material);
+    let (tx, rx) = watch::channel(client);
+    let Some(tls_cfg) = tls_cfg.cloned() else {
+        return Ok(rx);
+    };
+    let mut fingerprint = material.fingerprint();
+    let metrics = metrics.clone();
+    let labels2 = labels.clone();
+    tokio::spawn(async move {
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let result = Material::load(Some(&tls_cfg)).and_then(|m| {
+                if m.fingerprint() == fingerprint {
+                    return Ok(None);
+                }
+                let c = client_from(&m, connect_timeout)?;
+                Ok(Some((m, c)))
+            });
+            match result {
+                Ok(None) => {}
+                Ok(Some((m, c))) => {
+                    fingerprint = m.fingerprint();
+                    if let Some(info) = m.client_cert_info() {
+                        metrics
+                            .tls_cert_expiry
+                            .get_or_create(&labels2)
+                            .set(info.not_after as f64);
+                    }
+                    tx.send_replace(c);
+                    last_error = None;
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&TlsResultLabels::new(&labels2, "success"))
+                        .inc();
+                    tracing::info!(scope = %labels2.scope, name = %labels2.name, "TLS material changed; new connections use it");
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&TlsResultLabels::new(&labels2, "failure"))
+                        .inc();
+                    if last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::error!(scope = %labels2.scope, name = %labels2.name, error = %msg, "new TLS material rejected; still using the previous certificates");
+                        last_error = Some(msg);
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Why a response body could not be read.

@@ -45,6 +45,9 @@ enum Command {
         /// How long shutdown may spend sending what is queued (e.g. 10s).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         shutdown_grace: Duration,
+        /// How often TLS files and kubeconfigs are re-read for rotation.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        tls_reload_interval: Duration,
     },
     /// Validate a configuration and every TLS file it references.
     Check {
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             data_dir,
             listen_address,
             shutdown_grace,
+            tls_reload_interval,
         } => {
             init_logging(&cli.log_format, &cli.log_level);
             match run(
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
                     listen_address,
                     data_dir,
                     shutdown_grace,
+                    tls_reload_interval,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

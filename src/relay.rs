@@ -78,6 +78,8 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// How long shutdown may spend sending what is queued.
     pub shutdown_grace: Duration,
+    /// How often TLS files and kubeconfigs are checked for rotation.
+    pub tls_reload_interval: Duration,
 }
 
 impl Default for RunOptions {
@@ -86,6 +88,7 @@ impl Default for RunOptions {
             listen_address: None,
             data_dir: None,
             shutdown_grace: Duration::from_secs(10),
+            tls_reload_interval: http::TLS_RELOAD_INTERVAL,
         }
     }
 }
@@ -139,7 +142,7 @@ struct RunningTarget {
 
 /// Everything built from one config, ready to swap in.
 struct Built {
-    clients: Vec<HttpClient>,
+    clients: Vec<watch::Receiver<HttpClient>>,
     targets: Vec<scrape::Target>,
 }
 
@@ -161,6 +164,7 @@ fn path_safe(name: &str) -> String {
 
 struct Runtime {
     metrics: Metrics,
+    tls_every: Duration,
     data_dir: Option<PathBuf>,
     grace: Duration,
     stop: CancellationToken,
@@ -173,15 +177,21 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn build(cfg: &Config) -> Result<Built, RelayError> {
+    fn build(cfg: &Config, metrics: &Metrics, every: Duration) -> Result<Built, RelayError> {
         let mut clients = Vec::new();
         for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-            let c = http::client(sc.tls_config.as_ref(), sc.timeout()).map_err(|source| {
-                RelayError::ScrapeTls {
-                    index,
-                    job: sc.job_name.clone(),
-                    source,
-                }
+            let c = http::watched_client(
+                sc.tls_config.as_ref(),
+                sc.timeout(),
+                metrics.clone(),
+                "scrape",
+                &sc.job_name,
+                every,
+            )
+            .map_err(|source| RelayError::ScrapeTls {
+                index,
+                job: sc.job_name.clone(),
+                source,
             })?;
             clients.push(c);
         }
@@ -256,8 +266,15 @@ impl Runtime {
                 continue;
             }
             let name = rw.queue_name(index);
-            let client = http::client(rw.tls_config.as_ref(), rw.remote_timeout.0)
-                .map_err(|source| RelayError::RemoteTls { index, source })?;
+            let client = http::watched_client(
+                rw.tls_config.as_ref(),
+                rw.remote_timeout.0,
+                self.metrics.clone(),
+                "remote_write",
+                &name,
+                self.tls_every,
+            )
+            .map_err(|source| RelayError::RemoteTls { index, source })?;
             let (queue, predecessor) = match old.iter().position(|d| d.name == name) {
                 Some(pos) => {
                     let prev = old.swap_remove(pos);
@@ -347,7 +364,7 @@ impl Runtime {
 
     async fn reload(&mut self, path: &Path) -> Result<Config, RelayError> {
         let cfg = Config::load(path).map_err(Box::new)?;
-        let built = Self::build(&cfg)?;
+        let built = Self::build(&cfg, &self.metrics, self.tls_every)?;
         self.apply(&cfg, built)?;
         Ok(cfg)
     }
@@ -368,7 +385,7 @@ pub async fn run(
             source,
         })?;
     }
-    let built = Runtime::build(&cfg)?;
+    let built = Runtime::build(&cfg, &metrics, opts.tls_reload_interval)?;
 
     let listen = opts
         .listen_address
@@ -392,6 +409,7 @@ pub async fn run(
     let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
     let mut rt = Runtime {
         metrics: metrics.clone(),
+        tls_every: opts.tls_reload_interval,
         data_dir: opts.data_dir.clone(),
         grace: opts.shutdown_grace,
         stop: cancel.child_token(),

@@ -373,6 +373,8 @@ struct Synthetic {
 pub struct ScrapeLoop {
     target: Arc<Target>,
     client: HttpClient,
+    /// Follows certificate rotation ([`crate::http::watched_client`]).
+    client_rx: tokio::sync::watch::Receiver<HttpClient>,
     cache: SeriesCache,
     out: EncodedSamples,
     body: Vec<u8>,
@@ -396,7 +398,7 @@ fn unix_ms(t: SystemTime) -> i64 {
 impl ScrapeLoop {
     pub fn new(
         target: Arc<Target>,
-        client: HttpClient,
+        mut client_rx: tokio::sync::watch::Receiver<HttpClient>,
         mut sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
         metrics: Metrics,
         status: SharedStatus,
@@ -418,9 +420,11 @@ impl ScrapeLoop {
             .iter()
             .map(SinkState::new)
             .collect();
+        let client = client_rx.borrow_and_update().clone();
         ScrapeLoop {
             target,
             client,
+            client_rx,
             cache: SeriesCache::new(),
             out: EncodedSamples::default(),
             body: Vec::new(),
@@ -508,6 +512,9 @@ impl ScrapeLoop {
     }
 
     async fn fetch(&mut self) -> Result<(), ScrapeError> {
+        if self.client_rx.has_changed().unwrap_or(false) {
+            self.client = self.client_rx.borrow_and_update().clone();
+        }
         let t = &self.target;
         let req = Request::get(t.url.clone())
             .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")

@@ -41,6 +41,31 @@ pub struct RemoteReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    /// `scrape` or `remote_write`.
+    pub scope: String,
+    /// The job name or the remote-write name.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsResultLabels {
+    pub scope: String,
+    pub name: String,
+    pub result: String,
+}
+
+impl TlsResultLabels {
+    pub fn new(l: &TlsLabels, result: &str) -> Self {
+        TlsResultLabels {
+            scope: l.scope.clone(),
+            name: l.name.clone(),
+            result: result.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -75,6 +100,8 @@ pub struct Metrics {
     pub queue_segments: Family<RemoteLabels, Gauge>,
     pub queue_oldest_timestamp: Family<RemoteLabels, FGauge>,
     pub queue_corruptions: Family<RemoteReasonLabels, Counter>,
+    pub tls_cert_expiry: Family<TlsLabels, FGauge>,
+    pub tls_reloads: Family<TlsResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -222,6 +249,16 @@ impl Metrics {
             queue_corruptions: reg!(
                 "remote_write_queue_corruptions",
                 "Disk queue repairs at start-up: torn tails truncated, corrupt segment regions skipped.",
+                Family::default()
+            ),
+            tls_cert_expiry: reg!(
+                "tls_client_cert_expiry_timestamp_seconds",
+                "When the client certificate in use expires (Unix seconds).",
+                Family::default()
+            ),
+            tls_reloads: reg!(
+                "tls_reloads",
+                "Changed TLS material seen, by result (success: in use; failure: rejected, the old one stays).",
                 Family::default()
             ),
             // Last: every registration above has borrowed `r` already.

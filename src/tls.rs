@@ -30,16 +30,18 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{field}: {path}: {reason}")]
+    #[error("{field}: {origin}: {reason}")]
     Pem {
         field: &'static str,
-        path: PathBuf,
+        origin: String,
         reason: String,
     },
     #[error("cert_file/key_file: {0}")]
     ClientAuth(String),
     #[error("tls_config: {0}")]
     Config(String),
+    #[error("tls_config.kubeconfig: {0}")]
+    Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
 }
 
 /// The crypto provider used everywhere (ring).
@@ -47,45 +49,105 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        field,
-        path: path.into(),
-        source,
-    })
+fn read(field: &'static str, path: &Path) -> Result<(String, Vec<u8>), TlsError> {
+    std::fs::read(path)
+        .map(|b| (path.display().to_string(), b))
+        .map_err(|source| TlsError::Read {
+            field,
+            path: path.into(),
+            source,
+        })
 }
 
-/// Loads every certificate of a PEM file (at least one).
-pub fn load_certs(
+/// Parses every certificate of PEM bytes (at least one).
+pub fn parse_certs(
     field: &'static str,
-    path: &Path,
+    (origin, data): &(String, Vec<u8>),
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let data = read(field, path)?;
-    let certs = CertificateDer::pem_slice_iter(&data)
+    let certs = CertificateDer::pem_slice_iter(data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             field,
-            path: path.into(),
+            origin: origin.clone(),
             reason: format!("not a valid PEM certificate file: {e}"),
         })?;
     if certs.is_empty() {
         return Err(TlsError::Pem {
             field,
-            path: path.into(),
+            origin: origin.clone(),
             reason: "no CERTIFICATE block found".into(),
         });
     }
     Ok(certs)
 }
 
-/// Loads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = read("key_file", path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| TlsError::Pem {
+/// Parses the first private key of PEM bytes (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key((origin, data): &(String, Vec<u8>)) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(data).map_err(|e| TlsError::Pem {
         field: "key_file",
-        path: path.into(),
+        origin: origin.clone(),
         reason: format!("no usable private key (PKCS#8, RSA or EC PEM expected): {e}"),
     })
+}
+
+/// The TLS material of a `tls_config`, read from its files or kubeconfig.
+#[derive(Debug, Clone, Default)]
+pub struct Material {
+    pub ca: Option<(String, Vec<u8>)>,
+    pub cert: Option<(String, Vec<u8>)>,
+    pub key: Option<(String, Vec<u8>)>,
+    pub server_name: Option<String>,
+    pub insecure: bool,
+}
+
+impl Material {
+    /// Reads everything a `tls_config` references.
+    pub fn load(tls: Option<&TlsConfig>) -> Result<Material, TlsError> {
+        let Some(tls) = tls else {
+            return Ok(Material::default());
+        };
+        let mut m = Material {
+            server_name: tls.server_name.clone().filter(|s| !s.is_empty()),
+            insecure: tls.insecure_skip_verify,
+            ..Material::default()
+        };
+        if let Some(kc) = &tls.kubeconfig {
+            let c = crate::kubeconfig::load(kc, tls.context.as_deref())?;
+            m.ca = c.ca;
+            m.cert = Some(c.cert);
+            m.key = Some(c.key);
+            m.insecure |= c.insecure;
+            if m.server_name.is_none() {
+                m.server_name = c.tls_server_name;
+            }
+        }
+        if let Some(p) = &tls.ca_file {
+            m.ca = Some(read("ca_file", p)?);
+        }
+        if let Some(p) = &tls.cert_file {
+            m.cert = Some(read("cert_file", p)?);
+        }
+        if let Some(p) = &tls.key_file {
+            m.key = Some(read("key_file", p)?);
+        }
+        Ok(m)
+    }
+
+    /// A fingerprint of the bytes, to notice rotation.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for part in [&self.ca, &self.cert, &self.key] {
+            part.as_ref().map(|(_, b)| b).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The client certificate's validity, if there is one.
+    pub fn client_cert_info(&self) -> Option<crate::x509::CertInfo> {
+        let certs = parse_certs("cert_file", self.cert.as_ref()?).ok()?;
+        crate::x509::CertInfo::parse(certs.first()?)
+    }
 }
 
 const SYSTEM_BUNDLES: [&str; 4] = [
@@ -115,23 +177,27 @@ fn system_roots() -> RootCertStore {
 
 /// Builds the rustls client configuration for a `tls_config` (or none).
 pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> {
-    let default = TlsConfig::default();
-    let tls = tls.unwrap_or(&default);
+    client_config_from(&Material::load(tls)?)
+}
+
+/// Builds the rustls client configuration from loaded material, refusing a
+/// client certificate that has expired or is not yet valid.
+pub fn client_config_from(m: &Material) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if tls.insecure_skip_verify {
+    let builder = if m.insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
     } else {
-        let roots = match &tls.ca_file {
-            Some(path) => {
+        let roots = match &m.ca {
+            Some(ca) => {
                 let mut roots = RootCertStore::empty();
-                for c in load_certs("ca_file", path)? {
+                for c in parse_certs("ca_file", ca)? {
                     roots.add(c).map_err(|e| TlsError::Pem {
                         field: "ca_file",
-                        path: path.clone(),
+                        origin: ca.0.clone(),
                         reason: format!("not a usable CA certificate: {e}"),
                     })?;
                 }
@@ -142,15 +208,37 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
         builder.with_root_certificates(roots)
     };
     // ALPN stays empty: the HTTP connector sets it (http/1.1).
-    let cfg = match (&tls.cert_file, &tls.key_file) {
+    let cfg = match (&m.cert, &m.key) {
         (Some(cert), Some(key)) => {
-            let chain = load_certs("cert_file", cert)?;
-            let key_der = load_key(key)?;
+            let chain = parse_certs("cert_file", cert)?;
+            if let Some(info) = chain.first().and_then(crate::x509::CertInfo::parse) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                if info.not_after < now {
+                    return Err(TlsError::ClientAuth(format!(
+                        "the client certificate {} ({}) expired at {}",
+                        cert.0,
+                        info.subject,
+                        crate::x509::format_time(info.not_after)
+                    )));
+                }
+                if info.not_before > now + 300 {
+                    return Err(TlsError::ClientAuth(format!(
+                        "the client certificate {} ({}) is not valid before {}",
+                        cert.0,
+                        info.subject,
+                        crate::x509::format_time(info.not_before)
+                    )));
+                }
+            }
+            let key_der = parse_key(key)?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 TlsError::ClientAuth(format!(
                     "{} and {} do not form a usable client identity: {}",
-                    cert.display(),
-                    key.display(),
+                    cert.0,
+                    key.0,
                     describe_rustls(&e)
                 ))
             })?
@@ -169,7 +257,12 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
 pub fn server_name_override(
     tls: Option<&TlsConfig>,
 ) -> Result<Option<ServerName<'static>>, TlsError> {
-    match tls.and_then(|t| t.server_name.as_deref()) {
+    server_name_of(tls.and_then(|t| t.server_name.as_deref()))
+}
+
+/// Parses a server name override (`None` or empty: the URL's host).
+pub fn server_name_of(name: Option<&str>) -> Result<Option<ServerName<'static>>, TlsError> {
+    match name {
         None | Some("") => Ok(None),
         Some(n) => ServerName::try_from(n.to_string()).map(Some).map_err(|e| {
             TlsError::Config(format!(

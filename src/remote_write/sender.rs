@@ -110,14 +110,7 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     if it.next()? != "GMT" {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mon <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (mon + 9) % 12;
-    let doy = (153 * mp as i64 + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::units::days_from_civil(year, mon, day as i64)?;
     let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + sec) as i64;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
@@ -154,7 +147,8 @@ impl Backoff {
 /// Sends one destination's queue; see the module docs.
 pub struct Sender {
     pub name: String,
-    client: HttpClient,
+    /// Follows certificate rotation ([`crate::http::watched_client`]).
+    client: tokio::sync::watch::Receiver<HttpClient>,
     url: Uri,
     cfg: RemoteWriteConfig,
     queue: Arc<Queue>,
@@ -166,7 +160,7 @@ impl Sender {
     pub fn new(
         name: String,
         cfg: RemoteWriteConfig,
-        client: HttpClient,
+        client: tokio::sync::watch::Receiver<HttpClient>,
         queue: Arc<Queue>,
         metrics: Metrics,
     ) -> Result<Self, String> {
@@ -254,7 +248,8 @@ impl Sender {
             }
         };
         let timeout = self.cfg.remote_timeout.0;
-        let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let client = self.client.borrow().clone();
+        let resp = match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => {
                 return Outcome::Retry {
                     reason: format!(

@@ -117,6 +117,8 @@ impl RelayProc {
             "3s",
             "--log-level",
             "debug",
+            "--tls-reload-interval",
+            "1s",
         ]);
         if durable {
             cmd.arg("--data-dir").arg(dir.join("data"));
