@@ -376,8 +376,13 @@ impl Config {
                 message: "file not found".into(),
             });
         }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let text = expand_env(&text, |k| std::env::var(k).ok());
         let raw = ::config::Config::builder()
-            .add_source(::config::File::from(path).format(::config::FileFormat::Yaml))
+            .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml))
             .add_source(env)
             .build()
             .map_err(|source| ConfigError::Load {
@@ -725,6 +730,46 @@ fn validate_target(at: &str, t: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Expands `${NAME}` with environment variable NAME, for per-node configs
+/// (a DaemonSet sets `NODE_IP` from the downward API). Only names that start
+/// with a letter or `_` and are set in the environment are replaced, so
+/// relabeling's `${1}` (and named groups with no such variable) stay as
+/// written; `$${NAME}` escapes to a literal `${NAME}`.
+pub fn expand_env(text: &str, get: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            // "$${": keep "${" literally.
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let name_end = after.find('}');
+        let replaced = name_end.and_then(|e| {
+            let name = &after[..e];
+            let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if ok { get(name).map(|v| (v, e)) } else { None }
+        });
+        match replaced {
+            Some((v, e)) => {
+                out.push_str(&v);
+                rest = &after[e + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Prometheus 2.x label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_valid_label_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -978,6 +1023,19 @@ server:
         );
         assert_eq!(job("etcd_server_has_leader"), "etcd");
         assert_eq!(job("process_cpu_seconds_total"), "ack-control-plane");
+    }
+
+    #[test]
+    fn env_expansion_for_daemonsets() {
+        let env = |k: &str| match k {
+            "NODE_IP" => Some("10.1.2.3".to_string()),
+            "named" => Some("X".to_string()),
+            _ => None,
+        };
+        assert_eq!(expand_env("targets: ['${NODE_IP}:9100']", env), "targets: ['10.1.2.3:9100']");
+        assert_eq!(expand_env("replacement: '${1}-$1'", env), "replacement: '${1}-$1'");
+        assert_eq!(expand_env("x: ${UNSET} $${NODE_IP} ${", env), "x: ${UNSET} ${NODE_IP} ${");
+        assert_eq!(expand_env("${named}", env), "X");
     }
 
     #[test]
