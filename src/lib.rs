@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod config;
 pub mod exposition;
+pub mod probe;
 pub mod http;
 pub mod kubeconfig;
 pub mod relabel;

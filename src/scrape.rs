@@ -336,6 +336,42 @@ impl TargetStatus {
     }
 }
 
+/// GETs a target into `body` (decompressed; `scratch` is reused for gzip);
+/// returns the bytes received on the wire.
+pub async fn fetch(client: &HttpClient, t: &Target, body: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<usize, ScrapeError> {
+    let req = Request::get(t.url.clone())
+        .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+        .header(ACCEPT_ENCODING, "gzip")
+        .header(USER_AGENT, crate::http::USER_AGENT)
+        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", t.timeout.as_secs_f64()))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| ScrapeError::Connect(describe_error(&e)))?;
+    if resp.status() != StatusCode::OK {
+        return Err(ScrapeError::Status(resp.status().to_string()));
+    }
+    let gzip = resp
+        .headers()
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    read_body_limited(resp.into_body(), t.body_limit, body).await?;
+    let wire = body.len();
+    if gzip {
+        scratch.clear();
+        let limit = t.body_limit.unwrap_or(u64::MAX);
+        let mut dec = flate2::read::MultiGzDecoder::new(body.as_slice()).take(limit.saturating_add(1));
+        dec.read_to_end(scratch).map_err(|e| ScrapeError::Gzip(e.to_string()))?;
+        if scratch.len() as u64 > limit {
+            return Err(ScrapeError::Body(BodyError::TooLarge { limit }));
+        }
+        std::mem::swap(body, scratch);
+    }
+    Ok(wire)
+}
+
 /// A remote-write destination as a scrape loop sees it.
 #[derive(Clone)]
 pub struct Sink {
@@ -515,46 +551,11 @@ impl ScrapeLoop {
         if self.client_rx.has_changed().unwrap_or(false) {
             self.client = self.client_rx.borrow_and_update().clone();
         }
-        let t = &self.target;
-        let req = Request::get(t.url.clone())
-            .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
-            .header(ACCEPT_ENCODING, "gzip")
-            .header(USER_AGENT, crate::http::USER_AGENT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", t.timeout.as_secs_f64()),
-            )
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ScrapeError::Connect(e.to_string()))?;
-        let resp = self
-            .client
-            .request(req)
+        fetch(&self.client, &self.target, &mut self.body, &mut self.inflated)
             .await
-            .map_err(|e| ScrapeError::Connect(describe_error(&e)))?;
-        if resp.status() != StatusCode::OK {
-            return Err(ScrapeError::Status(resp.status().to_string()));
-        }
-        let gzip = resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        read_body_limited(resp.into_body(), t.body_limit, &mut self.body).await?;
-        if gzip {
-            self.inflated.clear();
-            let limit = t.body_limit.unwrap_or(u64::MAX);
-            let mut dec = flate2::read::MultiGzDecoder::new(self.body.as_slice())
-                .take(limit.saturating_add(1));
-            dec.read_to_end(&mut self.inflated)
-                .map_err(|e| ScrapeError::Gzip(e.to_string()))?;
-            if self.inflated.len() as u64 > limit {
-                return Err(ScrapeError::Body(BodyError::TooLarge { limit }));
-            }
-            std::mem::swap(&mut self.body, &mut self.inflated);
-        }
-        Ok(())
+            .map(|_| ())
     }
 
-    /// Parses the body into `self.out`; returns (samples, series added).
     /// Parses the body into `self.out`; returns (samples scraped, samples
     /// kept by metric relabeling, series added).
     fn ingest(&mut self, ts: i64) -> Result<(u64, u64, u64), ScrapeError> {

@@ -196,7 +196,7 @@ impl Sender {
                 (None, None) => Secret::new(""),
             };
             let raw = format!("{}:{}", b.username, pw.expose());
-            format!("Basic {}", base64_encode(raw.as_bytes()))
+            format!("Basic {}", crate::kubeconfig::base64_encode(raw.as_bytes()))
         } else if let Some(a) = &self.cfg.authorization {
             let cred = match (&a.credentials, &a.credentials_file) {
                 (Some(c), _) => c.clone(),
@@ -472,32 +472,6 @@ impl SeenReasons {
     }
 }
 
-fn base64_encode(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,10 +556,4 @@ mod tests {
         assert!(s.first_time("400: duplicate sample"));
     }
 
-    #[test]
-    fn base64() {
-        assert_eq!(base64_encode(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64_encode(b"a"), "YQ==");
-        assert_eq!(base64_encode(b"ab"), "YWI=");
-    }
 }

@@ -1,0 +1,203 @@
+//! `metrics-relay probe`: the vendor's "verify the collection status" step in
+//! one command. Each target is scraped once, and the TLS handshake, both
+//! certificates, the HTTP status, the size, the samples and the first parse
+//! error are reported; then one test sample (`metrics_relay_probe`) is sent
+//! to every remote-write URL. Any failure makes the result unsuccessful.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::ServerName;
+
+use crate::config::Config;
+use crate::exposition::Parser;
+use crate::remote_write::queue::{Batch, Queue};
+use crate::remote_write::sender::{Outcome, Sender};
+use crate::scrape::{self, Target};
+use crate::series::{EncodedSamples, SeriesCache};
+use crate::telemetry::{Metrics, RemoteLabels};
+use crate::tls::{self, Material};
+use crate::x509::{CertInfo, format_time};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn describe(info: &CertInfo) -> String {
+    let days = (info.not_after - now()) / 86_400;
+    let when = if info.not_after < now() {
+        "EXPIRED".to_string()
+    } else {
+        format!("in {days} days")
+    };
+    format!("{} (issuer {}), expires {} ({when})", info.subject, info.issuer, format_time(info.not_after))
+}
+
+/// Handshake only: returns the server's leaf certificate and the protocol.
+async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String), String> {
+    let cfg = tls::client_config_from(m).map_err(|e| e.to_string())?;
+    let host = t.url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = t.url.port_u16().unwrap_or(443);
+    let name = match tls::server_name_of(m.server_name.as_deref()).map_err(|e| e.to_string())? {
+        Some(n) => n,
+        None => ServerName::try_from(host.clone()).map_err(|e| format!("{host:?} is not a valid server name: {e}"))?,
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls::describe_error(&e))?;
+        let (_, conn) = tls.get_ref();
+        let leaf = conn.peer_certificates().and_then(|c| c.first()).and_then(CertInfo::parse);
+        let proto = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+        Ok((leaf, proto))
+    };
+    tokio::time::timeout(t.timeout, connect)
+        .await
+        .map_err(|_| format!("handshake timed out after {:?}", t.timeout))?
+}
+
+/// Runs the probe; returns the report and whether everything worked.
+pub async fn probe(cfg: &Config) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    let targets = match scrape::targets(cfg) {
+        Ok(t) => t,
+        Err(e) => return (format!("targets: {e}\n"), false),
+    };
+    for t in &targets {
+        let sc = &cfg.scrape_configs[t.config_index];
+        let _ = writeln!(out, "target {} (job {:?})", t.url, t.job);
+        let material = match Material::load(sc.tls_config.as_ref()) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = writeln!(out, "  TLS material: FAILED: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        if t.url.scheme_str() == Some("https") {
+            match handshake(t, &material).await {
+                Ok((leaf, proto)) => {
+                    let _ = writeln!(out, "  TLS handshake: ok ({proto})");
+                    if let Some(l) = leaf {
+                        let _ = writeln!(out, "  server certificate: {}", describe(&l));
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  TLS handshake: FAILED: {e}");
+                    ok = false;
+                }
+            }
+            match material.client_cert_info() {
+                Some(c) => {
+                    let _ = writeln!(out, "  client certificate: {}", describe(&c));
+                }
+                None => {
+                    let _ = writeln!(out, "  client certificate: none configured");
+                }
+            }
+        }
+        let client = match crate::http::client_from(&material, t.timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(out, "  client: FAILED: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let (mut body, mut scratch) = (Vec::new(), Vec::new());
+        match tokio::time::timeout(t.timeout, scrape::fetch(&client, t, &mut body, &mut scratch)).await {
+            Err(_) => {
+                let _ = writeln!(out, "  HTTP: FAILED: timed out after {:?}", t.timeout);
+                ok = false;
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(out, "  HTTP: FAILED: {e}");
+                ok = false;
+            }
+            Ok(Ok(wire)) => {
+                let _ = writeln!(out, "  HTTP: 200 OK, {wire} bytes received, {} bytes of exposition", body.len());
+                let mut cache = SeriesCache::new();
+                let mut enc = EncodedSamples::default();
+                cache.begin();
+                let mut n = 0u64;
+                let mut first_error = None;
+                for s in Parser::new(&body) {
+                    match s.map_err(|e| e.to_string()).and_then(|s| cache.append(&t.ctx, &s, 0, &mut enc).map_err(|e| e.to_string())) {
+                        Ok(_) => n += 1,
+                        Err(e) => {
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let _ = writeln!(out, "  samples: {n}");
+                match first_error {
+                    None => {
+                        let _ = writeln!(out, "  parse: ok");
+                    }
+                    Some(e) => {
+                        let _ = writeln!(out, "  parse: FAILED: {e} (the whole scrape would fail, up 0)");
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    let metrics = Metrics::new();
+    for (index, rw) in cfg.remote_write.iter().enumerate() {
+        let name = rw.queue_name(index);
+        let _ = write!(out, "remote_write {name} {}: ", rw.url);
+        let result = async {
+            let material = Material::load(rw.tls_config.as_ref()).map_err(|e| e.to_string())?;
+            let client = crate::http::client_from(&material, rw.remote_timeout.0).map_err(|e| e.to_string())?;
+            let (_tx, rx) = tokio::sync::watch::channel(client);
+            let labels = RemoteLabels {
+                remote_name: name.clone(),
+                url: rw.url.clone(),
+            };
+            let queue = Arc::new(Queue::memory(1, 1, Duration::from_secs(1), metrics.clone(), labels));
+            let sender = Sender::new(name.clone(), rw.clone(), rx, queue, metrics.clone())?;
+            let mut lbls = vec![("__name__".to_string(), "metrics_relay_probe".to_string())];
+            lbls.extend(cfg.global.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            lbls.sort();
+            let mut enc = EncodedSamples::default();
+            enc.push(&crate::series::encode_labels(&lbls), 1.0, now() * 1000);
+            let data = snap::raw::Encoder::new().compress_vec(&enc.buf).map_err(|e| e.to_string())?;
+            let batch = Batch {
+                seq: 1,
+                data: data.into(),
+                samples: 1,
+                oldest_ms: now() * 1000,
+            };
+            Ok::<_, String>(sender.attempt(&batch).await)
+        }
+        .await;
+        match result {
+            Ok(Outcome::Sent) => {
+                let _ = writeln!(out, "ok (1 test sample metrics_relay_probe accepted)");
+            }
+            Ok(Outcome::Retry { reason, .. }) | Ok(Outcome::Reject { reason }) => {
+                let _ = writeln!(out, "FAILED: {reason}");
+                ok = false;
+            }
+            Err(e) => {
+                let _ = writeln!(out, "FAILED: {e}");
+                ok = false;
+            }
+        }
+    }
+    if targets.is_empty() && cfg.remote_write.is_empty() {
+        out.push_str("nothing to probe: no targets and no remote_write\n");
+    }
+    let _ = writeln!(out, "{}", if ok { "probe: OK" } else { "probe: FAILED" });
+    (out, ok)
+}
