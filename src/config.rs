@@ -718,6 +718,13 @@ fn validate_tls(at: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
 }
 
 fn validate_target(at: &str, t: &str) -> Result<(), ConfigError> {
+    if let Some(i) = t.find("${") {
+        let name: String = t[i + 2..].chars().take_while(|c| *c != '}').collect();
+        return Err(invalid(
+            at,
+            format!("{t:?} still contains ${{{name}}}: the environment variable {name} is not set"),
+        ));
+    }
     if t.contains('/') {
         return Err(invalid(
             at,
@@ -751,7 +758,10 @@ pub fn expand_env(text: &str, get: impl Fn(&str) -> Option<String>) -> String {
         let name_end = after.find('}');
         let replaced = name_end.and_then(|e| {
             let name = &after[..e];
-            let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if ok { get(name).map(|v| (v, e)) } else { None }
         });
@@ -1032,9 +1042,18 @@ server:
             "named" => Some("X".to_string()),
             _ => None,
         };
-        assert_eq!(expand_env("targets: ['${NODE_IP}:9100']", env), "targets: ['10.1.2.3:9100']");
-        assert_eq!(expand_env("replacement: '${1}-$1'", env), "replacement: '${1}-$1'");
-        assert_eq!(expand_env("x: ${UNSET} $${NODE_IP} ${", env), "x: ${UNSET} ${NODE_IP} ${");
+        assert_eq!(
+            expand_env("targets: ['${NODE_IP}:9100']", env),
+            "targets: ['10.1.2.3:9100']"
+        );
+        assert_eq!(
+            expand_env("replacement: '${1}-$1'", env),
+            "replacement: '${1}-$1'"
+        );
+        assert_eq!(
+            expand_env("x: ${UNSET} $${NODE_IP} ${", env),
+            "x: ${UNSET} ${NODE_IP} ${"
+        );
         assert_eq!(expand_env("${named}", env), "X");
     }
 

@@ -14,12 +14,13 @@
 pub mod admin;
 pub mod config;
 pub mod exposition;
-pub mod probe;
 pub mod http;
 pub mod kubeconfig;
+pub mod probe;
 pub mod relabel;
 pub mod relay;
 pub mod remote_write;
+pub mod render;
 pub mod scrape;
 pub mod series;
 pub mod telemetry;

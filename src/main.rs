@@ -54,6 +54,39 @@ enum Command {
         #[arg(long, short = 'c')]
         config: PathBuf,
     },
+    /// Scrape each target once and send one test sample to each remote_write
+    /// URL; print TLS, certificate, HTTP and parse results. Exit 1 on failure.
+    Probe {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Print Kubernetes manifests from a kubeconfig (kubectl apply -f -).
+    Render {
+        /// The cluster's kubeconfig (client certificate auth).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Context to use (default: current-context).
+        #[arg(long)]
+        context: Option<String>,
+        /// The API server SLB IP (default: the host of the kubeconfig's server).
+        #[arg(long)]
+        slb_ip: Option<String>,
+        #[arg(long, default_value = "monitoring")]
+        namespace: String,
+        /// direct: the vendor's Endpoints + Service + ServiceMonitor recipe;
+        /// agent: metrics-relay's Deployment and friends.
+        #[arg(long, default_value = "direct", value_parser = ["direct", "agent"])]
+        mode: String,
+        /// For --mode agent: the remote-write URL.
+        #[arg(
+            long,
+            default_value = "http://prometheus-operated.monitoring.svc:9090/api/v1/write"
+        )]
+        remote_write_url: String,
+        /// For --mode agent: the container image.
+        #[arg(long, default_value = "ghcr.io/example/metrics-relay:0.1.0")]
+        image: String,
+    },
     /// Print the version.
     Version,
 }
@@ -110,6 +143,56 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { config } => {
+            init_logging(&cli.log_format, "warn");
+            match probe(&config) {
+                Ok((report, ok)) => {
+                    print!("{report}");
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Render {
+            kubeconfig,
+            context,
+            slb_ip,
+            namespace,
+            mode,
+            remote_write_url,
+            image,
+        } => {
+            let opts = metrics_relay::render::RenderOptions {
+                kubeconfig,
+                context,
+                slb_ip,
+                namespace,
+                mode: if mode == "agent" {
+                    metrics_relay::render::Mode::Agent
+                } else {
+                    metrics_relay::render::Mode::Direct
+                },
+                remote_write_url,
+                image,
+            };
+            match metrics_relay::render::render(&opts) {
+                Ok(y) => {
+                    print!("{y}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             data_dir,
@@ -148,6 +231,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<String> {
         n,
         cfg.remote_write.len()
     ))
+}
+
+fn probe(path: &std::path::Path) -> anyhow::Result<(String, bool)> {
+    let cfg = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(rt.block_on(metrics_relay::probe::probe(&cfg)))
 }
 
 fn run(config: PathBuf, opts: RunOptions) -> anyhow::Result<()> {

@@ -34,17 +34,29 @@ fn describe(info: &CertInfo) -> String {
     } else {
         format!("in {days} days")
     };
-    format!("{} (issuer {}), expires {} ({when})", info.subject, info.issuer, format_time(info.not_after))
+    format!(
+        "{} (issuer {}), expires {} ({when})",
+        info.subject,
+        info.issuer,
+        format_time(info.not_after)
+    )
 }
 
 /// Handshake only: returns the server's leaf certificate and the protocol.
 async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String), String> {
     let cfg = tls::client_config_from(m).map_err(|e| e.to_string())?;
-    let host = t.url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = t
+        .url
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = t.url.port_u16().unwrap_or(443);
     let name = match tls::server_name_of(m.server_name.as_deref()).map_err(|e| e.to_string())? {
         Some(n) => n,
-        None => ServerName::try_from(host.clone()).map_err(|e| format!("{host:?} is not a valid server name: {e}"))?,
+        None => ServerName::try_from(host.clone())
+            .map_err(|e| format!("{host:?} is not a valid server name: {e}"))?,
     };
     let connect = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -55,8 +67,14 @@ async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String
             .await
             .map_err(|e| tls::describe_error(&e))?;
         let (_, conn) = tls.get_ref();
-        let leaf = conn.peer_certificates().and_then(|c| c.first()).and_then(CertInfo::parse);
-        let proto = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+        let leaf = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(CertInfo::parse);
+        let proto = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
         Ok((leaf, proto))
     };
     tokio::time::timeout(t.timeout, connect)
@@ -114,7 +132,12 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             }
         };
         let (mut body, mut scratch) = (Vec::new(), Vec::new());
-        match tokio::time::timeout(t.timeout, scrape::fetch(&client, t, &mut body, &mut scratch)).await {
+        match tokio::time::timeout(
+            t.timeout,
+            scrape::fetch(&client, t, &mut body, &mut scratch),
+        )
+        .await
+        {
             Err(_) => {
                 let _ = writeln!(out, "  HTTP: FAILED: timed out after {:?}", t.timeout);
                 ok = false;
@@ -124,14 +147,22 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 ok = false;
             }
             Ok(Ok(wire)) => {
-                let _ = writeln!(out, "  HTTP: 200 OK, {wire} bytes received, {} bytes of exposition", body.len());
+                let _ = writeln!(
+                    out,
+                    "  HTTP: 200 OK, {wire} bytes received, {} bytes of exposition",
+                    body.len()
+                );
                 let mut cache = SeriesCache::new();
                 let mut enc = EncodedSamples::default();
                 cache.begin();
                 let mut n = 0u64;
                 let mut first_error = None;
                 for s in Parser::new(&body) {
-                    match s.map_err(|e| e.to_string()).and_then(|s| cache.append(&t.ctx, &s, 0, &mut enc).map_err(|e| e.to_string())) {
+                    match s.map_err(|e| e.to_string()).and_then(|s| {
+                        cache
+                            .append(&t.ctx, &s, 0, &mut enc)
+                            .map_err(|e| e.to_string())
+                    }) {
                         Ok(_) => n += 1,
                         Err(e) => {
                             first_error = Some(e);
@@ -145,7 +176,10 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                         let _ = writeln!(out, "  parse: ok");
                     }
                     Some(e) => {
-                        let _ = writeln!(out, "  parse: FAILED: {e} (the whole scrape would fail, up 0)");
+                        let _ = writeln!(
+                            out,
+                            "  parse: FAILED: {e} (the whole scrape would fail, up 0)"
+                        );
                         ok = false;
                     }
                 }
@@ -158,20 +192,34 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
         let _ = write!(out, "remote_write {name} {}: ", rw.url);
         let result = async {
             let material = Material::load(rw.tls_config.as_ref()).map_err(|e| e.to_string())?;
-            let client = crate::http::client_from(&material, rw.remote_timeout.0).map_err(|e| e.to_string())?;
+            let client = crate::http::client_from(&material, rw.remote_timeout.0)
+                .map_err(|e| e.to_string())?;
             let (_tx, rx) = tokio::sync::watch::channel(client);
             let labels = RemoteLabels {
                 remote_name: name.clone(),
                 url: rw.url.clone(),
             };
-            let queue = Arc::new(Queue::memory(1, 1, Duration::from_secs(1), metrics.clone(), labels));
+            let queue = Arc::new(Queue::memory(
+                1,
+                1,
+                Duration::from_secs(1),
+                metrics.clone(),
+                labels,
+            ));
             let sender = Sender::new(name.clone(), rw.clone(), rx, queue, metrics.clone())?;
             let mut lbls = vec![("__name__".to_string(), "metrics_relay_probe".to_string())];
-            lbls.extend(cfg.global.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            lbls.extend(
+                cfg.global
+                    .external_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             lbls.sort();
             let mut enc = EncodedSamples::default();
             enc.push(&crate::series::encode_labels(&lbls), 1.0, now() * 1000);
-            let data = snap::raw::Encoder::new().compress_vec(&enc.buf).map_err(|e| e.to_string())?;
+            let data = snap::raw::Encoder::new()
+                .compress_vec(&enc.buf)
+                .map_err(|e| e.to_string())?;
             let batch = Batch {
                 seq: 1,
                 data: data.into(),

@@ -338,12 +338,20 @@ impl TargetStatus {
 
 /// GETs a target into `body` (decompressed; `scratch` is reused for gzip);
 /// returns the bytes received on the wire.
-pub async fn fetch(client: &HttpClient, t: &Target, body: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<usize, ScrapeError> {
+pub async fn fetch(
+    client: &HttpClient,
+    t: &Target,
+    body: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<usize, ScrapeError> {
     let req = Request::get(t.url.clone())
         .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .header(ACCEPT_ENCODING, "gzip")
         .header(USER_AGENT, crate::http::USER_AGENT)
-        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", t.timeout.as_secs_f64()))
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", t.timeout.as_secs_f64()),
+        )
         .body(Full::new(Bytes::new()))
         .map_err(|e| ScrapeError::Connect(e.to_string()))?;
     let resp = client
@@ -362,8 +370,10 @@ pub async fn fetch(client: &HttpClient, t: &Target, body: &mut Vec<u8>, scratch:
     if gzip {
         scratch.clear();
         let limit = t.body_limit.unwrap_or(u64::MAX);
-        let mut dec = flate2::read::MultiGzDecoder::new(body.as_slice()).take(limit.saturating_add(1));
-        dec.read_to_end(scratch).map_err(|e| ScrapeError::Gzip(e.to_string()))?;
+        let mut dec =
+            flate2::read::MultiGzDecoder::new(body.as_slice()).take(limit.saturating_add(1));
+        dec.read_to_end(scratch)
+            .map_err(|e| ScrapeError::Gzip(e.to_string()))?;
         if scratch.len() as u64 > limit {
             return Err(ScrapeError::Body(BodyError::TooLarge { limit }));
         }
@@ -551,9 +561,14 @@ impl ScrapeLoop {
         if self.client_rx.has_changed().unwrap_or(false) {
             self.client = self.client_rx.borrow_and_update().clone();
         }
-        fetch(&self.client, &self.target, &mut self.body, &mut self.inflated)
-            .await
-            .map(|_| ())
+        fetch(
+            &self.client,
+            &self.target,
+            &mut self.body,
+            &mut self.inflated,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Parses the body into `self.out`; returns (samples scraped, samples

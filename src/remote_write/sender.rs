@@ -555,5 +555,4 @@ mod tests {
         assert!(!s.first_time("400: out of bounds: series a timestamp=1700000005000"));
         assert!(s.first_time("400: duplicate sample"));
     }
-
 }

@@ -6,6 +6,7 @@
 
 pub mod payload;
 pub mod prom;
+pub mod schema;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,151 @@
+//! `metrics-relay render`: Kubernetes manifests from a kubeconfig, ready for
+//! `kubectl apply -f -`.
+//!
+//! - `direct` (the vendor's recipe, done for you): a Secret with `ca.crt`,
+//!   `tls.crt`, `tls.key` from the kubeconfig; a headless Service and its
+//!   Endpoints holding the SLB IP; a ServiceMonitor that scrapes
+//!   `/metrics?hosting=true` over mTLS with those Secret keys.
+//! - `agent`: the same Secret, a ConfigMap with an ACK One config for
+//!   metrics-relay, its Deployment, Service and a ServiceMonitor for both
+//!   `/metrics` (the agent's own) and `/relay/metrics` (the pull path).
+//!
+//! The SLB IP defaults to the host of the kubeconfig's server address.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::kubeconfig::{self, base64_encode};
+
+/// What to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Direct,
+    Agent,
+}
+
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub kubeconfig: PathBuf,
+    pub context: Option<String>,
+    pub slb_ip: Option<String>,
+    pub namespace: String,
+    pub mode: Mode,
+    /// For `agent`: where the agent remote-writes.
+    pub remote_write_url: String,
+    /// For `agent`: the image.
+    pub image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::KubeconfigError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A YAML double-quoted scalar.
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Host and port of `https://host:port`.
+fn host_port(server: &str) -> Option<(String, u16)> {
+    let uri: http::Uri = server.parse().ok()?;
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Some((host, uri.port_u16().unwrap_or(6443)))
+}
+
+const APP: &str = "ack-control-plane-metrics";
+const SECRET: &str = "ack-control-plane-metrics-tls";
+
+/// Renders the manifests.
+pub fn render(o: &RenderOptions) -> Result<String, RenderError> {
+    let c = kubeconfig::load(&o.kubeconfig, o.context.as_deref())?;
+    let (server_host, port) = c.server.as_deref().and_then(host_port).ok_or_else(|| {
+        RenderError::Invalid("the kubeconfig's cluster has no usable server address".into())
+    })?;
+    let ip = o.slb_ip.clone().unwrap_or(server_host);
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(RenderError::Invalid(format!(
+            "{ip:?} is not an IP address: Endpoints need the SLB IP (pass --slb-ip)"
+        )));
+    }
+    let Some((_, ca)) = &c.ca else {
+        return Err(RenderError::Invalid(
+            "the kubeconfig's cluster has no certificate-authority(-data)".into(),
+        ));
+    };
+    let ns = &o.namespace;
+    let server_name = c
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| "kubernetes".into());
+    let mut y = String::new();
+    let _ = write!(
+        y,
+        "# Rendered by metrics-relay {} from {} (context {}).\n\
+apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  ca.crt: {}\n  tls.crt: {}\n  tls.key: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        o.kubeconfig.display(),
+        c.context,
+        base64_encode(ca),
+        base64_encode(&c.cert.1),
+        base64_encode(&c.key.1),
+    );
+    match o.mode {
+        Mode::Direct => {
+            let _ = write!(
+                y,
+                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {APP}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: {APP}\nspec:\n  clusterIP: None\n  ports:\n    - name: https-metrics\n      port: {port}\n      targetPort: {port}\n      protocol: TCP\n\
+---\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: {APP}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: {APP}\nsubsets:\n  - addresses:\n      - ip: {ip}\n    ports:\n      - name: https-metrics\n        port: {port}\n        protocol: TCP\n\
+---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: ack-control-plane\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {APP}\n  namespaceSelector:\n    matchNames:\n      - {ns}\n  endpoints:\n    - port: https-metrics\n      scheme: https\n      path: /metrics\n      params:\n        hosting:\n          - \"true\"\n      interval: 30s\n      tlsConfig:\n        serverName: {}\n        ca:\n          secret:\n            name: {SECRET}\n            key: ca.crt\n        cert:\n          secret:\n            name: {SECRET}\n            key: tls.crt\n        keySecret:\n          name: {SECRET}\n          key: tls.key\n",
+                q(&server_name),
+            );
+        }
+        Mode::Agent => {
+            let config = format!(
+                "global:\n  scrape_interval: 30s\n  external_labels:\n    cluster: {}\nscrape_configs:\n  - job_name: ack-control-plane\n    scheme: https\n    params:\n      hosting: [\"true\"]\n    tls_config:\n      ca_file: /etc/metrics-relay/tls/ca.crt\n      cert_file: /etc/metrics-relay/tls/tls.crt\n      key_file: /etc/metrics-relay/tls/tls.key\n      server_name: {}\n    static_configs:\n      - targets: [\"{}\"]\nremote_write:\n  - url: {}\n",
+                q(&c.context),
+                q(&server_name),
+                if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                },
+                q(&o.remote_write_url),
+            );
+            let _ = write!(
+                y,
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: metrics-relay-config\n  namespace: {ns}\ndata:\n  config.yml: |\n"
+            );
+            for line in config.lines() {
+                let _ = writeln!(y, "    {line}");
+            }
+            let _ = write!(
+                y,
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 256Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n\
+---\napiVersion: v1\nkind: Service\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  selector:\n    app.kubernetes.io/name: metrics-relay\n  ports:\n    - name: http-metrics\n      port: 9464\n      targetPort: http-metrics\n\
+---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  endpoints:\n    - port: http-metrics\n      path: /metrics\n      interval: 30s\n    - port: http-metrics\n      path: /relay/metrics\n      interval: 30s\n      honorLabels: true\n",
+                q(&o.image),
+            );
+        }
+    }
+    Ok(y)
+}

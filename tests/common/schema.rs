@@ -1,0 +1,101 @@
+//! A small OpenAPI v3 (Kubernetes CRD structural schema) validator, enough
+//! to check our manifests against the Prometheus-Operator CRDs in
+//! `../shared/schemas/`: unknown fields, types, enums, required fields.
+#![allow(dead_code)]
+
+use serde_json::Value;
+
+/// Parses one YAML document into JSON values (via the `config` crate).
+pub fn yaml(text: &str) -> Value {
+    ::config::Config::builder()
+        .add_source(::config::File::from_str(text, ::config::FileFormat::Yaml))
+        .build()
+        .expect("yaml")
+        .try_deserialize()
+        .expect("yaml value")
+}
+
+/// The documents of a multi-document YAML stream.
+pub fn documents(text: &str) -> Vec<Value> {
+    text.split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(yaml)
+        .collect()
+}
+
+/// The `openAPIV3Schema` of a CRD file in `../shared/schemas/`.
+pub fn crd_schema(file: &str) -> Option<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/schemas")
+        .join(file);
+    let text = std::fs::read_to_string(path).ok()?;
+    let crd = yaml(&text);
+    Some(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone())
+}
+
+/// Every violation of `schema` by `v`, with its path.
+pub fn validate(v: &Value, s: &Value, path: &str, errs: &mut Vec<String>) {
+    if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    if s.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        if !(v.is_string() || v.is_i64() || v.is_u64()) {
+            errs.push(format!("{path}: want int or string, got {v}"));
+        }
+        return;
+    }
+    if let Some(Value::Array(allowed)) = s.get("enum") {
+        if !allowed.contains(v) {
+            errs.push(format!("{path}: {v} is not one of {allowed:?}"));
+        }
+    }
+    match s.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let Some(obj) = v.as_object() else {
+                errs.push(format!("{path}: want object, got {v}"));
+                return;
+            };
+            let props = s.get("properties").and_then(Value::as_object);
+            let extra = s.get("additionalProperties");
+            for (k, sub) in obj {
+                let p = format!("{path}.{k}");
+                match (props.and_then(|m| m.get(k)), extra) {
+                    (Some(ps), _) => validate(sub, ps, &p, errs),
+                    (None, Some(Value::Object(a))) => {
+                        validate(sub, &Value::Object(a.clone()), &p, errs)
+                    }
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, _) if props.is_some() => errs.push(format!("{p}: unknown field")),
+                    (None, _) => {}
+                }
+            }
+            if let Some(Value::Array(req)) = s.get("required") {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !obj.contains_key(r) {
+                        errs.push(format!("{path}: missing required field {r}"));
+                    }
+                }
+            }
+        }
+        Some("array") => match v.as_array() {
+            Some(items) => {
+                if let Some(is) = s.get("items") {
+                    for (i, it) in items.iter().enumerate() {
+                        validate(it, is, &format!("{path}[{i}]"), errs);
+                    }
+                }
+            }
+            None => errs.push(format!("{path}: want array, got {v}")),
+        },
+        Some("string") if !v.is_string() => errs.push(format!("{path}: want string, got {v}")),
+        Some("integer") if !(v.is_i64() || v.is_u64()) => {
+            errs.push(format!("{path}: want integer, got {v}"))
+        }
+        Some("boolean") if !v.is_boolean() => errs.push(format!("{path}: want boolean, got {v}")),
+        _ => {}
+    }
+}

@@ -1,0 +1,296 @@
+//! The Kubernetes side: manifests valid against the Prometheus-Operator CRDs,
+//! `render`, `probe`, alert rules that name real metrics, per-node configs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::schema::{crd_schema, documents, validate};
+use common::{MtlsTarget, Pki, Receiver, RelayProc, relay_bin, wait_for};
+use metrics_relay::kubeconfig::base64_encode;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(relay_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_against_crds(text: &str) -> usize {
+    let mut checked = 0;
+    for doc in documents(text) {
+        let file = match doc["kind"].as_str() {
+            Some("ServiceMonitor") => "monitoring.coreos.com_servicemonitors.yaml",
+            Some("PrometheusRule") => "monitoring.coreos.com_prometheusrules.yaml",
+            Some("PodMonitor") => "monitoring.coreos.com_podmonitors.yaml",
+            _ => continue,
+        };
+        let Some(schema) = crd_schema(file) else {
+            eprintln!("../shared/schemas/{file} not present; not validated");
+            continue;
+        };
+        let mut errs = Vec::new();
+        validate(&doc, &schema, "", &mut errs);
+        assert!(
+            errs.is_empty(),
+            "{} invalid against {file}:\n{}",
+            doc["metadata"]["name"],
+            errs.join("\n")
+        );
+        checked += 1;
+    }
+    checked
+}
+
+fn kubeconfig(dir: &Path, pki: &Pki, server: &str) -> std::path::PathBuf {
+    let b = |p: &Path| base64_encode(&std::fs::read(p).unwrap());
+    let p = dir.join("kubeconfig");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c1\nclusters:\n- name: k\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: c1\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b(&pki.ca),
+            b(&pki.client_cert),
+            b(&pki.client_key)
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn deploy_manifests_are_valid_against_the_crds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut n = 0;
+    for f in ["servicemonitor.yaml", "prometheusrule.yaml"] {
+        n += check_against_crds(&std::fs::read_to_string(dir.join(f)).unwrap());
+    }
+    if crd_schema("monitoring.coreos.com_servicemonitors.yaml").is_some() {
+        assert_eq!(n, 2);
+    }
+    // The schema check can fail: a wrong field is caught.
+    if let Some(schema) = crd_schema("monitoring.coreos.com_servicemonitors.yaml") {
+        let bad = documents(
+            "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: x}\nspec:\n  selector: {}\n  endpoints:\n    - port: http\n      honor_labels: true\n",
+        );
+        let mut errs = Vec::new();
+        validate(&bad[0], &schema, "", &mut errs);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("honor_labels: unknown field")),
+            "{errs:?}"
+        );
+    }
+}
+
+#[test]
+fn render_direct_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let (code, out, err) = run(&["render", "--kubeconfig", kc.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let docs = documents(&out);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Secret", "Service", "Endpoints", "ServiceMonitor"]);
+    assert_eq!(
+        docs[0]["data"]["tls.crt"],
+        base64_encode(&std::fs::read(&pki.client_cert).unwrap())
+    );
+    assert_eq!(docs[2]["subsets"][0]["addresses"][0]["ip"], "192.168.0.10");
+    assert_eq!(docs[1]["spec"]["clusterIP"], "None");
+    let ep = &docs[3]["spec"]["endpoints"][0];
+    assert_eq!(ep["params"]["hosting"][0], "true");
+    assert_eq!(ep["tlsConfig"]["keySecret"]["key"], "tls.key");
+    assert_eq!(
+        check_against_crds(&out).min(1),
+        crd_schema("monitoring.coreos.com_servicemonitors.yaml").map_or(0, |_| 1)
+    );
+
+    let (code, out, err) = run(
+        &[
+            "render",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--slb-ip",
+            "10.9.8.7",
+            "--mode",
+            "agent",
+            "--namespace",
+            "obs",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let docs = documents(&out);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Secret",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "ServiceMonitor"
+        ]
+    );
+    assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "obs"));
+    check_against_crds(&out);
+    // The ConfigMap's config is one metrics-relay accepts.
+    let cfg = docs[1]["data"]["config.yml"].as_str().unwrap();
+    assert!(cfg.contains("10.9.8.7:6443"), "{cfg}");
+    metrics_relay::config::Config::from_yaml(cfg).unwrap();
+
+    let kc2 = dir.path().join("kc2");
+    std::fs::write(
+        &kc2,
+        std::fs::read_to_string(&kc).unwrap().replace(
+            "https://192.168.0.10:6443",
+            "https://api.example.internal:6443",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["render", "--kubeconfig", kc2.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--slb-ip"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reports_and_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = MtlsTarget::start(
+        &pki,
+        "apiserver_request_total{code=\"200\"} 5\nbad{ 1\n".into(),
+    )
+    .await;
+    let rx = Receiver::start().await;
+    let kc = kubeconfig(dir.path(), &pki, &format!("https://{}", target.addr));
+    let cfg = dir.path().join("c.yml");
+    let write = |ca_override: &str, url: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "scrape_configs:\n  - job_name: ack\n    scheme: https\n    params: {{hosting: ['true']}}\n    tls_config: {{kubeconfig: {}, server_name: kubernetes{ca_override}}}\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {url}\n",
+                kc.display(),
+                target.addr
+            ),
+        )
+        .unwrap();
+    };
+    write("", &rx.url());
+    let c = cfg.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || run(&["probe", "--config", &c], &[]))
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = out;
+    assert!(stdout.contains("TLS handshake: ok"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("server certificate: CN=kube-apiserver"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client certificate: CN=metrics-relay-client"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("HTTP: 200 OK"), "{stdout}");
+    assert!(stdout.contains("samples: 1"), "{stdout}");
+    assert!(stdout.contains("parse: FAILED: line 2"), "{stdout}");
+    assert!(
+        stdout.contains("remote_write rw0") && stdout.contains("ok (1 test sample"),
+        "{stdout}"
+    );
+    assert_eq!(code, 1, "a parse error fails the probe");
+    assert_eq!(rx.latest("metrics_relay_probe", &[]), Some(1.0));
+
+    target.set_body("apiserver_request_total{code=\"200\"} 5\n".into());
+    let c = cfg.to_str().unwrap().to_string();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["probe", "--config", &c], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.trim_end().ends_with("probe: OK"), "{stdout}");
+
+    write(
+        &format!(", ca_file: {}", pki.other_ca.display()),
+        "http://127.0.0.1:9/api/v1/write",
+    );
+    let c = cfg.to_str().unwrap().to_string();
+    let (code, stdout, _) =
+        tokio::task::spawn_blocking(move || run(&["probe", "--config", &c], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("TLS handshake: FAILED: x509: certificate signed by unknown authority"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("remote_write rw0 http://127.0.0.1:9/api/v1/write: FAILED"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_name_metrics_the_agent_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
+    let rx = Receiver::start().await;
+    rx.script.lock().unwrap().push_back((400, None)); // so a drop counter exists
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: ack\n    scheme: https\n    tls_config: {{ca_file: {}, cert_file: {}, key_file: {}, server_name: localhost}}\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        target.addr,
+        rx.url()
+    );
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    wait_for(Duration::from_secs(10), || {
+        (rx.received.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await
+    .expect("sent");
+    let exported = relay.metrics().await;
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheusrule.yaml"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("metrics_relay_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 6, "{names:?}");
+    for n in names {
+        assert!(
+            exported.lines().any(|l| l.starts_with(n)),
+            "alert rule uses {n}, which /metrics does not export:\n{exported}"
+        );
+    }
+}
+
+#[test]
+fn daemonset_config_expands_node_ip() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/daemonset/node-local.yml");
+    let (code, out, err) = run(
+        &["check", "--config", path.to_str().unwrap()],
+        &[("NODE_IP", "10.1.2.3"), ("NODE_NAME", "node-a")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "without NODE_IP the target is not an address");
+    assert!(err.contains("NODE_IP"), "{err}");
+}
