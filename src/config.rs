@@ -1000,7 +1000,7 @@ server:
         }
         assert!(n >= 2, "examples in {}", dir.display());
         // The kustomize base ships the same ACK One config.
-        let deployed = std::fs::read_to_string(dir.join("../deploy/ack-one.yml")).unwrap();
+        let deployed = std::fs::read_to_string(dir.join("../deploy/base/ack-one.yml")).unwrap();
         assert_eq!(
             deployed,
             std::fs::read_to_string(dir.join("ack-one.yml")).unwrap()

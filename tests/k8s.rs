@@ -68,7 +68,7 @@ fn kubeconfig(dir: &Path, pki: &Pki, server: &str) -> std::path::PathBuf {
 
 #[test]
 fn deploy_manifests_are_valid_against_the_crds() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base");
     let mut n = 0;
     for f in ["servicemonitor.yaml", "prometheusrule.yaml"] {
         n += check_against_crds(&std::fs::read_to_string(dir.join(f)).unwrap());
@@ -263,7 +263,7 @@ async fn alert_rules_name_metrics_the_agent_exports() {
     .expect("sent");
     let exported = relay.metrics().await;
     let rules = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheusrule.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/prometheusrule.yaml"),
     )
     .unwrap();
     let mut names: Vec<&str> = rules
@@ -293,4 +293,75 @@ fn daemonset_config_expands_node_ip() {
     let (code, _, err) = run(&["check", "--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "without NODE_IP the target is not an address");
     assert!(err.contains("NODE_IP"), "{err}");
+}
+
+#[test]
+fn kustomize_builds_when_kubectl_is_there() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let Ok(out) = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(&root)
+        .output()
+    else {
+        eprintln!("no kubectl on this machine: `kubectl kustomize deploy/` not checked");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let docs = documents(&text);
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for k in [
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "ServiceMonitor",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "metrics-relay"
+    );
+    check_against_crds(&text);
+    // The ConfigMap carries a config the agent accepts.
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    metrics_relay::config::Config::from_yaml(cm["data"]["config.yml"].as_str().unwrap()).unwrap();
+
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root.join("overlays/daemonset"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kinds: Vec<String> = documents(&text)
+        .iter()
+        .filter_map(|d| d["kind"].as_str().map(String::from))
+        .collect();
+    assert!(
+        kinds.contains(&"DaemonSet".to_string()) && !kinds.contains(&"Deployment".to_string()),
+        "{kinds:?}"
+    );
 }
