@@ -11,21 +11,7 @@ use std::time::Duration;
 use common::{MtlsTarget, Pki, Receiver, RelayProc, wait_for};
 
 fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for ch in data.chunks(3) {
-        let n = (u32::from(ch[0]) << 16)
-            | (u32::from(*ch.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*ch.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= ch.len() {
-                T[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
+    metrics_relay::kubeconfig::base64_encode(data)
 }
 
 fn relay_config(tls: &str, target: &MtlsTarget, rw: &str) -> String {

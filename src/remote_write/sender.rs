@@ -284,6 +284,18 @@ impl Sender {
         )
     }
 
+    /// Counts one failed attempt of a batch of `samples`.
+    fn count_failure(&self, samples: usize, kind: &str) {
+        self.metrics
+            .samples_failed
+            .get_or_create(&self.labels)
+            .inc_by(samples as u64);
+        self.metrics
+            .batches_failed
+            .get_or_create(&self.reason_labels(kind))
+            .inc();
+    }
+
     fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
         RemoteReasonLabels {
             remote_name: self.labels.remote_name.clone(),
@@ -385,14 +397,7 @@ impl Sender {
                         } else {
                             tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
                         }
-                        self.metrics
-                            .samples_failed
-                            .get_or_create(&self.labels)
-                            .inc_by(batch.samples as u64);
-                        self.metrics
-                            .batches_failed
-                            .get_or_create(&self.reason_labels("rejected"))
-                            .inc();
+                        self.count_failure(batch.samples, "rejected");
                         q.drop_samples("rejected", batch.samples, 1);
                         q.ack(batch.seq);
                         break;
@@ -406,14 +411,7 @@ impl Sender {
                             retry_in_ms = delay.as_millis() as u64,
                             "remote write failed; will retry"
                         );
-                        self.metrics
-                            .samples_failed
-                            .get_or_create(&self.labels)
-                            .inc_by(batch.samples as u64);
-                        self.metrics
-                            .batches_failed
-                            .get_or_create(&self.reason_labels("retryable"))
-                            .inc();
+                        self.count_failure(batch.samples, "retryable");
                         self.metrics
                             .backoff_seconds
                             .get_or_create(&self.labels)

@@ -44,33 +44,27 @@ pub async fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) ->
 
 /// Plain HTTP GET on loopback; (status, body).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let client =
-        metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let req = Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    http_request(hyper::Method::GET, url, Duration::from_secs(5)).await
 }
 
 /// Plain HTTP POST with an empty body on loopback; (status, body).
 pub async fn http_post(url: &str) -> Result<(u16, String), String> {
+    http_request(hyper::Method::POST, url, Duration::from_secs(15)).await
+}
+
+async fn http_request(
+    method: hyper::Method,
+    url: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let client =
         metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let req = Request::post(url)
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(15), client.request(req))
+    let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
