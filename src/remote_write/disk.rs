@@ -224,9 +224,14 @@ impl SegmentLog {
         rec.extend_from_slice(&crc.to_le_bytes());
         rec.extend_from_slice(&payload);
         if let Err(e) = f.write_all(&rec) {
-            // Leave no partial record behind (disk full): cut back to the old size.
+            // Leave no partial record behind (disk full): cut back to the old
+            // size, and start a fresh segment next time rather than trusting
+            // this handle again.
             let _ = f.set_len(size);
             let _ = f.seek(SeekFrom::Start(size));
+            if let Some(f) = self.active.take() {
+                let _ = f.sync_all();
+            }
             return Err(DiskError::Io { path, source: e });
         }
         self.next_seq += 1;
@@ -556,6 +561,25 @@ mod tests {
         let seq = log.append(&batch(1), 1, 0).unwrap();
         assert_eq!(seq, 501);
         assert_eq!(drain(&mut log), vec![batch(1)]);
+    }
+
+    #[test]
+    fn a_full_disk_fails_appends_and_recovers() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(d.path());
+        // The next segment file lands on /dev/full: writes fail with ENOSPC.
+        let next = log.segments.back().map_or(1, |s| s.0 + 1);
+        std::os::unix::fs::symlink("/dev/full", seg_name(d.path(), next)).unwrap();
+        let e = log.append(&batch(0), 1, 0).unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        // The failed segment is abandoned; the next append starts a real one.
+        log.append(&batch(1), 1, 0).unwrap();
+        log.append(&batch(2), 1, 0).unwrap();
+        assert_eq!(drain(&mut log), vec![batch(1), batch(2)]);
+        assert!(
+            std::fs::symlink_metadata(seg_name(d.path(), next)).is_err(),
+            "abandoned segment cleaned up"
+        );
     }
 
     #[test]
