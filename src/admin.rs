@@ -12,7 +12,9 @@
 //!   labels (target labels applied, so a ServiceMonitor with
 //!   `honor_labels: true` keeps them). Each target's samples are swapped in
 //!   whole after a scrape, never half-written. Optional bearer token
-//!   (`server.relay_auth.credentials_file`).
+//!   (`server.relay_auth.credentials_file`). A push agent starts keeping
+//!   scrape results for this path at the first request (its very first answer
+//!   can therefore be empty); a pull-only agent keeps them from the start.
 //! - `POST /-/reload`: reload the config file; 200, or 400 with the reason
 //!   (the running config stays).
 
@@ -46,6 +48,10 @@ pub struct AdminState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Bearer token file protecting `/relay/metrics`, re-read per request.
     pub relay_auth: Arc<std::sync::RwLock<Option<std::path::PathBuf>>>,
+    /// Set on the first `/relay/metrics` request: from then on every scrape
+    /// keeps its result for the pull path (until then nothing is kept, which
+    /// saves a copy of every target's samples for push-only agents).
+    pub pull_requested: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AdminState {
@@ -144,6 +150,9 @@ pub fn route(
                 );
                 return r;
             }
+            state
+                .pull_requested
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let mut out = String::new();
             for t in state.snapshot() {
                 if let Some(latest) = &t.latest {

@@ -164,6 +164,8 @@ fn path_safe(name: &str) -> String {
 
 struct Runtime {
     metrics: Metrics,
+    /// Set by the first `/relay/metrics` request.
+    keep_latest: Arc<std::sync::atomic::AtomicBool>,
     tls_every: Duration,
     data_dir: Option<PathBuf>,
     grace: Duration,
@@ -346,6 +348,7 @@ impl Runtime {
                 Arc::new(t),
                 client,
                 self.sinks_tx.subscribe(),
+                self.keep_latest.clone(),
                 self.metrics.clone(),
                 status.clone(),
             );
@@ -407,8 +410,10 @@ pub async fn run(
         .unwrap_or(listen);
 
     let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
+    let keep_latest = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut rt = Runtime {
         metrics: metrics.clone(),
+        keep_latest: keep_latest.clone(),
         tls_every: opts.tls_reload_interval,
         data_dir: opts.data_dir.clone(),
         grace: opts.shutdown_grace,
@@ -436,6 +441,7 @@ pub async fn run(
         targets: rt.statuses.clone(),
         reload: reload_tx,
         relay_auth: relay_auth.clone(),
+        pull_requested: keep_latest,
     };
     let admin_task = tokio::spawn(admin::serve(listener, state, admin_cancel.clone()));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");

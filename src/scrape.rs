@@ -382,6 +382,38 @@ pub async fn fetch(
     Ok(wire)
 }
 
+/// Scrape buffers shared by all targets. Scrapes of different targets rarely
+/// overlap, so a handful of buffers serves any number of targets instead of
+/// every target keeping its own body, inflate and output buffers at their
+/// largest size between scrapes.
+struct Pool<T> {
+    free: Mutex<Vec<T>>,
+}
+
+impl<T: Default> Pool<T> {
+    const fn new() -> Self {
+        Pool {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+    fn take(&self) -> T {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+    fn give(&self, v: T) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < 8 {
+            free.push(v);
+        }
+    }
+}
+
+static BYTES: Pool<Vec<u8>> = Pool::new();
+static SAMPLES: Pool<EncodedSamples> = Pool::new();
+
 /// A remote-write destination as a scrape loop sees it.
 #[derive(Clone)]
 pub struct Sink {
@@ -428,6 +460,9 @@ pub struct ScrapeLoop {
     synthetic: Synthetic,
     sinks: Vec<SinkState>,
     sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
+    /// Whether anyone reads `/relay/metrics` (or nothing is remote-written):
+    /// only then is each scrape's result kept for it.
+    keep_latest: Arc<std::sync::atomic::AtomicBool>,
     /// Scratch buffer for destinations with `write_relabel_configs`.
     rewritten: EncodedSamples,
     metrics: Metrics,
@@ -446,6 +481,7 @@ impl ScrapeLoop {
         target: Arc<Target>,
         mut client_rx: tokio::sync::watch::Receiver<HttpClient>,
         mut sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
+        keep_latest: Arc<std::sync::atomic::AtomicBool>,
         metrics: Metrics,
         status: SharedStatus,
     ) -> Self {
@@ -478,6 +514,7 @@ impl ScrapeLoop {
             synthetic,
             sinks,
             sinks_rx,
+            keep_latest,
             rewritten: EncodedSamples::default(),
             metrics,
             labels,
@@ -592,6 +629,19 @@ impl ScrapeLoop {
 
     /// One scrape, start to finish; returns the error if it failed.
     pub async fn scrape_once(&mut self) -> Option<String> {
+        self.body = BYTES.take();
+        self.inflated = BYTES.take();
+        self.out = SAMPLES.take();
+        let msg = self.scrape_with_buffers().await;
+        BYTES.give(std::mem::take(&mut self.body));
+        BYTES.give(std::mem::take(&mut self.inflated));
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        SAMPLES.give(out);
+        msg
+    }
+
+    async fn scrape_with_buffers(&mut self) -> Option<String> {
         let started = SystemTime::now();
         let ts = unix_ms(started);
         let t0 = Instant::now();
@@ -609,7 +659,11 @@ impl ScrapeLoop {
         let (up, scraped, kept, added, err) = match result {
             Ok((n, kept, added)) => {
                 // Only the exposed samples so far: no markers, no synthetic series.
-                latest = Some(Arc::new(self.out.clone()));
+                if self.keep_latest.load(std::sync::atomic::Ordering::Relaxed)
+                    || self.sinks.is_empty()
+                {
+                    latest = Some(Arc::new(self.out.clone()));
+                }
                 self.cache.end(ts, &mut self.out);
                 (1.0, n, kept, added, None)
             }
