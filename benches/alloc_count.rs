@@ -1,0 +1,101 @@
+//! Heap allocations per sample on the hot path, counted by a wrapping global
+//! allocator (the only `unsafe` in the project, and only in this benchmark).
+//!
+//! A target is scraped repeatedly: parse → series cache → encoded output,
+//! reusing buffers as the scrape loop does. The first scrape fills the cache
+//! (it allocates for every new series); the steady-state scrapes that follow
+//! must not allocate at all. Prints the counts, and exits non-zero if a
+//! steady-state scrape allocated.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics_relay::exposition::Parser;
+use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn page(n: usize, round: usize) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!(
+            "apiserver_request_total{{code=\"200\",resource=\"r{}\",verb=\"LIST\",escaped=\"a\\\"b\"}} {}\n",
+            i,
+            i + round
+        ));
+    }
+    s.into_bytes()
+}
+
+fn main() {
+    let ctx = TargetContext {
+        target_labels: vec![("instance".into(), "10.0.0.1:6443".into()), ("job".into(), "ack".into())],
+        external_labels: vec![("cluster".into(), "prod".into())],
+        honor_labels: false,
+        honor_timestamps: true,
+        metric_relabel: Default::default(),
+        limits: Default::default(),
+    };
+    let mut inputs: Vec<(String, Vec<Vec<u8>>)> = vec![("generated-20k".into(), (0..3).map(|r| page(20_000, r)).collect())];
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/prometheus-server.237mfs.prom.txt");
+    if let Ok(b) = std::fs::read(fixture) {
+        inputs.push(("fixture-237mfs".into(), vec![b.clone(), b.clone(), b]));
+    }
+    let mut failed = false;
+    for (name, pages) in inputs {
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        let mut results = Vec::new();
+        for (round, body) in pages.iter().enumerate() {
+            let before = ALLOCS.load(Ordering::Relaxed);
+            out.clear();
+            cache.begin();
+            let mut samples = 0u64;
+            for s in Parser::new(body) {
+                let s = s.expect("valid page");
+                cache.append(&ctx, &s, 1_700_000_000_000 + round as i64, &mut out).expect("valid series");
+                samples += 1;
+            }
+            cache.end(1_700_000_000_000 + round as i64, &mut out);
+            let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+            results.push((samples, allocs));
+        }
+        for (round, (samples, allocs)) in results.iter().enumerate() {
+            let kind = if round == 0 { "first scrape (cache fill)" } else { "steady state" };
+            println!(
+                "{name}: scrape {round} ({kind}): {samples} samples, {allocs} heap allocations, {:.4} per sample",
+                *allocs as f64 / *samples as f64
+            );
+            if round > 0 && *allocs > 0 {
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        eprintln!("a steady-state scrape allocated");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates BENCHMARKS.md: criterion on the hot path, then the peer harness
+# suite (metrics-relay and vmagent in one run; about 20 minutes on 2 cores).
+# Loopback only. SKIP_SUITE=1 reuses the newest results file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --bin metrics-relay
+cargo bench --locked --bench hot_path -- --warm-up-time 1 --measurement-time 3 >/dev/null
+export METRICS_RELAY_BIN=$PWD/target/release/metrics-relay
+mkdir -p bench-results
+if [ "${SKIP_SUITE:-0}" = 1 ]; then
+  out=$(ls -t bench-results/suite-*.jsonl | head -n 1)
+else
+  out=bench-results/suite-$(date -u +%Y%m%d-%H%M).jsonl
+  python3 ../shared/bench/run.py setup
+  python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent --out "$out"
+fi
+python3 scripts/benchmarks_md.py "$out" target/criterion > BENCHMARKS.md
+echo "BENCHMARKS.md written from $out"
