@@ -52,15 +52,24 @@ fn page(n: usize, round: usize) -> Vec<u8> {
 
 fn main() {
     let ctx = TargetContext {
-        target_labels: vec![("instance".into(), "10.0.0.1:6443".into()), ("job".into(), "ack".into())],
+        target_labels: vec![
+            ("instance".into(), "10.0.0.1:6443".into()),
+            ("job".into(), "ack".into()),
+        ],
         external_labels: vec![("cluster".into(), "prod".into())],
         honor_labels: false,
         honor_timestamps: true,
         metric_relabel: Default::default(),
         limits: Default::default(),
     };
-    let mut inputs: Vec<(String, Vec<Vec<u8>>)> = vec![("generated-20k".into(), (0..3).map(|r| page(20_000, r)).collect())];
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/prometheus-server.237mfs.prom.txt");
+    let mut inputs: Vec<(String, Vec<Vec<u8>>)> = vec![(
+        "generated-20k".into(),
+        (0..3).map(|r| page(20_000, r)).collect(),
+    )];
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+    );
     if let Ok(b) = std::fs::read(fixture) {
         inputs.push(("fixture-237mfs".into(), vec![b.clone(), b.clone(), b]));
     }
@@ -76,7 +85,9 @@ fn main() {
             let mut samples = 0u64;
             for s in Parser::new(body) {
                 let s = s.expect("valid page");
-                cache.append(&ctx, &s, 1_700_000_000_000 + round as i64, &mut out).expect("valid series");
+                cache
+                    .append(&ctx, &s, 1_700_000_000_000 + round as i64, &mut out)
+                    .expect("valid series");
                 samples += 1;
             }
             cache.end(1_700_000_000_000 + round as i64, &mut out);
@@ -84,7 +95,11 @@ fn main() {
             results.push((samples, allocs));
         }
         for (round, (samples, allocs)) in results.iter().enumerate() {
-            let kind = if round == 0 { "first scrape (cache fill)" } else { "steady state" };
+            let kind = if round == 0 {
+                "first scrape (cache fill)"
+            } else {
+                "steady state"
+            };
             println!(
                 "{name}: scrape {round} ({kind}): {samples} samples, {allocs} heap allocations, {:.4} per sample",
                 *allocs as f64 / *samples as f64

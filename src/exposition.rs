@@ -433,13 +433,25 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
     let s = std::str::from_utf8(t).map_err(|_| bad())?;
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
     // Special values are rare: look only when the text is not a plain number.
-    if unsigned.bytes().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+    if unsigned
+        .bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+    {
         if unsigned.eq_ignore_ascii_case("nan") {
             // Go accepts NaN without a sign only.
-            return if unsigned.len() == s.len() { Ok(f64::NAN) } else { Err(bad()) };
+            return if unsigned.len() == s.len() {
+                Ok(f64::NAN)
+            } else {
+                Err(bad())
+            };
         }
         if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
-            return Ok(if s.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY });
+            return Ok(if s.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            });
         }
         return Err(bad());
     }

@@ -38,6 +38,10 @@
 //! Appends are written with `write(2)` (they survive a crash of the process:
 //! `kill -9`, OOM) and fsynced when a segment is closed, on [`SegmentLog::sync`]
 //! and at shutdown; a power loss can lose what was appended since the last sync.
+//! The ack file is written at most once per second (and on sync, shutdown and
+//! drop): after a crash, batches acknowledged in the last second may be sent
+//! again — identical samples, which Prometheus-compatible receivers accept —
+//! but nothing unacknowledged is ever skipped.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -104,10 +108,16 @@ pub struct SegmentLog {
     segments: VecDeque<(u64, u64)>,
     active: Option<File>,
     acked: u64,
+    /// The ack as last written to the ack file.
+    persisted_ack: u64,
+    last_persist: std::time::Instant,
     next_seq: u64,
     /// Bytes of unacknowledged records.
     pending_bytes: u64,
 }
+
+/// How often the ack file is rewritten at most.
+const ACK_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn seg_name(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}.seg"))
@@ -181,6 +191,8 @@ impl SegmentLog {
             segments,
             active: None,
             acked,
+            persisted_ack: acked,
+            last_persist: std::time::Instant::now(),
             next_seq,
             pending_bytes: 0,
         };
@@ -299,8 +311,20 @@ impl SegmentLog {
             }
         }
         self.acked = seq;
-        write_ack(&self.dir, seq)?;
+        if self.last_persist.elapsed() >= ACK_PERSIST_EVERY {
+            self.persist_ack()?;
+        }
         self.delete_acked_segments();
+        Ok(())
+    }
+
+    /// Writes the ack file if it is behind.
+    pub fn persist_ack(&mut self) -> Result<(), DiskError> {
+        if self.acked > self.persisted_ack {
+            write_ack(&self.dir, self.acked)?;
+            self.persisted_ack = self.acked;
+        }
+        self.last_persist = std::time::Instant::now();
         Ok(())
     }
 
@@ -326,12 +350,12 @@ impl SegmentLog {
         }
     }
 
-    /// Flushes the active segment to stable storage.
+    /// Flushes the active segment and the ack to stable storage.
     pub fn sync(&mut self) -> Result<(), DiskError> {
         if let Some(f) = &self.active {
             f.sync_data().map_err(io(&self.dir))?;
         }
-        Ok(())
+        self.persist_ack()
     }
 
     /// Unacknowledged records.
@@ -360,6 +384,14 @@ impl SegmentLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_ack() {
+            tracing::warn!(error = %e, "queue: cannot write the ack file on close");
+        }
     }
 }
 
@@ -550,6 +582,24 @@ mod tests {
             0,
             "acknowledged segments were deleted, so nothing comes back"
         );
+    }
+
+    #[test]
+    fn ack_file_is_written_lazily_but_never_lost_on_close() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = SegmentLog::open(d.path(), 1 << 20).unwrap();
+            for i in 0..3 {
+                log.append(&batch(i), 1, 0).unwrap();
+            }
+            let m = log.front().unwrap();
+            log.ack(m.seq).unwrap();
+            // Within the second: not yet on disk (a crash now resends batch 0).
+            assert_eq!(read_ack(&d.path().join("ack")), None);
+        } // closing writes it
+        assert_eq!(read_ack(&d.path().join("ack")), Some(1));
+        let (mut log, _) = SegmentLog::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(drain(&mut log), vec![batch(1), batch(2)]);
     }
 
     #[test]
