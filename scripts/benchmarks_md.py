@@ -41,7 +41,7 @@ def main():
     out.append("run; figures are medians of the repeats, and ratios compare agents within that run only.\n")
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     out.append(f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}")
-    out.append(f"- metrics-relay: `{sh('git describe --always --dirty')}`; vmagent: `{sh('vmagent -version 2>&1 | head -1')}`")
+    out.append(f"- metrics-relay: `{sh('git describe --always --dirty')}`; vmagent: `{sh("dpkg-query -W -f='${Version}' victoria-metrics")}` (Debian victoria-metrics)")
     out.append(f"- Results file: `{path}` ({len(rows)} runs)\n")
     out.append("## Peer harness\n")
     out.append("| agent | case | sink | outage s | runs | CPU s / M samples | peak RSS MiB | delivered | correct |")
