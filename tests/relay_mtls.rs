@@ -219,10 +219,7 @@ async fn server_name_mismatch_is_explained() {
         wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
         Some(0.0)
     );
-    let err = relay.targets().await[0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let err = relay.last_error(0).await;
     assert!(err.contains("server_name"), "{err}");
 }
 
@@ -251,10 +248,7 @@ async fn unparsable_page_fails_the_whole_scrape() {
         .filter(|(l, _, _)| l.iter().any(|(k, v)| k == "__name__" && v == "also_good"))
         .any(|(_, v, _)| v.to_bits() == 0x7ff0_0000_0000_0002);
     assert!(marker, "staleness marker for also_good");
-    let err = relay.targets().await[0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let err = relay.last_error(0).await;
     assert!(err.contains("line 2"), "{err}");
 }
 
@@ -397,10 +391,7 @@ async fn slow_target_times_out() {
         wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
         Some(0.0)
     );
-    let err = relay.targets().await[0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let err = relay.last_error(0).await;
     assert!(err.contains("timed out after 300ms"), "{err}");
     assert!(relay.metrics().await.contains("reason=\"timeout\""));
 }
@@ -423,10 +414,7 @@ async fn oversized_body_fails_the_scrape_even_when_gzipped() {
         wait_for(Duration::from_secs(10), || rx.latest("up", &[])).await,
         Some(0.0)
     );
-    let err = relay.targets().await[0]["last_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let err = relay.last_error(0).await;
     assert!(
         err.contains("body size limit of 65536 bytes exceeded"),
         "{err}"

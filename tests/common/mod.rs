@@ -163,6 +163,14 @@ impl RelayProc {
         serde_json::from_str(&body).expect("targets json")
     }
 
+    /// The `last_error` of target `i` on `/targets` ("" when none).
+    pub async fn last_error(&self, i: usize) -> String {
+        self.targets().await[i]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub async fn metrics(&self) -> String {
         http_get(&format!("{}/metrics", self.admin))
             .await
