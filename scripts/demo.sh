@@ -75,8 +75,8 @@ for _ in $(seq 150); do
 done
 
 echo
-echo "==> the agent's view of its target (GET http://$RELAY/targets)"
-curl -fsS "http://$RELAY/targets"
+echo "==> the agent's view of its target (GET http://$RELAY/targets?format=json; HTML without it)"
+curl -fsS "http://$RELAY/targets?format=json"
 echo
 echo "==> Prometheus: up{job=\"ack-control-plane\"}"
 q 'up{job="ack-control-plane"}'
