@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the hot path: parsing, the series cache in steady
 //! state (cache hits), and encoding + snappy of a batch. Inputs: the real
 //! Prometheus fixture in `../shared/fixtures/` (when present) and a generated
-//! control-plane-sized page.
+//! control-plane-sized page. The `prometheus-parse` crate is the baseline
+//! for parsing (it builds owned samples; ours borrows from the body).
 
 use std::hint::black_box;
 
@@ -58,6 +59,15 @@ fn bench(c: &mut Criterion) {
         let samples = Parser::new(&body).count() as u64;
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Elements(samples));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        g.bench_function("baseline-prometheus-parse", |b| {
+            b.iter(|| {
+                let lines = black_box(&text).lines().map(|l| Ok(l.to_owned()));
+                prometheus_parse::Scrape::parse(lines)
+                    .map(|s| s.samples.len())
+                    .unwrap_or(0)
+            })
+        });
         g.bench_function("parse", |b| {
             b.iter(|| {
                 let mut sum = 0.0;

@@ -89,6 +89,14 @@ def main():
                     if "Elements" in t:
                         thr = f"{t['Elements'] / ns * 1e3:.2f} M samples/s"
                 out.append(f"| {group}/{bench} | {ns / 1e6:.3f} ms | {thr} |")
+        out.append("\nParser speed-up over the `prometheus-parse` crate on the same input (goal >= 10x):\n")
+        for group in sorted(os.listdir(crit)):
+            def median_ns(b):
+                f = os.path.join(crit, group, b, "new", "estimates.json")
+                return json.load(open(f))["median"]["point_estimate"] if os.path.exists(f) else None
+            ours, base = median_ns("parse"), median_ns("baseline-prometheus-parse")
+            if ours and base:
+                out.append(f"- {group}: {base / ours:.1f}x")
     print("\n".join(out))
 
 
