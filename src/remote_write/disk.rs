@@ -114,6 +114,8 @@ pub struct SegmentLog {
     next_seq: u64,
     /// Bytes of unacknowledged records.
     pending_bytes: u64,
+    /// Samples in unacknowledged records.
+    pending_samples: u64,
 }
 
 /// How often the ack file is rewritten at most.
@@ -195,6 +197,7 @@ impl SegmentLog {
             last_persist: std::time::Instant::now(),
             next_seq,
             pending_bytes: 0,
+            pending_samples: 0,
         };
         log.index.retain(|m| m.seq > acked);
         log.pending_bytes = log
@@ -202,6 +205,7 @@ impl SegmentLog {
             .iter()
             .map(|m| u64::from(m.len) + HEADER as u64)
             .sum();
+        log.pending_samples = log.index.iter().map(|m| u64::from(m.samples)).sum();
         log.delete_acked_segments();
         Ok((log, rec))
     }
@@ -251,6 +255,7 @@ impl SegmentLog {
             last.1 += rec.len() as u64;
         }
         self.pending_bytes += rec.len() as u64;
+        self.pending_samples += u64::from(samples);
         self.index.push_back(RecordMeta {
             seq,
             segment: n,
@@ -308,6 +313,7 @@ impl SegmentLog {
         while self.index.front().is_some_and(|m| m.seq <= seq) {
             if let Some(m) = self.index.pop_front() {
                 self.pending_bytes -= u64::from(m.len) + HEADER as u64;
+                self.pending_samples -= u64::from(m.samples);
             }
         }
         self.acked = seq;
@@ -369,7 +375,7 @@ impl SegmentLog {
 
     /// Unacknowledged samples.
     pub fn samples(&self) -> u64 {
-        self.index.iter().map(|m| u64::from(m.samples)).sum()
+        self.pending_samples
     }
 
     /// Bytes of unacknowledged records on disk.
