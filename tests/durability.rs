@@ -215,16 +215,9 @@ async fn throttled_receiver_is_waited_for() {
         &relay_config(&pki, &target, &rx.url()),
     )
     .await;
-    wait_for(Duration::from_secs(30), || {
-        rx.received
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|r| r.status == 204)
-            .then_some(())
-    })
-    .await
-    .expect("delivered after the throttling");
+    wait_for(Duration::from_secs(30), || rx.has_status(204).then_some(()))
+        .await
+        .expect("delivered after the throttling");
     let all = rx.received.lock().unwrap().clone();
     let throttled: Vec<_> = all.iter().filter(|r| r.status == 429).collect();
     assert!(

@@ -40,6 +40,15 @@ remote_write:
     )
 }
 
+/// A temp dir, certificates, an mTLS target serving `body` and a receiver.
+async fn setup(body: String) -> (tempfile::TempDir, Pki, MtlsTarget, Receiver) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = MtlsTarget::start(&pki, body).await;
+    let rx = Receiver::start().await;
+    (dir, pki, target, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_mtls_target_and_remote_writes_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,10 +140,7 @@ async fn scrapes_mtls_target_and_remote_writes_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_without_certificate_is_refused_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     let cfg = config(&pki, &target, &rx.url(), "")
         .replace(
             &format!("      cert_file: {}\n", pki.client_cert.display()),
@@ -162,10 +168,7 @@ async fn client_without_certificate_is_refused_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificate_from_another_ca_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     let cfg = config(&pki, &target, &rx.url(), "")
         .replace(
             &pki.client_cert.display().to_string(),
@@ -186,10 +189,7 @@ async fn client_certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_gives_up_zero_with_an_error_that_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     let cfg = config(&pki, &target, &rx.url(), "").replace(
         &format!("ca_file: {}", pki.ca.display()),
         &format!("ca_file: {}", pki.other_ca.display()),
@@ -208,10 +208,7 @@ async fn wrong_ca_gives_up_zero_with_an_error_that_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_mismatch_is_explained() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     let cfg = config(&pki, &target, &rx.url(), "")
         .replace("server_name: kubernetes", "server_name: not-in-the-cert");
     let relay = RelayProc::start(dir.path(), &cfg).await;
@@ -225,10 +222,7 @@ async fn server_name_mismatch_is_explained() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_page_fails_the_whole_scrape() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "good 1\nalso_good 2\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("good 1\nalso_good 2\n".into()).await;
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
     assert_eq!(
         wait_for(Duration::from_secs(10), || rx.latest("good", &[])).await,
@@ -254,22 +248,12 @@ async fn unparsable_page_fails_the_whole_scrape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_500_is_retried_and_delivered_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     rx.script.lock().unwrap().extend([(500, None), (503, None)]);
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
-    wait_for(Duration::from_secs(10), || {
-        rx.received
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|r| r.status == 204)
-            .then_some(())
-    })
-    .await
-    .expect("a batch accepted after the 5xx");
+    wait_for(Duration::from_secs(10), || rx.has_status(204).then_some(()))
+        .await
+        .expect("a batch accepted after the 5xx");
     let all = rx.received.lock().unwrap().clone();
     // The first accepted request is the exact batch that failed twice.
     assert_eq!(all[0].status, 500);
@@ -294,10 +278,7 @@ async fn http_500_is_retried_and_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_400_is_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     rx.script.lock().unwrap().push_back((400, None));
     let relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
     wait_for(Duration::from_secs(10), || {
@@ -321,10 +302,7 @@ async fn http_400_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_429_honours_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     rx.script.lock().unwrap().push_back((429, Some("2".into())));
     let _relay = RelayProc::start(dir.path(), &config(&pki, &target, &rx.url(), "")).await;
     wait_for(Duration::from_secs(15), || {
@@ -344,10 +322,7 @@ async fn http_429_honours_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let target = MtlsTarget::start(&pki, "m 1\n".into()).await;
-    let rx = Receiver::start().await;
+    let (dir, pki, target, rx) = setup("m 1\n".into()).await;
     // A memory queue with a long batch deadline: only the shutdown flush can
     // send the open batch.
     let cfg = config(&pki, &target, &rx.url(), "")

@@ -372,6 +372,15 @@ impl Receiver {
         format!("http://{}/api/v1/write", self.addr)
     }
 
+    /// Whether some request was answered with `status`.
+    pub fn has_status(&self, status: u16) -> bool {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.status == status)
+    }
+
     /// Every accepted (2xx) time series sample: (labels, value, timestamp).
     pub fn accepted(&self) -> Vec<AcceptedSample> {
         let mut out = Vec::new();
