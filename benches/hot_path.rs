@@ -80,16 +80,38 @@ fn bench(c: &mut Criterion) {
         let ctx = ctx();
         let mut cache = SeriesCache::new();
         let mut out = EncodedSamples::default();
-        g.bench_function("parse+cache-hit+encode", |b| {
+        // A whole steady-state scrape: parse, labels merged and encoded
+        // straight from the text, series looked up for staleness, samples
+        // written as protobuf.
+        g.bench_function("parse+encode+staleness", |b| {
             b.iter(|| {
                 out.clear();
-                cache.begin();
-                for s in Parser::new(black_box(&body)) {
-                    let s = s.expect("valid input");
-                    let _ = cache.append(&ctx, &s, 1_700_000_000_000, &mut out);
-                }
-                cache.end(1_700_000_000_000, &mut out);
+                let ts = 1_700_000_000_000;
+                let _ = cache.ingest(&ctx, black_box(&body), ts, &mut out, 0);
+                cache.end(&ctx, ts, &mut out, &body, false);
                 out.len()
+            })
+        });
+        // The same with a metric_relabel_configs rule: relabeled label sets
+        // come from the per-series relabeling cache.
+        let relabel_ctx = TargetContext {
+            metric_relabel: serde_json::from_str::<Vec<metrics_relay::relabel::RelabelConfig>>(
+                r#"[{"source_labels": ["__name__"], "regex": "zzz_.*", "action": "drop"}]"#,
+            )
+            .expect("valid rule")
+            .into(),
+            ..ctx.clone()
+        };
+        let mut relabel_cache = SeriesCache::new();
+        let mut relabel_out = EncodedSamples::default();
+        g.bench_function("parse+relabel-cache-hit+staleness", |b| {
+            b.iter(|| {
+                relabel_out.clear();
+                let ts = 1_700_000_000_000;
+                let _ =
+                    relabel_cache.ingest(&relabel_ctx, black_box(&body), ts, &mut relabel_out, 0);
+                relabel_cache.end(&relabel_ctx, ts, &mut relabel_out, &body, false);
+                relabel_out.len()
             })
         });
         let mut enc = snap::raw::Encoder::new();

@@ -59,31 +59,87 @@ pub struct Sample<'a> {
     pub offset: usize,
 }
 
+/// Where one label of the last parsed sample sits in the body (absolute
+/// byte offsets); the series encoder reads labels from these without
+/// scanning the text a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelSpan {
+    pub name_start: usize,
+    pub name_end: usize,
+    /// The value between the quotes, still escaped.
+    pub value_start: usize,
+    pub value_end: usize,
+    /// The value contains a backslash (needs unescaping).
+    pub escaped: bool,
+}
+
+impl LabelSpan {
+    #[inline]
+    pub fn name<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        &body[self.name_start..self.name_end]
+    }
+    #[inline]
+    pub fn raw_value<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        &body[self.value_start..self.value_end]
+    }
+}
+
 /// Iterates over the samples of a text-format body.
 pub struct Parser<'a> {
     b: &'a [u8],
     i: usize,
+    /// Labels of the sample returned last.
+    spans: Vec<LabelSpan>,
 }
 
 #[inline]
 fn is_blank(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
+/// Character classes, one bit each, looked up in [`CLASS`].
+const LABEL_START: u8 = 1;
+const LABEL_CHAR: u8 = 2;
+const NAME_START: u8 = 4;
+const NAME_CHAR: u8 = 8;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alpha = b.is_ascii_alphabetic();
+        let digit = b.is_ascii_digit();
+        let mut v = 0;
+        if alpha || b == b'_' {
+            v |= LABEL_START | LABEL_CHAR | NAME_START | NAME_CHAR;
+        }
+        if digit {
+            v |= LABEL_CHAR | NAME_CHAR;
+        }
+        if b == b':' {
+            v |= NAME_START | NAME_CHAR;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_name_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+    CLASS[c as usize] & NAME_START != 0
 }
 #[inline]
 fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+    CLASS[c as usize] & NAME_CHAR != 0
 }
 #[inline]
 fn is_label_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_'
+    CLASS[c as usize] & LABEL_START != 0
 }
 #[inline]
 fn is_label_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    CLASS[c as usize] & LABEL_CHAR != 0
 }
 
 fn show(b: &[u8]) -> String {
@@ -98,7 +154,28 @@ fn show(b: &[u8]) -> String {
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a [u8]) -> Self {
-        Parser { b: body, i: 0 }
+        Self::with_spans(body, Vec::new())
+    }
+
+    /// A parser that records label positions in `spans` (cleared first), a
+    /// buffer reused across scrapes; [`Parser::into_spans`] gives it back.
+    pub fn with_spans(body: &'a [u8], mut spans: Vec<LabelSpan>) -> Self {
+        spans.clear();
+        Parser {
+            b: body,
+            i: 0,
+            spans,
+        }
+    }
+
+    /// The labels of the sample returned last, in exposition order.
+    #[inline]
+    pub fn label_spans(&self) -> &[LabelSpan] {
+        &self.spans
+    }
+
+    pub fn into_spans(self) -> Vec<LabelSpan> {
+        self.spans
     }
 
     fn err(&self, at: usize, message: String) -> ParseError {
@@ -201,6 +278,7 @@ impl<'a> Parser<'a> {
         let inner_start = self.i;
         loop {
             self.skip_blanks();
+            let name_start;
             match b.get(self.i) {
                 Some(b'}') => {
                     let inner = &b[inner_start..self.i];
@@ -208,6 +286,8 @@ impl<'a> Parser<'a> {
                     return Ok(inner);
                 }
                 Some(&c) if is_label_start(c) => {
+                    name_start = self.i;
+                    self.i += 1;
                     while self.i < b.len() && is_label_char(b[self.i]) {
                         self.i += 1;
                     }
@@ -223,6 +303,7 @@ impl<'a> Parser<'a> {
                     ));
                 }
             }
+            let name_end = self.i;
             self.skip_blanks();
             if b.get(self.i) != Some(&b'=') {
                 return Err(self.err(
@@ -245,7 +326,11 @@ impl<'a> Parser<'a> {
                 ));
             }
             self.i += 1;
+            let value_start = self.i;
+            let mut escaped = false;
             loop {
+                // Jump to the next quote or backslash.
+                self.i = memchr::memchr2(b'"', b'\\', &b[self.i..]).map_or(b.len(), |p| self.i + p);
                 match b.get(self.i) {
                     None => {
                         return Err(self.err(
@@ -257,6 +342,13 @@ impl<'a> Parser<'a> {
                         ));
                     }
                     Some(b'"') => {
+                        self.spans.push(LabelSpan {
+                            name_start,
+                            name_end,
+                            value_start,
+                            value_end: self.i,
+                            escaped,
+                        });
                         self.i += 1;
                         break;
                     }
@@ -270,6 +362,7 @@ impl<'a> Parser<'a> {
                                 ),
                             ));
                         }
+                        escaped = true;
                         self.i += 2;
                     }
                     Some(_) => self.i += 1,
@@ -295,6 +388,7 @@ impl<'a> Parser<'a> {
         let mut series = &b[start..name_end];
         self.skip_blanks();
         let mut raw_labels: &[u8] = &[];
+        self.spans.clear();
         if b.get(self.i) == Some(&b'{') {
             raw_labels = self.label_block(line)?;
             series = &b[start..self.i];
@@ -426,6 +520,11 @@ impl<'a> Iterator for Parser<'a> {
 
 /// Go's `strconv.ParseFloat` restricted as Prometheus restricts it.
 pub fn parse_float(t: &[u8]) -> Result<f64, String> {
+    // Plain integers (most counters) up to 15 digits convert exactly.
+    if !t.is_empty() && t.len() <= 15 && t.iter().all(u8::is_ascii_digit) {
+        let v = t.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'));
+        return Ok(v as f64);
+    }
     let bad = || format!("strconv.ParseFloat: parsing {}: invalid syntax", show(t));
     if t.iter().any(|&c| matches!(c, b'p' | b'P' | b'_')) {
         return Err("unsupported character in float".into());
@@ -471,6 +570,30 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// Appends the unescaped bytes of a label value to `out` (see [`unescape`];
+/// the caller validates UTF-8).
+pub fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c == b'\\' && i + 1 < raw.len() {
+            match raw[i + 1] {
+                b'"' => out.push(b'"'),
+                b'\\' => out.push(b'\\'),
+                b'n' => out.push(b'\n'),
+                other => {
+                    out.push(b'\\');
+                    out.push(other);
+                }
+            }
+            i += 2;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
 }
 
 /// Unescapes a label value as Prometheus does (`\"`, `\\`, `\n`).

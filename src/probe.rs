@@ -146,30 +146,23 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 let _ = writeln!(out, "  HTTP: FAILED: {e}");
                 ok = false;
             }
-            Ok(Ok(wire)) => {
+            Ok(Ok(fetched)) => {
                 let _ = writeln!(
                     out,
-                    "  HTTP: 200 OK, {wire} bytes received, {} bytes of exposition",
+                    "  HTTP: 200 OK, {} bytes received, {} bytes of exposition",
+                    fetched.wire,
                     body.len()
                 );
                 let mut cache = SeriesCache::new();
                 let mut enc = EncodedSamples::default();
-                cache.begin();
-                let mut n = 0u64;
-                let mut first_error = None;
-                for s in Parser::new(&body) {
-                    match s.map_err(|e| e.to_string()).and_then(|s| {
-                        cache
-                            .append(&t.ctx, &s, 0, &mut enc)
-                            .map_err(|e| e.to_string())
-                    }) {
-                        Ok(_) => n += 1,
-                        Err(e) => {
-                            first_error = Some(e);
-                            break;
-                        }
-                    }
-                }
+                let (n, first_error) = match cache.ingest(&t.ctx, &body, 0, &mut enc, 0) {
+                    Ok(n) => (n.scraped, None),
+                    // Samples up to the error.
+                    Err(e) => (
+                        Parser::new(&body).take_while(|r| r.is_ok()).count() as u64,
+                        Some(e.to_string()),
+                    ),
+                };
                 let _ = writeln!(out, "  samples: {n}");
                 match first_error {
                     None => {

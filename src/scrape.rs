@@ -29,10 +29,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ScrapeConfig};
-use crate::exposition::Parser;
 use crate::http::{BodyError, HttpClient, read_body_limited};
 use crate::remote_write::queue::Queue;
-use crate::series::{EncodedSamples, SeriesCache, SeriesError, TargetContext, WriteRelabelCache};
+use crate::series::{
+    EncodedSamples, IngestError, SeriesCache, SeriesError, TargetContext, WriteRelabelCache,
+};
 use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
 use crate::tls::describe_error;
 
@@ -50,11 +51,21 @@ pub enum ScrapeError {
     #[error("decompressing gzip body: {0}")]
     Gzip(String),
     #[error("parse error: {0}")]
-    Parse(#[from] crate::exposition::ParseError),
+    Parse(crate::exposition::ParseError),
     #[error("{0}")]
-    Series(#[from] SeriesError),
+    Series(SeriesError),
     #[error("sample_limit exceeded: the target exposed more than {0} samples")]
     SampleLimit(u64),
+}
+
+impl From<IngestError> for ScrapeError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Parse(e) => ScrapeError::Parse(e),
+            IngestError::Series(e) => ScrapeError::Series(e),
+            IngestError::SampleLimit(n) => ScrapeError::SampleLimit(n),
+        }
+    }
 }
 
 impl ScrapeError {
@@ -336,14 +347,24 @@ impl TargetStatus {
     }
 }
 
-/// GETs a target into `body` (decompressed; `scratch` is reused for gzip);
-/// returns the bytes received on the wire.
+/// What [`fetch`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    /// Bytes received on the wire.
+    pub wire: usize,
+    /// The body came gzip-compressed; the compressed bytes are left in the
+    /// scratch buffer.
+    pub gzip: bool,
+}
+
+/// GETs a target into `body` (decompressed; `scratch` is reused for gzip,
+/// and holds the compressed bytes afterwards).
 pub async fn fetch(
     client: &HttpClient,
     t: &Target,
     body: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
-) -> Result<usize, ScrapeError> {
+) -> Result<Fetched, ScrapeError> {
     let req = Request::get(t.url.clone())
         .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .header(ACCEPT_ENCODING, "gzip")
@@ -379,7 +400,7 @@ pub async fn fetch(
         }
         std::mem::swap(body, scratch);
     }
-    Ok(wire)
+    Ok(Fetched { wire, gzip })
 }
 
 /// Scrape buffers shared by all targets. Scrapes of different targets rarely
@@ -556,9 +577,9 @@ impl ScrapeLoop {
             }
         }
         self.out.clear();
-        let n = self
-            .cache
-            .mark_all_stale(unix_ms(SystemTime::now()), &mut self.out);
+        let n =
+            self.cache
+                .mark_all_stale(&self.target.ctx, unix_ms(SystemTime::now()), &mut self.out);
         self.deliver();
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
@@ -594,7 +615,7 @@ impl ScrapeLoop {
         }
     }
 
-    async fn fetch(&mut self) -> Result<(), ScrapeError> {
+    async fn fetch(&mut self) -> Result<Fetched, ScrapeError> {
         if self.client_rx.has_changed().unwrap_or(false) {
             self.client = self.client_rx.borrow_and_update().clone();
         }
@@ -605,26 +626,6 @@ impl ScrapeLoop {
             &mut self.inflated,
         )
         .await
-        .map(|_| ())
-    }
-
-    /// Parses the body into `self.out`; returns (samples scraped, samples
-    /// kept by metric relabeling, series added).
-    fn ingest(&mut self, ts: i64) -> Result<(u64, u64, u64), ScrapeError> {
-        let (mut n, mut kept, mut added) = (0u64, 0u64, 0u64);
-        let limit = self.target.sample_limit;
-        for s in Parser::new(&self.body) {
-            let s = s?;
-            n += 1;
-            let a = self.cache.append(&self.target.ctx, &s, ts, &mut self.out)?;
-            added += a.new as u64;
-            kept += a.kept as u64;
-            // As Prometheus, the limit counts samples after metric relabeling.
-            if limit > 0 && kept > limit {
-                return Err(ScrapeError::SampleLimit(limit));
-            }
-        }
-        Ok((n, kept, added))
     }
 
     /// One scrape, start to finish; returns the error if it failed.
@@ -652,24 +653,37 @@ impl ScrapeLoop {
         };
         self.out.clear();
         self.out.scraped_at_ms = ts;
-        self.cache.begin();
-        let result = fetched.and_then(|()| self.ingest(ts));
+        let ctx = &self.target.ctx;
+        let result = fetched.and_then(|f| {
+            self.cache
+                .ingest(ctx, &self.body, ts, &mut self.out, self.target.sample_limit)
+                .map(|n| (n, f))
+                .map_err(ScrapeError::from)
+        });
         let duration = t0.elapsed().as_secs_f64();
         let mut latest = None;
         let (up, scraped, kept, added, err) = match result {
-            Ok((n, kept, added)) => {
+            Ok((n, fetched)) => {
                 // Only the exposed samples so far: no markers, no synthetic series.
                 if self.keep_latest.load(std::sync::atomic::Ordering::Relaxed)
                     || self.sinks.is_empty()
                 {
                     latest = Some(Arc::new(self.out.clone()));
                 }
-                self.cache.end(ts, &mut self.out);
-                (1.0, n, kept, added, None)
+                // The previous body, as received, tells the label sets of
+                // the series that vanish next time.
+                let received = if fetched.gzip {
+                    &self.inflated
+                } else {
+                    &self.body
+                };
+                self.cache
+                    .end(ctx, ts, &mut self.out, received, fetched.gzip);
+                (1.0, n.scraped, n.kept, n.added, None)
             }
             Err(e) => {
                 self.out.clear();
-                self.cache.mark_all_stale(ts, &mut self.out);
+                self.cache.mark_all_stale(ctx, ts, &mut self.out);
                 (0.0, 0, 0, 0, Some(e))
             }
         };

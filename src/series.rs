@@ -14,11 +14,15 @@
 //! timestamp, unless it carried an explicit timestamp (as in Prometheus), and
 //! leaves the cache.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::io::Read;
 use std::sync::Arc;
 
-use crate::exposition::Sample;
-use crate::remote_write::proto::{encode_label, write_series};
+use crate::exposition::{LabelSpan, ParseError, Parser, Sample, unescape_into};
+use crate::remote_write::proto::{encode_label, encode_label_bytes, write_series};
 
 /// The NaN Prometheus uses as a staleness marker.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -207,18 +211,14 @@ pub fn is_valid_metric_name(n: &str) -> bool {
 /// Encodes sorted labels as the `repeated Label labels = 1` bytes of a TimeSeries.
 pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
     let mut out = Vec::with_capacity(lbls.iter().map(|(n, v)| n.len() + v.len() + 6).sum());
-    for (n, v) in lbls {
-        encode_label(&mut out, n, v);
-    }
+    encode_into(lbls, &mut out);
     out.into_boxed_slice()
 }
 
-struct Entry {
-    /// Encoded labels; `None` for a series metric relabeling drops.
-    labels: Option<Arc<[u8]>>,
-    first_seen: u64,
-    last_seen: u64,
-    explicit_ts: bool,
+fn encode_into(lbls: &[(String, String)], out: &mut Vec<u8>) {
+    for (n, v) in lbls {
+        encode_label(out, n, v);
+    }
 }
 
 /// Encoded samples of one scrape: concatenated `TimeSeries` fields of a
@@ -275,26 +275,152 @@ impl EncodedSamples {
     }
 }
 
-/// What [`SeriesCache::append`] did with a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// The series was not in the cache.
-    pub new: bool,
-    /// Metric relabeling kept it (it was sent).
-    pub kept: bool,
+/// Why a body's samples could not be ingested; fails the whole scrape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    Series(#[from] SeriesError),
+    #[error("sample_limit exceeded: the target exposed more than {0} samples")]
+    SampleLimit(u64),
 }
 
-/// The per-target series cache; see the module docs.
+/// Sample counts of one ingested body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Samples exposed.
+    pub scraped: u64,
+    /// Samples kept by metric relabeling (sent).
+    pub kept: u64,
+    /// Kept series not in the previous scrape.
+    pub added: u64,
+}
+
+/// 96 bits of a label set's hash: a series' identity in the cache. With
+/// per-cache random seeds, two different label sets share a key with
+/// probability about n²/2⁹⁷ (n series), and a target cannot aim for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key(u64, u32);
+
+impl Hash for Key {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0);
+    }
+}
+
+/// The key is a hash already: the table uses it as is.
 #[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// The per-cache hash seeds.
+struct Hashers {
+    a: foldhash::quality::RandomState,
+    b: foldhash::quality::RandomState,
+}
+
+impl Hashers {
+    #[inline]
+    fn key(&self, bytes: &[u8]) -> Key {
+        Key(self.a.hash_one(bytes), self.b.hash_one(bytes) as u32)
+    }
+}
+
+/// What metric relabeling made of one exposed series (cached: relabeling
+/// runs once per new series, as in Prometheus).
+struct Relabeled {
+    /// Encoded labels; `None` when relabeling dropped the series.
+    labels: Option<Box<[u8]>>,
+    key: Key,
+    generation: u32,
+}
+
+/// The body of the last successful scrape, as received (gzip-compressed when
+/// the target sent it so, which is typically a tenth of the text).
+#[derive(Default)]
+struct LastBody {
+    bytes: Vec<u8>,
+    gzip: bool,
+    present: bool,
+}
+
+impl LastBody {
+    fn store(&mut self, body: &[u8], gzip: bool) {
+        // Reuse the buffer, unless the page shrank for good.
+        if self.bytes.capacity() > 2 * body.len() + 4096 {
+            self.bytes = Vec::with_capacity(body.len());
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(body);
+        self.gzip = gzip;
+        self.present = true;
+    }
+}
+
+/// Buffers the encoder reuses from sample to sample.
+#[derive(Default)]
+struct Scratch {
+    /// Encoded labels of the current sample.
+    labels: Vec<u8>,
+    /// An unescaped label value.
+    value: Vec<u8>,
+    /// Label order: indexes into the spans, [`NAME`] for `__name__`.
+    order: Vec<u32>,
+    spans: Vec<LabelSpan>,
+}
+
+/// `__name__` in [`Scratch::order`].
+const NAME: u32 = u32::MAX;
+
+/// The per-target series cache; see the module docs.
 pub struct SeriesCache {
-    /// Exposed series text → entry.
-    map: HashMap<Arc<[u8]>, Entry, foldhash::fast::RandomState>,
-    /// Encoded labels → the exposed text that carries them: two spellings of
-    /// one series (`a{x="1"}` and `a{x="1",}`) are one series.
-    by_labels: HashMap<Arc<[u8]>, Arc<[u8]>, foldhash::fast::RandomState>,
-    generation: u64,
-    /// The generation of the last successful scrape ([`SeriesCache::end`]).
-    completed: u64,
+    /// Final label set (hashed) → generation that last saw it.
+    seen: KeyMap<u32>,
+    /// Exposed series text (hashed) → metric relabeling result; used only
+    /// with `metric_relabel_configs`.
+    relabeled: KeyMap<Relabeled>,
+    hashers: Hashers,
+    generation: u32,
+    /// Series seen by the current scrape so far.
+    seen_now: usize,
+    last: LastBody,
+    scratch: Scratch,
+}
+
+impl Default for SeriesCache {
+    fn default() -> Self {
+        SeriesCache {
+            seen: KeyMap::default(),
+            relabeled: KeyMap::default(),
+            hashers: Hashers {
+                a: foldhash::quality::RandomState::default(),
+                b: foldhash::quality::RandomState::default(),
+            },
+            generation: 0,
+            seen_now: 0,
+            last: LastBody::default(),
+            scratch: Scratch::default(),
+        }
+    }
 }
 
 impl SeriesCache {
@@ -302,125 +428,446 @@ impl SeriesCache {
         Self::default()
     }
 
-    /// Number of series currently cached.
+    /// Number of series of the last scrape (of the current one, during it).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.seen.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.seen.is_empty()
     }
 
-    /// Starts a scrape: a new generation.
-    pub fn begin(&mut self) {
-        self.generation += 1;
+    /// Bytes held between scrapes: the table, the relabeling results and
+    /// the last body.
+    pub fn retained_bytes(&self) -> usize {
+        let relabeled: usize = self
+            .relabeled
+            .values()
+            .map(|r| r.labels.as_ref().map_or(0, |l| l.len()))
+            .sum();
+        self.seen.capacity() * (std::mem::size_of::<(Key, u32)>() + 1)
+            + self.relabeled.capacity() * (std::mem::size_of::<(Key, Relabeled)>() + 1)
+            + relabeled
+            + self.last.bytes.capacity()
     }
 
-    /// Appends one exposed sample at `default_ts` (the scrape time) to `out`.
-    /// Returns whether the series is new to the cache and whether it was kept
-    /// by metric relabeling.
-    #[inline]
-    pub fn append(
+    /// Parses `body` (one scrape, a new generation) and appends its samples
+    /// at `ts` (or their own timestamps, with `honor_timestamps`) to `out`.
+    /// `sample_limit` 0 means none. After an error the scrape has failed:
+    /// call [`SeriesCache::mark_all_stale`].
+    pub fn ingest(
         &mut self,
         ctx: &TargetContext,
-        s: &Sample<'_>,
+        body: &[u8],
+        ts: i64,
+        out: &mut EncodedSamples,
+        sample_limit: u64,
+    ) -> Result<Ingested, IngestError> {
+        self.generation = self.generation.wrapping_add(1);
+        self.seen_now = 0;
+        let mut parser = Parser::with_spans(body, std::mem::take(&mut self.scratch.spans));
+        let r = self.ingest_all(ctx, &mut parser, body, ts, out, sample_limit);
+        self.scratch.spans = parser.into_spans();
+        r
+    }
+
+    fn ingest_all(
+        &mut self,
+        ctx: &TargetContext,
+        parser: &mut Parser<'_>,
+        body: &[u8],
         default_ts: i64,
         out: &mut EncodedSamples,
-    ) -> Result<Appended, SeriesError> {
-        let ts = match s.timestamp {
-            Some(t) if ctx.honor_timestamps => t,
-            _ => default_ts,
-        };
-        let explicit_ts = s.timestamp.is_some() && ctx.honor_timestamps;
+        limit: u64,
+    ) -> Result<Ingested, IngestError> {
         let generation = self.generation;
-        if let Some(e) = self.map.get_mut(s.series) {
-            if e.last_seen == generation {
-                return Err(SeriesError::DuplicateSeries(
-                    String::from_utf8_lossy(s.series).into_owned(),
-                ));
-            }
-            e.last_seen = generation;
-            e.explicit_ts = explicit_ts;
-            if let Some(l) = &e.labels {
-                out.push(l, s.value, ts);
-            }
-            return Ok(Appended {
-                new: false,
-                kept: e.labels.is_some(),
-            });
-        }
-        let labels: Option<Arc<[u8]>> = ctx.series_labels(s)?.map(|l| encode_labels(&l).into());
-        let raw: Arc<[u8]> = s.series.into();
-        if let Some(l) = &labels {
-            if let Some(other) = self.by_labels.get(l).cloned() {
-                if self
-                    .map
-                    .get(&other)
-                    .is_some_and(|e| e.last_seen == generation)
-                {
-                    return Err(SeriesError::DuplicateSeries(
-                        String::from_utf8_lossy(s.series).into_owned(),
-                    ));
+        let mut n = Ingested::default();
+        while let Some(s) = parser.next() {
+            let s = s?;
+            n.scraped += 1;
+            let Some(key) = resolve(
+                ctx,
+                &s,
+                parser.label_spans(),
+                body,
+                &self.hashers,
+                &mut self.scratch,
+                &mut self.relabeled,
+                Some(generation),
+            )?
+            else {
+                continue;
+            };
+            match self.seen.entry(key) {
+                Entry::Occupied(mut e) => {
+                    if *e.get() == generation {
+                        return Err(SeriesError::DuplicateSeries(
+                            String::from_utf8_lossy(s.series).into_owned(),
+                        )
+                        .into());
+                    }
+                    e.insert(generation);
                 }
-                // The same series under a new spelling: it continues, no marker.
-                self.map.remove(&other);
+                Entry::Vacant(e) => {
+                    e.insert(generation);
+                    n.added += 1;
+                }
             }
-            self.by_labels.insert(l.clone(), raw.clone());
-            out.push(l, s.value, ts);
+            self.seen_now += 1;
+            n.kept += 1;
+            // As Prometheus, the limit counts samples after metric relabeling.
+            if limit > 0 && n.kept > limit {
+                return Err(IngestError::SampleLimit(limit));
+            }
+            let ts = match s.timestamp {
+                Some(t) if ctx.honor_timestamps => t,
+                _ => default_ts,
+            };
+            out.push(&self.scratch.labels, s.value, ts);
         }
-        let kept = labels.is_some();
-        self.map.insert(
-            raw,
-            Entry {
-                labels,
-                first_seen: generation,
-                last_seen: generation,
-                explicit_ts,
-            },
-        );
-        Ok(Appended { new: true, kept })
+        Ok(n)
     }
 
     /// Ends a successful scrape: staleness markers at `ts` for every series
-    /// seen before but not in this scrape; those series leave the cache.
-    pub fn end(&mut self, ts: i64, out: &mut EncodedSamples) -> u64 {
+    /// of the previous scrape missing from this one (they leave the cache),
+    /// then keeps `body` (as received; `gzip` says how) to know the label
+    /// sets of the series that vanish next time. Returns the markers written.
+    pub fn end(
+        &mut self,
+        ctx: &TargetContext,
+        ts: i64,
+        out: &mut EncodedSamples,
+        body: &[u8],
+        gzip: bool,
+    ) -> u64 {
         let generation = self.generation;
-        self.completed = generation;
         let mut stale = 0;
-        let SeriesCache { map, by_labels, .. } = self;
-        map.retain(|_, e| {
-            if e.last_seen == generation {
-                return true;
-            }
-            if let Some(l) = &e.labels {
-                by_labels.remove(l);
-                if !e.explicit_ts {
-                    out.push(l, f64::from_bits(STALE_NAN), ts);
-                    stale += 1;
-                }
-            }
-            false
-        });
+        if self.seen.len() > self.seen_now {
+            // Rare (series come and go far less often than scrapes happen):
+            // re-read the previous body for the label sets of the missing.
+            let SeriesCache {
+                seen,
+                relabeled,
+                hashers,
+                last,
+                scratch,
+                ..
+            } = self;
+            replay(
+                ctx,
+                last,
+                hashers,
+                scratch,
+                relabeled,
+                |key, labels, explicit| {
+                    if !explicit && seen.get(&key).is_some_and(|g| *g != generation) {
+                        out.push(labels, f64::from_bits(STALE_NAN), ts);
+                        stale += 1;
+                    }
+                },
+            );
+            self.seen.retain(|_, g| *g == generation);
+        }
+        if !self.relabeled.is_empty() {
+            self.relabeled.retain(|_, r| r.generation == generation);
+        }
+        self.last.store(body, gzip);
         stale
     }
 
     /// A failed scrape (or a removed target): markers at `ts` for every series
     /// of the last successful scrape, and the cache empties. Series first
     /// seen by a scrape that failed half-way were never sent and get none.
-    pub fn mark_all_stale(&mut self, ts: i64, out: &mut EncodedSamples) -> u64 {
+    pub fn mark_all_stale(
+        &mut self,
+        ctx: &TargetContext,
+        ts: i64,
+        out: &mut EncodedSamples,
+    ) -> u64 {
         let mut stale = 0;
-        for e in self.map.values() {
-            if let (false, true, Some(l)) =
-                (e.explicit_ts, e.first_seen <= self.completed, &e.labels)
-            {
-                out.push(l, f64::from_bits(STALE_NAN), ts);
-                stale += 1;
-            }
+        if self.last.present {
+            let SeriesCache {
+                relabeled,
+                hashers,
+                last,
+                scratch,
+                ..
+            } = self;
+            replay(
+                ctx,
+                last,
+                hashers,
+                scratch,
+                relabeled,
+                |_, labels, explicit| {
+                    if !explicit {
+                        out.push(labels, f64::from_bits(STALE_NAN), ts);
+                        stale += 1;
+                    }
+                },
+            );
         }
-        self.map.clear();
-        self.by_labels.clear();
+        self.seen.clear();
+        self.relabeled.clear();
+        self.last = LastBody::default();
         stale
     }
+}
+
+/// Calls `each(key, encoded labels, has explicit timestamp)` for every kept
+/// sample of the last successful body.
+fn replay(
+    ctx: &TargetContext,
+    last: &LastBody,
+    hashers: &Hashers,
+    scratch: &mut Scratch,
+    relabeled: &mut KeyMap<Relabeled>,
+    mut each: impl FnMut(Key, &[u8], bool),
+) {
+    if !last.present {
+        return;
+    }
+    let inflated;
+    let body: &[u8] = if last.gzip {
+        let mut plain = Vec::new();
+        if let Err(e) =
+            flate2::read::MultiGzDecoder::new(last.bytes.as_slice()).read_to_end(&mut plain)
+        {
+            // Cannot happen: these bytes inflated fine one scrape ago.
+            tracing::error!(error = %e, "cannot re-read the previous scrape; its vanished series get no staleness markers");
+            return;
+        }
+        inflated = plain;
+        &inflated
+    } else {
+        &last.bytes
+    };
+    let mut parser = Parser::with_spans(body, std::mem::take(&mut scratch.spans));
+    while let Some(Ok(s)) = parser.next() {
+        let explicit = s.timestamp.is_some() && ctx.honor_timestamps;
+        match resolve(
+            ctx,
+            &s,
+            parser.label_spans(),
+            body,
+            hashers,
+            scratch,
+            relabeled,
+            None,
+        ) {
+            Ok(Some(key)) => each(key, &scratch.labels, explicit),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    scratch.spans = parser.into_spans();
+}
+
+/// The final labels of sample `s`, encoded into `scratch.labels`, and their
+/// key; `None` when metric relabeling drops the series. `touch` is the
+/// generation to record in the relabeling cache (`None`: read only).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn resolve(
+    ctx: &TargetContext,
+    s: &Sample<'_>,
+    spans: &[LabelSpan],
+    body: &[u8],
+    hashers: &Hashers,
+    scratch: &mut Scratch,
+    relabeled: &mut KeyMap<Relabeled>,
+    touch: Option<u32>,
+) -> Result<Option<Key>, SeriesError> {
+    scratch.labels.clear();
+    if ctx.metric_relabel.is_empty() {
+        if !encode_fast(ctx, s, spans, body, scratch) {
+            scratch.labels.clear();
+            match ctx.series_labels(s)? {
+                Some(l) => encode_into(&l, &mut scratch.labels),
+                None => return Ok(None),
+            }
+        }
+        return Ok(Some(hashers.key(&scratch.labels)));
+    }
+    let raw = hashers.key(s.series);
+    if let Some(r) = relabeled.get_mut(&raw) {
+        if let Some(g) = touch {
+            r.generation = g;
+        }
+        return Ok(r.labels.as_ref().map(|l| {
+            scratch.labels.extend_from_slice(l);
+            r.key
+        }));
+    }
+    let labels = ctx.series_labels(s)?.map(|l| encode_labels(&l));
+    let key = labels.as_deref().map(|l| hashers.key(l));
+    if let Some(l) = &labels {
+        scratch.labels.extend_from_slice(l);
+    }
+    if let Some(generation) = touch {
+        relabeled.insert(
+            raw,
+            Relabeled {
+                labels,
+                key: key.unwrap_or(Key(0, 0)),
+                generation,
+            },
+        );
+    }
+    Ok(key)
+}
+
+/// Byte order of two (short) label names, without a call to `memcmp`.
+#[inline(always)]
+fn name_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Encodes the final label set of `s` straight from the exposition text into
+/// `scratch.labels`: exposed labels (sorted, empty values dropped, unescaped)
+/// merged with the target labels (honoring `honor_labels`) and the external
+/// labels. Returns false for what it leaves to [`TargetContext::series_labels`]:
+/// a repeated label name, a name conflict to rename (`exported_…`),
+/// invalid UTF-8, a label limit exceeded; that path builds the error or the
+/// renamed set.
+#[inline]
+fn encode_fast(
+    ctx: &TargetContext,
+    s: &Sample<'_>,
+    spans: &[LabelSpan],
+    body: &[u8],
+    scratch: &mut Scratch,
+) -> bool {
+    let Scratch {
+        labels: out,
+        value: tmp,
+        order,
+        ..
+    } = scratch;
+    let name_of = |ix: u32| -> &[u8] {
+        if ix == NAME {
+            b"__name__"
+        } else {
+            spans[ix as usize].name(body)
+        }
+    };
+    order.clear();
+    order.push(NAME);
+    order.extend(0..spans.len() as u32);
+    // Usually sorted already; Go clients append `le` and `quantile` last.
+    if !order
+        .windows(2)
+        .all(|w| name_cmp(name_of(w[0]), name_of(w[1])) == Ordering::Less)
+    {
+        for i in 1..order.len() {
+            let mut j = i;
+            while j > 0 && name_cmp(name_of(order[j - 1]), name_of(order[j])) == Ordering::Greater {
+                order.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        if order.windows(2).any(|w| name_of(w[0]) == name_of(w[1])) {
+            return false;
+        }
+    }
+    let limits = ctx.limits;
+    let mut count = 0usize;
+    let mut emit = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| -> bool {
+        count += 1;
+        if (limits.labels > 0 && count > limits.labels)
+            || (limits.name_length > 0 && name.len() > limits.name_length)
+            || (limits.value_length > 0 && value.len() > limits.value_length)
+        {
+            return false;
+        }
+        encode_label_bytes(out, name, value);
+        true
+    };
+    let targets = &ctx.target_labels;
+    let externals = &ctx.external_labels;
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    loop {
+        // The next exposed label with a value (empty is the same as absent).
+        while i < order.len()
+            && order[i] != NAME
+            && spans[order[i] as usize].value_start == spans[order[i] as usize].value_end
+        {
+            i += 1;
+        }
+        let exposed = order.get(i).map(|&ix| name_of(ix));
+        let target = targets.get(j).map(|(n, _)| n.as_bytes());
+        let take_exposed = match (exposed, target) {
+            (None, None) => break,
+            (Some(e), Some(t)) => match name_cmp(e, t) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => {
+                    if !ctx.honor_labels {
+                        return false;
+                    }
+                    j += 1;
+                    true
+                }
+            },
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        let name = if take_exposed { exposed } else { target }.unwrap_or_default();
+        // External labels sorting first go first; a same-named one yields.
+        while let Some((xn, xv)) = externals.get(k) {
+            match name_cmp(xn.as_bytes(), name) {
+                Ordering::Less => {
+                    if !emit(out, xn.as_bytes(), xv.as_bytes()) {
+                        return false;
+                    }
+                    k += 1;
+                }
+                Ordering::Equal => {
+                    k += 1;
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        let ok = if take_exposed {
+            let ix = order[i];
+            i += 1;
+            if ix == NAME {
+                emit(out, name, s.name.as_bytes())
+            } else {
+                let sp = &spans[ix as usize];
+                let raw = sp.raw_value(body);
+                if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
+                    return false;
+                }
+                if sp.escaped {
+                    tmp.clear();
+                    unescape_into(raw, tmp);
+                    emit(out, name, tmp)
+                } else {
+                    emit(out, name, raw)
+                }
+            }
+        } else {
+            let (_, v) = &targets[j];
+            j += 1;
+            emit(out, name, v.as_bytes())
+        };
+        if !ok {
+            return false;
+        }
+    }
+    for (xn, xv) in &externals[k..] {
+        if !emit(out, xn.as_bytes(), xv.as_bytes()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Splits one encoded `TimeSeries` entry (as [`EncodedSamples`] holds it)
@@ -535,7 +982,6 @@ impl WriteRelabelCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::Parser;
     use crate::remote_write::proto::WriteRequest;
     use prost::Message;
 
@@ -574,11 +1020,12 @@ mod tests {
         ts: i64,
     ) -> Result<EncodedSamples, SeriesError> {
         let mut out = EncodedSamples::default();
-        cache.begin();
-        for s in Parser::new(body.as_bytes()) {
-            cache.append(c, &s.unwrap(), ts, &mut out)?;
+        match cache.ingest(c, body.as_bytes(), ts, &mut out, 0) {
+            Ok(_) => {}
+            Err(IngestError::Series(e)) => return Err(e),
+            Err(e) => panic!("{e}"),
         }
-        cache.end(ts, &mut out);
+        cache.end(c, ts, &mut out, body.as_bytes(), false);
         Ok(out)
     }
 
@@ -674,7 +1121,8 @@ mod tests {
         assert_eq!(wr.timeseries[0].label("job"), Some("etcd"));
         assert_eq!(wr.timeseries[1].label("job"), Some("j"));
         // The dropped series stays cached (no relabeling next time) and gets no marker.
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.relabeled.len(), 3);
         let out = scrape(&mut cache, &c, "etcd_db 2\n", 2).unwrap();
         let wr = decode(&out);
         assert_eq!(
@@ -756,6 +1204,140 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
+    }
+
+    /// Encodes every sample of `body` both ways: the fast encoder (when it
+    /// takes the sample) must produce the bytes of the general path.
+    fn fast_matches_general(c: &TargetContext, body: &[u8]) -> (usize, usize) {
+        let (mut fast, mut general) = (0, 0);
+        let mut scratch = Scratch::default();
+        let mut parser = Parser::new(body);
+        while let Some(s) = parser.next() {
+            let s = s.unwrap();
+            let expected = c.series_labels(&s).map(|l| l.map(|l| encode_labels(&l)));
+            scratch.labels.clear();
+            if encode_fast(c, &s, parser.label_spans(), body, &mut scratch) {
+                fast += 1;
+                let expected = expected.unwrap().unwrap();
+                assert_eq!(
+                    scratch.labels[..],
+                    expected[..],
+                    "{}",
+                    String::from_utf8_lossy(s.series)
+                );
+            } else {
+                general += 1;
+            }
+        }
+        (fast, general)
+    }
+
+    #[test]
+    fn fast_encoder_matches_the_general_path() {
+        let body = "m 1\n\
+m{b=\"2\",a=\"1\"} 1\n\
+m{Z=\"up\",a=\"x\"} 1\n\
+m{a=\"q\\\"uote\\\\back\\nnl\\tkeep\"} 1\n\
+m{a=\"größe ✓ 東京\",empty=\"\"} 1\n\
+m{job=\"\",instance=\"\"} 1\n\
+m{cluster=\"mine\",zz=\"1\"} 1\n\
+m{b=\"1\",} 1\n\
+m{ b = \"1\" , c=\"2\" } 1\n\
+m{aa=\"1\",a=\"2\",a_=\"3\",A=\"4\",_x=\"5\"} 1\n\
+m{job=\"exposed\"} 1\n\
+m{instance=\"exposed\",exported_instance=\"x\"} 1\n\
+m{a=\"1\",a=\"2\"} 1\n\
+m{__name__=\"x\"} 1\n";
+        for honor in [false, true] {
+            let c = ctx(honor);
+            let (fast, general) = fast_matches_general(&c, body.as_bytes());
+            assert!(fast >= 10, "fast {fast}, general {general}");
+            // Conflicts only go the general way without honor_labels.
+            assert_eq!(general, if honor { 2 } else { 4 });
+            let no_external = TargetContext {
+                external_labels: Vec::new(),
+                ..ctx(honor)
+            };
+            fast_matches_general(&no_external, body.as_bytes());
+        }
+        let limited = TargetContext {
+            limits: LabelLimits {
+                labels: 4,
+                name_length: 0,
+                value_length: 3,
+            },
+            ..ctx(false)
+        };
+        let (_, general) = fast_matches_general(&limited, body.as_bytes());
+        assert!(general > 4, "limit violations go the general way");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+        );
+        if let Ok(fixture) = std::fs::read(path) {
+            let (fast, general) = fast_matches_general(&ctx(false), &fixture);
+            assert!(fast > 1000 && general == 0, "{fast} {general}");
+        }
+    }
+
+    #[test]
+    fn vanished_series_are_found_in_the_gzipped_previous_body() {
+        use std::io::Write;
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        let gzip = |text: &str| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        let first = "a{x=\"1\"} 1\nb{x=\"2\"} 2\nc 3\n";
+        let mut out = EncodedSamples::default();
+        cache.ingest(&c, first.as_bytes(), 10, &mut out, 0).unwrap();
+        cache.end(&c, 10, &mut out, &gzip(first), true);
+        assert!(cache.retained_bytes() > 0);
+        let second = "a{x=\"1\"} 4\n";
+        let mut out = EncodedSamples::default();
+        cache
+            .ingest(&c, second.as_bytes(), 20, &mut out, 0)
+            .unwrap();
+        assert_eq!(cache.end(&c, 20, &mut out, &gzip(second), true), 2);
+        let wr = decode(&out);
+        let names: Vec<_> = wr
+            .timeseries
+            .iter()
+            .map(|t| t.label("__name__").unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(
+            wr.timeseries[1..]
+                .iter()
+                .all(|t| t.samples[0].value.to_bits() == STALE_NAN)
+        );
+        assert_eq!(cache.len(), 1);
+        // A failure now marks what the second scrape had.
+        let mut out = EncodedSamples::default();
+        assert_eq!(cache.mark_all_stale(&c, 30, &mut out), 1);
+        assert_eq!(decode(&out).timeseries[0].label("__name__"), Some("a"));
+        // Nothing is left to mark after that.
+        assert_eq!(cache.mark_all_stale(&c, 40, &mut out), 0);
+    }
+
+    #[test]
+    fn a_series_back_after_vanishing_is_added_again() {
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        for (body, added) in [
+            ("a 1\nb 1\n", 2),
+            ("a 1\n", 0),
+            ("a 1\nb 1\n", 1),
+            ("a 1\nb 1\n", 0),
+        ] {
+            out.clear();
+            let n = cache.ingest(&c, body.as_bytes(), 1, &mut out, 0).unwrap();
+            cache.end(&c, 1, &mut out, body.as_bytes(), false);
+            assert_eq!(n.added, added, "{body:?}");
+        }
     }
 
     #[test]
@@ -873,7 +1455,7 @@ mod tests {
         let mut cache = SeriesCache::new();
         scrape(&mut cache, &c, "a 1\nb 2\n", 10).unwrap();
         let mut out = EncodedSamples::default();
-        assert_eq!(cache.mark_all_stale(20, &mut out), 2);
+        assert_eq!(cache.mark_all_stale(&c, 20, &mut out), 2);
         assert!(cache.is_empty());
         assert!(
             decode(&out)
@@ -889,13 +1471,11 @@ mod tests {
         let mut cache = SeriesCache::new();
         scrape(&mut cache, &c, "a 1\n", 10).unwrap();
         let mut out = EncodedSamples::default();
-        cache.begin();
-        for s in Parser::new(b"a 2\nnew 3\n") {
-            cache.append(&c, &s.unwrap(), 20, &mut out).unwrap();
-        }
-        // The scrape fails later (say, a parse error): its samples are discarded.
+        // The scrape fails after two samples: its samples are discarded.
+        let e = cache.ingest(&c, b"a 2\nnew 3\nbad{ 1\n", 20, &mut out, 0);
+        assert!(matches!(e, Err(IngestError::Parse(_))), "{e:?}");
         out.clear();
-        assert_eq!(cache.mark_all_stale(20, &mut out), 1);
+        assert_eq!(cache.mark_all_stale(&c, 20, &mut out), 1);
         assert_eq!(decode(&out).timeseries[0].labels[0].value, "a");
     }
 

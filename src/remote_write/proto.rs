@@ -85,20 +85,27 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Appends one `Label` as field 1 of a `TimeSeries` (tag, length, message).
 pub fn encode_label(out: &mut Vec<u8>, name: &str, value: &str) {
+    encode_label_bytes(out, name.as_bytes(), value.as_bytes());
+}
+
+/// [`encode_label`] for names and values known to be UTF-8.
+#[inline]
+pub fn encode_label_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     let msg_len = 1
         + varint_len(name.len() as u64)
         + name.len()
         + 1
         + varint_len(value.len() as u64)
         + value.len();
+    out.reserve(msg_len + 3);
     out.push(0x0a);
     put_varint(out, msg_len as u64);
     out.push(0x0a);
     put_varint(out, name.len() as u64);
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(name);
     out.push(0x12);
     put_varint(out, value.len() as u64);
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
 }
 
 /// Appends one `TimeSeries` with a single sample as field 1 of a
