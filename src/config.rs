@@ -333,8 +333,13 @@ fn default_max_shards() -> usize {
 fn default_min_shards() -> usize {
     1
 }
+/// Prometheus uses 2,000. A disk queue writes every scrape through as its
+/// own batches, so the limit decides how many requests a scrape costs (a
+/// 2,000-series target plus its five synthetic series would be two); 10,000
+/// (vmagent's `-remoteWrite.maxRowsPerBlock`) keeps one request per scrape
+/// for typical targets, with fewer, larger requests for the receiver too.
 fn default_max_samples_per_send() -> usize {
-    2_000
+    10_000
 }
 fn default_batch_send_deadline() -> PromDuration {
     PromDuration(Duration::from_secs(5))

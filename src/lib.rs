@@ -2,9 +2,10 @@
 //! them to a Prometheus-compatible receiver.
 //!
 //! The data path, module by module:
-//! [`scrape`] fetches a target → [`exposition`] parses the body without
-//! copying → [`series`] maps each sample through the per-target series cache
-//! to pre-encoded protobuf labels → [`remote_write::queue`] batches and
+//! [`scrape`] fetches a target ([`gzip`] inflates into a reused buffer) →
+//! [`exposition`] parses the body without copying → [`series`] encodes each
+//! sample's final labels straight from the text and tracks series for
+//! staleness → [`remote_write::queue`] batches and
 //! snappy-compresses → [`remote_write::sender`] ships with retries.
 //! [`config`] holds the Prometheus-shaped configuration, [`tls`] and
 //! [`http`] the client side, [`admin`] and [`telemetry`] the agent's own
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod config;
 pub mod exposition;
+pub mod gzip;
 pub mod http;
 pub mod kubeconfig;
 pub mod probe;

@@ -17,7 +17,6 @@
 //! `scrape_series_added` with the target's labels, at the scrape's start time.
 
 use std::hash::{Hash, Hasher};
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -365,6 +364,19 @@ pub async fn fetch(
     body: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> Result<Fetched, ScrapeError> {
+    let f = fetch_wire(client, t, body).await?;
+    if f.gzip {
+        inflate_body(t, body, scratch)?;
+    }
+    Ok(f)
+}
+
+/// GETs a target into `body` as received (gzip-compressed or not).
+pub async fn fetch_wire(
+    client: &HttpClient,
+    t: &Target,
+    body: &mut Vec<u8>,
+) -> Result<Fetched, ScrapeError> {
     let req = Request::get(t.url.clone())
         .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .header(ACCEPT_ENCODING, "gzip")
@@ -387,20 +399,26 @@ pub async fn fetch(
         .get(CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     read_body_limited(resp.into_body(), t.body_limit, body).await?;
-    let wire = body.len();
-    if gzip {
-        scratch.clear();
-        let limit = t.body_limit.unwrap_or(u64::MAX);
-        let mut dec =
-            flate2::read::MultiGzDecoder::new(body.as_slice()).take(limit.saturating_add(1));
-        dec.read_to_end(scratch)
-            .map_err(|e| ScrapeError::Gzip(e.to_string()))?;
-        if scratch.len() as u64 > limit {
-            return Err(ScrapeError::Body(BodyError::TooLarge { limit }));
-        }
-        std::mem::swap(body, scratch);
-    }
-    Ok(Fetched { wire, gzip })
+    Ok(Fetched {
+        wire: body.len(),
+        gzip,
+    })
+}
+
+/// Inflates the gzip `body` in place (through `scratch`, which is left
+/// holding the compressed bytes), within the target's body size limit.
+pub fn inflate_body(
+    t: &Target,
+    body: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), ScrapeError> {
+    let limit = t.body_limit.unwrap_or(u64::MAX);
+    crate::gzip::inflate(body, scratch, limit).map_err(|e| match e {
+        crate::gzip::GzipError::TooLarge(limit) => ScrapeError::Body(BodyError::TooLarge { limit }),
+        e => ScrapeError::Gzip(e.to_string()),
+    })?;
+    std::mem::swap(body, scratch);
+    Ok(())
 }
 
 /// Scrape buffers shared by all targets. Scrapes of different targets rarely
@@ -619,20 +637,19 @@ impl ScrapeLoop {
         if self.client_rx.has_changed().unwrap_or(false) {
             self.client = self.client_rx.borrow_and_update().clone();
         }
-        fetch(
-            &self.client,
-            &self.target,
-            &mut self.body,
-            &mut self.inflated,
-        )
-        .await
+        let f = fetch_wire(&self.client, &self.target, &mut self.body).await?;
+        if f.gzip {
+            // Taken only now: a scrape waiting on the network holds just
+            // the (small, compressed) wire buffer.
+            self.inflated = BYTES.take();
+            inflate_body(&self.target, &mut self.body, &mut self.inflated)?;
+        }
+        Ok(f)
     }
 
     /// One scrape, start to finish; returns the error if it failed.
     pub async fn scrape_once(&mut self) -> Option<String> {
         self.body = BYTES.take();
-        self.inflated = BYTES.take();
-        self.out = SAMPLES.take();
         let msg = self.scrape_with_buffers().await;
         BYTES.give(std::mem::take(&mut self.body));
         BYTES.give(std::mem::take(&mut self.inflated));
@@ -651,6 +668,7 @@ impl ScrapeLoop {
             Ok(r) => r,
             Err(_) => Err(ScrapeError::Timeout(crate::units::format_duration(timeout))),
         };
+        self.out = SAMPLES.take();
         self.out.clear();
         self.out.scraped_at_ms = ts;
         let ctx = &self.target.ctx;

@@ -18,7 +18,6 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::io::Read;
 use std::sync::Arc;
 
 use crate::exposition::{LabelSpan, ParseError, Parser, Sample, unescape_into};
@@ -630,9 +629,7 @@ fn replay(
     let inflated;
     let body: &[u8] = if last.gzip {
         let mut plain = Vec::new();
-        if let Err(e) =
-            flate2::read::MultiGzDecoder::new(last.bytes.as_slice()).read_to_end(&mut plain)
-        {
+        if let Err(e) = crate::gzip::inflate(&last.bytes, &mut plain, u64::MAX) {
             // Cannot happen: these bytes inflated fine one scrape ago.
             tracing::error!(error = %e, "cannot re-read the previous scrape; its vanished series get no staleness markers");
             return;

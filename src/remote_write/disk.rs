@@ -116,6 +116,8 @@ pub struct SegmentLog {
     pending_bytes: u64,
     /// Samples in unacknowledged records.
     pending_samples: u64,
+    /// The record being appended.
+    scratch: Vec<u8>,
 }
 
 /// How often the ack file is rewritten at most.
@@ -192,6 +194,7 @@ impl SegmentLog {
             index,
             segments,
             active: None,
+            scratch: Vec::new(),
             acked,
             persisted_ack: acked,
             last_persist: std::time::Instant::now(),
@@ -213,12 +216,14 @@ impl SegmentLog {
     /// Appends a sealed batch; returns its sequence number.
     pub fn append(&mut self, batch: &[u8], samples: u32, oldest_ms: i64) -> Result<u64, DiskError> {
         let seq = self.next_seq;
-        let mut payload = Vec::with_capacity(META + batch.len());
-        payload.extend_from_slice(&seq.to_le_bytes());
-        payload.extend_from_slice(&samples.to_le_bytes());
-        payload.extend_from_slice(&oldest_ms.to_le_bytes());
-        payload.extend_from_slice(batch);
-        let crc = crc32fast::hash(&payload);
+        let mut meta = [0u8; META];
+        meta[..8].copy_from_slice(&seq.to_le_bytes());
+        meta[8..12].copy_from_slice(&samples.to_le_bytes());
+        meta[12..].copy_from_slice(&oldest_ms.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&meta);
+        crc.update(batch);
+        let payload_len = META + batch.len();
         let need_new = match self.segments.back() {
             None => true,
             Some((_, size)) => *size >= self.segment_size || self.active.is_none(),
@@ -235,11 +240,15 @@ impl SegmentLog {
             path: path.clone(),
             source: std::io::Error::other("no active segment"),
         })?;
-        let mut rec = Vec::with_capacity(HEADER + payload.len());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc.to_le_bytes());
-        rec.extend_from_slice(&payload);
-        if let Err(e) = f.write_all(&rec) {
+        // One write per record, from a buffer reused across appends.
+        let rec = &mut self.scratch;
+        rec.clear();
+        rec.reserve(HEADER + payload_len);
+        rec.extend_from_slice(&(payload_len as u32).to_le_bytes());
+        rec.extend_from_slice(&crc.finalize().to_le_bytes());
+        rec.extend_from_slice(&meta);
+        rec.extend_from_slice(batch);
+        if let Err(e) = f.write_all(rec) {
             // Leave no partial record behind (disk full): cut back to the old
             // size, and start a fresh segment next time rather than trusting
             // this handle again.
@@ -260,7 +269,7 @@ impl SegmentLog {
             seq,
             segment: n,
             offset: size,
-            len: payload.len() as u32,
+            len: payload_len as u32,
             samples,
             oldest_ms,
         });

@@ -91,6 +91,16 @@ pub fn encode_label(out: &mut Vec<u8>, name: &str, value: &str) {
 /// [`encode_label`] for names and values known to be UTF-8.
 #[inline]
 pub fn encode_label_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let (n, v) = (name.len(), value.len());
+    if n + v + 4 < 0x80 {
+        // Every length fits in one byte: fixed-size header writes.
+        out.reserve(n + v + 6);
+        out.extend_from_slice(&[0x0a, (n + v + 4) as u8, 0x0a, n as u8]);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&[0x12, v as u8]);
+        out.extend_from_slice(value);
+        return;
+    }
     let msg_len = 1
         + varint_len(name.len() as u64)
         + name.len()

@@ -70,8 +70,15 @@ enum Storage {
         log: SegmentLog,
         max_size: u64,
         last_error_log: Option<Instant>,
+        /// The newest unsent batches also kept in memory (at most
+        /// [`HOT_BYTES`]), so a sender that keeps up never reads the disk.
+        hot: VecDeque<(u64, Bytes)>,
+        hot_bytes: usize,
     },
 }
+
+/// Compressed bytes of unsent batches a disk queue keeps in memory too.
+const HOT_BYTES: usize = 1 << 20;
 
 struct Inner {
     open: Vec<u8>,
@@ -80,6 +87,8 @@ struct Inner {
     open_oldest_ms: i64,
     storage: Storage,
     encoder: snap::raw::Encoder,
+    /// Compression output, reused.
+    scratch: Vec<u8>,
 }
 
 /// See the module docs.
@@ -131,6 +140,8 @@ impl Queue {
                         log,
                         max_size,
                         last_error_log: None,
+                        hot: VecDeque::new(),
+                        hot_bytes: 0,
                     },
                     Some(rec),
                 )
@@ -144,6 +155,7 @@ impl Queue {
                 open_oldest_ms: i64::MAX,
                 storage,
                 encoder: snap::raw::Encoder::new(),
+                scratch: Vec::new(),
             }),
             notify: Notify::new(),
             max_samples_per_send: max_samples_per_send.max(1),
@@ -211,6 +223,21 @@ impl Queue {
         }
         let mut inner = self.lock();
         let was_empty = inner.open_samples == 0;
+        // A disk queue writes every scrape through at once: a sample the
+        // agent accepted must survive `kill -9`, which an open batch in memory
+        // would not. (Batching across scrapes is the memory queue's.) Its
+        // batches are compressed straight from the scrape's buffer.
+        if matches!(inner.storage, Storage::Disk { .. }) && inner.open_samples == 0 {
+            let mut i = 0;
+            while i < enc.len() {
+                let take = self.max_samples_per_send.min(enc.len() - i);
+                self.store(&mut inner, enc.slice(i, i + take), take, enc.scraped_at_ms);
+                i += take;
+            }
+            drop(inner);
+            self.notify.notify_one();
+            return;
+        }
         let mut i = 0;
         let mut sealed = false;
         while i < enc.len() {
@@ -227,9 +254,6 @@ impl Queue {
                 sealed = true;
             }
         }
-        // A disk queue writes every scrape through at once: a sample the
-        // agent accepted must survive `kill -9`, which an open batch in memory
-        // would not. (Batching across scrapes is the memory queue's.)
         if matches!(inner.storage, Storage::Disk { .. }) && inner.open_samples > 0 {
             self.seal(&mut inner);
             sealed = true;
@@ -246,14 +270,25 @@ impl Queue {
         }
         let samples = inner.open_samples;
         let oldest_ms = inner.open_oldest_ms;
-        let Inner { open, encoder, .. } = inner;
-        let compressed = encoder.compress_vec(open);
+        let open = std::mem::take(&mut inner.open);
+        self.store(inner, &open, samples, oldest_ms);
+        inner.open = open;
         inner.open.clear();
         inner.open_samples = 0;
         inner.open_since = None;
         inner.open_oldest_ms = i64::MAX;
-        let data = match compressed {
-            Ok(d) => d,
+    }
+
+    /// Compresses one batch (`WriteRequest` bytes) and queues it.
+    fn store(&self, inner: &mut Inner, request: &[u8], samples: usize, oldest_ms: i64) {
+        let Inner {
+            encoder, scratch, ..
+        } = inner;
+        scratch.resize(snap::raw::max_compress_len(request.len()), 0);
+        let data = match encoder.compress(request, scratch) {
+            // Exactly the compressed bytes: the scratch buffer (sized for the
+            // worst case) stays for the next batch.
+            Ok(n) => Bytes::copy_from_slice(&scratch[..n]),
             Err(e) => {
                 // Only possible for inputs over ~4 GiB; a batch is far smaller.
                 tracing::error!(error = %e, "snappy compression failed; batch dropped");
@@ -270,7 +305,7 @@ impl Queue {
             } => {
                 batches.push_back(Batch {
                     seq: *next_seq,
-                    data: Bytes::from(data),
+                    data,
                     samples,
                     oldest_ms,
                 });
@@ -288,13 +323,23 @@ impl Queue {
                 log,
                 max_size,
                 last_error_log,
+                hot,
+                hot_bytes,
             } => {
-                if let Err(e) = log.append(&data, samples as u32, oldest_ms) {
-                    self.drop_samples("disk_error", samples, 1);
-                    // Once a minute at most: a full disk fails every batch.
-                    if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                        *last_error_log = Some(Instant::now());
-                        tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot append to the disk queue; batches are dropped and counted until it works again");
+                match log.append(&data, samples as u32, oldest_ms) {
+                    Ok(seq) => {
+                        if *hot_bytes + data.len() <= HOT_BYTES {
+                            *hot_bytes += data.len();
+                            hot.push_back((seq, data));
+                        }
+                    }
+                    Err(e) => {
+                        self.drop_samples("disk_error", samples, 1);
+                        // Once a minute at most: a full disk fails every batch.
+                        if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            *last_error_log = Some(Instant::now());
+                            tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot append to the disk queue; batches are dropped and counted until it works again");
+                        }
                     }
                 }
                 while log.pending_bytes() > *max_size && log.len() > 1 {
@@ -405,11 +450,28 @@ impl Queue {
                     }
                     break Some(b);
                 }
-                Storage::Disk { log, .. } => {
+                Storage::Disk {
+                    log,
+                    hot,
+                    hot_bytes,
+                    ..
+                } => {
                     let m = log.front()?;
+                    // Batches dropped (budget, age) or sent leave the memory copy.
+                    while hot.front().is_some_and(|(seq, _)| *seq < m.seq) {
+                        if let Some((_, b)) = hot.pop_front() {
+                            *hot_bytes -= b.len();
+                        }
+                    }
                     let too_old = cutoff.is_some_and(|c| m.oldest_ms < c);
+                    let in_memory = hot
+                        .front()
+                        .filter(|(seq, _)| *seq == m.seq)
+                        .map(|(_, b)| b.clone());
                     let data = if too_old {
                         None
+                    } else if in_memory.is_some() {
+                        in_memory
                     } else {
                         log.read(&m)
                             .map_err(
@@ -458,7 +520,17 @@ impl Queue {
                     }
                 }
             }
-            Storage::Disk { log, .. } => {
+            Storage::Disk {
+                log,
+                hot,
+                hot_bytes,
+                ..
+            } => {
+                while hot.front().is_some_and(|(s, _)| *s <= seq) {
+                    if let Some((_, b)) = hot.pop_front() {
+                        *hot_bytes -= b.len();
+                    }
+                }
                 if let Err(e) = log.ack(seq) {
                     tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot persist the queue acknowledgement; the batch may be sent again after a restart");
                 }
