@@ -329,8 +329,14 @@ impl<'a> Parser<'a> {
             let value_start = self.i;
             let mut escaped = false;
             loop {
-                // Jump to the next quote or backslash.
-                self.i = memchr::memchr2(b'"', b'\\', &b[self.i..]).map_or(b.len(), |p| self.i + p);
+                // Skip to the next quote or backslash (values are short:
+                // a plain loop beats a SIMD search here).
+                while let Some(&c) = b.get(self.i) {
+                    if c == b'"' || c == b'\\' {
+                        break;
+                    }
+                    self.i += 1;
+                }
                 match b.get(self.i) {
                     None => {
                         return Err(self.err(

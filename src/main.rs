@@ -48,6 +48,11 @@ enum Command {
         /// How often TLS files and kubeconfigs are re-read for rotation.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         tls_reload_interval: Duration,
+        /// Async runtime threads. One is plenty for a sidecar (scraping and
+        /// sending wait on the network); more only help with many large
+        /// targets on a machine with idle cores.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        worker_threads: u16,
     },
     /// Validate a configuration and every TLS file it references.
     Check {
@@ -199,10 +204,12 @@ fn main() -> ExitCode {
             listen_address,
             shutdown_grace,
             tls_reload_interval,
+            worker_threads,
         } => {
             init_logging(&cli.log_format, &cli.log_level);
             match run(
                 config,
+                worker_threads.into(),
                 RunOptions {
                     listen_address,
                     data_dir,
@@ -242,12 +249,20 @@ fn probe(path: &std::path::Path) -> anyhow::Result<(String, bool)> {
     Ok(rt.block_on(metrics_relay::probe::probe(&cfg)))
 }
 
-fn run(config: PathBuf, opts: RunOptions) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+fn run(config: PathBuf, workers: usize, opts: RunOptions) -> anyhow::Result<()> {
+    let rt = if workers == 1 {
+        // Everything on this thread: no hand-offs between threads, one
+        // allocator arena.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     rt.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(shutdown_signal(cancel.clone()));

@@ -14,9 +14,9 @@
 //! timestamp, unless it carried an explicit timestamp (as in Prometheus), and
 //! leaves the cache.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
@@ -296,16 +296,26 @@ pub struct Ingested {
     pub added: u64,
 }
 
-/// 96 bits of a label set's hash: a series' identity in the cache. With
-/// per-cache random seeds, two different label sets share a key with
-/// probability about n²/2⁹⁷ (n series), and a target cannot aim for it.
+/// 80 bits of a label set's hash: a series' identity in the cache. With
+/// per-cache random seeds, two different label sets of one target share a
+/// key with probability about n²/2⁸¹ (n series: 2·10⁻¹⁸ for 2,000), and a
+/// target cannot aim for it. Stored as 32-bit halves so that a table entry
+/// (key and generation) takes 12 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key(u64, u32);
+struct Key([u32; 2], u16);
+
+impl Key {
+    const NONE: Key = Key([0, 0], 0);
+
+    fn new(hash: u64, check: u64) -> Key {
+        Key([hash as u32, (hash >> 32) as u32], check as u16)
+    }
+}
 
 impl Hash for Key {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.0);
+        h.write_u64(u64::from(self.0[0]) | (u64::from(self.0[1]) << 32));
     }
 }
 
@@ -331,6 +341,45 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
+/// A series of the last (or current) scrape: its key, flattened so that an
+/// entry takes 12 bytes, and the generation (mod 256) that last saw it,
+/// which takes no part in equality or hashing.
+#[derive(Debug)]
+struct Seen {
+    hash: [u32; 2],
+    check: u16,
+    generation: Cell<u8>,
+}
+
+impl Seen {
+    fn new(k: Key, generation: u8) -> Seen {
+        Seen {
+            hash: k.0,
+            check: k.1,
+            generation: Cell::new(generation),
+        }
+    }
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, o: &Seen) -> bool {
+        self.hash == o.hash && self.check == o.check
+    }
+}
+
+impl Eq for Seen {}
+
+impl Hash for Seen {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        Key(self.hash, self.check).hash(h);
+    }
+}
+
+// The generation is interior-mutable but outside Eq and Hash.
+#[allow(clippy::mutable_key_type)]
+type SeenSet = HashSet<Seen, BuildHasherDefault<KeyHasher>>;
+
 /// The per-cache hash seeds.
 struct Hashers {
     a: foldhash::quality::RandomState,
@@ -340,7 +389,7 @@ struct Hashers {
 impl Hashers {
     #[inline]
     fn key(&self, bytes: &[u8]) -> Key {
-        Key(self.a.hash_one(bytes), self.b.hash_one(bytes) as u32)
+        Key::new(self.a.hash_one(bytes), self.b.hash_one(bytes))
     }
 }
 
@@ -350,7 +399,7 @@ struct Relabeled {
     /// Encoded labels; `None` when relabeling dropped the series.
     labels: Option<Box<[u8]>>,
     key: Key,
-    generation: u32,
+    generation: u8,
 }
 
 /// The body of the last successful scrape, as received (gzip-compressed when
@@ -382,8 +431,8 @@ struct Scratch {
     labels: Vec<u8>,
     /// An unescaped label value.
     value: Vec<u8>,
-    /// Label order: indexes into the spans, [`NAME`] for `__name__`.
-    order: Vec<u32>,
+    /// Label order: (name prefix, index into the spans or [`NAME`]).
+    order: Vec<(u64, u32)>,
     spans: Vec<LabelSpan>,
 }
 
@@ -392,13 +441,14 @@ const NAME: u32 = u32::MAX;
 
 /// The per-target series cache; see the module docs.
 pub struct SeriesCache {
-    /// Final label set (hashed) → generation that last saw it.
-    seen: KeyMap<u32>,
+    /// Final label set (hashed) → generation (mod 256) that last saw it;
+    /// every successful scrape keeps only its own, so 8 bits suffice.
+    seen: SeenSet,
     /// Exposed series text (hashed) → metric relabeling result; used only
     /// with `metric_relabel_configs`.
     relabeled: KeyMap<Relabeled>,
     hashers: Hashers,
-    generation: u32,
+    generation: u8,
     /// Series seen by the current scrape so far.
     seen_now: usize,
     last: LastBody,
@@ -408,7 +458,7 @@ pub struct SeriesCache {
 impl Default for SeriesCache {
     fn default() -> Self {
         SeriesCache {
-            seen: KeyMap::default(),
+            seen: SeenSet::default(),
             relabeled: KeyMap::default(),
             hashers: Hashers {
                 a: foldhash::quality::RandomState::default(),
@@ -444,7 +494,7 @@ impl SeriesCache {
             .values()
             .map(|r| r.labels.as_ref().map_or(0, |l| l.len()))
             .sum();
-        self.seen.capacity() * (std::mem::size_of::<(Key, u32)>() + 1)
+        self.seen.capacity() * (std::mem::size_of::<Seen>() + 1)
             + self.relabeled.capacity() * (std::mem::size_of::<(Key, Relabeled)>() + 1)
             + relabeled
             + self.last.bytes.capacity()
@@ -497,18 +547,19 @@ impl SeriesCache {
             else {
                 continue;
             };
-            match self.seen.entry(key) {
-                Entry::Occupied(mut e) => {
-                    if *e.get() == generation {
+            let probe = Seen::new(key, generation);
+            match self.seen.get(&probe) {
+                Some(e) => {
+                    if e.generation.get() == generation {
                         return Err(SeriesError::DuplicateSeries(
                             String::from_utf8_lossy(s.series).into_owned(),
                         )
                         .into());
                     }
-                    e.insert(generation);
+                    e.generation.set(generation);
                 }
-                Entry::Vacant(e) => {
-                    e.insert(generation);
+                None => {
+                    self.seen.insert(probe);
                     n.added += 1;
                 }
             }
@@ -559,13 +610,18 @@ impl SeriesCache {
                 scratch,
                 relabeled,
                 |key, labels, explicit| {
-                    if !explicit && seen.get(&key).is_some_and(|g| *g != generation) {
+                    let probe = Seen::new(key, generation);
+                    if !explicit
+                        && seen
+                            .get(&probe)
+                            .is_some_and(|e| e.generation.get() != generation)
+                    {
                         out.push(labels, f64::from_bits(STALE_NAN), ts);
                         stale += 1;
                     }
                 },
             );
-            self.seen.retain(|_, g| *g == generation);
+            self.seen.retain(|e| e.generation.get() == generation);
         }
         if !self.relabeled.is_empty() {
             self.relabeled.retain(|_, r| r.generation == generation);
@@ -673,7 +729,7 @@ fn resolve(
     hashers: &Hashers,
     scratch: &mut Scratch,
     relabeled: &mut KeyMap<Relabeled>,
-    touch: Option<u32>,
+    touch: Option<u8>,
 ) -> Result<Option<Key>, SeriesError> {
     scratch.labels.clear();
     if ctx.metric_relabel.is_empty() {
@@ -706,7 +762,7 @@ fn resolve(
             raw,
             Relabeled {
                 labels,
-                key: key.unwrap_or(Key(0, 0)),
+                key: key.unwrap_or(Key::NONE),
                 generation,
             },
         );
@@ -753,50 +809,71 @@ fn encode_fast(
             spans[ix as usize].name(body)
         }
     };
+    // Names compare by their first 8 bytes as an integer; only a tie looks
+    // further.
+    let cmp = |a: &(u64, u32), b: &(u64, u32)| match a.0.cmp(&b.0) {
+        Ordering::Equal => name_cmp(name_of(a.1), name_of(b.1)),
+        o => o,
+    };
     order.clear();
-    order.push(NAME);
-    order.extend(0..spans.len() as u32);
+    order.push((prefix(b"__name__"), NAME));
+    let mut size = s.name.len() + 14;
+    for (i, sp) in spans.iter().enumerate() {
+        order.push((prefix(sp.name(body)), i as u32));
+        size += sp.name_end - sp.name_start + sp.value_end - sp.value_start + 6;
+    }
     // Usually sorted already; Go clients append `le` and `quantile` last.
     if !order
         .windows(2)
-        .all(|w| name_cmp(name_of(w[0]), name_of(w[1])) == Ordering::Less)
+        .all(|w| cmp(&w[0], &w[1]) == Ordering::Less)
     {
         for i in 1..order.len() {
             let mut j = i;
-            while j > 0 && name_cmp(name_of(order[j - 1]), name_of(order[j])) == Ordering::Greater {
+            while j > 0 && cmp(&order[j - 1], &order[j]) == Ordering::Greater {
                 order.swap(j - 1, j);
                 j -= 1;
             }
         }
-        if order.windows(2).any(|w| name_of(w[0]) == name_of(w[1])) {
+        if order
+            .windows(2)
+            .any(|w| cmp(&w[0], &w[1]) == Ordering::Equal)
+        {
             return false;
         }
     }
+    let targets = &ctx.target_labels;
+    let externals = &ctx.external_labels;
+    for (n, v) in targets.iter().chain(externals) {
+        size += n.len() + v.len() + 6;
+    }
+    out.reserve(size);
     let limits = ctx.limits;
+    let check_limits = limits != LabelLimits::default();
     let mut count = 0usize;
     let mut emit = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| -> bool {
-        count += 1;
-        if (limits.labels > 0 && count > limits.labels)
-            || (limits.name_length > 0 && name.len() > limits.name_length)
-            || (limits.value_length > 0 && value.len() > limits.value_length)
-        {
-            return false;
+        if check_limits {
+            count += 1;
+            if (limits.labels > 0 && count > limits.labels)
+                || (limits.name_length > 0 && name.len() > limits.name_length)
+                || (limits.value_length > 0 && value.len() > limits.value_length)
+            {
+                return false;
+            }
         }
         encode_label_bytes(out, name, value);
         true
     };
-    let targets = &ctx.target_labels;
-    let externals = &ctx.external_labels;
     let (mut i, mut j, mut k) = (0, 0, 0);
     loop {
         // The next exposed label with a value (empty is the same as absent).
-        while i < order.len()
-            && order[i] != NAME
-            && spans[order[i] as usize].value_start == spans[order[i] as usize].value_end
-        {
-            i += 1;
+        while let Some(&(_, ix)) = order.get(i) {
+            if ix != NAME && spans[ix as usize].value_start == spans[ix as usize].value_end {
+                i += 1;
+            } else {
+                break;
+            }
         }
-        let exposed = order.get(i).map(|&ix| name_of(ix));
+        let exposed = order.get(i).map(|&(_, ix)| name_of(ix));
         let target = targets.get(j).map(|(n, _)| n.as_bytes());
         let take_exposed = match (exposed, target) {
             (None, None) => break,
@@ -832,7 +909,7 @@ fn encode_fast(
             }
         }
         let ok = if take_exposed {
-            let ix = order[i];
+            let ix = order[i].1;
             i += 1;
             if ix == NAME {
                 emit(out, name, s.name.as_bytes())
@@ -865,6 +942,17 @@ fn encode_fast(
         }
     }
     true
+}
+
+/// The first 8 bytes of a name as a big-endian integer (zero-padded): it
+/// orders names as their bytes do, up to a tie.
+#[inline(always)]
+fn prefix(name: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    for (d, c) in k.iter_mut().zip(name) {
+        *d = *c;
+    }
+    u64::from_be_bytes(k)
 }
 
 /// Splits one encoded `TimeSeries` entry (as [`EncodedSamples`] holds it)
@@ -1317,6 +1405,34 @@ m{__name__=\"x\"} 1\n";
         assert_eq!(decode(&out).timeseries[0].label("__name__"), Some("a"));
         // Nothing is left to mark after that.
         assert_eq!(cache.mark_all_stale(&c, 40, &mut out), 0);
+    }
+
+    #[test]
+    fn table_entries_are_twelve_bytes_and_generations_wrap() {
+        assert_eq!(std::mem::size_of::<Seen>(), 12);
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        // 600 scrapes: the 8-bit generation wraps twice; b comes and goes.
+        for round in 0..600 {
+            let body = if round % 3 == 2 {
+                "a 1\n"
+            } else {
+                "a 1\nb 2\n"
+            };
+            out.clear();
+            let n = cache
+                .ingest(&c, body.as_bytes(), round, &mut out, 0)
+                .unwrap();
+            let stale = cache.end(&c, round, &mut out, body.as_bytes(), false);
+            let (added, markers) = match round % 3 {
+                _ if round == 0 => (2, 0),
+                0 => (1, 0),
+                1 => (0, 0),
+                _ => (0, 1),
+            };
+            assert_eq!((n.added, stale), (added, markers), "round {round}");
+        }
     }
 
     #[test]
