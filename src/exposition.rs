@@ -50,7 +50,8 @@ impl fmt::Display for ParseError {
 pub struct Sample<'a> {
     /// `name{labels}` exactly as exposed (the series cache key).
     pub series: &'a [u8],
-    pub name: &'a str,
+    /// The metric name (ASCII by the grammar).
+    pub name: &'a [u8],
     /// The raw text between the braces (empty without braces).
     pub raw_labels: &'a [u8],
     pub value: f64,
@@ -277,7 +278,9 @@ impl<'a> Parser<'a> {
         self.i += 1;
         let inner_start = self.i;
         loop {
-            self.skip_blanks();
+            if b.get(self.i).is_some_and(|&c| is_blank(c)) {
+                self.skip_blanks();
+            }
             let name_start;
             match b.get(self.i) {
                 Some(b'}') => {
@@ -304,7 +307,10 @@ impl<'a> Parser<'a> {
                 }
             }
             let name_end = self.i;
-            self.skip_blanks();
+            // Blanks are legal around `=` and `,` but rare: look first.
+            if b.get(self.i) != Some(&b'=') {
+                self.skip_blanks();
+            }
             if b.get(self.i) != Some(&b'=') {
                 return Err(self.err(
                     self.i,
@@ -315,7 +321,9 @@ impl<'a> Parser<'a> {
                 ));
             }
             self.i += 1;
-            self.skip_blanks();
+            if b.get(self.i) != Some(&b'"') {
+                self.skip_blanks();
+            }
             if b.get(self.i) != Some(&b'"') {
                 return Err(self.err(
                     self.i,
@@ -374,7 +382,9 @@ impl<'a> Parser<'a> {
                     Some(_) => self.i += 1,
                 }
             }
-            self.skip_blanks();
+            if !matches!(b.get(self.i), Some(b',' | b'}')) {
+                self.skip_blanks();
+            }
             if b.get(self.i) == Some(&b',') {
                 self.i += 1;
             }
@@ -389,9 +399,8 @@ impl<'a> Parser<'a> {
             self.i += 1;
         }
         let name_end = self.i;
-        // The name is ASCII by construction.
-        let name = std::str::from_utf8(&b[start..name_end]).unwrap_or_default();
-        let mut series = &b[start..name_end];
+        let name = &b[start..name_end];
+        let mut series = name;
         self.skip_blanks();
         let mut raw_labels: &[u8] = &[];
         self.spans.clear();
@@ -704,7 +713,12 @@ mod tests {
                     line: 0,
                     message: m,
                 })?;
-            out.push((smp.name.to_string(), labels, smp.value, smp.timestamp));
+            out.push((
+                String::from_utf8_lossy(smp.name).into_owned(),
+                labels,
+                smp.value,
+                smp.timestamp,
+            ));
         }
         Ok(out)
     }

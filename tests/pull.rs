@@ -57,7 +57,7 @@ fn parse(text: &str) -> Vec<Line> {
                 .map(|l| l.map(|(n, v)| (n.to_string(), v.into_owned())).unwrap())
                 .collect();
             l.sort();
-            (s.name.to_string(), l, s.value)
+            (String::from_utf8_lossy(s.name).into_owned(), l, s.value)
         })
         .collect()
 }
