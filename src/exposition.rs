@@ -20,11 +20,11 @@
 //! - Every line, the last one included, ends with `\n`.
 //!
 //! The parser never allocates on the hot path: a [`Sample`] borrows the
-//! series text (`name{labels}` exactly as exposed, the key of the series
-//! cache), the name and the raw label text from the input. Label values are
-//! unescaped (allocating only when they contain a backslash) by
-//! [`Sample::labels`], which the series cache calls only for a series it has
-//! not seen before.
+//! series text (`name{labels}` exactly as exposed), the name and the raw
+//! label text from the input, and the parser records where each label's name
+//! and value sit ([`Parser::label_spans`]) so the series encoder never scans
+//! the text again. [`Sample::labels`] unescapes values into `String`s for the
+//! general (slow) path.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -48,7 +48,7 @@ impl fmt::Display for ParseError {
 /// One sample as exposed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample<'a> {
-    /// `name{labels}` exactly as exposed (the series cache key).
+    /// `name{labels}` exactly as exposed.
     pub series: &'a [u8],
     /// The metric name (ASCII by the grammar).
     pub name: &'a [u8],

@@ -2,7 +2,7 @@
 //!
 //! Two halves: prost message structs for decoding (tests, tools, the test
 //! receivers) and a hand-written encoder for the hot path. The encoder writes
-//! a `TimeSeries` field from label bytes the series cache encoded once, so a
+//! a `TimeSeries` field from label bytes encoded once per sample, so a
 //! sample costs a memcpy plus a few bytes of framing.
 
 /// `prometheus.WriteRequest`.
