@@ -126,6 +126,16 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// The end of the run of bytes of `class` starting at `i`.
+#[inline]
+fn span_end(b: &[u8], i: usize, class: u8) -> usize {
+    let rest = b.get(i..).unwrap_or_default();
+    i + rest
+        .iter()
+        .position(|&c| CLASS[c as usize] & class == 0)
+        .unwrap_or(rest.len())
+}
+
 #[inline]
 fn is_name_start(c: u8) -> bool {
     CLASS[c as usize] & NAME_START != 0
@@ -141,6 +151,29 @@ fn is_label_start(c: u8) -> bool {
 #[inline]
 fn is_label_char(c: u8) -> bool {
     CLASS[c as usize] & LABEL_CHAR != 0
+}
+
+/// The index of the first `"` or `\\` at or after `i` (or the end): eight
+/// bytes at a time (values are short, so this beats a SIMD search's set-up).
+#[inline]
+fn quote_or_backslash(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let q = w ^ (LO * u64::from(b'"'));
+        let s = w ^ (LO * u64::from(b'\\'));
+        // A zero byte in q or s is a match; the lowest flagged byte is exact.
+        let hit = (q.wrapping_sub(LO) & !q & HI) | (s.wrapping_sub(LO) & !s & HI);
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b'"' && b[i] != b'\\' {
+        i += 1;
+    }
+    i.min(b.len())
 }
 
 fn show(b: &[u8]) -> String {
@@ -290,10 +323,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(&c) if is_label_start(c) => {
                     name_start = self.i;
-                    self.i += 1;
-                    while self.i < b.len() && is_label_char(b[self.i]) {
-                        self.i += 1;
-                    }
+                    self.i = span_end(b, self.i + 1, LABEL_CHAR);
                 }
                 _ => {
                     return Err(self.err(
@@ -337,14 +367,7 @@ impl<'a> Parser<'a> {
             let value_start = self.i;
             let mut escaped = false;
             loop {
-                // Skip to the next quote or backslash (values are short:
-                // a plain loop beats a SIMD search here).
-                while let Some(&c) = b.get(self.i) {
-                    if c == b'"' || c == b'\\' {
-                        break;
-                    }
-                    self.i += 1;
-                }
+                self.i = quote_or_backslash(b, self.i);
                 match b.get(self.i) {
                     None => {
                         return Err(self.err(
@@ -395,9 +418,7 @@ impl<'a> Parser<'a> {
         let b = self.b;
         let line = self.i;
         let start = self.i;
-        while self.i < b.len() && is_name_char(b[self.i]) {
-            self.i += 1;
-        }
+        self.i = span_end(b, self.i, NAME_CHAR);
         let name_end = self.i;
         let name = &b[start..name_end];
         let mut series = name;
@@ -728,6 +749,28 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn quote_search_finds_the_first_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    // Bytes that are one bit away from the targets.
+                    for (k, x) in b.iter_mut().enumerate() {
+                        *x = [b'a', b'#', b'!', b']', 0x80, 0xe2][k % 6];
+                    }
+                    if at < len {
+                        b[at] = c;
+                    }
+                    for from in 0..=len {
+                        let want = if at >= from && at < len { at } else { len };
+                        assert_eq!(quote_or_backslash(&b, from), want, "{len} {at} {from}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
