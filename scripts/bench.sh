@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Regenerates BENCHMARKS.md: criterion on the hot path, then the peer harness
-# suite (metrics-relay and vmagent in one run; about 20 minutes on 2 cores).
+# Regenerates BENCHMARKS.md: criterion on the hot path, the allocation count,
+# then the peer harness suite (metrics-relay, vmagent and Prometheus in agent
+# mode in one run; about 30 minutes on 2 cores).
 # Loopback only. SKIP_SUITE=1 reuses the newest results file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin metrics-relay
+rm -rf target/criterion
 cargo bench --locked --bench hot_path -- --warm-up-time 1 --measurement-time 3 >/dev/null
+mkdir -p bench-results
+cargo bench --locked --bench alloc_count > bench-results/alloc_count.txt
 export METRICS_RELAY_BIN=$PWD/target/release/metrics-relay
 mkdir -p bench-results
 if [ "${SKIP_SUITE:-0}" = 1 ]; then
@@ -13,7 +17,7 @@ if [ "${SKIP_SUITE:-0}" = 1 ]; then
 else
   out=bench-results/suite-$(date -u +%Y%m%d-%H%M).jsonl
   python3 ../shared/bench/run.py setup
-  python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent --out "$out"
+  python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent,prom-agent --out "$out"
 fi
-python3 scripts/benchmarks_md.py "$out" target/criterion > BENCHMARKS.md
+python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt > BENCHMARKS.md
 echo "BENCHMARKS.md written from $out"
