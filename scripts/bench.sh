@@ -5,6 +5,8 @@
 # Loopback only. SKIP_SUITE=1 reuses the newest results file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The commit measured (before BENCHMARKS.md itself is rewritten).
+export BENCH_COMMIT=${BENCH_COMMIT:-$(git describe --always --dirty)}
 cargo build --release --locked --bin metrics-relay
 rm -rf target/criterion
 cargo bench --locked --bench hot_path -- --warm-up-time 1 --measurement-time 3 >/dev/null
@@ -19,5 +21,6 @@ else
   python3 ../shared/bench/run.py setup
   python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent,prom-agent --out "$out"
 fi
-python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt > BENCHMARKS.md
+python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt > BENCHMARKS.md.new
+mv BENCHMARKS.md.new BENCHMARKS.md
 echo "BENCHMARKS.md written from $out"

@@ -44,7 +44,7 @@ def main():
     out.append("the agent's peak resident set (the durable queue on: every agent writes its queue/WAL to disk).\n")
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     out.append(f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}")
-    ours = sh("git describe --always --dirty")
+    ours = os.environ.get("BENCH_COMMIT") or sh("git describe --always --dirty")
     vm = sh("dpkg-query -W -f='${Version}' victoria-metrics")
     prom = sh("dpkg-query -W -f='${Version}' prometheus")
     out.append(f"- metrics-relay: `{ours}`; vmagent: `{vm}` (Debian victoria-metrics); prom-agent: Prometheus `{prom}`")
