@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the hot path: parsing, the series cache in steady
-//! state (cache hits), and encoding + snappy of a batch. Inputs: the real
+//! Criterion benchmarks of the hot path: parsing, a whole steady-state
+//! scrape (labels encoded from the text, staleness table, protobuf), the same
+//! with a metric relabeling rule (cached results), and snappy of a batch. Inputs: the real
 //! Prometheus fixture in `../shared/fixtures/` (when present) and a generated
 //! control-plane-sized page. The `prometheus-parse` crate is the baseline
 //! for parsing (it builds owned samples; ours borrows from the body).
@@ -10,26 +11,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metrics_relay::exposition::Parser;
 use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
 
-fn generated_page(n: usize) -> Vec<u8> {
-    let mut s = String::with_capacity(n * 160);
-    s.push_str("# HELP apiserver_request_duration_seconds Response latency distribution.\n# TYPE apiserver_request_duration_seconds histogram\n");
-    let les = [
-        "0.005", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
-    ];
-    for i in 0..n {
-        s.push_str(&format!(
-            "apiserver_request_duration_seconds_bucket{{component=\"apiserver\",dry_run=\"\",group=\"g{}\",resource=\"r{}\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\",le=\"{}\"}} {}\n",
-            i % 13,
-            i / les.len(),
-            les[i % les.len()],
-            i * 7
-        ));
-    }
-    s.into_bytes()
-}
+mod common;
 
 fn inputs() -> Vec<(&'static str, Vec<u8>)> {
-    let mut v = vec![("generated-20k", generated_page(20_000))];
+    let mut v = vec![("generated-20k", common::generated_page(20_000))];
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
@@ -38,20 +23,6 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
         v.push(("fixture-237mfs", b));
     }
     v
-}
-
-fn ctx() -> TargetContext {
-    TargetContext {
-        target_labels: vec![
-            ("instance".into(), "10.0.0.1:6443".into()),
-            ("job".into(), "ack-control-plane".into()),
-        ],
-        external_labels: vec![("cluster".into(), "prod".into())],
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: Default::default(),
-        limits: Default::default(),
-    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -77,7 +48,7 @@ fn bench(c: &mut Criterion) {
                 sum
             })
         });
-        let ctx = ctx();
+        let ctx = common::target_context();
         let mut cache = SeriesCache::new();
         let mut out = EncodedSamples::default();
         // A whole steady-state scrape: parse, labels merged and encoded

@@ -6,45 +6,20 @@
 //! `cargo build --release --example profile_scrape &&
 //!  valgrind --tool=callgrind target/release/examples/profile_scrape 20000 5`
 
-use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+use metrics_relay::series::{EncodedSamples, SeriesCache};
 
-fn page(n: usize) -> Vec<u8> {
-    let les = ["0.005", "0.025", "0.1", "0.5", "1", "2.5", "10", "+Inf"];
-    let mut s = String::from(
-        "# HELP apiserver_request_duration_seconds Response latency distribution.\n\
-         # TYPE apiserver_request_duration_seconds histogram\n",
-    );
-    for i in 0..n {
-        s.push_str(&format!(
-            "apiserver_request_duration_seconds_bucket{{component=\"apiserver\",dry_run=\"\",group=\"g{}\",resource=\"r{}\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\",le=\"{}\"}} {}\n",
-            i % 13,
-            i / les.len(),
-            les[i % les.len()],
-            i * 7
-        ));
-    }
-    s.into_bytes()
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let first = args.next().unwrap_or_else(|| "20000".into());
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(5);
     let body = match first.parse::<usize>() {
-        Ok(n) => page(n),
+        Ok(n) => common::generated_page(n),
         Err(_) => std::fs::read(&first).unwrap_or_else(|e| panic!("{first}: {e}")),
     };
-    let ctx = TargetContext {
-        target_labels: vec![
-            ("instance".into(), "10.0.0.1:6443".into()),
-            ("job".into(), "ack-control-plane".into()),
-        ],
-        external_labels: vec![("cluster".into(), "prod".into())],
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: Default::default(),
-        limits: Default::default(),
-    };
+    let ctx = common::target_context();
     let mut cache = SeriesCache::new();
     let mut out = EncodedSamples::default();
     let mut samples = 0;

@@ -612,32 +612,7 @@ impl SeriesCache {
         if self.seen.len() > self.seen_now {
             // Rare (series come and go far less often than scrapes happen):
             // re-read the previous body for the label sets of the missing.
-            let SeriesCache {
-                seen,
-                relabeled,
-                hashers,
-                last,
-                scratch,
-                ..
-            } = self;
-            replay(
-                ctx,
-                last,
-                hashers,
-                scratch,
-                relabeled,
-                |key, labels, explicit| {
-                    let probe = Seen::new(key, generation);
-                    if !explicit
-                        && seen
-                            .get(&probe)
-                            .is_some_and(|e| e.generation.get() != generation)
-                    {
-                        out.push(labels, f64::from_bits(STALE_NAN), ts);
-                        stale += 1;
-                    }
-                },
-            );
+            stale = self.markers(ctx, ts, out, false);
             self.seen.retain(|e| e.generation.get() == generation);
         }
         if !self.relabeled.is_empty() {
@@ -656,32 +631,50 @@ impl SeriesCache {
         ts: i64,
         out: &mut EncodedSamples,
     ) -> u64 {
-        let mut stale = 0;
-        if self.last.present {
-            let SeriesCache {
-                relabeled,
-                hashers,
-                last,
-                scratch,
-                ..
-            } = self;
-            replay(
-                ctx,
-                last,
-                hashers,
-                scratch,
-                relabeled,
-                |_, labels, explicit| {
-                    if !explicit {
-                        out.push(labels, f64::from_bits(STALE_NAN), ts);
-                        stale += 1;
-                    }
-                },
-            );
-        }
+        let stale = self.markers(ctx, ts, out, true);
         self.seen.clear();
         self.relabeled.clear();
         self.last = LastBody::default();
+        stale
+    }
+
+    /// Staleness markers at `ts`, from the last successful body, for every
+    /// series in it (`all`) or for those the current scrape did not see;
+    /// never for series exposed with their own timestamp.
+    fn markers(
+        &mut self,
+        ctx: &TargetContext,
+        ts: i64,
+        out: &mut EncodedSamples,
+        all: bool,
+    ) -> u64 {
+        let generation = self.generation;
+        let mut stale = 0;
+        let SeriesCache {
+            seen,
+            relabeled,
+            hashers,
+            last,
+            scratch,
+            ..
+        } = self;
+        replay(
+            ctx,
+            last,
+            hashers,
+            scratch,
+            relabeled,
+            |key, labels, explicit| {
+                let vanished = || {
+                    seen.get(&Seen::new(key, generation))
+                        .is_some_and(|e| e.generation.get() != generation)
+                };
+                if !explicit && (all || vanished()) {
+                    out.push(labels, f64::from_bits(STALE_NAN), ts);
+                    stale += 1;
+                }
+            },
+        );
         stale
     }
 }
