@@ -594,10 +594,12 @@ impl ScrapeLoop {
                 _ = self.scrape_once() => {}
             }
         }
+        let now = unix_ms(SystemTime::now());
         self.out.clear();
-        let n =
-            self.cache
-                .mark_all_stale(&self.target.ctx, unix_ms(SystemTime::now()), &mut self.out);
+        self.out.scraped_at_ms = now;
+        let n = self
+            .cache
+            .mark_all_stale(&self.target.ctx, now, &mut self.out);
         self.deliver();
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
@@ -701,6 +703,7 @@ impl ScrapeLoop {
             }
             Err(e) => {
                 self.out.clear();
+                self.out.scraped_at_ms = ts;
                 self.cache.mark_all_stale(ctx, ts, &mut self.out);
                 (0.0, 0, 0, 0, Some(e))
             }

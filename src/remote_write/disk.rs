@@ -298,6 +298,11 @@ impl SegmentLog {
         self.index.front().copied()
     }
 
+    /// Unacknowledged records, oldest first.
+    pub fn records(&self) -> impl Iterator<Item = &RecordMeta> {
+        self.index.iter()
+    }
+
     /// Reads a record's batch back from disk, checking its CRC.
     pub fn read(&self, m: &RecordMeta) -> Result<Bytes, DiskError> {
         let path = seg_name(&self.dir, m.segment);

@@ -507,6 +507,72 @@ impl Queue {
         out
     }
 
+    /// [`Queue::front`], joined with the batches queued after it into one
+    /// request of at most `max_samples` samples. Acknowledging the result's
+    /// `seq` acknowledges every batch in it. The flag says whether a queued
+    /// batch was left out for lack of room (the request is as full as it gets).
+    pub fn front_joined(&self, max_samples: usize) -> Option<(Batch, bool)> {
+        let first = self.front()?;
+        let inner = self.lock();
+        let mut parts = vec![first.data.clone()];
+        let (mut seq, mut samples, mut oldest_ms) = (first.seq, first.samples, first.oldest_ms);
+        // (seq, samples, oldest_ms, data) of the batches after the first.
+        let mut more: Vec<(u64, usize, i64, Bytes)> = Vec::new();
+        let mut full = false;
+        let room = |more: &Vec<(u64, usize, i64, Bytes)>, n: usize| {
+            samples + more.iter().map(|m| m.1).sum::<usize>() + n <= max_samples
+        };
+        match &inner.storage {
+            Storage::Memory { batches, .. } => {
+                for b in batches.iter().skip_while(|b| b.seq <= first.seq) {
+                    if !room(&more, b.samples) {
+                        full = true;
+                        break;
+                    }
+                    more.push((b.seq, b.samples, b.oldest_ms, b.data.clone()));
+                }
+            }
+            Storage::Disk { log, hot, .. } => {
+                for m in log.records().skip_while(|m| m.seq <= first.seq) {
+                    if !room(&more, m.samples as usize) {
+                        full = true;
+                        break;
+                    }
+                    let data = hot
+                        .iter()
+                        .find(|(s, _)| *s == m.seq)
+                        .map(|(_, b)| b.clone())
+                        .or_else(|| log.read(m).ok());
+                    // An unreadable record ends the join; `front` deals with it.
+                    let Some(data) = data else { break };
+                    more.push((m.seq, m.samples as usize, m.oldest_ms, data));
+                }
+            }
+        }
+        for (s, n, o, d) in more {
+            parts.push(d);
+            seq = s;
+            samples += n;
+            oldest_ms = oldest_ms.min(o);
+        }
+        drop(inner);
+        if parts.len() == 1 {
+            return Some((first, full));
+        }
+        match join_snappy(&parts) {
+            Some(data) => Some((
+                Batch {
+                    seq,
+                    data,
+                    samples,
+                    oldest_ms,
+                },
+                full,
+            )),
+            None => Some((first, false)),
+        }
+    }
+
     /// Removes batch `seq` once the receiver has it (or it was given up on).
     pub fn ack(&self, seq: u64) {
         let mut inner = self.lock();
@@ -514,7 +580,7 @@ impl Queue {
             Storage::Memory {
                 batches, samples, ..
             } => {
-                if batches.front().is_some_and(|b| b.seq == seq) {
+                while batches.front().is_some_and(|b| b.seq <= seq) {
                     if let Some(b) = batches.pop_front() {
                         *samples -= b.samples;
                     }
@@ -585,6 +651,43 @@ impl Queue {
     }
 }
 
+/// Joins snappy block-format messages into one whose decompressed bytes are
+/// theirs, in order: a block is its uncompressed length (varint) and then
+/// literal and copy elements whose offsets point back into its own output, so
+/// the element streams can follow each other under the summed length. Joined
+/// `WriteRequest`s are one `WriteRequest` (its only field repeats). `None` if a
+/// header does not parse or the total passes snappy's 4 GiB limit.
+pub fn join_snappy(blocks: &[Bytes]) -> Option<Bytes> {
+    let mut total: u64 = 0;
+    let mut bodies = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        let (len, header) = read_varint(b)?;
+        total += len;
+        bodies.push(&b[header..]);
+    }
+    if total > u64::from(u32::MAX) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(10 + bodies.iter().map(|b| b.len()).sum::<usize>());
+    super::proto::put_varint(&mut out, total);
+    for b in bodies {
+        out.extend_from_slice(b);
+    }
+    Some(Bytes::from(out))
+}
+
+/// A protobuf-style varint at the start of `b`: (value, bytes used).
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &c) in b.iter().take(10).enumerate() {
+        v |= u64::from(c & 0x7f) << (7 * i);
+        if c < 0x80 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +747,53 @@ mod tests {
     fn decode(b: &Batch) -> WriteRequest {
         let raw = snap::raw::Decoder::new().decompress_vec(&b.data).unwrap();
         WriteRequest::decode(raw.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn snappy_blocks_join_into_one_request() {
+        let mut enc = snap::raw::Encoder::new();
+        let a = samples(700, 0);
+        let b = samples(300, 1_000);
+        let ca = Bytes::from(enc.compress_vec(&a.buf).unwrap());
+        let cb = Bytes::from(enc.compress_vec(&b.buf).unwrap());
+        let joined = join_snappy(&[ca.clone(), cb.clone(), ca.clone()]).unwrap();
+        let plain = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
+        assert_eq!(plain, [&a.buf[..], &b.buf[..], &a.buf[..]].concat());
+        let wr = WriteRequest::decode(plain.as_slice()).unwrap();
+        assert_eq!(wr.timeseries.len(), 1_700);
+        assert!(join_snappy(&[Bytes::from_static(&[0xff; 11])]).is_none());
+    }
+
+    #[test]
+    fn joined_batches_stop_at_the_limit_and_ack_together() {
+        for durable in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let q = if durable {
+                disk(d.path(), 1_000, u64::MAX, None)
+            } else {
+                q(1_000, 1_000_000)
+            };
+            for i in 0..5 {
+                q.append(&samples(1_000, i * 10_000));
+                q.flush(true);
+            }
+            let (first, full) = q.front_joined(3_500).unwrap();
+            assert!(full);
+            assert_eq!(
+                first.samples, 3_000,
+                "three whole batches fit, the fourth does not"
+            );
+            assert_eq!(decode(&first).timeseries.len(), 3_000);
+            q.ack(first.seq);
+            let (rest, full) = q.front_joined(10_000).unwrap();
+            assert!(!full);
+            assert_eq!(rest.samples, 2_000);
+            let wr = decode(&rest);
+            assert_eq!(wr.timeseries[0].samples[0].timestamp, 30_000, "in order");
+            q.ack(rest.seq);
+            assert!(q.front_joined(10_000).is_none());
+            assert_eq!(q.pending_samples(), 0);
+        }
     }
 
     #[test]

@@ -318,7 +318,8 @@ impl Sender {
                 deadline = Some(tokio::time::Instant::now() + grace);
                 q.flush(true);
             }
-            let Some(batch) = q.front() else {
+            let max = qc.max_samples_per_send;
+            let Some((mut batch, mut full)) = q.front_joined(max) else {
                 if deadline.is_some() {
                     break;
                 }
@@ -333,6 +334,32 @@ impl Sender {
                 }
                 continue;
             };
+            // A disk queue holds each scrape as its own batches: let the
+            // batches of the next scrapes join this request (fewer, larger
+            // requests cost less here and at the receiver), waiting at most
+            // JOIN_WAIT (or batch_send_deadline, if shorter) after the oldest
+            // scrape in it. Not on the way out.
+            let window = JOIN_WAIT.min(qc.batch_send_deadline.0).as_millis() as i64;
+            while deadline.is_none() && q.is_durable() && !full && batch.samples < max {
+                let until = batch.oldest_ms.saturating_add(window);
+                let left = until.saturating_sub(now_ms());
+                // (A batch with no scrape time never waits.)
+                if left <= 0 || left > window {
+                    break;
+                }
+                tokio::select! {
+                    _ = q.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                match q.front_joined(max) {
+                    Some((b, f)) => (batch, full) = (b, f),
+                    None => break,
+                }
+                if cancel.is_cancelled() || now_ms() >= batch.oldest_ms.saturating_add(window) {
+                    break;
+                }
+            }
             let mut retried = false;
             loop {
                 if retried {
@@ -448,6 +475,15 @@ impl Sender {
             tracing::info!(remote_name = %self.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
         }
     }
+}
+
+/// How long a queued scrape may wait for the next ones to share its request.
+const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Remembers which kinds of rejection were logged, so each distinct reason
