@@ -507,6 +507,32 @@ impl Queue {
         out
     }
 
+    /// What [`Queue::front_joined`] would send, from the index alone (no
+    /// data read or copied): (samples, whether a queued batch would be left
+    /// out for lack of room, the oldest scrape time in it).
+    pub fn join_size(&self, max_samples: usize) -> Option<(usize, bool, i64)> {
+        let inner = self.lock();
+        let metas: Vec<(usize, i64)> = match &inner.storage {
+            Storage::Memory { batches, .. } => {
+                batches.iter().map(|b| (b.samples, b.oldest_ms)).collect()
+            }
+            Storage::Disk { log, .. } => log
+                .records()
+                .map(|m| (m.samples as usize, m.oldest_ms))
+                .collect(),
+        };
+        let (&(first, oldest), rest) = metas.split_first()?;
+        let (mut samples, mut oldest_ms) = (first, oldest);
+        for &(n, o) in rest {
+            if samples + n > max_samples {
+                return Some((samples, true, oldest_ms));
+            }
+            samples += n;
+            oldest_ms = oldest_ms.min(o);
+        }
+        Some((samples, false, oldest_ms))
+    }
+
     /// [`Queue::front`], joined with the batches queued after it into one
     /// request of at most `max_samples` samples. Acknowledging the result's
     /// `seq` acknowledges every batch in it. The flag says whether a queued
@@ -777,6 +803,10 @@ mod tests {
                 q.append(&samples(1_000, i * 10_000));
                 q.flush(true);
             }
+            assert_eq!(
+                q.join_size(3_500).map(|(n, f, _)| (n, f)),
+                Some((3_000, true))
+            );
             let (first, full) = q.front_joined(3_500).unwrap();
             assert!(full);
             assert_eq!(

@@ -340,8 +340,12 @@ impl Sender {
             // JOIN_WAIT (or batch_send_deadline, if shorter) after the oldest
             // scrape in it. Not on the way out.
             let window = JOIN_WAIT.min(qc.batch_send_deadline.0).as_millis() as i64;
-            while deadline.is_none() && q.is_durable() && !full && batch.samples < max {
-                let until = batch.oldest_ms.saturating_add(window);
+            let (mut samples, mut oldest_ms) = (batch.samples, batch.oldest_ms);
+            let mut waited = false;
+            // While waiting only the queue's index is looked at; the request
+            // is built once, after.
+            while deadline.is_none() && q.is_durable() && !full && samples < max {
+                let until = oldest_ms.saturating_add(window);
                 let left = until.saturating_sub(now_ms());
                 // (A batch with no scrape time never waits.)
                 if left <= 0 || left > window {
@@ -352,12 +356,19 @@ impl Sender {
                     _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
                     _ = cancel.cancelled() => {}
                 }
-                match q.front_joined(max) {
-                    Some((b, f)) => (batch, full) = (b, f),
+                waited = true;
+                match q.join_size(max) {
+                    Some((n, f, o)) => (samples, full, oldest_ms) = (n, f, o),
                     None => break,
                 }
-                if cancel.is_cancelled() || now_ms() >= batch.oldest_ms.saturating_add(window) {
+                if cancel.is_cancelled() || now_ms() >= oldest_ms.saturating_add(window) {
                     break;
+                }
+            }
+            if waited {
+                match q.front_joined(max) {
+                    Some((b, _)) => batch = b,
+                    None => continue,
                 }
             }
             let mut retried = false;
