@@ -34,7 +34,11 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::exposition::{LabelSpan, ParseError, Parser, Sample, unescape_into};
-use crate::remote_write::proto::{encode_label, encode_label_bytes, write_series};
+use crate::remote_write::proto::{
+    encode_label, encode_label_bytes, finish_series, start_series, write_series,
+};
+
+mod plan;
 
 /// The NaN Prometheus uses as a staleness marker.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -445,13 +449,15 @@ impl LastBody {
 /// Buffers the encoder reuses from sample to sample.
 #[derive(Default)]
 struct Scratch {
-    /// Encoded labels of the current sample.
+    /// Encoded labels of a sample being replayed.
     labels: Vec<u8>,
     /// An unescaped label value.
     value: Vec<u8>,
     /// Label order: (name prefix, index into the spans or [`NAME`]).
     order: Vec<(u64, u32)>,
     spans: Vec<LabelSpan>,
+    /// The label layout of each shape this target exposes.
+    plans: plan::Plans,
 }
 
 /// `__name__` in [`Scratch::order`].
@@ -515,6 +521,7 @@ impl SeriesCache {
             + self.relabeled.capacity() * (std::mem::size_of::<(Key, Relabeled)>() + 1)
             + relabeled
             + self.last.bytes.capacity()
+            + self.scratch.plans.retained_bytes()
     }
 
     /// Parses `body` (one scrape, a new generation) and appends its samples
@@ -548,9 +555,13 @@ impl SeriesCache {
     ) -> Result<Ingested, IngestError> {
         let generation = self.generation;
         let mut n = Ingested::default();
+        self.scratch.plans.prepare(ctx);
         while let Some(s) = parser.next() {
             let s = s?;
             n.scraped += 1;
+            // The labels go straight into the request, after a placeholder
+            // for the entry's length.
+            let entry = start_series(&mut out.buf);
             let Some(key) = resolve(
                 ctx,
                 &s,
@@ -560,8 +571,10 @@ impl SeriesCache {
                 &mut self.scratch,
                 &mut self.relabeled,
                 Some(generation),
+                &mut out.buf,
             )?
             else {
+                out.buf.truncate(entry);
                 continue;
             };
             let probe = Seen::new(key, generation);
@@ -590,7 +603,8 @@ impl SeriesCache {
                 Some(t) if ctx.honor_timestamps => t,
                 _ => default_ts,
             };
-            out.push(&self.scratch.labels, s.value, ts);
+            finish_series(&mut out.buf, entry, s.value, ts);
+            out.ends.push(out.buf.len() as u32);
         }
         Ok(n)
     }
@@ -706,8 +720,11 @@ fn replay(
         &last.bytes
     };
     let mut parser = Parser::with_spans(body, std::mem::take(&mut scratch.spans));
+    let mut labels = std::mem::take(&mut scratch.labels);
+    scratch.plans.prepare(ctx);
     while let Some(Ok(s)) = parser.next() {
         let explicit = s.timestamp.is_some() && ctx.honor_timestamps;
+        labels.clear();
         match resolve(
             ctx,
             &s,
@@ -717,18 +734,21 @@ fn replay(
             scratch,
             relabeled,
             None,
+            &mut labels,
         ) {
-            Ok(Some(key)) => each(key, &scratch.labels, explicit),
+            Ok(Some(key)) => each(key, &labels, explicit),
             Ok(None) => {}
             Err(_) => break,
         }
     }
+    scratch.labels = labels;
     scratch.spans = parser.into_spans();
 }
 
-/// The final labels of sample `s`, encoded into `scratch.labels`, and their
-/// key; `None` when metric relabeling drops the series. `touch` is the
-/// generation to record in the relabeling cache (`None`: read only).
+/// The final labels of sample `s`, encoded and appended to `dst`, and their
+/// key; `None` when metric relabeling drops the series (`dst` may then hold
+/// part of them). `touch` is the generation to record in the relabeling
+/// cache (`None`: read only).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn resolve(
@@ -740,17 +760,27 @@ fn resolve(
     scratch: &mut Scratch,
     relabeled: &mut KeyMap<Relabeled>,
     touch: Option<u8>,
+    dst: &mut Vec<u8>,
 ) -> Result<Option<Key>, SeriesError> {
-    scratch.labels.clear();
+    let start = dst.len();
     if ctx.metric_relabel.is_empty() {
-        if !encode_fast(ctx, s, spans, body, scratch) {
-            scratch.labels.clear();
-            match ctx.series_labels(s)? {
-                Some(l) => encode_into(&l, &mut scratch.labels),
-                None => return Ok(None),
+        let Scratch {
+            value,
+            order,
+            plans,
+            ..
+        } = scratch;
+        if !plans.encode(s, spans, body, dst, value) {
+            dst.truncate(start);
+            if !encode_fast(ctx, s, spans, body, dst, value, order) {
+                dst.truncate(start);
+                match ctx.series_labels(s)? {
+                    Some(l) => encode_into(&l, dst),
+                    None => return Ok(None),
+                }
             }
         }
-        return Ok(Some(hashers.key(&scratch.labels)));
+        return Ok(Some(hashers.key(&dst[start..])));
     }
     let raw = hashers.key(s.series);
     if let Some(r) = relabeled.get_mut(&raw) {
@@ -758,14 +788,14 @@ fn resolve(
             r.generation = g;
         }
         return Ok(r.labels.as_ref().map(|l| {
-            scratch.labels.extend_from_slice(l);
+            dst.extend_from_slice(l);
             r.key
         }));
     }
     let labels = ctx.series_labels(s)?.map(|l| encode_labels(&l));
     let key = labels.as_deref().map(|l| hashers.key(l));
     if let Some(l) = &labels {
-        scratch.labels.extend_from_slice(l);
+        dst.extend_from_slice(l);
     }
     if let Some(generation) = touch {
         relabeled.insert(
@@ -791,8 +821,8 @@ fn name_cmp(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-/// Encodes the final label set of `s` straight from the exposition text into
-/// `scratch.labels`: exposed labels (sorted, empty values dropped, unescaped)
+/// Appends the final label set of `s`, encoded straight from the exposition
+/// text, to `out`: exposed labels (sorted, empty values dropped, unescaped)
 /// merged with the target labels (honoring `honor_labels`) and the external
 /// labels. Returns false for what it leaves to [`TargetContext::series_labels`]:
 /// a repeated label name, a name conflict to rename (`exported_…`),
@@ -804,14 +834,10 @@ fn encode_fast(
     s: &Sample<'_>,
     spans: &[LabelSpan],
     body: &[u8],
-    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+    tmp: &mut Vec<u8>,
+    order: &mut Vec<(u64, u32)>,
 ) -> bool {
-    let Scratch {
-        labels: out,
-        value: tmp,
-        order,
-        ..
-    } = scratch;
     let name_of = |ix: u32| -> &[u8] {
         if ix == NAME {
             b"__name__"
@@ -1303,28 +1329,66 @@ mod tests {
 
     /// Encodes every sample of `body` both ways: the fast encoder (when it
     /// takes the sample) must produce the bytes of the general path.
-    fn fast_matches_general(c: &TargetContext, body: &[u8]) -> (usize, usize) {
-        let (mut fast, mut general) = (0, 0);
-        let mut scratch = Scratch::default();
-        let mut parser = Parser::new(body);
-        while let Some(s) = parser.next() {
-            let s = s.unwrap();
-            let expected = c.series_labels(&s).map(|l| l.map(|l| encode_labels(&l)));
-            scratch.labels.clear();
-            if encode_fast(c, &s, parser.label_spans(), body, &mut scratch) {
-                fast += 1;
-                let expected = expected.unwrap().unwrap();
-                assert_eq!(
-                    scratch.labels[..],
-                    expected[..],
-                    "{}",
-                    String::from_utf8_lossy(s.series)
-                );
-            } else {
-                general += 1;
+    /// So must a plan, whenever it takes the sample, the first time its shape
+    /// is met and after; returns (fast, general, planned) counts.
+    fn fast_matches_general(c: &TargetContext, body: &[u8]) -> (usize, usize, usize) {
+        let (mut fast, mut general, mut planned) = (0, 0, 0);
+        let mut sc = Scratch::default();
+        sc.plans.prepare(c);
+        for round in 0..2 {
+            let mut parser = Parser::new(body);
+            while let Some(s) = parser.next() {
+                let s = s.unwrap();
+                let spans = parser.label_spans();
+                let expected = c.series_labels(&s).map(|l| l.map(|l| encode_labels(&l)));
+                let show = String::from_utf8_lossy(s.series).into_owned();
+                sc.labels.clear();
+                if sc
+                    .plans
+                    .encode(&s, spans, body, &mut sc.labels, &mut sc.value)
+                {
+                    planned += 1;
+                    assert_eq!(
+                        sc.labels[..],
+                        expected.clone().unwrap().unwrap()[..],
+                        "{show}"
+                    );
+                    sc.labels.clear();
+                    assert!(
+                        encode_fast(
+                            c,
+                            &s,
+                            spans,
+                            body,
+                            &mut sc.labels,
+                            &mut sc.value,
+                            &mut sc.order
+                        ),
+                        "{show}"
+                    );
+                }
+                if round == 1 {
+                    continue;
+                }
+                sc.labels.clear();
+                if encode_fast(
+                    c,
+                    &s,
+                    spans,
+                    body,
+                    &mut sc.labels,
+                    &mut sc.value,
+                    &mut sc.order,
+                ) {
+                    fast += 1;
+                    let expected = expected.unwrap().unwrap();
+                    assert_eq!(sc.labels[..], expected[..], "{show}");
+                } else {
+                    general += 1;
+                }
             }
         }
-        (fast, general)
+        (fast, general, planned)
     }
 
     #[test]
@@ -1342,13 +1406,28 @@ m{aa=\"1\",a=\"2\",a_=\"3\",A=\"4\",_x=\"5\"} 1\n\
 m{job=\"exposed\"} 1\n\
 m{instance=\"exposed\",exported_instance=\"x\"} 1\n\
 m{a=\"1\",a=\"2\"} 1\n\
-m{__name__=\"x\"} 1\n";
+m{__name__=\"x\"} 1\n\
+m{b=\"2\",a=\"1\"} 2\n\
+m{b=\"\",a=\"1\"} 2\n\
+m{a_label_name_longer_than_sixteen=\"v\",b=\"0123456789abcdef\"} 1\n\
+m{a_label_name_longer_than_sixteeN=\"v\",b=\"0123456789abcdefg\"} 1\n\
+m{a=\"a value that is longer than one hundred and twenty-four bytes, so that its length takes two bytes: xxxxxxxxxxxxxxxxxxxxxx\"} 1\n\
+a_metric_name_so_long_that_the_label_holding_it_needs_a_two_byte_length_varint_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{a=\"1\"} 1\n\
+m{instance=\"x\",le=\"+Inf\"} 3\n\
+m{z=\"1\",y=\"2\"} 1\n";
         for honor in [false, true] {
             let c = ctx(honor);
-            let (fast, general) = fast_matches_general(&c, body.as_bytes());
+            let (fast, general, planned) = fast_matches_general(&c, body.as_bytes());
             assert!(fast >= 10, "fast {fast}, general {general}");
             // Conflicts only go the general way without honor_labels.
-            assert_eq!(general, if honor { 2 } else { 4 });
+            assert_eq!(general, if honor { 2 } else { 5 });
+            // Twice each sample the fast encoder takes, but those with a
+            // name a target or external label also has.
+            assert_eq!(
+                planned,
+                2 * (fast - if honor { 5 } else { 2 }),
+                "fast {fast}, general {general}"
+            );
             let no_external = TargetContext {
                 external_labels: Vec::new(),
                 ..ctx(honor)
@@ -1363,15 +1442,17 @@ m{__name__=\"x\"} 1\n";
             },
             ..ctx(false)
         };
-        let (_, general) = fast_matches_general(&limited, body.as_bytes());
+        let (_, general, planned) = fast_matches_general(&limited, body.as_bytes());
         assert!(general > 4, "limit violations go the general way");
+        assert_eq!(planned, 0, "label limits take the per-sample encoder");
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
         );
         if let Ok(fixture) = std::fs::read(path) {
-            let (fast, general) = fast_matches_general(&ctx(false), &fixture);
+            let (fast, general, planned) = fast_matches_general(&ctx(false), &fixture);
             assert!(fast > 1000 && general == 0, "{fast} {general}");
+            assert_eq!(planned, 2 * fast);
         }
     }
 

@@ -137,6 +137,51 @@ pub fn write_series(out: &mut Vec<u8>, labels: &[u8], value: f64, ts: i64) {
     put_varint(out, ts as u64);
 }
 
+/// Starts a `TimeSeries` whose labels the caller appends next: the field
+/// tag and a two-byte placeholder for its length. Returns where it starts,
+/// for [`finish_series`].
+#[inline]
+pub fn start_series(out: &mut Vec<u8>) -> usize {
+    let entry = out.len();
+    out.extend_from_slice(&[0x0a, 0, 0]);
+    entry
+}
+
+/// Ends the `TimeSeries` begun at `entry` by [`start_series`] with one
+/// sample, and writes its length (moving the labels when the length does
+/// not take exactly two bytes). The result is [`write_series`]'s.
+#[inline]
+pub fn finish_series(out: &mut Vec<u8>, entry: usize, value: f64, ts: i64) {
+    let labels_len = out.len() - entry - 3;
+    let sample_len = 9 + 1 + varint_len(ts as u64);
+    let series_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
+    out.push(0x12);
+    put_varint(out, sample_len as u64);
+    out.push(0x09);
+    out.extend_from_slice(&value.to_le_bytes());
+    out.push(0x10);
+    put_varint(out, ts as u64);
+    let n = varint_len(series_len as u64);
+    if n == 2 {
+        out[entry + 1] = (series_len as u8) | 0x80;
+        out[entry + 2] = (series_len >> 7) as u8;
+        return;
+    }
+    let end = out.len();
+    if n == 1 {
+        out.copy_within(entry + 3..end, entry + 2);
+        out.truncate(end - 1);
+    } else {
+        out.resize(end + n - 2, 0);
+        out.copy_within(entry + 3..end, entry + 1 + n);
+    }
+    let mut v = series_len as u64;
+    for b in &mut out[entry + 1..entry + 1 + n] {
+        *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
+        v >>= 7;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +238,29 @@ mod tests {
             WriteRequest::decode(theirs.as_slice()).unwrap().timeseries[0],
             decoded.timeseries[0]
         );
+    }
+
+    #[test]
+    fn series_written_in_place_equals_write_series() {
+        // Label lengths around the one-, two- and three-byte length varints.
+        for value_len in [
+            0usize, 1, 90, 100, 113, 114, 115, 116, 200, 16_300, 16_360, 16_370, 16_400, 70_000,
+        ] {
+            let mut labels = Vec::new();
+            encode_label(&mut labels, "__name__", "m");
+            if value_len > 0 {
+                encode_label(&mut labels, "v", &"x".repeat(value_len));
+            }
+            for ts in [0i64, 1_700_000_000_000, -1] {
+                let mut expected = b"prefix".to_vec();
+                write_series(&mut expected, &labels, 2.5, ts);
+                let mut ours = b"prefix".to_vec();
+                let entry = start_series(&mut ours);
+                ours.extend_from_slice(&labels);
+                finish_series(&mut ours, entry, 2.5, ts);
+                assert_eq!(ours, expected, "value length {value_len}, ts {ts}");
+            }
+        }
     }
 
     #[test]
