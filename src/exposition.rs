@@ -91,6 +91,68 @@ pub struct Parser<'a> {
     i: usize,
     /// Labels of the sample returned last.
     spans: Vec<LabelSpan>,
+    /// Labels of the sample before it: consecutive samples mostly share
+    /// their names, which are then compared as words instead of scanned.
+    prev: Vec<LabelSpan>,
+    /// Where the previous sample's metric name sits (start, length).
+    prev_name: (usize, usize),
+    /// The last sample's label names are the previous one's, in order.
+    same_names: bool,
+}
+
+/// Label span buffers a [`Parser`] reuses from scrape to scrape.
+#[derive(Debug, Default)]
+pub struct SpanBufs(Vec<LabelSpan>, Vec<LabelSpan>);
+
+/// `MASKS[n]` keeps the first `n` bytes of a little-endian 16-byte word (a
+/// table: variable 128-bit shifts are slow).
+pub static MASKS: [u128; 17] = {
+    let mut m = [0u128; 17];
+    let mut n = 1;
+    while n < 16 {
+        m[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    m[16] = u128::MAX;
+    m
+};
+
+/// The 16 bytes at `at`, if there are that many.
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> Option<u128> {
+    b.get(at..at + 16)
+        .and_then(|w| <[u8; 16]>::try_from(w).ok())
+        .map(u128::from_le_bytes)
+}
+
+/// Bytes `x..x + len` of `b` equal bytes `y..y + len` (`y < x`): one masked
+/// 16-byte compare for a short name.
+#[inline(always)]
+fn same_bytes(b: &[u8], x: usize, y: usize, len: usize) -> bool {
+    if len <= 16 {
+        if let (Some(p), Some(q)) = (word_at(b, x), word_at(b, y)) {
+            return (p ^ q) & MASKS[len] == 0;
+        }
+    }
+    same_bytes_long(b, x, y, len)
+}
+
+fn same_bytes_long(b: &[u8], x: usize, y: usize, len: usize) -> bool {
+    if x.saturating_add(len) > b.len() {
+        return false;
+    }
+    let mut k = 0;
+    while k + 16 <= len {
+        match (word_at(b, x + k), word_at(b, y + k)) {
+            (Some(p), Some(q)) if p == q => k += 16,
+            _ => return false,
+        }
+    }
+    let rest = len - k;
+    match (word_at(b, x + k), word_at(b, y + k)) {
+        (Some(p), Some(q)) => (p ^ q) & MASKS[rest] == 0,
+        _ => b[x + k..x + len] == b[y + k..y + len],
+    }
 }
 
 #[inline]
@@ -188,17 +250,22 @@ fn show(b: &[u8]) -> String {
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a [u8]) -> Self {
-        Self::with_spans(body, Vec::new())
+        Self::with_spans(body, SpanBufs::default())
     }
 
-    /// A parser that records label positions in `spans` (cleared first), a
-    /// buffer reused across scrapes; [`Parser::into_spans`] gives it back.
-    pub fn with_spans(body: &'a [u8], mut spans: Vec<LabelSpan>) -> Self {
+    /// A parser that records label positions in `bufs` (cleared first),
+    /// buffers reused across scrapes; [`Parser::into_spans`] gives them back.
+    pub fn with_spans(body: &'a [u8], bufs: SpanBufs) -> Self {
+        let SpanBufs(mut spans, mut prev) = bufs;
         spans.clear();
+        prev.clear();
         Parser {
             b: body,
             i: 0,
             spans,
+            prev,
+            prev_name: (0, 0),
+            same_names: false,
         }
     }
 
@@ -208,8 +275,15 @@ impl<'a> Parser<'a> {
         &self.spans
     }
 
-    pub fn into_spans(self) -> Vec<LabelSpan> {
-        self.spans
+    /// Whether the sample returned last has the label names, in the same
+    /// order, of the one before it (false for the first).
+    #[inline]
+    pub fn same_label_names(&self) -> bool {
+        self.same_names
+    }
+
+    pub fn into_spans(self) -> SpanBufs {
+        SpanBufs(self.spans, self.prev)
     }
 
     fn err(&self, at: usize, message: String) -> ParseError {
@@ -323,7 +397,24 @@ impl<'a> Parser<'a> {
                 }
                 Some(&c) if is_label_start(c) => {
                     name_start = self.i;
-                    self.i = span_end(b, self.i + 1, LABEL_CHAR);
+                    // The name the previous sample had here, when followed
+                    // by a character no name has, is this one: no scan.
+                    let hint = self.prev.get(self.spans.len()).and_then(|p| {
+                        let len = p.name_end - p.name_start;
+                        let end = name_start + len;
+                        (same_bytes(b, name_start, p.name_start, len)
+                            && !b
+                                .get(end)
+                                .is_some_and(|&c| CLASS[c as usize] & LABEL_CHAR != 0))
+                        .then_some(end)
+                    });
+                    self.i = match hint {
+                        Some(end) => end,
+                        None => {
+                            self.same_names = false;
+                            span_end(b, self.i + 1, LABEL_CHAR)
+                        }
+                    };
                 }
                 _ => {
                     return Err(self.err(
@@ -418,17 +509,35 @@ impl<'a> Parser<'a> {
         let b = self.b;
         let line = self.i;
         let start = self.i;
-        self.i = span_end(b, self.i, NAME_CHAR);
+        // As for label names: the previous sample's name, if it is this one.
+        let (ps, pl) = self.prev_name;
+        self.i = if pl > 0
+            && same_bytes(b, start, ps, pl)
+            && !b
+                .get(start + pl)
+                .is_some_and(|&c| CLASS[c as usize] & NAME_CHAR != 0)
+        {
+            start + pl
+        } else {
+            span_end(b, self.i, NAME_CHAR)
+        };
         let name_end = self.i;
+        self.prev_name = (start, name_end - start);
         let name = &b[start..name_end];
         let mut series = name;
         self.skip_blanks();
         let mut raw_labels: &[u8] = &[];
+        std::mem::swap(&mut self.spans, &mut self.prev);
         self.spans.clear();
+        // The first sample has none before it.
+        self.same_names = pl > 0;
         if b.get(self.i) == Some(&b'{') {
             raw_labels = self.label_block(line)?;
             series = &b[start..self.i];
             self.skip_blanks();
+        }
+        if self.spans.len() != self.prev.len() {
+            self.same_names = false;
         }
         let vs = self.i;
         while self.i < b.len() && !matches!(b[self.i], b'{' | b' ' | b'\t' | b'\n') {
@@ -771,6 +880,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn names_compared_with_the_previous_sample_are_still_exact() {
+        let body = "a 1\nab 2\na{x=\"1\"} 3\na{x=\"1\",xy=\"2\"} 4\na{x=\"1\",x_=\"2\"} 5\n\
+                    a{x=\"2\",x_=\"3\"} 6\na{ x =\"2\",x_=\"3\"} 6\nb{x=\"2\"} 7\nb:c{xy=\"2\"} 8\n\
+                    a_long_metric_name_of_more_than_32_bytes{a_label_longer_than_16=\"v\"} 9\n\
+                    a_long_metric_name_of_more_than_32_bytes{a_label_longer_than_16=\"w\"} 9\n\
+                    a_long_metric_name_of_more_than_32_byteS{a_label_longer_than_17=\"w\"} 9\n";
+        let mut p = Parser::new(body.as_bytes());
+        let mut got = Vec::new();
+        while let Some(s) = p.next() {
+            let s = s.unwrap();
+            let names: Vec<String> = p
+                .label_spans()
+                .iter()
+                .map(|l| String::from_utf8_lossy(l.name(body.as_bytes())).into_owned())
+                .collect();
+            got.push((
+                String::from_utf8_lossy(s.name).into_owned(),
+                names.join(","),
+                p.same_label_names(),
+            ));
+        }
+        let want = [
+            ("a", "", false),
+            ("ab", "", true),
+            ("a", "x", false),
+            ("a", "x,xy", false),
+            ("a", "x,x_", false),
+            ("a", "x,x_", true),
+            ("a", "x,x_", true),
+            ("b", "x", false),
+            ("b:c", "xy", false),
+            (
+                "a_long_metric_name_of_more_than_32_bytes",
+                "a_label_longer_than_16",
+                false,
+            ),
+            (
+                "a_long_metric_name_of_more_than_32_bytes",
+                "a_label_longer_than_16",
+                true,
+            ),
+            (
+                "a_long_metric_name_of_more_than_32_byteS",
+                "a_label_longer_than_17",
+                false,
+            ),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(n, l, s)| (n.to_string(), l.to_string(), *s))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::exposition::{LabelSpan, ParseError, Parser, Sample, unescape_into};
+use crate::exposition::{LabelSpan, ParseError, Parser, Sample, SpanBufs, unescape_into};
 use crate::remote_write::proto::{
     encode_label, encode_label_bytes, finish_series, start_series, write_series,
 };
@@ -455,7 +455,7 @@ struct Scratch {
     value: Vec<u8>,
     /// Label order: (name prefix, index into the spans or [`NAME`]).
     order: Vec<(u64, u32)>,
-    spans: Vec<LabelSpan>,
+    spans: SpanBufs,
     /// The label layout of each shape this target exposes.
     plans: plan::Plans,
 }
@@ -566,6 +566,7 @@ impl SeriesCache {
                 ctx,
                 &s,
                 parser.label_spans(),
+                parser.same_label_names(),
                 body,
                 &self.hashers,
                 &mut self.scratch,
@@ -729,6 +730,7 @@ fn replay(
             ctx,
             &s,
             parser.label_spans(),
+            parser.same_label_names(),
             body,
             hashers,
             scratch,
@@ -755,6 +757,7 @@ fn resolve(
     ctx: &TargetContext,
     s: &Sample<'_>,
     spans: &[LabelSpan],
+    same_names: bool,
     body: &[u8],
     hashers: &Hashers,
     scratch: &mut Scratch,
@@ -770,7 +773,7 @@ fn resolve(
             plans,
             ..
         } = scratch;
-        if !plans.encode(s, spans, body, dst, value) {
+        if !plans.encode(s, spans, same_names, body, dst, value) {
             dst.truncate(start);
             if !encode_fast(ctx, s, spans, body, dst, value, order) {
                 dst.truncate(start);
@@ -1343,9 +1346,10 @@ mod tests {
                 let expected = c.series_labels(&s).map(|l| l.map(|l| encode_labels(&l)));
                 let show = String::from_utf8_lossy(s.series).into_owned();
                 sc.labels.clear();
+                let same = parser.same_label_names();
                 if sc
                     .plans
-                    .encode(&s, spans, body, &mut sc.labels, &mut sc.value)
+                    .encode(&s, spans, same, body, &mut sc.labels, &mut sc.value)
                 {
                     planned += 1;
                     assert_eq!(

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use super::{KeyHasher, LabelLimits, Labels, TargetContext};
-use crate::exposition::{LabelSpan, Sample, unescape_into};
+use crate::exposition::{LabelSpan, MASKS, Sample, unescape_into};
 use crate::remote_write::proto::encode_label_bytes;
 
 /// Shapes kept per target; past it they are all forgotten and rebuilt as
@@ -87,6 +87,8 @@ pub(super) struct Plans {
     index: HashMap<u64, u32, BuildHasherDefault<KeyHasher>>,
     /// The shape of the previous sample.
     last: usize,
+    /// `last` is the shape of the sample just before the one being encoded.
+    last_ok: bool,
 }
 
 /// The first 16 bytes of `body[start..start + len]`, zero-extended.
@@ -105,11 +107,7 @@ fn word(body: &[u8], start: usize, len: usize) -> u128 {
             return u128::from_le_bytes(k);
         }
     };
-    if len >= 16 {
-        w
-    } else {
-        w & ((1u128 << (8 * len)) - 1)
-    }
+    w & MASKS[len.min(16)]
 }
 
 /// Appends `src[start..start + len]`, 16 bytes at a time where `src` has
@@ -152,6 +150,7 @@ impl Plans {
                 && m.externals == ctx.external_labels
                 && m.limits == ctx.limits
         });
+        self.last_ok = false;
         if same {
             return;
         }
@@ -182,17 +181,20 @@ impl Plans {
         self.shapes = Vec::new();
         self.index = HashMap::default();
         self.last = 0;
+        self.last_ok = false;
     }
 
     /// Appends the encoded final labels of `s` to `out`, as
     /// [`super::encode_fast`] would. False (with `out` partly written) when
-    /// the sample is for the per-sample encoder; call [`Plans::prepare`]
-    /// first.
+    /// the sample is for the per-sample encoder. Call [`Plans::prepare`]
+    /// first, then this for every sample the parser returns, in order;
+    /// `same_names` is [`crate::exposition::Parser::same_label_names`].
     #[inline]
     pub(super) fn encode(
         &mut self,
         s: &Sample<'_>,
         spans: &[LabelSpan],
+        same_names: bool,
         body: &[u8],
         out: &mut Vec<u8>,
         tmp: &mut Vec<u8>,
@@ -203,7 +205,8 @@ impl Plans {
         if made.limits != LabelLimits::default() {
             return false;
         }
-        let ix = if self.matches(self.last, spans, body) {
+        // The parser compared the names with the previous sample's already.
+        let ix = if (same_names && self.last_ok) || self.matches(self.last, spans, body) {
             self.last
         } else {
             let h = shape_hash(spans, body);
@@ -213,6 +216,7 @@ impl Plans {
             }
         };
         self.last = ix;
+        self.last_ok = true;
         let shape = &self.shapes[ix];
         let Some(steps) = &shape.steps else {
             return false;
@@ -440,7 +444,8 @@ mod tests {
         while let Some(s) = parser.next() {
             let s = s.unwrap();
             out.clear();
-            assert!(plans.encode(&s, parser.label_spans(), body, &mut out, &mut tmp));
+            let same = parser.same_label_names();
+            assert!(plans.encode(&s, parser.label_spans(), same, body, &mut out, &mut tmp));
             let expected = super::super::encode_labels(&c.series_labels(&s).unwrap().unwrap());
             assert_eq!(
                 out[..],
