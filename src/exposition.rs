@@ -403,9 +403,8 @@ impl<'a> Parser<'a> {
                         let len = p.name_end - p.name_start;
                         let end = name_start + len;
                         (same_bytes(b, name_start, p.name_start, len)
-                            && !b
-                                .get(end)
-                                .is_some_and(|&c| CLASS[c as usize] & LABEL_CHAR != 0))
+                            && b.get(end)
+                                .is_none_or(|&c| CLASS[c as usize] & LABEL_CHAR == 0))
                         .then_some(end)
                     });
                     self.i = match hint {
@@ -513,9 +512,8 @@ impl<'a> Parser<'a> {
         let (ps, pl) = self.prev_name;
         self.i = if pl > 0
             && same_bytes(b, start, ps, pl)
-            && !b
-                .get(start + pl)
-                .is_some_and(|&c| CLASS[c as usize] & NAME_CHAR != 0)
+            && b.get(start + pl)
+                .is_none_or(|&c| CLASS[c as usize] & NAME_CHAR == 0)
         {
             start + pl
         } else {
