@@ -2,32 +2,35 @@
 //!
 //! This is the hot path. For every exposed sample the final label set is
 //! encoded straight from the exposition text into the protobuf `repeated
-//! Label` bytes of a remote-write `TimeSeries`: the parser's label spans are
-//! put in name order (usually they are already; Go clients append `le` and
-//! `quantile` last), merged with the target labels (honoring `honor_labels`)
-//! and the external labels, unescaped where needed, and written out. No
-//! allocation, no `String`s; a label costs a few compares and two small
-//! copies. Anything unusual (a repeated name, an `exported_` rename, invalid
-//! UTF-8, a label limit) takes the general path, which builds the error or the
-//! renamed set; `metric_relabel_configs` results are cached per exposed series
-//! (relabeling runs once per new series, as in Prometheus).
+//! Label` bytes of a remote-write `TimeSeries`, in place in the request. The
+//! label layout (names in order, merged with the target labels, honoring
+//! `honor_labels`, and the external labels) is worked out once per label-name
+//! shape ([`plan`]); a sample then costs a few 16-byte compares and copies.
+//! No allocation, no `String`s. Anything unusual (a repeated name, a name a
+//! target label has too, invalid UTF-8, a label limit) takes the per-sample
+//! encoder, and an `exported_` rename or an error the general path, which
+//! builds the renamed set or the message; `metric_relabel_configs` results
+//! are cached per exposed series (relabeling runs once per new series, as in
+//! Prometheus).
 //!
 //! What is kept between scrapes is small on purpose, since a sidecar's memory
-//! is multiplied by a fleet: per series only a 12-byte entry (a seeded 64-bit
-//! hash of the encoded labels, their length, the generation that last saw it)
-//! instead of the label text, plus the previous response body as it arrived
-//! (gzip, typically a tenth of the text). The hash makes two spellings of one
-//! series (`a{x="1"}`, `a{ x="1", }`) one series, and a repeat within one
-//! scrape a `duplicate_series` error.
+//! is multiplied by a fleet: per series only a 12-byte key (a seeded 64-bit
+//! hash of the encoded labels and their length) instead of the label text,
+//! in the order the target exposed them, plus the previous response body as
+//! it arrived (gzip, typically a tenth of the text). The hash makes two
+//! spellings of one series (`a{x="1"}`, `a{ x="1", }`) one series, and a
+//! repeat within one scrape a `duplicate_series` error.
 //!
-//! Each scrape is a generation. A series of the previous scrape missing from
-//! this one gets a staleness marker (the NaN `0x7ff0000000000002`) at the
-//! scrape's timestamp, unless it carried an explicit timestamp (as in
-//! Prometheus): when the table holds series this scrape did not see (rare), the
-//! previous body is inflated and parsed again to recover their label sets. A
-//! failed scrape marks every series of the last successful one the same way.
+//! A scrape is checked against the last one key by key: targets expose their
+//! series in a stable order, so this needs no lookups. Only when the order
+//! differs are sets built (for that scrape) to find repeats, new series and
+//! vanished ones. A series of the previous scrape missing from this one gets
+//! a staleness marker (the NaN `0x7ff0000000000002`) at the scrape's
+//! timestamp, unless it carried an explicit timestamp (as in Prometheus); the
+//! previous body is then inflated and parsed again to recover the label sets
+//! of the missing (rare). A failed scrape marks every series of the last
+//! successful one the same way.
 
-use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -362,44 +365,103 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
-/// A series of the last (or current) scrape: its key, flattened so that an
-/// entry takes 12 bytes, and the generation (mod 256) that last saw it,
-/// which takes no part in equality or hashing.
-#[derive(Debug)]
-struct Seen {
-    hash: [u32; 2],
-    check: u16,
-    generation: Cell<u8>,
+type KeySet = HashSet<Key, BuildHasherDefault<KeyHasher>>;
+
+/// The series of the last successful scrape, as keys in the order it
+/// exposed them (12 bytes a series), and how the current scrape compares.
+///
+/// Targets expose their series in the same order every time, so a scrape
+/// is checked against that list one key after the other: no lookup, no
+/// table. Only once it differs (a series new, gone or moved) are sets built,
+/// for this scrape only, to find duplicates, new series and vanished ones.
+#[derive(Default)]
+struct Track {
+    order: Vec<Key>,
+    /// Keys of the current scrape that matched `order`, one by one, so far.
+    pos: usize,
+    diverged: Option<Box<Diverged>>,
 }
 
-impl Seen {
-    fn new(k: Key, generation: u8) -> Seen {
-        Seen {
-            hash: k.0,
-            check: k.1,
-            generation: Cell::new(generation),
+/// The current scrape once it differs from the last.
+struct Diverged {
+    /// The last scrape's keys.
+    prev: KeySet,
+    /// The current scrape's keys, as a set and in order.
+    cur: KeySet,
+    keys: Vec<Key>,
+    /// Keys of the current scrape the last one had too.
+    kept: usize,
+}
+
+impl Track {
+    fn start(&mut self) {
+        self.pos = 0;
+        self.diverged = None;
+    }
+
+    /// Records the next key of the current scrape: whether it is a new
+    /// series, or `None` for a second sample of one series.
+    #[inline]
+    fn see(&mut self, key: Key) -> Option<bool> {
+        if self.diverged.is_none() {
+            if self.order.get(self.pos) == Some(&key) {
+                self.pos += 1;
+                return Some(false);
+            }
+            self.diverge();
+        }
+        let d = self.diverged.as_mut()?;
+        if !d.cur.insert(key) {
+            return None;
+        }
+        d.keys.push(key);
+        let old = d.prev.contains(&key);
+        d.kept += usize::from(old);
+        Some(!old)
+    }
+
+    #[cold]
+    fn diverge(&mut self) {
+        let keys = self.order[..self.pos].to_vec();
+        self.diverged = Some(Box::new(Diverged {
+            prev: self.order.iter().copied().collect(),
+            cur: keys.iter().copied().collect(),
+            kept: keys.len(),
+            keys,
+        }));
+    }
+
+    /// Whether series of the last scrape are missing from the current one.
+    fn any_vanished(&self) -> bool {
+        match &self.diverged {
+            None => self.pos < self.order.len(),
+            Some(d) => d.kept < d.prev.len(),
         }
     }
-}
 
-impl PartialEq for Seen {
-    fn eq(&self, o: &Seen) -> bool {
-        self.hash == o.hash && self.check == o.check
+    /// `key` was in the last scrape and is not in the current one (after
+    /// [`Track::diverge`]).
+    fn vanished(&self, key: &Key) -> bool {
+        self.diverged
+            .as_ref()
+            .is_some_and(|d| d.prev.contains(key) && !d.cur.contains(key))
+    }
+
+    /// The current scrape succeeded: its keys are the ones to compare with next.
+    fn finish(&mut self) {
+        match self.diverged.take() {
+            Some(d) => {
+                self.order = d.keys;
+                self.order.shrink_to_fit();
+            }
+            None => self.order.truncate(self.pos),
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Track::default();
     }
 }
-
-impl Eq for Seen {}
-
-impl Hash for Seen {
-    #[inline]
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        Key(self.hash, self.check).hash(h);
-    }
-}
-
-// The generation is interior-mutable but outside Eq and Hash.
-#[allow(clippy::mutable_key_type)]
-type SeenSet = HashSet<Seen, BuildHasherDefault<KeyHasher>>;
 
 /// The per-cache hash seeds.
 struct Hashers {
@@ -465,16 +527,14 @@ const NAME: u32 = u32::MAX;
 
 /// The per-target series cache; see the module docs.
 pub struct SeriesCache {
-    /// Final label set (hashed) → generation (mod 256) that last saw it;
-    /// every successful scrape keeps only its own, so 8 bits suffice.
-    seen: SeenSet,
+    /// The series (final label sets, hashed) of the last scrape.
+    track: Track,
     /// Exposed series text (hashed) → metric relabeling result; used only
     /// with `metric_relabel_configs`.
     relabeled: KeyMap<Relabeled>,
     hashers: Hashers,
+    /// The scrape (mod 256) that last used each relabeling result.
     generation: u8,
-    /// Series seen by the current scrape so far.
-    seen_now: usize,
     last: LastBody,
     scratch: Scratch,
 }
@@ -482,13 +542,12 @@ pub struct SeriesCache {
 impl Default for SeriesCache {
     fn default() -> Self {
         SeriesCache {
-            seen: SeenSet::default(),
+            track: Track::default(),
             relabeled: KeyMap::default(),
             hashers: Hashers {
                 a: foldhash::quality::RandomState::default(),
             },
             generation: 0,
-            seen_now: 0,
             last: LastBody::default(),
             scratch: Scratch::default(),
         }
@@ -502,11 +561,11 @@ impl SeriesCache {
 
     /// Number of series of the last scrape (of the current one, during it).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.track.order.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.track.order.is_empty()
     }
 
     /// Bytes held between scrapes: the table, the relabeling results and
@@ -517,7 +576,7 @@ impl SeriesCache {
             .values()
             .map(|r| r.labels.as_ref().map_or(0, |l| l.len()))
             .sum();
-        self.seen.capacity() * (std::mem::size_of::<Seen>() + 1)
+        self.track.order.capacity() * std::mem::size_of::<Key>()
             + self.relabeled.capacity() * (std::mem::size_of::<(Key, Relabeled)>() + 1)
             + relabeled
             + self.last.bytes.capacity()
@@ -537,7 +596,7 @@ impl SeriesCache {
         sample_limit: u64,
     ) -> Result<Ingested, IngestError> {
         self.generation = self.generation.wrapping_add(1);
-        self.seen_now = 0;
+        self.track.start();
         let mut parser = Parser::with_spans(body, std::mem::take(&mut self.scratch.spans));
         let r = self.ingest_all(ctx, &mut parser, body, ts, out, sample_limit);
         self.scratch.spans = parser.into_spans();
@@ -578,23 +637,15 @@ impl SeriesCache {
                 out.buf.truncate(entry);
                 continue;
             };
-            let probe = Seen::new(key, generation);
-            match self.seen.get(&probe) {
-                Some(e) => {
-                    if e.generation.get() == generation {
-                        return Err(SeriesError::DuplicateSeries(
-                            String::from_utf8_lossy(s.series).into_owned(),
-                        )
-                        .into());
-                    }
-                    e.generation.set(generation);
-                }
+            match self.track.see(key) {
+                Some(new) => n.added += u64::from(new),
                 None => {
-                    self.seen.insert(probe);
-                    n.added += 1;
+                    return Err(SeriesError::DuplicateSeries(
+                        String::from_utf8_lossy(s.series).into_owned(),
+                    )
+                    .into());
                 }
             }
-            self.seen_now += 1;
             n.kept += 1;
             // As Prometheus, the limit counts samples after metric relabeling.
             if limit > 0 && n.kept > limit {
@@ -624,12 +675,15 @@ impl SeriesCache {
     ) -> u64 {
         let generation = self.generation;
         let mut stale = 0;
-        if self.seen.len() > self.seen_now {
+        if self.track.any_vanished() {
             // Rare (series come and go far less often than scrapes happen):
             // re-read the previous body for the label sets of the missing.
+            if self.track.diverged.is_none() {
+                self.track.diverge();
+            }
             stale = self.markers(ctx, ts, out, false);
-            self.seen.retain(|e| e.generation.get() == generation);
         }
+        self.track.finish();
         if !self.relabeled.is_empty() {
             self.relabeled.retain(|_, r| r.generation == generation);
         }
@@ -647,7 +701,7 @@ impl SeriesCache {
         out: &mut EncodedSamples,
     ) -> u64 {
         let stale = self.markers(ctx, ts, out, true);
-        self.seen.clear();
+        self.track.clear();
         self.relabeled.clear();
         self.last = LastBody::default();
         stale
@@ -663,10 +717,9 @@ impl SeriesCache {
         out: &mut EncodedSamples,
         all: bool,
     ) -> u64 {
-        let generation = self.generation;
         let mut stale = 0;
         let SeriesCache {
-            seen,
+            track,
             relabeled,
             hashers,
             last,
@@ -680,11 +733,7 @@ impl SeriesCache {
             scratch,
             relabeled,
             |key, labels, explicit| {
-                let vanished = || {
-                    seen.get(&Seen::new(key, generation))
-                        .is_some_and(|e| e.generation.get() != generation)
-                };
-                if !explicit && (all || vanished()) {
+                if !explicit && (all || track.vanished(&key)) {
                     out.push(labels, f64::from_bits(STALE_NAN), ts);
                     stale += 1;
                 }
@@ -1503,8 +1552,8 @@ m{z=\"1\",y=\"2\"} 1\n";
     }
 
     #[test]
-    fn table_entries_are_twelve_bytes_and_generations_wrap() {
-        assert_eq!(std::mem::size_of::<Seen>(), 12);
+    fn keys_are_twelve_bytes_and_generations_wrap() {
+        assert_eq!(std::mem::size_of::<Key>(), 12);
         let c = ctx(false);
         let mut cache = SeriesCache::new();
         let mut out = EncodedSamples::default();
@@ -1528,6 +1577,38 @@ m{z=\"1\",y=\"2\"} 1\n";
             };
             assert_eq!((n.added, stale), (added, markers), "round {round}");
         }
+    }
+
+    #[test]
+    fn series_compared_in_order_then_as_sets_once_the_order_differs() {
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        // (body, added, markers)
+        for (body, added, markers) in [
+            ("a 1\nb 1\nc 1\n", 3, 0),
+            ("a 1\nb 1\nc 1\n", 0, 0),
+            // Reordered: nothing new, nothing gone.
+            ("c 1\na 1\nb 1\n", 0, 0),
+            // One gone in the middle, one new at the end.
+            ("c 1\nb 1\nd 1\n", 1, 1),
+            // The tail gone, in order otherwise.
+            ("c 1\n", 0, 2),
+            ("c 1\n", 0, 0),
+        ] {
+            out.clear();
+            let n = cache.ingest(&c, body.as_bytes(), 1, &mut out, 0).unwrap();
+            let stale = cache.end(&c, 1, &mut out, body.as_bytes(), false);
+            assert_eq!((n.added, stale), (added, markers), "{body:?}");
+            assert_eq!(cache.len(), body.lines().count(), "{body:?}");
+        }
+        // A repeat after a prefix that matched the last scrape.
+        out.clear();
+        let e = cache.ingest(&c, b"c 1\nc 2\n", 1, &mut out, 0).unwrap_err();
+        assert!(
+            matches!(e, IngestError::Series(SeriesError::DuplicateSeries(_))),
+            "{e}"
+        );
     }
 
     #[test]
