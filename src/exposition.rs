@@ -668,6 +668,9 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
         let v = t.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'));
         return Ok(v as f64);
     }
+    if let Some(v) = exact_decimal(t) {
+        return Ok(v);
+    }
     let bad = || format!("strconv.ParseFloat: parsing {}: invalid syntax", show(t));
     if t.iter().any(|&c| matches!(c, b'p' | b'P' | b'_')) {
         return Err("unsupported character in float".into());
@@ -713,6 +716,87 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// Powers of ten a double holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `[+-]digits[.digits][(e|E)[+-]digits]` whose digits (at most 19, leading
+/// zeros aside) make an integer below 2^53 and whose decimal exponent is
+/// within ±22: one exact multiplication or division, so the result is
+/// correctly rounded (Clinger's fast path), as `str::parse` would give.
+/// Anything else is `None`, for the general parser.
+fn exact_decimal(t: &[u8]) -> Option<f64> {
+    let (neg, mut i) = match t.first()? {
+        b'-' => (true, 1),
+        b'+' => (false, 1),
+        _ => (false, 0),
+    };
+    let (mut mant, mut digits, mut any, mut exp) = (0u64, 0u32, false, 0i32);
+    let mut digit = |c: u8, mant: &mut u64| -> Option<()> {
+        any = true;
+        if *mant != 0 || c != b'0' {
+            digits += 1;
+            if digits > 19 {
+                return None;
+            }
+        }
+        *mant = *mant * 10 + u64::from(c - b'0');
+        Some(())
+    };
+    while let Some(&c) = t.get(i).filter(|c| c.is_ascii_digit()) {
+        digit(c, &mut mant)?;
+        i += 1;
+    }
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(&c) = t.get(i).filter(|c| c.is_ascii_digit()) {
+            digit(c, &mut mant)?;
+            exp -= 1;
+            i += 1;
+        }
+    }
+    if !any {
+        return None;
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        let eneg = match t.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let start = i;
+        let mut e = 0i32;
+        while let Some(&c) = t.get(i).filter(|c| c.is_ascii_digit()) {
+            e = (e * 10 + i32::from(c - b'0')).min(10_000);
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        exp += if eneg { -e } else { e };
+    }
+    if i != t.len() || mant >= 1 << 53 {
+        return None;
+    }
+    let m = mant as f64;
+    let v = match exp {
+        0 => m,
+        1..=22 => m * POW10[exp as usize],
+        -22..=-1 => m / POW10[(-exp) as usize],
+        _ => return None,
+    };
+    Some(if neg { -v } else { v })
 }
 
 /// Appends the unescaped bytes of a label value to `out` (see [`unescape`];
@@ -877,6 +961,74 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn exact_decimals_equal_the_general_parser() {
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "+0",
+            "1",
+            "0.5",
+            ".5",
+            "5.",
+            "-.5e-3",
+            "1e22",
+            "1e23",
+            "1e-22",
+            "1e-23",
+            "9007199254740991",
+            "9007199254740992",
+            "9007199254740993",
+            "2.805204e+06",
+            "1.8446744073709552e+19",
+            "1.70094587721e+09",
+            "109213.52",
+            "0.000137",
+            "4.2e-05",
+            "9.999999999999999e-06",
+            "1e400",
+            "1e-400",
+            "00000000000000000000001.5",
+            "1E5",
+            "12345678901234567890",
+            "1234567890123456789",
+            "0.1234567890123456789",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Pseudo-random mantissas and exponents.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let m = x % 10u64.pow((x >> 60) as u32 % 17 + 1);
+            let e = (x >> 32) as i32 % 30;
+            let dot = (x >> 40) as usize % 20;
+            let mut s = m.to_string();
+            if dot < s.len() {
+                s.insert(s.len() - dot, '.');
+            }
+            cases.push(format!("{s}e{e}"));
+            cases.push(s);
+        }
+        let mut fast = 0;
+        for c in &cases {
+            if let Some(v) = exact_decimal(c.as_bytes()) {
+                fast += 1;
+                let want: f64 = c.parse().unwrap();
+                assert_eq!(v.to_bits(), want.to_bits(), "{c}");
+            }
+        }
+        assert!(fast > cases.len() / 2, "{fast} of {}", cases.len());
+        for bad in [
+            "", "-", ".", "e5", "1e", "1e+", "1.2.3", "1x", "--1", "0x10", "1_0",
+        ] {
+            assert_eq!(exact_decimal(bad.as_bytes()), None, "{bad}");
         }
     }
 

@@ -100,6 +100,13 @@ pub struct Queue {
     max_age: Option<Duration>,
     metrics: Metrics,
     labels: RemoteLabels,
+    /// The last batch found on disk at start-up. Those batches are sent one
+    /// by one, never joined: some may have reached the receiver before a
+    /// crash (the ack file lags by up to five seconds), and a receiver that
+    /// refuses a request for holding samples older than it has (400, out of
+    /// order) refuses all of it, so a join could take new samples down with
+    /// the old.
+    recovered_until: u64,
 }
 
 fn now_ms() -> i64 {
@@ -119,6 +126,7 @@ impl Queue {
         metrics: Metrics,
         labels: RemoteLabels,
     ) -> Result<(Self, Option<Recovery>), DiskError> {
+        let mut recovered_until = 0;
         let (storage, recovery) = match storage {
             StorageConfig::Memory { max_samples } => (
                 Storage::Memory {
@@ -135,6 +143,7 @@ impl Queue {
                 segment_size,
             } => {
                 let (log, rec) = SegmentLog::open(&dir, segment_size)?;
+                recovered_until = log.records().last().map_or(0, |m| m.seq);
                 (
                     Storage::Disk {
                         log,
@@ -163,6 +172,7 @@ impl Queue {
             max_age,
             metrics,
             labels,
+            recovered_until,
         };
         if let Some(r) = &recovery {
             let l = q.reason_labels("torn_tail");
@@ -522,6 +532,9 @@ impl Queue {
                 .collect(),
         };
         let (&(first, oldest), rest) = metas.split_first()?;
+        if self.front_is_recovered(&inner) {
+            return Some((first, true, oldest));
+        }
         let (mut samples, mut oldest_ms) = (first, oldest);
         for &(n, o) in rest {
             if samples + n > max_samples {
@@ -539,6 +552,9 @@ impl Queue {
     /// batch was left out for lack of room (the request is as full as it gets).
     pub fn front_joined(&self, max_samples: usize) -> Option<(Batch, bool)> {
         let first = self.front()?;
+        if first.seq <= self.recovered_until {
+            return Some((first, true));
+        }
         let inner = self.lock();
         let mut parts = vec![first.data.clone()];
         let (mut seq, mut samples, mut oldest_ms) = (first.seq, first.samples, first.oldest_ms);
@@ -596,6 +612,17 @@ impl Queue {
                 full,
             )),
             None => Some((first, false)),
+        }
+    }
+
+    /// Whether the front batch was on disk at start-up (see `recovered_until`).
+    fn front_is_recovered(&self, inner: &Inner) -> bool {
+        match &inner.storage {
+            Storage::Disk { log, .. } => log
+                .records()
+                .next()
+                .is_some_and(|m| m.seq <= self.recovered_until),
+            Storage::Memory { .. } => false,
         }
     }
 
@@ -824,6 +851,30 @@ mod tests {
             assert!(q.front_joined(10_000).is_none());
             assert_eq!(q.pending_samples(), 0);
         }
+    }
+
+    #[test]
+    fn batches_found_at_start_up_are_sent_one_by_one() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let q = disk(d.path(), 1_000, u64::MAX, None);
+            for i in 0..3 {
+                q.append(&samples(100, i * 1_000));
+            }
+            // Killed: no shutdown, no ack written.
+        }
+        let q = disk(d.path(), 1_000, u64::MAX, None);
+        q.append(&samples(100, 3_000));
+        q.append(&samples(100, 4_000));
+        let mut sizes = Vec::new();
+        while let Some((b, _)) = q.front_joined(10_000) {
+            assert_eq!(q.join_size(10_000).map(|(n, ..)| n), Some(b.samples));
+            sizes.push(b.samples);
+            q.ack(b.seq);
+        }
+        // Three recovered batches alone (some may have been delivered
+        // before the crash), then the two new ones joined.
+        assert_eq!(sizes, vec![100, 100, 100, 200]);
     }
 
     #[test]
