@@ -3,7 +3,8 @@
 //! not have). Seeds: the real fixture and the demo payload; mutations: byte
 //! flips, inserted syntax characters, truncation, line splicing and
 //! duplication. Every input goes through the parser, every sample through the
-//! label iterator and the series cache; any panic is a finding and its input
+//! label iterator and the series cache, whose encoded labels are checked
+//! against the general path; any panic is a finding and its input
 //! is written to `fuzz-crash-*.txt`.
 //!
 //! ```sh
@@ -16,7 +17,9 @@ mod payload;
 use std::time::{Duration, Instant};
 
 use metrics_relay::exposition::Parser;
-use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+use metrics_relay::series::{
+    EncodedSamples, SeriesCache, TargetContext, encode_labels, split_entry,
+};
 
 const SPECIAL: &[u8] = b"{}\",=\\\n #\t:_e+-.0123456789NaInfHELPTYPE\x00\xff\r";
 
@@ -87,6 +90,17 @@ fn exercise(input: &[u8], ctx: &TargetContext) -> (usize, usize) {
         match cache.ingest(ctx, body, round as i64, &mut out, 0) {
             Ok(n) => {
                 ok += n.scraped as usize;
+                // Differential: every sample's labels, as the hot path
+                // encoded them, equal the general path's.
+                for (i, s) in Parser::new(body).flatten().enumerate() {
+                    let want = ctx
+                        .series_labels(&s)
+                        .ok()
+                        .flatten()
+                        .map(|l| encode_labels(&l));
+                    let got = split_entry(out.slice(i, i + 1)).map(|(l, ..)| l.to_vec());
+                    assert_eq!(got.as_deref(), want.as_deref(), "sample {i}");
+                }
                 cache.end(ctx, round as i64, &mut out, body, false);
             }
             Err(_) => {
