@@ -38,7 +38,8 @@ use std::sync::Arc;
 
 use crate::exposition::{LabelSpan, ParseError, Parser, Sample, SpanBufs, unescape_into};
 use crate::remote_write::proto::{
-    encode_label, encode_label_bytes, finish_series, start_series, write_series,
+    SampleTail, encode_label, encode_label_bytes, finish_series, finish_series_with, start_series,
+    write_series,
 };
 
 mod plan;
@@ -615,6 +616,7 @@ impl SeriesCache {
         let generation = self.generation;
         let mut n = Ingested::default();
         self.scratch.plans.prepare(ctx);
+        let tail = SampleTail::new(default_ts);
         while let Some(s) = parser.next() {
             let s = s?;
             n.scraped += 1;
@@ -651,11 +653,10 @@ impl SeriesCache {
             if limit > 0 && n.kept > limit {
                 return Err(IngestError::SampleLimit(limit));
             }
-            let ts = match s.timestamp {
-                Some(t) if ctx.honor_timestamps => t,
-                _ => default_ts,
-            };
-            finish_series(&mut out.buf, entry, s.value, ts);
+            match s.timestamp {
+                Some(t) if ctx.honor_timestamps => finish_series(&mut out.buf, entry, s.value, t),
+                _ => finish_series_with(&mut out.buf, entry, s.value, &tail),
+            }
             out.ends.push(out.buf.len() as u32);
         }
         Ok(n)

@@ -152,15 +152,47 @@ pub fn start_series(out: &mut Vec<u8>) -> usize {
 /// not take exactly two bytes). The result is [`write_series`]'s.
 #[inline]
 pub fn finish_series(out: &mut Vec<u8>, entry: usize, value: f64, ts: i64) {
-    let labels_len = out.len() - entry - 3;
-    let sample_len = 9 + 1 + varint_len(ts as u64);
-    let series_len = labels_len + 1 + varint_len(sample_len as u64) + sample_len;
-    out.push(0x12);
-    put_varint(out, sample_len as u64);
-    out.push(0x09);
-    out.extend_from_slice(&value.to_le_bytes());
-    out.push(0x10);
-    put_varint(out, ts as u64);
+    finish_series_with(out, entry, value, &SampleTail::new(ts));
+}
+
+/// The `Sample` field of a `TimeSeries` for one timestamp, its value to be
+/// filled in: built once per scrape, since its samples share the timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleTail {
+    /// `0x12 len 0x09 <8 value bytes> 0x10 <timestamp varint>`, zero-padded.
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl SampleTail {
+    pub fn new(ts: i64) -> SampleTail {
+        let mut v = Vec::with_capacity(32);
+        let sample_len = 9 + 1 + varint_len(ts as u64);
+        v.push(0x12);
+        put_varint(&mut v, sample_len as u64);
+        v.push(0x09);
+        v.extend_from_slice(&[0; 8]);
+        v.push(0x10);
+        put_varint(&mut v, ts as u64);
+        let mut bytes = [0u8; 32];
+        bytes[..v.len()].copy_from_slice(&v);
+        SampleTail {
+            bytes,
+            len: v.len(),
+        }
+    }
+}
+
+/// [`finish_series`] with the sample's timestamp in `tail`.
+#[inline]
+pub fn finish_series_with(out: &mut Vec<u8>, entry: usize, value: f64, tail: &SampleTail) {
+    let mut b = tail.bytes;
+    b[3..11].copy_from_slice(&value.to_le_bytes());
+    let at = out.len();
+    // A fixed-size copy, cut to length.
+    out.extend_from_slice(&b);
+    out.truncate(at + tail.len);
+    let series_len = out.len() - entry - 3;
     let n = varint_len(series_len as u64);
     if n == 2 {
         out[entry + 1] = (series_len as u8) | 0x80;
