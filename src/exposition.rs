@@ -133,6 +133,16 @@ fn same_bytes(b: &[u8], x: usize, y: usize, len: usize) -> bool {
         if let (Some(p), Some(q)) = (word_at(b, x), word_at(b, y)) {
             return (p ^ q) & MASKS[len] == 0;
         }
+    } else if len <= 32 {
+        // Metric names: mostly 17 to 32 bytes.
+        if let (Some(p0), Some(q0), Some(p1), Some(q1)) = (
+            word_at(b, x),
+            word_at(b, y),
+            word_at(b, x + 16),
+            word_at(b, y + 16),
+        ) {
+            return p0 == q0 && (p1 ^ q1) & MASKS[len - 16] == 0;
+        }
     }
     same_bytes_long(b, x, y, len)
 }
@@ -538,6 +548,14 @@ impl<'a> Parser<'a> {
             self.same_names = false;
         }
         let vs = self.i;
+        // Plain integers (most counters and buckets) are converted while
+        // they are scanned.
+        let mut int = 0u64;
+        while let Some(&c) = b.get(self.i).filter(|c| c.is_ascii_digit()) {
+            int = int.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            self.i += 1;
+        }
+        let digits = self.i - vs;
         while self.i < b.len() && !matches!(b[self.i], b'{' | b' ' | b'\t' | b'\n') {
             self.i += 1;
         }
@@ -551,8 +569,13 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
-        let value = parse_float(&b[vs..self.i])
-            .map_err(|m| self.err(vs, format!("{m} while parsing {}", show(&b[line..self.i]))))?;
+        let value = if digits == self.i - vs && digits <= 15 {
+            int as f64
+        } else {
+            parse_float(&b[vs..self.i]).map_err(|m| {
+                self.err(vs, format!("{m} while parsing {}", show(&b[line..self.i])))
+            })?
+        };
         let value = if value.is_nan() {
             f64::from_bits(NORMAL_NAN)
         } else {
