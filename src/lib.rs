@@ -4,8 +4,9 @@
 //! The data path, module by module:
 //! [`scrape`] fetches a target ([`gzip`] inflates into a reused buffer) →
 //! [`exposition`] parses the body without copying → [`series`] encodes each
-//! sample's final labels straight from the text and tracks series for
-//! staleness → [`remote_write::queue`] batches and
+//! sample's final labels straight from the text into the request (by a plan
+//! per label-name shape) and tracks series for staleness →
+//! [`remote_write::queue`] batches and
 //! snappy-compresses → [`remote_write::sender`] ships with retries.
 //! [`config`] holds the Prometheus-shaped configuration, [`tls`] and
 //! [`http`] the client side, [`admin`] and [`telemetry`] the agent's own

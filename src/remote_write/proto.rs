@@ -165,21 +165,28 @@ pub struct SampleTail {
 }
 
 impl SampleTail {
+    /// (No allocation: built once per scrape on the hot path.)
     pub fn new(ts: i64) -> SampleTail {
-        let mut v = Vec::with_capacity(32);
-        let sample_len = 9 + 1 + varint_len(ts as u64);
-        v.push(0x12);
-        put_varint(&mut v, sample_len as u64);
-        v.push(0x09);
-        v.extend_from_slice(&[0; 8]);
-        v.push(0x10);
-        put_varint(&mut v, ts as u64);
         let mut bytes = [0u8; 32];
-        bytes[..v.len()].copy_from_slice(&v);
-        SampleTail {
-            bytes,
-            len: v.len(),
+        let sample_len = 9 + 1 + varint_len(ts as u64);
+        // The sample message is at most 20 bytes: its length is one byte.
+        bytes[0] = 0x12;
+        bytes[1] = sample_len as u8;
+        bytes[2] = 0x09;
+        bytes[11] = 0x10;
+        let mut len = 12;
+        let mut v = ts as u64;
+        loop {
+            if v < 0x80 {
+                bytes[len] = v as u8;
+                len += 1;
+                break;
+            }
+            bytes[len] = (v as u8) | 0x80;
+            v >>= 7;
+            len += 1;
         }
+        SampleTail { bytes, len }
     }
 }
 
