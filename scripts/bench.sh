@@ -19,6 +19,10 @@ if [ "${SKIP_SUITE:-0}" = 1 ]; then
 else
   out=bench-results/suite-$(date -u +%Y%m%d-%H%M).jsonl
   python3 ../shared/bench/run.py setup
+  # Let the build's and criterion's file writes reach the disk first: the
+  # kernel's writeback would otherwise compete with the first runs measured.
+  sync
+  sleep 20
   python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent,prom-agent --out "$out"
 fi
 python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt > BENCHMARKS.md.new
