@@ -77,7 +77,8 @@ def main():
             ours = groups[key]
             c = (med(ours, "cpu_s_per_msample") or 0) / (med(peer, "cpu_s_per_msample") or float("nan"))
             m = (med(ours, "rss_peak_mib") or 0) / (med(peer, "rss_peak_mib") or float("nan"))
-            out.append(f"| {case} | {sink} | {outage} | {c:.2f} | {m:.2f} |")
+            # Three decimals: a ratio on the goal line must not round onto it.
+            out.append(f"| {case} | {sink} | {outage} | {c:.3f} | {m:.3f} |")
     if os.path.isdir(crit):
         out.append("\n## Criterion (`cargo bench --bench hot_path`)\n")
         out.append("| benchmark | median time per iteration | throughput |")
