@@ -324,8 +324,8 @@ pub struct Ingested {
 /// identity in the cache. With a per-cache random seed, two label sets of
 /// one target share a key with probability below n²/2⁶⁵ (n series: 10⁻¹³
 /// for 2,000; lengths rarely match too), and a target cannot aim for it.
-/// Stored as 32-bit halves so that a table entry (key and generation) takes
-/// 12 bytes.
+/// Stored as 32-bit halves so that a key takes 12 bytes (the series table
+/// is a list of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key([u32; 2], u16);
 
