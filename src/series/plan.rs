@@ -177,7 +177,7 @@ impl Plans {
     }
 
     /// Forgets the shapes (the plans for the target labels stay).
-    pub(super) fn forget_shapes(&mut self) {
+    fn forget_shapes(&mut self) {
         self.shapes = Vec::new();
         self.index = HashMap::default();
         self.last = 0;
@@ -320,7 +320,7 @@ impl Plans {
         }
         heads.extend_from_slice(&[0; PAD]);
         let steps = if plannable {
-            self.steps_for(spans, body)
+            self.steps_for(&names, spans, body)
         } else {
             None
         };
@@ -336,7 +336,7 @@ impl Plans {
 
     /// The steps for a shape: its names sorted and merged with the constant
     /// labels. `None` for a repeated name or one a constant label has too.
-    fn steps_for(&self, spans: &[LabelSpan], body: &[u8]) -> Option<Box<[Step]>> {
+    fn steps_for(&self, names: &[Name], spans: &[LabelSpan], body: &[u8]) -> Option<Box<[Step]>> {
         // (name, what): the exposed labels with the metric name first.
         let mut order: Vec<(&[u8], Option<usize>)> = Vec::with_capacity(spans.len() + 1);
         order.push((b"__name__", None));
@@ -349,14 +349,6 @@ impl Plans {
         order.sort_by(|a, b| a.0.cmp(b.0));
         if order.windows(2).any(|w| w[0].0 == w[1].0) {
             return None;
-        }
-        // The heads in text order sit one after another in `heads`; find
-        // each by summing the lengths before it.
-        let mut head_at = Vec::with_capacity(spans.len());
-        let mut at = 0u32;
-        for sp in spans {
-            head_at.push(at);
-            at += (sp.name_end - sp.name_start + 5) as u32;
         }
         let mut steps: Vec<Step> = Vec::with_capacity(order.len() + self.const_labels.len());
         let (mut i, mut j) = (0, 0);
@@ -378,7 +370,7 @@ impl Plans {
                     None => Step::Name,
                     Some(k) => Step::Exposed {
                         span: u16::try_from(k).ok()?,
-                        head: head_at[k],
+                        head: names[k].head,
                     },
                 });
                 i += 1;
