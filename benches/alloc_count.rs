@@ -12,7 +12,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+use metrics_relay::series::{EncodedSamples, SeriesCache};
+
+mod common;
 
 struct Counting;
 
@@ -52,17 +54,7 @@ fn page(n: usize, round: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let ctx = TargetContext {
-        target_labels: vec![
-            ("instance".into(), "10.0.0.1:6443".into()),
-            ("job".into(), "ack".into()),
-        ],
-        external_labels: vec![("cluster".into(), "prod".into())],
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: Default::default(),
-        limits: Default::default(),
-    };
+    let ctx = common::target_context();
     let mut inputs: Vec<(String, Vec<Vec<u8>>)> = vec![(
         "generated-20k".into(),
         (0..3).map(|r| page(20_000, r)).collect(),

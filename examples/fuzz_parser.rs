@@ -14,6 +14,9 @@
 #[path = "../tests/common/payload.rs"]
 mod payload;
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use metrics_relay::exposition::Parser;
@@ -127,17 +130,7 @@ fn main() {
         seeds.push(b);
     }
     seeds.push(b"a{b=\"c\\\\\\\"\\n\",} 1 2\n# TYPE a counter\n".to_vec());
-    let ctx = TargetContext {
-        target_labels: vec![
-            ("instance".into(), "i:1".into()),
-            ("job".into(), "j".into()),
-        ],
-        external_labels: vec![("cluster".into(), "c".into())],
-        honor_labels: false,
-        honor_timestamps: true,
-        metric_relabel: Default::default(),
-        limits: Default::default(),
-    };
+    let ctx = common::target_context();
     let mut rng = fastrand::Rng::with_seed(seed);
     let end = Instant::now() + Duration::from_secs(secs);
     let (mut runs, mut samples, mut errors, mut crashes) = (0u64, 0u64, 0u64, 0u64);

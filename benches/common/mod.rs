@@ -1,6 +1,8 @@
-//! Inputs shared by `benches/hot_path.rs` and `examples/profile_scrape.rs`
-//! (the example includes this file by path): a kube-apiserver-like page and
-//! the target context both measure with.
+//! Inputs shared by `benches/hot_path.rs`, `benches/alloc_count.rs`,
+//! `examples/profile_scrape.rs` and `examples/fuzz_parser.rs` (the examples
+//! include this file by path): a kube-apiserver-like page and the target
+//! context they measure and check with. Each uses part of it.
+#![allow(dead_code)]
 
 use metrics_relay::series::TargetContext;
 
