@@ -21,7 +21,111 @@ use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
 use crate::tls::{self, Material, TlsError};
 
 /// The client type used everywhere.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Chunks>>;
+
+/// A request body of byte chunks, written out in order without being copied
+/// into one buffer first: a joined remote-write request is several queued
+/// snappy blocks, and hyper hands them to the socket as one vectored write
+/// (over TLS, rustls copies them into records in any case). Empty for a GET
+/// (`Full::default()`).
+#[derive(Clone, Debug, Default)]
+pub struct Chunks {
+    /// The chunk being written; empty only when every chunk is written.
+    head: Bytes,
+    rest: Vec<Bytes>,
+    /// Index in `rest` of the chunk after `head`.
+    next: usize,
+    remaining: usize,
+}
+
+impl Chunks {
+    /// Bytes left to write.
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Appends a chunk (empty ones are skipped).
+    pub fn push(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        self.remaining += b.len();
+        if self.head.is_empty() {
+            self.head = b;
+        } else {
+            self.rest.push(b);
+        }
+    }
+
+    /// The bytes left, as one contiguous copy.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.remaining);
+        v.extend_from_slice(&self.head);
+        for b in self.after_head() {
+            v.extend_from_slice(b);
+        }
+        v
+    }
+
+    fn after_head(&self) -> &[Bytes] {
+        self.rest.get(self.next..).unwrap_or(&[])
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(b: Bytes) -> Self {
+        let mut c = Chunks::default();
+        c.push(b);
+        c
+    }
+}
+
+impl From<Vec<u8>> for Chunks {
+    fn from(v: Vec<u8>) -> Self {
+        Chunks::from(Bytes::from(v))
+    }
+}
+
+impl bytes::Buf for Chunks {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.head
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        let mut cnt = cnt.min(self.remaining);
+        self.remaining -= cnt;
+        while cnt >= self.head.len() && !self.head.is_empty() {
+            cnt -= self.head.len();
+            self.head = match self.rest.get_mut(self.next) {
+                Some(b) => std::mem::take(b),
+                None => Bytes::new(),
+            };
+            self.next += 1;
+        }
+        self.head.advance(cnt.min(self.head.len()));
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        if self.head.is_empty() {
+            return 0;
+        }
+        let parts = std::iter::once(&self.head).chain(self.after_head());
+        let mut n = 0;
+        for (d, b) in dst.iter_mut().zip(parts) {
+            *d = std::io::IoSlice::new(b);
+            n += 1;
+        }
+        n
+    }
+}
 
 /// `User-Agent` we send.
 pub const USER_AGENT: &str = concat!("metrics-relay/", env!("CARGO_PKG_VERSION"));
@@ -183,4 +287,61 @@ pub fn client_config_check(tls_cfg: Option<&TlsConfig>) -> Result<(), TlsError> 
     tls::client_config(tls_cfg)?;
     tls::server_name_override(tls_cfg)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use std::io::IoSlice;
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        let mut c = Chunks::default();
+        for p in parts {
+            c.push(Bytes::from_static(p));
+        }
+        c
+    }
+
+    #[test]
+    fn chunks_are_read_in_order_across_boundaries() {
+        let whole = b"abcdefghij";
+        // Every way of advancing through [abc][][defg][hij] reads `whole`.
+        for step in 1..=whole.len() {
+            let mut c = chunks(&[b"abc", b"", b"defg", b"hij"]);
+            assert_eq!(c.remaining(), whole.len());
+            let mut read = Vec::new();
+            while c.has_remaining() {
+                let n = step.min(c.chunk().len());
+                assert!(n > 0, "an empty chunk while bytes remain");
+                read.extend_from_slice(&c.chunk()[..n]);
+                c.advance(n);
+            }
+            assert_eq!(read, whole, "step {step}");
+            assert_eq!(c.chunk(), b"");
+        }
+        // Several chunks at once, as a vectored write takes them.
+        let mut c = chunks(&[b"abc", b"defg", b"hij"]);
+        c.advance(5);
+        assert_eq!(c.to_vec(), b"fghij");
+        c.advance(100);
+        assert!(c.is_empty());
+        assert_eq!(c.chunk(), b"");
+        c.push(Bytes::from_static(b"k"));
+        assert_eq!(c.to_vec(), b"k");
+    }
+
+    #[test]
+    fn chunks_fill_io_slices() {
+        let mut c = chunks(&[b"abc", b"defg", b"hij"]);
+        c.advance(1);
+        let mut io = [IoSlice::new(&[]); 2];
+        assert_eq!(c.chunks_vectored(&mut io), 2);
+        assert_eq!(&*io[0], b"bc");
+        assert_eq!(&*io[1], b"defg");
+        let mut io = [IoSlice::new(&[]); 8];
+        assert_eq!(c.chunks_vectored(&mut io), 3);
+        assert_eq!(&*io[2], b"hij");
+        assert_eq!(Chunks::default().chunks_vectored(&mut io), 0);
+    }
 }

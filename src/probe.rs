@@ -216,6 +216,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             let batch = Batch {
                 seq: 1,
                 data: data.into(),
+                more: Vec::new(),
                 samples: 1,
                 oldest_ms: now() * 1000,
             };

@@ -20,7 +20,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::Full;
@@ -385,7 +384,7 @@ pub async fn fetch_wire(
             "X-Prometheus-Scrape-Timeout-Seconds",
             format!("{}", t.timeout.as_secs_f64()),
         )
-        .body(Full::new(Bytes::new()))
+        .body(Full::default())
         .map_err(|e| ScrapeError::Connect(e.to_string()))?;
     let resp = client
         .request(req)

@@ -37,7 +37,7 @@ async fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
         b = b.header("authorization", format!("Bearer {t}"));
     }
     let resp = client
-        .request(b.body(Full::new(bytes::Bytes::new())).unwrap())
+        .request(b.body(Full::default()).unwrap())
         .await
         .unwrap();
     let code = resp.status().as_u16();

@@ -48,7 +48,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -119,8 +119,6 @@ pub struct SegmentLog {
     pending_bytes: u64,
     /// Samples in unacknowledged records.
     pending_samples: u64,
-    /// The record being appended.
-    scratch: Vec<u8>,
 }
 
 /// How often the ack file is rewritten at most.
@@ -197,7 +195,6 @@ impl SegmentLog {
             index,
             segments,
             active: None,
-            scratch: Vec::new(),
             acked,
             persisted_ack: acked,
             last_persist: std::time::Instant::now(),
@@ -243,15 +240,13 @@ impl SegmentLog {
             path: path.clone(),
             source: std::io::Error::other("no active segment"),
         })?;
-        // One write per record, from a buffer reused across appends.
-        let rec = &mut self.scratch;
-        rec.clear();
-        rec.reserve(HEADER + payload_len);
-        rec.extend_from_slice(&(payload_len as u32).to_le_bytes());
-        rec.extend_from_slice(&crc.finalize().to_le_bytes());
-        rec.extend_from_slice(&meta);
-        rec.extend_from_slice(batch);
-        if let Err(e) = f.write_all(rec) {
+        // One (vectored) write per record: header and batch as they are.
+        let mut head = [0u8; HEADER + META];
+        head[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[HEADER..].copy_from_slice(&meta);
+        let rec_len = head.len() + batch.len();
+        if let Err(e) = write_all_vectored(f, &mut [IoSlice::new(&head), IoSlice::new(batch)]) {
             // Leave no partial record behind (disk full): cut back to the old
             // size, and start a fresh segment next time rather than trusting
             // this handle again.
@@ -264,9 +259,9 @@ impl SegmentLog {
         }
         self.next_seq += 1;
         if let Some(last) = self.segments.back_mut() {
-            last.1 += rec.len() as u64;
+            last.1 += rec_len as u64;
         }
-        self.pending_bytes += rec.len() as u64;
+        self.pending_bytes += rec_len as u64;
         self.pending_samples += u64::from(samples);
         self.index.push_back(RecordMeta {
             seq,
@@ -473,6 +468,21 @@ fn write_ack(dir: &Path, seq: u64) -> Result<(), DiskError> {
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
     sync_dir(dir);
+    Ok(())
+}
+
+/// `write_all` for several buffers (`Write::write_all_vectored` is not
+/// stable yet).
+fn write_all_vectored(f: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match f.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::disk::{DiskError, Recovery, SegmentLog};
+use crate::http::Chunks;
 use crate::series::EncodedSamples;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
@@ -40,10 +41,33 @@ use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub seq: u64,
+    /// The request body, or its first part when `more` has the rest.
     pub data: Bytes,
+    /// Further parts of a joined request (see [`join_snappy`]).
+    pub more: Vec<Bytes>,
     pub samples: usize,
     /// Start (ms) of the oldest scrape in the batch.
     pub oldest_ms: i64,
+}
+
+impl Batch {
+    /// Size of the request body.
+    pub fn len(&self) -> usize {
+        self.data.len() + self.more.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The request body, its parts in order (nothing copied).
+    pub fn body(&self) -> Chunks {
+        let mut c = Chunks::from(self.data.clone());
+        for b in &self.more {
+            c.push(b.clone());
+        }
+        c
+    }
 }
 
 /// Where sealed batches wait.
@@ -316,6 +340,7 @@ impl Queue {
                 batches.push_back(Batch {
                     seq: *next_seq,
                     data,
+                    more: Vec::new(),
                     samples,
                     oldest_ms,
                 });
@@ -494,6 +519,7 @@ impl Queue {
                             break Some(Batch {
                                 seq: m.seq,
                                 data,
+                                more: Vec::new(),
                                 samples: m.samples as usize,
                                 oldest_ms: m.oldest_ms,
                             });
@@ -602,10 +628,11 @@ impl Queue {
             return Some((first, full));
         }
         match join_snappy(&parts) {
-            Some(data) => Some((
+            Some((data, more)) => Some((
                 Batch {
                     seq,
                     data,
+                    more,
                     samples,
                     oldest_ms,
                 },
@@ -708,25 +735,24 @@ impl Queue {
 /// theirs, in order: a block is its uncompressed length (varint) and then
 /// literal and copy elements whose offsets point back into its own output, so
 /// the element streams can follow each other under the summed length. Joined
-/// `WriteRequest`s are one `WriteRequest` (its only field repeats). `None` if a
-/// header does not parse or the total passes snappy's 4 GiB limit.
-pub fn join_snappy(blocks: &[Bytes]) -> Option<Bytes> {
+/// `WriteRequest`s are one `WriteRequest` (its only field repeats). Returned
+/// as parts, nothing copied: the new length header, then each block's
+/// elements. `None` if a header does not parse or the total passes snappy's
+/// 4 GiB limit.
+pub fn join_snappy(blocks: &[Bytes]) -> Option<(Bytes, Vec<Bytes>)> {
     let mut total: u64 = 0;
     let mut bodies = Vec::with_capacity(blocks.len());
     for b in blocks {
         let (len, header) = read_varint(b)?;
         total += len;
-        bodies.push(&b[header..]);
+        bodies.push(b.slice(header..));
     }
     if total > u64::from(u32::MAX) {
         return None;
     }
-    let mut out = Vec::with_capacity(10 + bodies.iter().map(|b| b.len()).sum::<usize>());
-    super::proto::put_varint(&mut out, total);
-    for b in bodies {
-        out.extend_from_slice(b);
-    }
-    Some(Bytes::from(out))
+    let mut head = Vec::with_capacity(10);
+    super::proto::put_varint(&mut head, total);
+    Some((Bytes::from(head), bodies))
 }
 
 /// A protobuf-style varint at the start of `b`: (value, bytes used).
@@ -798,7 +824,9 @@ mod tests {
     }
 
     fn decode(b: &Batch) -> WriteRequest {
-        let raw = snap::raw::Decoder::new().decompress_vec(&b.data).unwrap();
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&b.body().to_vec())
+            .unwrap();
         WriteRequest::decode(raw.as_slice()).unwrap()
     }
 
@@ -809,7 +837,11 @@ mod tests {
         let b = samples(300, 1_000);
         let ca = Bytes::from(enc.compress_vec(&a.buf).unwrap());
         let cb = Bytes::from(enc.compress_vec(&b.buf).unwrap());
-        let joined = join_snappy(&[ca.clone(), cb.clone(), ca.clone()]).unwrap();
+        let (head, parts) = join_snappy(&[ca.clone(), cb.clone(), ca.clone()]).unwrap();
+        let mut joined = head.to_vec();
+        for p in &parts {
+            joined.extend_from_slice(p);
+        }
         let plain = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
         assert_eq!(plain, [&a.buf[..], &b.buf[..], &a.buf[..]].concat());
         let wr = WriteRequest::decode(plain.as_slice()).unwrap();

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::{Batch, Queue};
 use crate::config::{RemoteWriteConfig, Secret};
-use crate::http::HttpClient;
+use crate::http::{Chunks, HttpClient};
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 use crate::tls::describe_error;
 
@@ -213,7 +213,7 @@ impl Sender {
         Ok(Some(v))
     }
 
-    fn request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, body: Chunks) -> Result<Request<Full<Chunks>>, String> {
         let mut req = Request::post(self.url.clone())
             .header(CONTENT_ENCODING, "snappy")
             .header(CONTENT_TYPE, "application/x-protobuf")
@@ -238,7 +238,7 @@ impl Sender {
 
     /// One attempt.
     pub async fn attempt(&self, batch: &Batch) -> Outcome {
-        let req = match self.request(batch.data.clone()) {
+        let req = match self.request(batch.body()) {
             Ok(r) => r,
             Err(reason) => {
                 return Outcome::Retry {
@@ -405,7 +405,7 @@ impl Sender {
                         self.metrics
                             .bytes_sent
                             .get_or_create(&self.labels)
-                            .inc_by(batch.data.len() as u64);
+                            .inc_by(batch.len() as u64);
                         let now = SystemTime::now()
                             .duration_since(SystemTime::UNIX_EPOCH)
                             .unwrap_or_default()

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 
@@ -62,7 +61,7 @@ async fn http_request(
     let req = Request::builder()
         .method(method)
         .uri(url)
-        .body(Full::new(Bytes::new()))
+        .body(Full::default())
         .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
