@@ -20,8 +20,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use http::header::HeaderName;
 use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, USER_AGENT};
-use http::{Request, StatusCode, Uri};
+use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Full;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +87,10 @@ impl ScrapeError {
     }
 }
 
+/// Sent with every scrape, as Prometheus does.
+const SCRAPE_TIMEOUT_HEADER: HeaderName =
+    HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+
 /// One scrape target, fully resolved from the config.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -96,6 +101,8 @@ pub struct Target {
     pub ctx: TargetContext,
     pub interval: Duration,
     pub timeout: Duration,
+    /// `X-Prometheus-Scrape-Timeout-Seconds`, formatted once.
+    pub timeout_header: Option<HeaderValue>,
     pub body_limit: Option<u64>,
     pub sample_limit: u64,
     /// Index of its scrape config.
@@ -191,6 +198,10 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                             },
                             interval,
                             timeout,
+                            timeout_header: HeaderValue::from_str(
+                                &timeout.as_secs_f64().to_string(),
+                            )
+                            .ok(),
                             body_limit: sc.body_limit(),
                             sample_limit: sc.sample_limit,
                             config_index: i,
@@ -376,16 +387,15 @@ pub async fn fetch_wire(
     t: &Target,
     body: &mut Vec<u8>,
 ) -> Result<Fetched, ScrapeError> {
-    let req = Request::get(t.url.clone())
+    let mut req = Request::get(t.url.clone())
         .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
         .header(ACCEPT_ENCODING, "gzip")
         .header(USER_AGENT, crate::http::USER_AGENT)
-        .header(
-            "X-Prometheus-Scrape-Timeout-Seconds",
-            format!("{}", t.timeout.as_secs_f64()),
-        )
         .body(Full::default())
         .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+    if let Some(v) = &t.timeout_header {
+        req.headers_mut().insert(SCRAPE_TIMEOUT_HEADER, v.clone());
+    }
     let resp = client
         .request(req)
         .await

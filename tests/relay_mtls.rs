@@ -75,6 +75,17 @@ async fn scrapes_mtls_target_and_remote_writes_everything() {
             .iter()
             .all(|r| r == "/metrics?hosting=true")
     );
+    // And the scrape timeout, as Prometheus sends it.
+    assert!(
+        target
+            .timeout_headers
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| h == "1"),
+        "{:?}",
+        target.timeout_headers.lock().unwrap()
+    );
 
     // Every exposed series arrived with its value and the target + external labels.
     let accepted = rx.accepted();

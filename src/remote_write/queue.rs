@@ -548,28 +548,19 @@ impl Queue {
     /// out for lack of room, the oldest scrape time in it).
     pub fn join_size(&self, max_samples: usize) -> Option<(usize, bool, i64)> {
         let inner = self.lock();
-        let metas: Vec<(usize, i64)> = match &inner.storage {
-            Storage::Memory { batches, .. } => {
-                batches.iter().map(|b| (b.samples, b.oldest_ms)).collect()
-            }
-            Storage::Disk { log, .. } => log
-                .records()
-                .map(|m| (m.samples as usize, m.oldest_ms))
-                .collect(),
-        };
-        let (&(first, oldest), rest) = metas.split_first()?;
-        if self.front_is_recovered(&inner) {
-            return Some((first, true, oldest));
+        let alone = self.front_is_recovered(&inner);
+        match &inner.storage {
+            Storage::Memory { batches, .. } => join_size(
+                batches.iter().map(|b| (b.samples, b.oldest_ms)),
+                alone,
+                max_samples,
+            ),
+            Storage::Disk { log, .. } => join_size(
+                log.records().map(|m| (m.samples as usize, m.oldest_ms)),
+                alone,
+                max_samples,
+            ),
         }
-        let (mut samples, mut oldest_ms) = (first, oldest);
-        for &(n, o) in rest {
-            if samples + n > max_samples {
-                return Some((samples, true, oldest_ms));
-            }
-            samples += n;
-            oldest_ms = oldest_ms.min(o);
-        }
-        Some((samples, false, oldest_ms))
     }
 
     /// [`Queue::front`], joined with the batches queued after it into one
@@ -729,6 +720,27 @@ impl Queue {
         self.update_gauges(&inner);
         dropped
     }
+}
+
+/// [`Queue::join_size`] over the queue's (samples, oldest_ms) in order;
+/// `alone`: the first is sent by itself.
+fn join_size(
+    mut metas: impl Iterator<Item = (usize, i64)>,
+    alone: bool,
+    max_samples: usize,
+) -> Option<(usize, bool, i64)> {
+    let (mut samples, mut oldest_ms) = metas.next()?;
+    if alone {
+        return Some((samples, true, oldest_ms));
+    }
+    for (n, o) in metas {
+        if samples + n > max_samples {
+            return Some((samples, true, oldest_ms));
+        }
+        samples += n;
+        oldest_ms = oldest_ms.min(o);
+    }
+    Some((samples, false, oldest_ms))
 }
 
 /// Joins snappy block-format messages into one whose decompressed bytes are

@@ -155,6 +155,8 @@ pub struct MtlsTarget {
     pub behavior: Arc<Mutex<TargetBehavior>>,
     /// Path and query of every request served.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// `X-Prometheus-Scrape-Timeout-Seconds` of every request ("" if none).
+    pub timeout_headers: Arc<Mutex<Vec<String>>>,
     /// Handshakes that failed (e.g. no client certificate).
     pub tls_failures: Arc<Mutex<Vec<String>>>,
 }
@@ -176,14 +178,17 @@ impl MtlsTarget {
             counter: None,
         }));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let timeout_headers = Arc::new(Mutex::new(Vec::new()));
         let tls_failures = Arc::new(Mutex::new(Vec::new()));
         let (b, r, f) = (behavior.clone(), requests.clone(), tls_failures.clone());
+        let th = timeout_headers.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let (acceptor, b, r, f) = (acceptor.clone(), b.clone(), r.clone(), f.clone());
+                let th = th.clone();
                 tokio::spawn(async move {
                     let tls = match acceptor.accept(tcp).await {
                         Ok(t) => t,
@@ -194,6 +199,13 @@ impl MtlsTarget {
                     };
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (b, r) = (b.clone(), r.clone());
+                        th.lock().unwrap().push(
+                            req.headers()
+                                .get("x-prometheus-scrape-timeout-seconds")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string(),
+                        );
                         async move {
                             let pq = req
                                 .uri()
@@ -249,6 +261,7 @@ impl MtlsTarget {
             addr,
             behavior,
             requests,
+            timeout_headers,
             tls_failures,
         }
     }
