@@ -84,12 +84,6 @@ impl From<Bytes> for Chunks {
     }
 }
 
-impl From<Vec<u8>> for Chunks {
-    fn from(v: Vec<u8>) -> Self {
-        Chunks::from(Bytes::from(v))
-    }
-}
-
 impl bytes::Buf for Chunks {
     fn remaining(&self) -> usize {
         self.remaining

@@ -20,8 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::HeaderName;
-use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, USER_AGENT};
+use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, HeaderName, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Full;
 use serde::Serialize;
