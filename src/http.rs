@@ -5,6 +5,7 @@
 //! read from `HTTP_PROXY`/`HTTPS_PROXY`, an agent beside the API server must
 //! not be rerouted by its environment.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,9 +33,7 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Chunks>>;
 pub struct Chunks {
     /// The chunk being written; empty only when every chunk is written.
     head: Bytes,
-    rest: Vec<Bytes>,
-    /// Index in `rest` of the chunk after `head`.
-    next: usize,
+    rest: VecDeque<Bytes>,
     remaining: usize,
 }
 
@@ -57,7 +56,7 @@ impl Chunks {
         if self.head.is_empty() {
             self.head = b;
         } else {
-            self.rest.push(b);
+            self.rest.push_back(b);
         }
     }
 
@@ -65,14 +64,10 @@ impl Chunks {
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.remaining);
         v.extend_from_slice(&self.head);
-        for b in self.after_head() {
+        for b in &self.rest {
             v.extend_from_slice(b);
         }
         v
-    }
-
-    fn after_head(&self) -> &[Bytes] {
-        self.rest.get(self.next..).unwrap_or(&[])
     }
 }
 
@@ -98,11 +93,7 @@ impl bytes::Buf for Chunks {
         self.remaining -= cnt;
         while cnt >= self.head.len() && !self.head.is_empty() {
             cnt -= self.head.len();
-            self.head = match self.rest.get_mut(self.next) {
-                Some(b) => std::mem::take(b),
-                None => Bytes::new(),
-            };
-            self.next += 1;
+            self.head = self.rest.pop_front().unwrap_or_default();
         }
         self.head.advance(cnt.min(self.head.len()));
     }
@@ -111,7 +102,7 @@ impl bytes::Buf for Chunks {
         if self.head.is_empty() {
             return 0;
         }
-        let parts = std::iter::once(&self.head).chain(self.after_head());
+        let parts = std::iter::once(&self.head).chain(&self.rest);
         let mut n = 0;
         for (d, b) in dst.iter_mut().zip(parts) {
             *d = std::io::IoSlice::new(b);
