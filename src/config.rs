@@ -517,8 +517,29 @@ impl Config {
         }
 
         let mut names = std::collections::HashSet::new();
-        for (i, rw) in self.remote_write.iter().enumerate() {
+        for (i, rw) in self.remote_write.iter_mut().enumerate() {
             let at = |f: &str| format!("remote_write[{i}].{f}");
+            // Credentials in the URL (`https://user:pass@host/...`) become
+            // basic auth and leave the URL, so the password never reaches a
+            // label, a log line or a page that shows the URL.
+            let (stripped, userinfo) = split_userinfo(&rw.url);
+            if let Some((user, pass)) = userinfo {
+                if rw.basic_auth.is_some() || rw.authorization.is_some() {
+                    return Err(invalid(
+                        at("url"),
+                        format!(
+                            "{stripped:?} carries credentials (user@host) and basic_auth or authorization is set too; keep one of them"
+                        ),
+                    ));
+                }
+                rw.basic_auth = Some(BasicAuth {
+                    username: user,
+                    password: Some(Secret::new(pass)),
+                    password_file: None,
+                });
+                rw.url = stripped;
+            }
+            let rw = &*rw;
             let url: http::Uri = rw
                 .url
                 .parse()
@@ -561,13 +582,14 @@ impl Config {
                     invalid(at(&format!("headers.{h}")), "is not a valid header value")
                 })?;
             }
-            if let Some(b) = &rw.basic_auth {
-                if b.password.is_some() && b.password_file.is_some() {
-                    return Err(invalid(
-                        at("basic_auth"),
-                        "at most one of password and password_file must be configured",
-                    ));
-                }
+            if let Some(b) = &rw.basic_auth
+                && b.password.is_some()
+                && b.password_file.is_some()
+            {
+                return Err(invalid(
+                    at("basic_auth"),
+                    "at most one of password and password_file must be configured",
+                ));
             }
             if let Some(a) = &rw.authorization {
                 if rw.basic_auth.is_some() {
@@ -699,6 +721,45 @@ impl RemoteWriteConfig {
     }
 }
 
+/// Splits `scheme://user:pass@host/...` into the URL without its userinfo
+/// and the (percent-decoded) user and password. URLs without userinfo come
+/// back unchanged.
+pub fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    (
+        format!("{scheme}://{host}{tail}"),
+        Some((percent_decode(user), percent_decode(pass))),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn validate_tls(at: &str, tls: &TlsConfig) -> Result<(), ConfigError> {
     if tls.kubeconfig.is_some() && (tls.cert_file.is_some() || tls.key_file.is_some()) {
         return Err(invalid(
@@ -804,6 +865,34 @@ fn validate_label_name(at: &str, name: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_credentials_become_basic_auth_and_leave_the_url() {
+        let cfg = Config::from_yaml(
+            "remote_write:\n  - url: https://alice:s%40cr3t@rx.example:9090/api/v1/write?x=1\n",
+        )
+        .unwrap();
+        let rw = &cfg.remote_write[0];
+        assert_eq!(rw.url, "https://rx.example:9090/api/v1/write?x=1");
+        let b = rw.basic_auth.as_ref().unwrap();
+        assert_eq!(b.username, "alice");
+        assert_eq!(b.password.as_ref().unwrap().expose(), "s@cr3t");
+        assert!(!format!("{cfg:?}").contains("cr3t"));
+        let e = Config::from_yaml(
+            "remote_write:\n  - url: https://a:b@rx:1/w\n    basic_auth: {username: c, password: d}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("carries credentials") && !e.contains(":b@"),
+            "{e}"
+        );
+        assert_eq!(
+            split_userinfo("http://h:1/p@x").1,
+            None,
+            "an @ in the path is not userinfo"
+        );
+    }
 
     fn err(yaml: &str) -> String {
         Config::from_yaml(yaml).unwrap_err().to_string()

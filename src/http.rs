@@ -255,10 +255,10 @@ pub async fn read_body_limited(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(tls::describe_error(&e)))?;
         if let Ok(data) = frame.into_data() {
-            if let Some(l) = limit {
-                if (out.len() + data.len()) as u64 > l {
-                    return Err(BodyError::TooLarge { limit: l });
-                }
+            if let Some(l) = limit
+                && (out.len() + data.len()) as u64 > l
+            {
+                return Err(BodyError::TooLarge { limit: l });
             }
             out.extend_from_slice(&data);
         }

@@ -146,7 +146,8 @@ struct Built {
     targets: Vec<scrape::Target>,
 }
 
-/// Segment files of a disk queue are closed at this size.
+/// Segment files of a disk queue are closed at this size (or at a sixteenth
+/// of `queue.max_size`, if smaller).
 const SEGMENT_SIZE: u64 = 16 << 20;
 
 /// A queue name as a directory name.
@@ -245,7 +246,7 @@ impl Runtime {
         })?;
         match &recovery {
             Some(r) => {
-                tracing::info!(remote_name = %name, batches = r.records, samples = r.samples, torn_tails = r.torn, corrupt_regions = r.corrupt, "disk queue opened")
+                tracing::info!(remote_name = %name, batches = r.records, samples = r.samples, torn_tails = r.torn, corrupt_regions = r.corrupt, lost_batches = r.lost_records, lost_samples = r.lost_samples, "disk queue opened")
             }
             None => {
                 tracing::warn!(remote_name = %name, "no --data-dir: the queue is in memory and lost on restart")
@@ -255,16 +256,38 @@ impl Runtime {
     }
 
     /// Makes the running state match `cfg` (already validated and built).
+    ///
+    /// A transaction: everything that can fail (HTTP clients, opening and
+    /// locking disk queues, senders) is built first, into `prepared`; only
+    /// when all of it succeeded does anything running change. On an error the
+    /// prepared pieces are dropped (a queue opened here is closed again and
+    /// its lock released) and every running destination and target is left
+    /// exactly as it was.
     fn apply(&mut self, cfg: &Config, built: Built) -> Result<(), RelayError> {
-        // Destinations: keep the unchanged, start the new, retire the rest. A
-        // changed destination keeps its queue (a disk queue cannot be opened
-        // twice, and nothing queued may be lost): its old sender stops at once
-        // and the new one starts on the same queue when the old has ended.
-        let mut old = std::mem::take(&mut self.destinations);
+        // Phase 1: prepare. Nothing running is touched.
+        struct Start {
+            identity: String,
+            name: String,
+            sender: Sender,
+            queue: Arc<Queue>,
+            write_relabel: Arc<[crate::relabel::RelabelConfig]>,
+            /// The running destination of the same name whose queue this
+            /// one takes over.
+            takes_over: Option<usize>,
+        }
+        enum Plan {
+            Keep(usize),
+            Start(Box<Start>),
+        }
+        let mut plans = Vec::with_capacity(cfg.remote_write.len());
         for (index, rw) in cfg.remote_write.iter().enumerate() {
             let identity = destination_identity(index, rw);
-            if let Some(pos) = old.iter().position(|d| d.identity == identity) {
-                self.destinations.push(old.swap_remove(pos));
+            if let Some(pos) = self
+                .destinations
+                .iter()
+                .position(|d| d.identity == identity)
+            {
+                plans.push(Plan::Keep(pos));
                 continue;
             }
             let name = rw.queue_name(index);
@@ -277,13 +300,12 @@ impl Runtime {
                 self.tls_every,
             )
             .map_err(|source| RelayError::RemoteTls { index, source })?;
-            let (queue, predecessor) = match old.iter().position(|d| d.name == name) {
-                Some(pos) => {
-                    let prev = old.swap_remove(pos);
-                    prev.handover.cancel();
-                    (prev.sink.queue.clone(), Some(prev.task))
-                }
-                None => (Arc::new(self.open_queue(index, rw, &name)?), None),
+            // A changed destination keeps its queue (a disk queue cannot be
+            // opened twice, and nothing queued may be lost).
+            let takes_over = self.destinations.iter().position(|d| d.name == name);
+            let queue = match takes_over {
+                Some(pos) => self.destinations[pos].sink.queue.clone(),
+                None => Arc::new(self.open_queue(index, rw, &name)?),
             };
             let sender = Sender::new(
                 name.clone(),
@@ -293,32 +315,71 @@ impl Runtime {
                 self.metrics.clone(),
             )
             .map_err(RelayError::Target)?;
-            let cancel = CancellationToken::new();
-            let handover = CancellationToken::new();
-            tracing::info!(remote_name = %name, url = %rw.url, "remote write configured");
-            let (c, h, grace) = (cancel.clone(), handover.clone(), self.grace);
-            let task = self.senders.spawn(async move {
-                if let Some(p) = predecessor {
-                    let _ = p.await;
-                }
-                tokio::select! {
-                    _ = sender.run(c, grace) => {}
-                    _ = h.cancelled() => {}
-                }
-            });
-            self.destinations.push(Destination {
+            plans.push(Plan::Start(Box::new(Start {
                 identity,
                 name,
-                sink: Sink {
-                    queue,
-                    write_relabel: rw.write_relabel_configs.clone().into(),
-                },
-                cancel,
-                handover,
-                task,
-            });
+                sender,
+                queue,
+                write_relabel: rw.write_relabel_configs.clone().into(),
+                takes_over,
+            })));
         }
-        for d in old {
+
+        // Phase 2: commit. Nothing below fails.
+        let mut old: Vec<Option<Destination>> = std::mem::take(&mut self.destinations)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for plan in plans {
+            match plan {
+                Plan::Keep(pos) => {
+                    if let Some(d) = old[pos].take() {
+                        self.destinations.push(d);
+                    }
+                }
+                Plan::Start(start) => {
+                    let Start {
+                        identity,
+                        name,
+                        sender,
+                        queue,
+                        write_relabel,
+                        takes_over,
+                    } = *start;
+                    // The predecessor stops at once (its queue stays) and the
+                    // new sender starts on the queue when it has ended.
+                    let predecessor = takes_over.and_then(|pos| old[pos].take()).map(|prev| {
+                        prev.handover.cancel();
+                        prev.task
+                    });
+                    let cancel = CancellationToken::new();
+                    let handover = CancellationToken::new();
+                    tracing::info!(remote_name = %name, url = %sender.url(), "remote write configured");
+                    let (c, h, grace) = (cancel.clone(), handover.clone(), self.grace);
+                    let task = self.senders.spawn(async move {
+                        if let Some(p) = predecessor {
+                            let _ = p.await;
+                        }
+                        tokio::select! {
+                            _ = sender.run(c, grace) => {}
+                            _ = h.cancelled() => {}
+                        }
+                    });
+                    self.destinations.push(Destination {
+                        identity,
+                        name,
+                        sink: Sink {
+                            queue,
+                            write_relabel,
+                        },
+                        cancel,
+                        handover,
+                        task,
+                    });
+                }
+            }
+        }
+        for d in old.into_iter().flatten() {
             tracing::info!(remote_name = %d.name, "remote write removed; sending what it holds, then stopping");
             d.cancel.cancel();
         }

@@ -118,7 +118,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Formats bytes with the largest exact base-2 unit.
 pub fn format_size(n: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n != 0 && n % (1u64 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
             return format!("{}{}", n >> shift, unit);
         }
     }

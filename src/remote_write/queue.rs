@@ -91,7 +91,7 @@ enum Storage {
         next_seq: u64,
     },
     Disk {
-        log: SegmentLog,
+        log: Box<SegmentLog>,
         max_size: u64,
         last_error_log: Option<Instant>,
         /// The newest unsent batches also kept in memory (at most
@@ -100,6 +100,9 @@ enum Storage {
         hot_bytes: usize,
     },
 }
+
+/// How soon a batch that could not be read (not damaged) is tried again.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Compressed bytes of unsent batches a disk queue keeps in memory too.
 const HOT_BYTES: usize = 1 << 20;
@@ -113,6 +116,9 @@ struct Inner {
     encoder: snap::raw::Encoder,
     /// Compression output, reused.
     scratch: Vec<u8>,
+    /// When reading the front batch last failed for a reason other than
+    /// damage (it is retried).
+    read_failed_at: Option<Instant>,
 }
 
 /// See the module docs.
@@ -166,11 +172,11 @@ impl Queue {
                 max_size,
                 segment_size,
             } => {
-                let (log, rec) = SegmentLog::open(&dir, segment_size)?;
+                let (log, rec) = SegmentLog::open(&dir, segment_size, max_size)?;
                 recovered_until = log.records().last().map_or(0, |m| m.seq);
                 (
                     Storage::Disk {
-                        log,
+                        log: Box::new(log),
                         max_size,
                         last_error_log: None,
                         hot: VecDeque::new(),
@@ -189,6 +195,7 @@ impl Queue {
                 storage,
                 encoder: snap::raw::Encoder::new(),
                 scratch: Vec::new(),
+                read_failed_at: None,
             }),
             notify: Notify::new(),
             max_samples_per_send: max_samples_per_send.max(1),
@@ -204,11 +211,14 @@ impl Queue {
                 .queue_corruptions
                 .get_or_create(&l)
                 .inc_by(r.torn as u64);
-            let l = q.reason_labels("corrupt_segment");
+            let l = q.reason_labels("corrupt_record");
             q.metrics
                 .queue_corruptions
                 .get_or_create(&l)
                 .inc_by(r.corrupt as u64);
+            if r.lost_records > 0 {
+                q.drop_samples("corrupt_record", r.lost_samples as usize, r.lost_records);
+            }
         }
         q.update_gauges(&q.lock());
         Ok((q, recovery))
@@ -377,14 +387,14 @@ impl Queue {
                         }
                     }
                 }
-                while log.pending_bytes() > *max_size && log.len() > 1 {
-                    let Some(m) = log.front() else { break };
-                    if let Err(e) = log.ack(m.seq) {
-                        tracing::error!(error = %e, "queue: cannot record a drop");
-                        break;
+                let drops = log.take_drops();
+                for (reason, (batches, samples)) in
+                    [("max_size", drops.max_size), ("disk_full", drops.disk_full)]
+                {
+                    if batches > 0 {
+                        self.drop_samples(reason, samples as usize, batches);
+                        tracing::warn!(remote_name = %self.labels.remote_name, batches, samples, max_size = *max_size, reason, "disk queue: gave up the oldest segment to make room");
                     }
-                    self.drop_samples("max_size", m.samples as usize, 1);
-                    tracing::warn!(remote_name = %self.labels.remote_name, samples = m.samples, "disk queue over max_size; dropped the oldest batch");
                 }
             }
         }
@@ -459,15 +469,23 @@ impl Queue {
         }
     }
 
-    /// When the open batch becomes due, if there is one.
+    /// When the sender should look again without being notified: the open
+    /// batch becomes due, or a batch that could not be read is tried again.
     pub fn open_due_at(&self) -> Option<Instant> {
-        self.lock().open_since.map(|t| t + self.batch_send_deadline)
+        let inner = self.lock();
+        let open = inner.open_since.map(|t| t + self.batch_send_deadline);
+        let retry = inner.read_failed_at.map(|t| t + READ_RETRY);
+        match (open, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The oldest sealed batch, left in the queue until acknowledged. Batches
     /// over `max_age`, or unreadable on disk, are dropped and counted first.
     pub fn front(&self) -> Option<Batch> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let cutoff = self.max_age.map(|a| now_ms() - a.as_millis() as i64);
         let mut changed = false;
         let out = loop {
@@ -508,14 +526,26 @@ impl Queue {
                     } else if in_memory.is_some() {
                         in_memory
                     } else {
-                        log.read(&m)
-                            .map_err(
-                                |e| tracing::error!(error = %e, "queue: unreadable batch dropped"),
-                            )
-                            .ok()
+                        match log.read(&m) {
+                            Ok(d) => Some(d),
+                            Err(e @ DiskError::Corrupt { .. }) => {
+                                tracing::error!(remote_name = %self.labels.remote_name, error = %e, "queue: damaged batch dropped");
+                                None
+                            }
+                            Err(e) => {
+                                // Not damage (too many open files, EIO): the
+                                // batch stays and is read again shortly.
+                                if inner.read_failed_at.is_none() {
+                                    tracing::warn!(remote_name = %self.labels.remote_name, error = %e, "queue: cannot read the next batch; retrying every second");
+                                }
+                                inner.read_failed_at = Some(Instant::now());
+                                break None;
+                            }
+                        }
                     };
                     match data {
                         Some(data) => {
+                            inner.read_failed_at = None;
                             break Some(Batch {
                                 seq: m.seq,
                                 data,
@@ -538,7 +568,7 @@ impl Queue {
             }
         };
         if changed {
-            self.update_gauges(&inner);
+            self.update_gauges(inner);
         }
         out
     }
@@ -992,8 +1022,8 @@ mod tests {
     #[test]
     fn disk_budget_drops_the_oldest_and_counts() {
         let d = tempfile::tempdir().unwrap();
-        let q = disk(d.path(), 10, 600, None);
-        for i in 0..10 {
+        let q = disk(d.path(), 10, 64 << 10, None);
+        for i in 0..1000 {
             q.append(&samples(10, i * 10));
         }
         let first = q.front().unwrap();
@@ -1003,7 +1033,24 @@ mod tests {
         );
         let text = q.metrics.encode();
         assert!(text.contains("reason=\"max_size\""), "{text}");
-        assert!(q.pending_samples() < 100);
+        let dropped: usize = text
+            .lines()
+            .find(|l| {
+                l.starts_with("metrics_relay_remote_write_samples_dropped_total{")
+                    && l.contains("max_size")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert_eq!(
+            dropped + q.pending_samples(),
+            10_000,
+            "every sample queued or counted"
+        );
+        let on_disk: u64 = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 64 << 10, "{on_disk}");
     }
 
     #[test]

@@ -183,6 +183,12 @@ impl Sender {
         })
     }
 
+    /// The destination URL (credentials never appear in it: the config
+    /// moves URL userinfo into `basic_auth`).
+    pub fn url(&self) -> &str {
+        &self.cfg.url
+    }
+
     fn auth_header(&self) -> Result<Option<HeaderValue>, String> {
         fn from_file(p: &std::path::Path) -> Result<Secret, String> {
             std::fs::read_to_string(p)

@@ -48,10 +48,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, errs: &mut Vec<String>) {
         }
         return;
     }
-    if let Some(Value::Array(allowed)) = s.get("enum") {
-        if !allowed.contains(v) {
-            errs.push(format!("{path}: {v} is not one of {allowed:?}"));
-        }
+    if let Some(Value::Array(allowed)) = s.get("enum")
+        && !allowed.contains(v)
+    {
+        errs.push(format!("{path}: {v} is not one of {allowed:?}"));
     }
     match s.get("type").and_then(Value::as_str) {
         Some("object") => {
