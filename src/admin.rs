@@ -16,7 +16,8 @@
 //!   scrape results for this path at the first request (its very first answer
 //!   can therefore be empty); a pull-only agent keeps them from the start.
 //! - `POST /-/reload`: reload the config file; 200, or 400 with the reason
-//!   (the running config stays).
+//!   (the running config stays). Only with `--web.enable-lifecycle`, as in
+//!   Prometheus; otherwise 403.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,6 +53,10 @@ pub struct AdminState {
     /// keeps its result for the pull path (until then nothing is kept, which
     /// saves a copy of every target's samples for push-only agents).
     pub pull_requested: Arc<std::sync::atomic::AtomicBool>,
+    /// `--web.enable-lifecycle`: whether `POST /-/reload` is served (a
+    /// network request that changes state is off unless asked for; SIGHUP
+    /// always works).
+    pub lifecycle: bool,
 }
 
 impl AdminState {
@@ -358,8 +363,17 @@ pub async fn serve(listener: TcpListener, state: AdminState, cancel: Cancellatio
             let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
-                    if req.uri().path() == "/-/reload" && req.method() == Method::POST {
-                        return Ok::<_, Infallible>(reload(&state).await);
+                    if req.uri().path() == "/-/reload" {
+                        if !state.lifecycle {
+                            return Ok::<_, Infallible>(reply(
+                                StatusCode::FORBIDDEN,
+                                "text/plain",
+                                "Lifecycle API is not enabled (start with --web.enable-lifecycle; SIGHUP reloads too)\n",
+                            ));
+                        }
+                        if req.method() == Method::POST || req.method() == Method::PUT {
+                            return Ok(reload(&state).await);
+                        }
                     }
                     Ok(route(
                         &state,

@@ -53,6 +53,10 @@ enum Command {
         /// targets on a machine with idle cores.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         worker_threads: u16,
+        /// Serve `POST /-/reload` on the admin server (as Prometheus's flag
+        /// of the same name). Off by default: SIGHUP always reloads.
+        #[arg(long = "web.enable-lifecycle")]
+        web_enable_lifecycle: bool,
     },
     /// Validate a configuration and every TLS file it references.
     Check {
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
             shutdown_grace,
             tls_reload_interval,
             worker_threads,
+            web_enable_lifecycle,
         } => {
             init_logging(&cli.log_format, &cli.log_level);
             match run(
@@ -215,6 +220,7 @@ fn main() -> ExitCode {
                     data_dir,
                     shutdown_grace,
                     tls_reload_interval,
+                    enable_lifecycle: web_enable_lifecycle,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// How often TLS files and kubeconfigs are checked for rotation.
     pub tls_reload_interval: Duration,
+    /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
 }
 
 impl Default for RunOptions {
@@ -89,6 +91,7 @@ impl Default for RunOptions {
             data_dir: None,
             shutdown_grace: Duration::from_secs(10),
             tls_reload_interval: http::TLS_RELOAD_INTERVAL,
+            enable_lifecycle: false,
         }
     }
 }
@@ -503,6 +506,7 @@ pub async fn run(
         reload: reload_tx,
         relay_auth: relay_auth.clone(),
         pull_requested: keep_latest,
+        lifecycle: opts.enable_lifecycle,
     };
     let admin_task = tokio::spawn(admin::serve(listener, state, admin_cancel.clone()));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");

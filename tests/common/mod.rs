@@ -113,6 +113,7 @@ impl RelayProc {
             "debug",
             "--tls-reload-interval",
             "1s",
+            "--web.enable-lifecycle",
         ]);
         if durable {
             cmd.arg("--data-dir").arg(dir.join("data"));

@@ -1,0 +1,468 @@
+//! Faults and hostile input (issue 12), each injected for real against the
+//! binary: a reload that cannot open its queue, two agents on one queue
+//! directory, bytes flipped in a queue segment, a receiver that accepts and
+//! never answers, credentials in a remote-write URL, the lifecycle endpoint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    MtlsTarget, Pki, Receiver, RelayProc, free_port, http_get, http_post, relay_bin, wait_for,
+};
+
+fn tls(pki: &Pki) -> String {
+    format!(
+        "{{ca_file: {}, cert_file: {}, key_file: {}, server_name: localhost}}",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    )
+}
+
+fn config(pki: &Pki, targets: &[&MtlsTarget], interval: &str, remote: &str) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{}\"", t.addr)).collect();
+    format!(
+        r#"
+global: {{scrape_interval: {interval}, scrape_timeout: {interval}}}
+scrape_configs:
+  - job_name: cp
+    scheme: https
+    tls_config: {tls}
+    static_configs: [{{targets: [{list}]}}]
+remote_write:
+{remote}
+"#,
+        tls = tls(pki),
+        list = list.join(", "),
+    )
+}
+
+fn counter_values(rx: &Receiver, name: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = rx
+        .accepted()
+        .into_iter()
+        .filter(|(l, _, _)| l.iter().any(|(k, v)| k == "__name__" && v == name))
+        .map(|(_, v, _)| v as u64)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// Row 1: a reload whose new queue cannot be created is refused and changes
+/// nothing; SIGTERM afterwards still exits within the grace period; a later
+/// good reload that changes the destination takes its queue over without
+/// opening it twice (no duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reload_changes_nothing_and_sigterm_still_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, String::new()).await;
+    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let b = MtlsTarget::start(&pki, "from_b 1\n".into()).await;
+    let rx = Receiver::start().await;
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        rx.url()
+    );
+    let mut relay = RelayProc::start(dir.path(), &config(&pki, &[&a], "300ms", &rw)).await;
+    wait_for(Duration::from_secs(10), || {
+        (!counter_values(&rx, "fault_counter").is_empty()).then_some(())
+    })
+    .await
+    .expect("first samples");
+
+    // A regular file where a directory is needed: not creatable, even as root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let bad = format!(
+        "{rw}    headers: {{X-Changed: yes}}\n  - url: {}\n    name: second\n    queue: {{path: {}}}\n",
+        rx.url(),
+        blocker.join("queue").display()
+    );
+    std::fs::write(
+        dir.path().join("relay.yml"),
+        config(&pki, &[&a, &b], "300ms", &bad),
+    )
+    .unwrap();
+    let (code, body) = http_post(&format!("{}/-/reload", relay.admin))
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("remote_write[1].queue"), "{body}");
+    let m = relay.metrics().await;
+    assert!(
+        m.contains("metrics_relay_config_last_reload_successful 0"),
+        "{m}"
+    );
+    // Nothing changed: the new target is not scraped, the old destination
+    // still delivers.
+    let before = counter_values(&rx, "fault_counter").len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        b.requests.lock().unwrap().is_empty(),
+        "new target started by a failed reload"
+    );
+    assert!(
+        counter_values(&rx, "fault_counter").len() > before,
+        "old destination stopped"
+    );
+
+    // A good reload that changes the destination (new header): its queue is
+    // handed over, not opened a second time.
+    let good = format!("{rw}    headers: {{X-Changed: yes}}\n");
+    std::fs::write(
+        dir.path().join("relay.yml"),
+        config(&pki, &[&a, &b], "300ms", &good),
+    )
+    .unwrap();
+    let (code, body) = http_post(&format!("{}/-/reload", relay.admin))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}\n{}", relay.log());
+    wait_for(Duration::from_secs(10), || {
+        rx.received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.headers.contains_key("x-changed"))
+            .then_some(())
+    })
+    .await
+    .expect("the changed destination sends");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let t0 = Instant::now();
+    let code = relay.terminate();
+    assert_eq!(code, Some(0), "no clean exit; log:\n{}", relay.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // Every sample arrived once.
+    let mut seen = std::collections::HashSet::new();
+    for (l, _, ts) in rx.accepted() {
+        assert!(seen.insert((l.clone(), ts)), "duplicate sample {l:?} @{ts}");
+    }
+}
+
+/// Two agents on one queue directory: the second is refused at start with a
+/// message that says why; the first is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_queue_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "x 1\n".into()).await;
+    let rx = Receiver::start().await;
+    let rw = format!("  - url: {}\n", rx.url());
+    let cfg = config(&pki, &[&a], "1s", &rw);
+    let first = RelayProc::start(dir.path(), &cfg).await;
+    let out = Command::new(relay_bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("relay.yml"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen-address", &format!("127.0.0.1:{}", free_port())])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by another metrics-relay"), "{err}");
+    assert!(matches!(
+        http_get(&format!("{}/healthz", first.admin)).await,
+        Ok((200, _))
+    ));
+}
+
+/// The record layout of `src/remote_write/disk.rs`: (offset, length) of each
+/// record in a segment.
+fn records(seg: &[u8]) -> Vec<(usize, usize)> {
+    assert_eq!(&seg[..8], b"MRQSEG2\n", "segment header");
+    let mut out = Vec::new();
+    let mut off = 8;
+    while off + 12 <= seg.len() {
+        let len = u32::from_le_bytes(seg[off + 4..off + 8].try_into().unwrap()) as usize;
+        out.push((off, 12 + len));
+        off += 12 + len;
+    }
+    out
+}
+
+fn segments(queue: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(queue)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Row 4: four bytes flipped in the middle of a queue segment cost the one
+/// damaged scrape, counted under a reason of its own; every other queued
+/// scrape is delivered after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_bytes_in_the_queue_cost_only_the_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, String::new()).await;
+    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let rx = Receiver::start().await;
+    // The receiver is "down" (429 with Retry-After) while scrapes queue up.
+    *rx.throttle_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3600));
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}\n",
+        rx.url()
+    );
+    let cfg = config(&pki, &[&a], "200ms", &rw);
+    let mut relay = RelayProc::start(dir.path(), &cfg).await;
+    let queue = dir.path().join("data/queue/rw0");
+    wait_for(Duration::from_secs(20), || {
+        let s = segments(&queue);
+        let n = s.last().map(|p| records(&std::fs::read(p).unwrap()).len());
+        n.is_some_and(|n| n >= 20).then_some(())
+    })
+    .await
+    .expect("20 queued scrapes");
+    // kill -9: nothing acknowledged, everything stays on disk.
+    let _ = relay.child.kill();
+    let _ = relay.child.wait();
+    let served = a.requests.lock().unwrap().len() as u64;
+    let seg = segments(&queue).pop().unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    let recs = records(&data);
+    let (off, len) = recs[10];
+    let at = off + len / 2;
+    for byte in &mut data[at..at + 4] {
+        *byte ^= 0xa5;
+    }
+    std::fs::write(&seg, &data).unwrap();
+    // Which counter value that record held (one scrape per record).
+    let queued = recs.len() as u64;
+
+    *rx.throttle_until.lock().unwrap() = None;
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    let values = wait_for(Duration::from_secs(30), || {
+        let v = counter_values(&rx, "fault_counter");
+        v.iter().any(|&x| x > served + 2).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no delivery after restart; log:\n{}", relay.log()));
+    let missing: Vec<u64> = (1..=served).filter(|n| !values.contains(n)).collect();
+    assert_eq!(
+        missing.len(),
+        1,
+        "lost {missing:?} of {queued} queued scrapes"
+    );
+    let m = relay.metrics().await;
+    let lost = m
+        .lines()
+        .find(|l| {
+            l.starts_with("metrics_relay_remote_write_samples_dropped_total{")
+                && l.contains("reason=\"corrupt_record\"")
+        })
+        .unwrap_or_else(|| panic!("no corrupt_record count:\n{m}"));
+    // The counter and the five synthetic series of that scrape.
+    assert!(lost.ends_with(" 6"), "{lost}");
+    assert!(
+        !m.contains("reason=\"torn_tail\"} 1"),
+        "taken for a torn tail:\n{m}"
+    );
+}
+
+/// Row 6: a receiver that accepts and never answers, `queue.max_size:
+/// 1MiB`: the queue directory stays within the budget, the oldest data is
+/// dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_keeps_the_queue_within_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    // 20,000 series with changing values: ~100 KiB per scrape on disk.
+    let body: String = (0..20_000)
+        .map(|i| format!("hang_series{{i=\"{i}\"}} {}\n", i * 7919 % 100_003))
+        .collect();
+    let a = MtlsTarget::start(&pki, body).await;
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = sink.accept().await {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let rw = format!(
+        "  - url: http://{sink_addr}/api/v1/write\n    remote_timeout: 1s\n    queue: {{max_size: 1MiB}}\n"
+    );
+    let relay = RelayProc::start(dir.path(), &config(&pki, &[&a], "100ms", &rw)).await;
+    let queue = dir.path().join("data/queue/rw0");
+    let mut peak = 0;
+    let end = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < end {
+        peak = peak.max(dir_bytes(&queue));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = relay.metrics().await;
+    let dropped = common::metric_value(
+        &m,
+        "metrics_relay_remote_write_samples_dropped_total{remote_name=\"rw0\"",
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.contains("samples_dropped_total") && l.contains("max_size")),
+        "nothing dropped for max_size (was enough written?):\n{m}"
+    );
+    assert!(dropped.unwrap_or(0.0) > 0.0, "{m}");
+    // The budget plus one record at most (ack and lock files are tiny).
+    assert!(
+        peak <= (1 << 20) + (200 << 10),
+        "queue directory reached {peak} bytes"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the receiver was never reached"
+    );
+}
+
+/// Row 9: credentials in the URL are sent as basic auth and appear on no
+/// surface: not in `/metrics`, `/targets`, the log, `check` or `probe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_credentials_are_used_and_never_shown() {
+    const CANARY: &str = "Canary-Pw-7f3a";
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "x 1\n".into()).await;
+    let rx = Receiver::start().await;
+    let url = format!("http://relay-user:{CANARY}@{}/api/v1/write", rx.addr);
+    let rw = format!("  - url: {url}\n    queue_config: {{batch_send_deadline: 100ms}}\n");
+    let relay = RelayProc::start(dir.path(), &config(&pki, &[&a], "300ms", &rw)).await;
+    let auth = wait_for(Duration::from_secs(10), || {
+        rx.received
+            .lock()
+            .unwrap()
+            .first()
+            .and_then(|r| r.headers.get("authorization").cloned())
+    })
+    .await
+    .expect("a request with Authorization");
+    let want = format!(
+        "Basic {}",
+        metrics_relay::kubeconfig::base64_encode(format!("relay-user:{CANARY}").as_bytes())
+    );
+    assert_eq!(auth.to_str().unwrap(), want);
+    let mut surfaces = vec![
+        ("/metrics", relay.metrics().await),
+        ("/targets", relay.targets().await.to_string()),
+        ("log", relay.log()),
+    ];
+    let cfg = dir.path().join("relay.yml");
+    for cmd in ["check", "probe"] {
+        let out = Command::new(relay_bin())
+            .args([cmd, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        surfaces.push((
+            cmd,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    for (name, text) in &surfaces {
+        assert!(!text.contains(CANARY), "{name} shows the password:\n{text}");
+        assert!(!text.is_empty(), "{name} is empty");
+    }
+    assert!(
+        surfaces[0]
+            .1
+            .contains(&format!("url=\"http://{}/api/v1/write\"", rx.addr))
+    );
+}
+
+/// Row 8: `POST /-/reload` is refused unless `--web.enable-lifecycle`; SIGHUP
+/// reloads either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_over_http_needs_the_lifecycle_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "x 1\n".into()).await;
+    let b = MtlsTarget::start(&pki, "y 1\n".into()).await;
+    let rx = Receiver::start().await;
+    let rw = format!("  - url: {}\n", rx.url());
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, config(&pki, &[&a], "300ms", &rw)).unwrap();
+    let port = free_port();
+    let mut child = Command::new(relay_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--listen-address", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if matches!(http_get(&format!("{admin}/healthz")).await, Ok((200, _))) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up);
+    std::fs::write(&cfg, config(&pki, &[&a, &b], "300ms", &rw)).unwrap();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let (code, body) = http_post(&format!("{admin}/-/reload")).await.unwrap();
+        assert_eq!(code, 403, "{body}");
+        refused += 1;
+    }
+    assert_eq!(refused, 20);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(b.requests.lock().unwrap().is_empty(), "reloaded over HTTP");
+    signal(child.id(), "-HUP");
+    wait_for(Duration::from_secs(10), || {
+        (!b.requests.lock().unwrap().is_empty()).then_some(())
+    })
+    .await
+    .expect("SIGHUP reloads");
+    signal(child.id(), "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some());
+}
