@@ -73,13 +73,15 @@ fn member(
             return Err(GzipError::TooLarge(limit));
         }
         if out.capacity() - out.len() < 16 * 1024 {
-            // Grow by doubling, never past what the limit allows (+1 to see it).
+            // Grow by doubling, never past what the limit allows (+1 to see
+            // it): `reserve_exact`, since `reserve` may double past it (a
+            // gzip bomb then cost twice the limit).
             let room = limit.saturating_add(1).saturating_sub(out.len() as u64);
             let want = out
                 .len()
                 .max(64 * 1024)
                 .min(usize::try_from(room).unwrap_or(usize::MAX));
-            out.reserve(want.max(1));
+            out.reserve_exact(want.max(1));
         }
         let (before_in, before_out) = (state.total_in(), out.len());
         let status = state

@@ -255,10 +255,18 @@ pub async fn read_body_limited(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(tls::describe_error(&e)))?;
         if let Ok(data) = frame.into_data() {
+            let need = out.len() + data.len();
             if let Some(l) = limit
-                && (out.len() + data.len()) as u64 > l
+                && need as u64 > l
             {
                 return Err(BodyError::TooLarge { limit: l });
+            }
+            if need > out.capacity() {
+                // Double, but never past the limit (`extend_from_slice`
+                // alone may double past it).
+                let cap = (out.capacity() * 2).max(need).max(64 << 10);
+                let cap = limit.map_or(cap, |l| cap.min(usize::try_from(l).unwrap_or(usize::MAX)));
+                out.reserve_exact(cap.max(need) - out.len());
             }
             out.extend_from_slice(&data);
         }

@@ -450,11 +450,40 @@ impl<T: Default> Pool<T> {
             .pop()
             .unwrap_or_default()
     }
-    fn give(&self, v: T) {
+    fn give(&self, v: T)
+    where
+        T: Retained,
+    {
+        // A buffer that grew for one huge scrape is freed, not kept.
+        if v.retained() > POOL_KEEP_MAX {
+            return;
+        }
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if free.len() < 8 {
             free.push(v);
         }
+    }
+}
+
+/// Pooled buffers larger than this are freed when returned: memory that one
+/// huge scrape needed is given back after it. (Pages up to a few hundred
+/// thousand series stay well under it and reuse their buffers.)
+pub const POOL_KEEP_MAX: usize = 16 << 20;
+
+/// Bytes a pooled buffer holds on to.
+trait Retained {
+    fn retained(&self) -> usize;
+}
+
+impl Retained for Vec<u8> {
+    fn retained(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Retained for EncodedSamples {
+    fn retained(&self) -> usize {
+        self.retained_bytes()
     }
 }
 

@@ -277,6 +277,11 @@ impl EncodedSamples {
         self.ends.clear();
         self.scraped_at_ms = i64::MAX;
     }
+
+    /// Bytes the buffers hold on to (capacity).
+    pub fn retained_bytes(&self) -> usize {
+        self.buf.capacity() + self.ends.capacity() * std::mem::size_of::<u32>()
+    }
     #[inline]
     pub fn push(&mut self, labels: &[u8], value: f64, ts: i64) {
         write_series(&mut self.buf, labels, value, ts);
@@ -458,10 +463,6 @@ impl Track {
             None => self.order.truncate(self.pos),
         }
     }
-
-    fn clear(&mut self) {
-        *self = Track::default();
-    }
 }
 
 /// The per-cache hash seeds.
@@ -493,11 +494,29 @@ struct Relabeled {
 struct LastBody {
     bytes: Vec<u8>,
     gzip: bool,
+    /// Kept snappy-compressed (a large uncompressed body).
+    snappy: bool,
     present: bool,
 }
 
+/// Uncompressed bodies larger than this are kept snappy-compressed between
+/// scrapes (a page of text is typically a quarter of it; a hostile page of
+/// one repeated character almost nothing).
+const KEEP_PLAIN_MAX: usize = 8 << 20;
+
 impl LastBody {
     fn store(&mut self, body: &[u8], gzip: bool) {
+        if !gzip
+            && body.len() > KEEP_PLAIN_MAX
+            && let Ok(c) = snap::raw::Encoder::new().compress_vec(body)
+        {
+            self.bytes = c;
+            self.gzip = false;
+            self.snappy = true;
+            self.present = true;
+            return;
+        }
+        self.snappy = false;
         // Reuse the buffer, unless the page shrank for good.
         if self.bytes.capacity() > 2 * body.len() + 4096 {
             self.bytes = Vec::with_capacity(body.len());
@@ -521,6 +540,20 @@ struct Scratch {
     spans: SpanBufs,
     /// The label layout of each shape this target exposes.
     plans: plan::Plans,
+}
+
+impl Scratch {
+    /// Frees buffers that grew past [`crate::scrape::POOL_KEEP_MAX`] for one
+    /// huge sample (a hostile label value): given back after the scrape.
+    fn trim(&mut self) {
+        let max = crate::scrape::POOL_KEEP_MAX;
+        if self.labels.capacity() > max {
+            self.labels = Vec::new();
+        }
+        if self.value.capacity() > max {
+            self.value = Vec::new();
+        }
+    }
 }
 
 /// `__name__` in [`Scratch::order`].
@@ -560,13 +593,18 @@ impl SeriesCache {
         Self::default()
     }
 
-    /// Number of series of the last scrape (of the current one, during it).
+    /// Number of series of the last scrape (of the current one, during it);
+    /// 0 after a failed one.
     pub fn len(&self) -> usize {
-        self.track.order.len()
+        if self.last.present {
+            self.track.order.len()
+        } else {
+            0
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.track.order.is_empty()
+        self.len() == 0
     }
 
     /// Bytes held between scrapes: the table, the relabeling results and
@@ -689,12 +727,17 @@ impl SeriesCache {
             self.relabeled.retain(|_, r| r.generation == generation);
         }
         self.last.store(body, gzip);
+        self.scratch.trim();
         stale
     }
 
     /// A failed scrape (or a removed target): markers at `ts` for every series
-    /// of the last successful scrape, and the cache empties. Series first
-    /// seen by a scrape that failed half-way were never sent and get none.
+    /// of the last successful scrape. Series first seen by a scrape that
+    /// failed half-way were never sent and get none. The last successful
+    /// scrape's series stay known (not its body: no second round of markers
+    /// after a second failure), so when the target comes back its series are
+    /// not counted in `scrape_series_added` again, as Prometheus's scrape
+    /// cache keeps them through failed scrapes.
     pub fn mark_all_stale(
         &mut self,
         ctx: &TargetContext,
@@ -702,8 +745,11 @@ impl SeriesCache {
         out: &mut EncodedSamples,
     ) -> u64 {
         let stale = self.markers(ctx, ts, out, true);
-        self.track.clear();
+        // Back to the last successful scrape's keys (a half-read failed
+        // scrape's keys are forgotten).
+        self.track.start();
         self.relabeled.clear();
+        self.scratch.trim();
         self.last = LastBody::default();
         stale
     }
@@ -758,7 +804,18 @@ fn replay(
         return;
     }
     let inflated;
-    let body: &[u8] = if last.gzip {
+    let body: &[u8] = if last.snappy {
+        match snap::raw::Decoder::new().decompress_vec(&last.bytes) {
+            Ok(plain) => {
+                inflated = plain;
+                &inflated
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-read the previous scrape; its vanished series get no staleness markers");
+                return;
+            }
+        }
+    } else if last.gzip {
         let mut plain = Vec::new();
         if let Err(e) = crate::gzip::inflate(&last.bytes, &mut plain, u64::MAX) {
             // Cannot happen: these bytes inflated fine one scrape ago.
@@ -1753,6 +1810,33 @@ m{z=\"1\",y=\"2\"} 1\n";
                 .iter()
                 .all(|t| t.samples[0].value.to_bits() == STALE_NAN)
         );
+    }
+
+    #[test]
+    fn series_back_after_a_failed_scrape_are_not_added_again() {
+        // Prometheus keeps its scrape cache through failed scrapes:
+        // scrape_series_added is 0 when the same series come back.
+        let c = ctx(false);
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        let added = |cache: &mut SeriesCache, body: &str, ts: i64| {
+            let mut out = EncodedSamples::default();
+            let n = cache.ingest(&c, body.as_bytes(), ts, &mut out, 0).unwrap();
+            cache.end(&c, ts, &mut out, body.as_bytes(), false);
+            n.added
+        };
+        assert_eq!(added(&mut cache, "a 1\nb 2\n", 10), 2);
+        assert_eq!(cache.mark_all_stale(&c, 20, &mut out), 2);
+        out.clear();
+        // A second failure: no second round of markers.
+        assert_eq!(cache.mark_all_stale(&c, 30, &mut out), 0);
+        assert_eq!(added(&mut cache, "a 1\nb 2\nc 3\n", 40), 1, "only c is new");
+        assert_eq!(cache.len(), 3);
+        // b vanishes later: it gets its marker as usual.
+        let mut out = EncodedSamples::default();
+        let n = cache.ingest(&c, b"a 1\nc 3\n", 50, &mut out, 0).unwrap();
+        assert_eq!(n.added, 0);
+        assert_eq!(cache.end(&c, 50, &mut out, b"a 1\nc 3\n", false), 1);
     }
 
     #[test]

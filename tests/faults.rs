@@ -466,3 +466,129 @@ async fn reload_over_http_needs_the_lifecycle_flag() {
     signal(child.id(), "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some());
 }
+
+/// (VmHWM, VmRSS) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// `n` gzip members of 16 MiB of zeros each (RFC 1952 allows members in a
+/// row): a bomb of n × 16 MiB from a few hundred KiB, made in a blink.
+fn gzip_bomb(members: usize) -> bytes::Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..16 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let one = enc.finish().unwrap();
+    bytes::Bytes::from(one.repeat(members))
+}
+
+/// Row 2: a gzip bomb costs memory in proportion to `body_size_limit`
+/// (checked while inflating, never by doubling past it), and the memory is
+/// given back after the scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_bounded_by_the_limit_and_memory_is_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "normal 1\n".into()).await;
+    // 1 GiB of zeros in ~1 MiB.
+    a.behavior.lock().unwrap().gzipped = Some(gzip_bomb(64));
+    let rx = Receiver::start().await;
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        rx.url()
+    );
+    let cfg = config(&pki, &[&a], "500ms", &rw).replace(
+        "    static_configs:",
+        "    body_size_limit: 64MiB\n    static_configs:",
+    );
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    let pid = relay.child.id();
+    wait_for(Duration::from_secs(20), || {
+        (a.requests.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await
+    .expect("scraped");
+    let msg = relay.last_error(0).await;
+    assert!(msg.contains("limit"), "{msg}");
+    let (peak, _) = memory_kib(pid);
+    // Back to a normal page: the buffers the bomb grew are given back.
+    a.behavior.lock().unwrap().gzipped = None;
+    let seen = a.requests.lock().unwrap().len();
+    wait_for(Duration::from_secs(10), || {
+        (a.requests.lock().unwrap().len() >= seen + 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let (_, after) = memory_kib(pid);
+    eprintln!(
+        "gzip bomb (1 GiB, limit 64 MiB): peak {} MiB, after {} MiB",
+        peak >> 10,
+        after >> 10
+    );
+    // About one limit on top of the agent's own ~15 MiB (was 247 MiB with
+    // this limit, 1015 MiB with the default).
+    assert!(peak < 110 << 10, "bomb peak {peak} KiB");
+    assert!(after < 40 << 10, "kept {after} KiB after the bomb");
+    let m = relay.metrics().await;
+    assert!(m.contains("reason=\"body_size_limit\""), "{m}");
+}
+
+/// Row 3: one 200 MiB line, under the default limit, is accepted; the memory
+/// it needed is given back afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_line_is_accepted_and_memory_is_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "normal 1\n".into()).await;
+    let rx = Receiver::start().await;
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        rx.url()
+    );
+    let relay = RelayProc::start(dir.path(), &config(&pki, &[&a], "3s", &rw)).await;
+    let pid = relay.child.id();
+    a.set_body(format!("huge{{v=\"{}\"}} 1\n", "x".repeat(200 << 20)));
+    let accepted = wait_for(Duration::from_secs(60), || {
+        rx.accepted()
+            .iter()
+            .any(|(l, _, _)| l.iter().any(|(k, v)| k == "__name__" && v == "huge"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "the huge line was not delivered: {}",
+        relay.last_error(0).await
+    );
+    let (peak, _) = memory_kib(pid);
+    a.set_body("normal 1\n".into());
+    let seen = a.requests.lock().unwrap().len();
+    wait_for(Duration::from_secs(20), || {
+        (a.requests.lock().unwrap().len() >= seen + 2).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = memory_kib(pid);
+    eprintln!(
+        "200 MiB line (default limit 256 MiB): peak {} MiB, after {} MiB",
+        peak >> 10,
+        after >> 10
+    );
+    // The body, its encoded sample and the compression buffer at most (was
+    // 868 MiB peak, 841 MiB kept after).
+    assert!(peak < 750 << 10, "line peak {peak} KiB");
+    assert!(after < 40 << 10, "kept {after} KiB after the huge line");
+}

@@ -24,6 +24,122 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1024`).
+fn quantity(q: &serde_json::Value) -> u64 {
+    let s = q
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| q.to_string());
+    let (num, mult) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|(u, m)| s.strip_suffix(u).map(|n| (n.to_string(), *m)))
+    .unwrap_or((s.clone(), 1));
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("quantity {s:?}"))
+        * mult
+}
+
+/// What the README's "Memory" section promises: the agent's own memory
+/// plus, per concurrently scraped page, about 3.5 times the largest body it
+/// accepts (the body, its encoded samples, the compression buffer).
+const BASE_MEMORY: u64 = 32 << 20;
+
+/// The shipped workload's limits fit the config it ships with: memory for
+/// `body_size_limit`, the data volume for every `queue.max_size`.
+fn check_limits(workload: &serde_json::Value, config: &str) {
+    let name = workload["metadata"]["name"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let config = config
+        .replace("${NODE_IP}", "127.0.0.1")
+        .replace("${NODE_NAME}", "node");
+    let cfg = metrics_relay::config::Config::from_yaml(&config).unwrap();
+    let pod = &workload["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let mem = quantity(&c["resources"]["limits"]["memory"]);
+    let body = cfg
+        .scrape_configs
+        .iter()
+        .map(|sc| {
+            sc.body_limit()
+                .unwrap_or_else(|| panic!("{name}: job {} has no body_size_limit", sc.job_name))
+        })
+        .max()
+        .unwrap_or(0);
+    let need = BASE_MEMORY + body * 7 / 2;
+    assert!(
+        mem >= need,
+        "{name}: memory limit {mem} is below {need} (32 MiB + 3.5 x body_size_limit {body})"
+    );
+    let data_mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/metrics-relay")
+        .unwrap_or_else(|| panic!("{name}: no data volume"));
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == data_mount["name"])
+        .unwrap();
+    let disk = quantity(&vol["emptyDir"]["sizeLimit"]);
+    let queues: u64 = cfg
+        .remote_write
+        .iter()
+        .map(|rw| rw.queue.max_size.0 + (1 << 20))
+        .sum();
+    assert!(
+        disk >= queues,
+        "{name}: emptyDir sizeLimit {disk} is below the queues' max_size (+1 MiB each): {queues}"
+    );
+}
+
+#[test]
+fn shipped_limits_fit_the_shipped_configs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let dep = documents(&read("base/deployment.yaml"));
+    check_limits(&dep[0], &read("base/ack-one.yml"));
+    let ds = documents(&read("overlays/daemonset/daemonset.yaml"));
+    check_limits(&ds[0], &read("overlays/daemonset/node-local.yml"));
+    // And the agent `render` writes.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let (code, out, err) = run(
+        &[
+            "render",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--mode",
+            "agent",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let docs = documents(&out);
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    check_limits(dep, cm["data"]["config.yml"].as_str().unwrap());
+    // A mismatch is caught.
+    let broken = read("overlays/daemonset/node-local.yml")
+        .replace("body_size_limit: 16MiB", "body_size_limit: 256MiB");
+    let r = std::panic::catch_unwind(|| check_limits(&ds[0], &broken));
+    assert!(
+        r.is_err(),
+        "a 256 MiB body limit under a 128Mi memory limit passed"
+    );
+}
+
 fn check_against_crds(text: &str) -> usize {
     let mut checked = 0;
     for doc in documents(text) {

@@ -332,7 +332,14 @@ impl Queue {
         let data = match encoder.compress(request, scratch) {
             // Exactly the compressed bytes: the scratch buffer (sized for the
             // worst case) stays for the next batch.
-            Ok(n) => Bytes::copy_from_slice(&scratch[..n]),
+            Ok(n) => {
+                let data = Bytes::copy_from_slice(&scratch[..n]);
+                // Give back what one huge batch needed.
+                if scratch.capacity() > crate::scrape::POOL_KEEP_MAX {
+                    *scratch = Vec::new();
+                }
+                data
+            }
             Err(e) => {
                 // Only possible for inputs over ~4 GiB; a batch is far smaller.
                 tracing::error!(error = %e, "snappy compression failed; batch dropped");

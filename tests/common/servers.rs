@@ -147,6 +147,8 @@ pub struct TargetBehavior {
     pub gzip: bool,
     /// When set, serve `NAME N` where N counts the requests (1, 2, 3, ...).
     pub counter: Option<String>,
+    /// When set, served as is with `Content-Encoding: gzip` (a gzip bomb).
+    pub gzipped: Option<Bytes>,
 }
 
 /// An HTTPS target that requires a client certificate.
@@ -176,6 +178,7 @@ impl MtlsTarget {
             delay: Duration::ZERO,
             gzip: false,
             counter: None,
+            gzipped: None,
         }));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let timeout_headers = Arc::new(Mutex::new(Vec::new()));
@@ -228,7 +231,12 @@ impl MtlsTarget {
                                 .headers()
                                 .get("accept-encoding")
                                 .is_some_and(|v| v.to_str().unwrap_or("").contains("gzip"));
-                            let mut resp = if beh.gzip && wants_gzip {
+                            let mut resp = if let Some(g) = beh.gzipped.clone() {
+                                let mut r = Response::new(Full::new(g));
+                                r.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
+                                r
+                            } else if beh.gzip && wants_gzip {
                                 use std::io::Write;
                                 let mut enc = flate2::write::GzEncoder::new(
                                     Vec::new(),
