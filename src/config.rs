@@ -148,6 +148,26 @@ pub struct ScrapeConfig {
     /// Rules on every scraped series, before it is sent.
     #[serde(default)]
     pub metric_relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    /// Extension: samples exposed with an explicit timestamp older than
+    /// this (relative to the scrape) are dropped and counted at scrape time,
+    /// not sent for the receiver to refuse: Prometheus refuses samples more
+    /// than an hour behind its newest as "out of bounds", and refuses the
+    /// whole request with them. `0` = no limit.
+    #[serde(default = "default_timestamp_max_age")]
+    pub explicit_timestamp_max_age: PromDuration,
+    /// Extension: likewise for timestamps ahead of the scrape (a sample far
+    /// in the future moves a receiver's head forward, so that every current
+    /// sample then looks out of bounds). `0` = no limit.
+    #[serde(default = "default_timestamp_max_ahead")]
+    pub explicit_timestamp_max_ahead: PromDuration,
+}
+
+fn default_timestamp_max_age() -> PromDuration {
+    PromDuration(Duration::from_secs(3600))
+}
+
+fn default_timestamp_max_ahead() -> PromDuration {
+    PromDuration(Duration::from_secs(600))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

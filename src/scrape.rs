@@ -194,6 +194,11 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                                     name_length: sc.label_name_length_limit,
                                     value_length: sc.label_value_length_limit,
                                 },
+                                timestamp_bounds: crate::series::TimestampBounds {
+                                    max_age_ms: sc.explicit_timestamp_max_age.0.as_millis() as i64,
+                                    max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis()
+                                        as i64,
+                                },
                             },
                             interval,
                             timeout,
@@ -736,6 +741,13 @@ impl ScrapeLoop {
                 };
                 self.cache
                     .end(ctx, ts, &mut self.out, received, fetched.gzip);
+                if n.out_of_bounds > 0 {
+                    self.metrics
+                        .samples_out_of_bounds
+                        .get_or_create(&self.labels)
+                        .inc_by(n.out_of_bounds);
+                    tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = n.out_of_bounds, "samples with explicit timestamps out of bounds dropped");
+                }
                 (1.0, n.scraped, n.kept, n.added, None)
             }
             Err(e) => {

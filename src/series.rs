@@ -119,6 +119,35 @@ pub struct TargetContext {
     /// `metric_relabel_configs`, applied after the target labels are merged.
     pub metric_relabel: std::sync::Arc<[crate::relabel::RelabelConfig]>,
     pub limits: LabelLimits,
+    /// Which explicit timestamps are accepted.
+    pub timestamp_bounds: TimestampBounds,
+}
+
+/// The window around the scrape time in which explicit timestamps are
+/// accepted (with `honor_timestamps`); samples outside are dropped and
+/// counted. 0 = no bound on that side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimestampBounds {
+    pub max_age_ms: i64,
+    pub max_ahead_ms: i64,
+}
+
+impl TimestampBounds {
+    /// The accepted range for a scrape at `ts`.
+    #[inline]
+    pub fn window(&self, ts: i64) -> (i64, i64) {
+        let lo = if self.max_age_ms > 0 {
+            ts.saturating_sub(self.max_age_ms)
+        } else {
+            i64::MIN
+        };
+        let hi = if self.max_ahead_ms > 0 {
+            ts.saturating_add(self.max_ahead_ms)
+        } else {
+            i64::MAX
+        };
+        (lo, hi)
+    }
 }
 
 impl TargetContext {
@@ -323,6 +352,8 @@ pub struct Ingested {
     pub kept: u64,
     /// Kept series not in the previous scrape.
     pub added: u64,
+    /// Samples dropped for an explicit timestamp outside the bounds.
+    pub out_of_bounds: u64,
 }
 
 /// A label set's 64-bit hash and its encoded length (mod 2¹⁶): a series'
@@ -655,6 +686,7 @@ impl SeriesCache {
         let mut n = Ingested::default();
         self.scratch.plans.prepare(ctx);
         let tail = SampleTail::new(default_ts);
+        let bounds = ctx.timestamp_bounds.window(default_ts);
         while let Some(s) = parser.next() {
             let s = s?;
             n.scraped += 1;
@@ -685,6 +717,14 @@ impl SeriesCache {
                     )
                     .into());
                 }
+            }
+            if let Some(t) = s.timestamp
+                && ctx.honor_timestamps
+                && (t < bounds.0 || t > bounds.1)
+            {
+                out.buf.truncate(entry);
+                n.out_of_bounds += 1;
+                continue;
             }
             n.kept += 1;
             // As Prometheus, the limit counts samples after metric relabeling.
@@ -1230,6 +1270,7 @@ mod tests {
             honor_timestamps: true,
             metric_relabel: std::sync::Arc::from(Vec::new()),
             limits: LabelLimits::default(),
+            timestamp_bounds: TimestampBounds::default(),
         }
     }
 
@@ -1810,6 +1851,44 @@ m{z=\"1\",y=\"2\"} 1\n";
                 .iter()
                 .all(|t| t.samples[0].value.to_bits() == STALE_NAN)
         );
+    }
+
+    #[test]
+    fn explicit_timestamps_out_of_bounds_are_dropped_and_counted() {
+        let c = TargetContext {
+            timestamp_bounds: TimestampBounds {
+                max_age_ms: 3_600_000,
+                max_ahead_ms: 600_000,
+            },
+            ..ctx(false)
+        };
+        let now = 1_800_000_000_000i64;
+        let body = format!(
+            "ok 1 {}\nold 2 1000\nfuture 3 {}\nedge 4 {}\nplain 5\n",
+            now - 5000,
+            now + 700_000,
+            now - 3_600_000
+        );
+        let mut cache = SeriesCache::new();
+        let mut out = EncodedSamples::default();
+        let n = cache.ingest(&c, body.as_bytes(), now, &mut out, 0).unwrap();
+        assert_eq!((n.scraped, n.kept, n.out_of_bounds), (5, 3, 2));
+        let names: Vec<String> = decode(&out)
+            .timeseries
+            .iter()
+            .map(|t| t.labels[0].value.clone())
+            .collect();
+        assert_eq!(names, ["ok", "edge", "plain"]);
+        // Without honor_timestamps the scrape time is used: nothing dropped.
+        let c = TargetContext {
+            honor_timestamps: false,
+            ..c
+        };
+        let mut out = EncodedSamples::default();
+        let n = SeriesCache::new()
+            .ingest(&c, body.as_bytes(), now, &mut out, 0)
+            .unwrap();
+        assert_eq!((n.kept, n.out_of_bounds), (5, 0));
     }
 
     #[test]

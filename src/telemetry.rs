@@ -40,6 +40,14 @@ pub struct RemoteReasonLabels {
     pub reason: String,
 }
 
+/// A receiver's refusal, by kind (see [`crate::remote_write::sender::rejection_cause`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteCauseLabels {
+    pub remote_name: String,
+    pub url: String,
+    pub cause: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsLabels {
     /// `scrape` or `remote_write`.
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub queue_corruptions: Family<RemoteReasonLabels, Counter>,
     pub tls_cert_expiry: Family<TlsLabels, FGauge>,
     pub tls_reloads: Family<TlsResultLabels, Counter>,
+    pub rejections: Family<RemoteCauseLabels, Counter>,
+    pub samples_out_of_bounds: Family<TargetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -198,7 +208,7 @@ impl Metrics {
             ),
             samples_dropped: reg!(
                 "remote_write_samples_dropped",
-                "Samples given up on, by reason (rejected, queue_full, shutdown).",
+                "Samples given up on, by reason (rejected, max_size, max_age, disk_full, disk_error, corrupt, corrupt_record, queue_full, shutdown).",
                 Family::default()
             ),
             batches_dropped: reg!(
@@ -248,7 +258,7 @@ impl Metrics {
             ),
             queue_corruptions: reg!(
                 "remote_write_queue_corruptions",
-                "Disk queue repairs at start-up: torn tails truncated, corrupt segment regions skipped.",
+                "Disk queue repairs at start-up: torn tails truncated (torn_tail), damaged records skipped (corrupt_record).",
                 Family::default()
             ),
             tls_cert_expiry: reg!(
@@ -259,6 +269,16 @@ impl Metrics {
             tls_reloads: reg!(
                 "tls_reloads",
                 "Changed TLS material seen, by result (success: in use; failure: rejected, the old one stays).",
+                Family::default()
+            ),
+            rejections: reg!(
+                "remote_write_rejections",
+                "Write requests the receiver refused for good (4xx), by cause read from its message: out_of_bounds, too_old, out_of_order, duplicate, too_large, unauthorized, other.",
+                Family::default()
+            ),
+            samples_out_of_bounds: reg!(
+                "scrape_samples_out_of_bounds",
+                "Samples dropped at scrape time for an explicit timestamp outside explicit_timestamp_max_age / explicit_timestamp_max_ahead.",
                 Family::default()
             ),
             // Last: every registration above has borrowed `r` already.

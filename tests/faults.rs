@@ -592,3 +592,95 @@ async fn a_huge_line_is_accepted_and_memory_is_given_back() {
     assert!(peak < 750 << 10, "line peak {peak} KiB");
     assert!(after < 40 << 10, "kept {after} KiB after the huge line");
 }
+
+/// Row 5: one target exposes a sample with a 1970 timestamp while four clean
+/// targets share the requests with it, and a real Prometheus receives. By
+/// default the sample is dropped and counted at scrape time; with the
+/// window turned off Prometheus refuses the requests that hold it, and the
+/// joined requests are sent again part by part, so only the bad target's
+/// scrapes are lost. Either way the clean targets lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_timestamp_costs_no_other_target_its_data() {
+    let Some(bin) = common::prom::require_prometheus() else {
+        return;
+    };
+    for window in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("pki"));
+        let prom = common::prom::start_prometheus(
+            &bin,
+            &dir.path().join("prom"),
+            "global:\n  scrape_interval: 1h\n",
+        )
+        .await;
+        let mut clean = Vec::new();
+        for _ in 0..4 {
+            let t = MtlsTarget::start(&pki, String::new()).await;
+            t.behavior.lock().unwrap().counter = Some("fault_counter".into());
+            clean.push(t);
+        }
+        let bad = MtlsTarget::start(&pki, "fault_bad_ts 1 1000\n".into()).await;
+        let mut all: Vec<&MtlsTarget> = clean.iter().collect();
+        all.push(&bad);
+        let rw = format!(
+            "  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 2s}}\n",
+            prom.url
+        );
+        let mut cfg = config(&pki, &all, "500ms", &rw);
+        if !window {
+            cfg = cfg.replace(
+                "    static_configs:",
+                "    explicit_timestamp_max_age: 0s\n    static_configs:",
+            );
+        }
+        let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        // Every clean target: counter values 1..=n, none missing.
+        let mut complete = false;
+        let mut last = Vec::new();
+        for _ in 0..50 {
+            let counts = common::prom::query(&prom, "count_over_time(fault_counter[10m])").await;
+            let maxes = common::prom::query(&prom, "max_over_time(fault_counter[10m])").await;
+            last = counts.iter().zip(&maxes).map(|(c, m)| (c.1, m.1)).collect();
+            if counts.len() == 4
+                && maxes.len() == 4
+                && counts.iter().all(|(l, c)| {
+                    maxes
+                        .iter()
+                        .find(|(ml, _)| ml["instance"] == l["instance"])
+                        .is_some_and(|(_, m)| m == c && *c >= 8.0)
+                })
+            {
+                complete = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let m = relay.metrics().await;
+        assert!(
+            complete,
+            "window {window}: clean targets lost data: (count, max) {last:?}\n{m}\n{}",
+            relay.log()
+        );
+        let refused = m.lines().any(|l| {
+            l.starts_with("metrics_relay_remote_write_rejections_total{")
+                && l.contains("cause=\"out_of_bounds\"")
+        });
+        let dropped_at_scrape =
+            common::metric_value(&m, "metrics_relay_scrape_samples_out_of_bounds_total{")
+                .unwrap_or(0.0);
+        if window {
+            assert!(dropped_at_scrape >= 8.0, "{m}");
+            assert!(!refused, "a request was refused: {m}");
+        } else {
+            assert_eq!(dropped_at_scrape, 0.0);
+            assert!(refused, "{m}");
+            let log = relay.log();
+            assert!(log.contains("sending its parts one by one"), "{log}");
+            assert!(
+                log.contains("explicit_timestamp_max_age"),
+                "the log names the cause: {log}"
+            );
+        }
+    }
+}

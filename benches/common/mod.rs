@@ -38,5 +38,6 @@ pub fn target_context() -> TargetContext {
         honor_timestamps: true,
         metric_relabel: Default::default(),
         limits: Default::default(),
+        timestamp_bounds: Default::default(),
     }
 }

@@ -130,13 +130,14 @@ pub struct Queue {
     max_age: Option<Duration>,
     metrics: Metrics,
     labels: RemoteLabels,
-    /// The last batch found on disk at start-up. Those batches are sent one
-    /// by one, never joined: some may have reached the receiver before a
-    /// crash (the ack file lags by up to five seconds), and a receiver that
-    /// refuses a request for holding samples older than it has (400, out of
-    /// order) refuses all of it, so a join could take new samples down with
-    /// the old.
-    recovered_until: u64,
+    /// Batches up to this sequence number are sent one by one, never joined:
+    /// those found on disk at start-up (some may have reached the receiver
+    /// before a crash, as the ack file lags by up to five seconds), and those
+    /// of a joined request the receiver refused (4xx). A receiver that
+    /// refuses a request for one bad sample (400: out of order, out of
+    /// bounds) refuses all of it, so a join could take good samples down
+    /// with the bad; sent alone, only the refused part is dropped.
+    alone_until: std::sync::atomic::AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -203,7 +204,7 @@ impl Queue {
             max_age,
             metrics,
             labels,
-            recovered_until,
+            alone_until: recovered_until.into(),
         };
         if let Some(r) = &recovery {
             let l = q.reason_labels("torn_tail");
@@ -606,7 +607,7 @@ impl Queue {
     /// batch was left out for lack of room (the request is as full as it gets).
     pub fn front_joined(&self, max_samples: usize) -> Option<(Batch, bool)> {
         let first = self.front()?;
-        if first.seq <= self.recovered_until {
+        if first.seq <= self.alone_until() {
             return Some((first, true));
         }
         let inner = self.lock();
@@ -670,14 +671,23 @@ impl Queue {
         }
     }
 
-    /// Whether the front batch was on disk at start-up (see `recovered_until`).
+    fn alone_until(&self) -> u64 {
+        self.alone_until.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The receiver refused a joined request ending at `seq`: send its parts
+    /// again one by one (see `alone_until`).
+    pub fn split_until(&self, seq: u64) {
+        self.alone_until
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the front batch is to be sent alone (see `alone_until`).
     fn front_is_recovered(&self, inner: &Inner) -> bool {
+        let until = self.alone_until();
         match &inner.storage {
-            Storage::Disk { log, .. } => log
-                .records()
-                .next()
-                .is_some_and(|m| m.seq <= self.recovered_until),
-            Storage::Memory { .. } => false,
+            Storage::Disk { log, .. } => log.records().next().is_some_and(|m| m.seq <= until),
+            Storage::Memory { batches, .. } => batches.front().is_some_and(|b| b.seq <= until),
         }
     }
 

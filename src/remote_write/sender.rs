@@ -302,6 +302,14 @@ impl Sender {
             .inc();
     }
 
+    fn cause_labels(&self, cause: &str) -> crate::telemetry::RemoteCauseLabels {
+        crate::telemetry::RemoteCauseLabels {
+            remote_name: self.labels.remote_name.clone(),
+            url: self.labels.url.clone(),
+            cause: cause.into(),
+        }
+    }
+
     fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
         RemoteReasonLabels {
             remote_name: self.labels.remote_name.clone(),
@@ -423,14 +431,34 @@ impl Sender {
                         q.ack(batch.seq);
                         break;
                     }
+                    Outcome::Reject { reason } if !batch.more.is_empty() => {
+                        // A joined request: one bad part refuses it all.
+                        // Send the parts again one by one; only the part the
+                        // receiver really refuses is dropped.
+                        tracing::info!(
+                            remote_name = %self.name,
+                            samples = batch.samples,
+                            %reason,
+                            "remote write refused a joined request; sending its parts one by one"
+                        );
+                        q.split_until(batch.seq);
+                        break;
+                    }
                     Outcome::Reject { reason } => {
+                        let cause = rejection_cause(&reason);
+                        self.metrics
+                            .rejections
+                            .get_or_create(&self.cause_labels(cause))
+                            .inc();
                         if seen_reasons.first_time(&reason) {
-                            let hint = if reason.contains("out of bounds")
-                                || reason.contains("too old")
-                            {
-                                "; the receiver refuses samples this old: lower remote_write[].queue.max_age below its limit"
-                            } else {
-                                ""
+                            let hint = match cause {
+                                "out_of_bounds" | "too_old" => {
+                                    "; the receiver refuses samples this old: a target exposing old explicit timestamps (see metrics_relay_scrape_samples_out_of_bounds_total and explicit_timestamp_max_age), or a queue older than the receiver accepts (lower remote_write[].queue.max_age)"
+                                }
+                                "out_of_order" => {
+                                    "; the receiver already has newer samples of these series (another writer, or a batch sent again after a crash)"
+                                }
+                                _ => "",
                             };
                             tracing::error!(
                                 remote_name = %self.name,
@@ -491,6 +519,27 @@ impl Sender {
         } else if q.pending_samples() > 0 {
             tracing::info!(remote_name = %self.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
         }
+    }
+}
+
+/// The kind of a receiver's refusal, from its message (a bounded set, for
+/// the `cause` label).
+pub fn rejection_cause(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("out of bounds") {
+        "out_of_bounds"
+    } else if r.contains("too old") {
+        "too_old"
+    } else if r.contains("out of order") {
+        "out_of_order"
+    } else if r.contains("duplicate") {
+        "duplicate"
+    } else if r.contains("status 413") {
+        "too_large"
+    } else if r.contains("status 401") || r.contains("status 403") {
+        "unauthorized"
+    } else {
+        "other"
     }
 }
 
@@ -597,6 +646,39 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn rejection_causes_come_from_the_receivers_message() {
+        for (msg, cause) in [
+            (
+                "server returned HTTP status 400 Bad Request: out of bounds",
+                "out_of_bounds",
+            ),
+            (
+                "server returned HTTP status 400 Bad Request: out of order sample",
+                "out_of_order",
+            ),
+            (
+                "server returned HTTP status 400 Bad Request: duplicate sample for timestamp",
+                "duplicate",
+            ),
+            (
+                "server returned HTTP status 400 Bad Request: too old sample",
+                "too_old",
+            ),
+            (
+                "server returned HTTP status 413 Payload Too Large",
+                "too_large",
+            ),
+            (
+                "server returned HTTP status 401 Unauthorized",
+                "unauthorized",
+            ),
+            ("server returned HTTP status 404 Not Found", "other"),
+        ] {
+            assert_eq!(rejection_cause(msg), cause, "{msg}");
+        }
     }
 
     #[test]
