@@ -117,9 +117,11 @@ pub fn route(
                 )
             }
         }
+        // The registry writes OpenMetrics text (it ends in `# EOF`), so that
+        // is what the content type says.
         "/metrics" => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             state.metrics.encode(),
         ),
         "/targets" => {
@@ -191,7 +193,13 @@ fn check_bearer(state: &AdminState, headers: &http::HeaderMap) -> Result<(), &'s
     let given = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_start_matches(' '))
+        })
         .unwrap_or("");
     // Compare without an early exit on the first differing byte.
     let same = token.len() == given.len()
@@ -397,5 +405,48 @@ pub async fn serve(listener: TcpListener, state: AdminState, cancel: Cancellatio
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(lifecycle: bool) -> AdminState {
+        AdminState {
+            metrics: Metrics::new(),
+            targets: Default::default(),
+            reload: tokio::sync::mpsc::channel(1).0,
+            relay_auth: Default::default(),
+            pull_requested: Default::default(),
+            lifecycle,
+        }
+    }
+
+    #[test]
+    fn metrics_content_type_matches_the_body() {
+        let r = route(
+            &state(false),
+            &Method::GET,
+            "/metrics",
+            "",
+            &http::HeaderMap::new(),
+        );
+        let ct = r.headers()[http::header::CONTENT_TYPE].to_str().unwrap();
+        assert!(
+            ct.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{ct}"
+        );
+        let body = futures_body(r);
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    fn futures_body(r: Response<Full<Bytes>>) -> String {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let b = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
     }
 }

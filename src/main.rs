@@ -104,19 +104,60 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     metrics_relay::units::parse_duration(s)
 }
 
-fn init_logging(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Sets up logging; an invalid `--log-level` (or `RUST_LOG`) is an error,
+/// not silently replaced.
+fn init_logging(format: &str, level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(&env)
+            .with_context(|| format!("RUST_LOG={env:?} is not a valid log filter"))?,
+        _ => check_levels(level).and_then(|()| tracing_subscriber::EnvFilter::try_new(level).map_err(Into::into)).with_context(|| {
+            format!("--log-level {level:?} is not a valid log filter (e.g. info, debug, warn,metrics_relay=debug)")
+        })?,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a file or
+        // a container log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
+}
+
+/// A bare word in a filter is a target for `EnvFilter` (so a mistyped level
+/// would turn logging off without a word); here it must be a level.
+fn check_levels(filter: &str) -> anyhow::Result<()> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && !LEVELS.contains(&d.to_ascii_lowercase().as_str()) {
+            anyhow::bail!("{d:?} is not a level (one of {})", LEVELS.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// An error and its causes, each said once: the library's messages already
+/// carry their cause, so a link of the chain that the text so far contains
+/// is left out.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {
@@ -148,12 +189,15 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 ExitCode::FAILURE
             }
         },
         Command::Probe { config } => {
-            init_logging(&cli.log_format, "warn");
+            if let Err(e) = init_logging(&cli.log_format, "warn") {
+                eprintln!("error: {}", describe(&e));
+                return ExitCode::FAILURE;
+            }
             match probe(&config) {
                 Ok((report, ok)) => {
                     print!("{report}");
@@ -164,7 +208,7 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", describe(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -211,7 +255,10 @@ fn main() -> ExitCode {
             worker_threads,
             web_enable_lifecycle,
         } => {
-            init_logging(&cli.log_format, &cli.log_level);
+            if let Err(e) = init_logging(&cli.log_format, &cli.log_level) {
+                eprintln!("error: {}", describe(&e));
+                return ExitCode::FAILURE;
+            }
             match run(
                 config,
                 worker_threads.into(),
@@ -225,8 +272,9 @@ fn main() -> ExitCode {
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
+                    let msg = describe(&e);
+                    tracing::error!(error = %msg, "metrics-relay stopped");
+                    eprintln!("error: {msg}");
                     ExitCode::FAILURE
                 }
             }

@@ -125,3 +125,46 @@ fn run_with_a_bad_config_exits_non_zero() {
     assert_eq!(code, 1);
     assert!(err.contains("duration"), "{err}");
 }
+
+#[test]
+fn a_bad_log_level_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yml");
+    std::fs::write(&cfg, "scrape_configs: []\n").unwrap();
+    for level in ["bogus", "info,verbose", "x=[", "debug,metrics_relay=loud"] {
+        let (code, _, err) = run(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log-level",
+            level,
+        ]);
+        assert_eq!(code, 1, "{level}: {err}");
+        assert!(err.contains("not a valid log filter"), "{level}: {err}");
+    }
+}
+
+#[test]
+fn each_cause_is_said_once_and_logs_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yml");
+    std::fs::write(
+        &cfg,
+        "scrape_configs:\n  - job_name: x\n    scheme: https\n    tls_config: {ca_file: /nonexistent/ca.crt}\n    static_configs: [{targets: ['127.0.0.1:1']}]\n",
+    )
+    .unwrap();
+    for args in [&["check"][..], &["run"]] {
+        let mut a = args.to_vec();
+        a.extend(["--config", cfg.to_str().unwrap()]);
+        let (code, _, err) = run(&a);
+        assert_eq!(code, 1, "{err}");
+        // stderr is a pipe here, not a terminal: no ANSI escapes.
+        assert!(!err.contains('\u{1b}'), "colour codes in {err:?}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            if args[0] == "run" { 2 } else { 1 },
+            "the cause repeated (run: one log line and one error line): {err}"
+        );
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+    }
+}

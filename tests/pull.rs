@@ -30,11 +30,15 @@ scrape_configs:
 }
 
 async fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
+    get_auth(url, token.map(|t| format!("Bearer {t}"))).await
+}
+
+async fn get_auth(url: &str, authorization: Option<String>) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
     let client = metrics_relay::http::client(None, Duration::from_secs(2)).unwrap();
     let mut b = hyper::Request::get(url);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
+    if let Some(a) = authorization {
+        b = b.header("authorization", a);
     }
     let resp = client
         .request(b.body(Full::default()).unwrap())
@@ -142,6 +146,10 @@ async fn relay_metrics_bearer_token() {
     assert_eq!(get_with(&url, None).await.0, 401);
     assert_eq!(get_with(&url, Some("wrong")).await.0, 401);
     assert_eq!(get_with(&url, Some("s3cret")).await.0, 200);
+    // The scheme is case-insensitive.
+    assert_eq!(get_auth(&url, Some("bearer s3cret".into())).await.0, 200);
+    assert_eq!(get_auth(&url, Some("BEARER s3cret".into())).await.0, 200);
+    assert_eq!(get_auth(&url, Some("Basic s3cret".into())).await.0, 401);
     // Rotating the mounted Secret takes effect at once.
     std::fs::write(&token, "n3w").unwrap();
     assert_eq!(get_with(&url, Some("s3cret")).await.0, 401);
