@@ -346,28 +346,107 @@ async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     }
 }
 
+/// Raises the soft open-file limit to the hard limit (as Prometheus and most
+/// servers do at start): a burst of connections or queue files should meet
+/// the limit the administrator set, not the lower default soft one. Returns
+/// (before, after).
+pub fn raise_open_file_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current == l.maximum {
+        return Ok((l.current, l.current));
+    }
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        },
+    )?;
+    Ok((l.current, l.maximum))
+}
+
 /// Binds the listener (so a bad address fails start-up, not later).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `cancel`.
-pub async fn serve(listener: TcpListener, state: AdminState, cancel: CancellationToken) {
+/// Paths served to a connection over the cap: the probes, so that a flood
+/// of idle connections never fails a liveness check.
+fn probe_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/-/healthy" | "/readyz" | "/-/ready")
+}
+
+/// How long a connection over the cap may take to send its request.
+const OVER_CAP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves until `cancel`. At most `max_connections` connections are served
+/// as usual (keep-alive); a connection beyond them gets one answer, and only
+/// on the probe paths (others: 503), then is closed, and is dropped after
+/// two seconds if it sends nothing. Accept errors (out of file descriptors)
+/// back off and are logged once per ten seconds with a count.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    cancel: CancellationToken,
+    max_connections: usize,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut accept_errors = 0u64;
+    let mut last_error_log: Option<std::time::Instant> = None;
     loop {
         let (stream, _) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin server accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    accept_errors += 1;
+                    if last_error_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, failures = accept_errors, "admin server cannot accept connections (out of file descriptors?); retrying");
+                        last_error_log = Some(std::time::Instant::now());
+                        accept_errors = 0;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let state = state.clone();
         let cancel = cancel.clone();
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let state = state.clone();
+                    async move {
+                        let r = if probe_path(req.uri().path()) {
+                            route(
+                                &state,
+                                req.method(),
+                                req.uri().path(),
+                                req.uri().query().unwrap_or(""),
+                                req.headers(),
+                            )
+                        } else {
+                            reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain",
+                                "too many connections to the admin server\n",
+                            )
+                        };
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive(false)
+                    .header_read_timeout(OVER_CAP_HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
+            });
+            continue;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {

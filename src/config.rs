@@ -311,6 +311,14 @@ pub struct ServerConfig {
     pub listen_address: String,
     /// Extension: bearer-token protection of `/relay/metrics`.
     pub relay_auth: Option<RelayAuth>,
+    /// Extension: connections served at once (keep-alive); beyond them a
+    /// connection gets one answer on the probe paths only, then is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -325,6 +333,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen_address: default_listen_address(),
             relay_auth: None,
+            max_connections: default_max_connections(),
         }
     }
 }

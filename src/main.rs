@@ -259,6 +259,13 @@ fn main() -> ExitCode {
                 eprintln!("error: {}", describe(&e));
                 return ExitCode::FAILURE;
             }
+            match metrics_relay::admin::raise_open_file_limit() {
+                Ok((before, after)) if before != after => {
+                    tracing::info!(before = ?before, after = ?after, "raised the soft open-file limit to the hard limit")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the soft open-file limit"),
+            }
             match run(
                 config,
                 worker_threads.into(),

@@ -508,7 +508,12 @@ pub async fn run(
         pull_requested: keep_latest,
         lifecycle: opts.enable_lifecycle,
     };
-    let admin_task = tokio::spawn(admin::serve(listener, state, admin_cancel.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        state,
+        admin_cancel.clone(),
+        cfg.server.max_connections,
+    ));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

@@ -684,3 +684,111 @@ async fn one_bad_timestamp_costs_no_other_target_its_data() {
         }
     }
 }
+
+/// Row 10: a thousand idle connections to the admin server, with 1024 open
+/// files allowed: `/healthz` keeps answering, accept failures are not a log
+/// flood, and the agent keeps delivering (its queue and ack files open
+/// fine). And a soft open-file limit below the hard one is raised at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_flood_leaves_health_and_delivery_working() {
+    // The test itself needs the descriptors for its thousand connections.
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, String::new()).await;
+    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let rx = Receiver::start().await;
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
+        rx.url()
+    );
+    let cfg_path = dir.path().join("relay.yml");
+    std::fs::write(&cfg_path, config(&pki, &[&a], "300ms", &rw)).unwrap();
+    let port = free_port();
+    let log = dir.path().join("relay.log");
+    let spawn = |soft: u32, hard: u32| {
+        Command::new("prlimit")
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg(relay_bin())
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-address", &format!("127.0.0.1:{port}")])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("prlimit (util-linux)")
+    };
+    let admin = format!("http://127.0.0.1:{port}");
+    let up = |admin: String| async move {
+        for _ in 0..100 {
+            if matches!(http_get(&format!("{admin}/healthz")).await, Ok((200, _))) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+
+    // Soft 256, hard 4096: raised to 4096 at start.
+    let mut child = spawn(256, 4096);
+    assert!(up(admin.clone()).await);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let nums: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Soft = hard = 1024, a thousand idle connections.
+    let mut child = spawn(1024, 1024);
+    assert!(up(admin.clone()).await);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let before = counter_values(&rx, "fault_counter").len();
+    let mut ok = 0;
+    for _ in 0..5 {
+        if matches!(http_get(&format!("{admin}/healthz")).await, Ok((200, _))) {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        ok,
+        5,
+        "healthz under a connection flood; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = counter_values(&rx, "fault_counter").len();
+    assert!(after > before + 3, "delivery stalled: {before} -> {after}");
+    drop(idle);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let accept_lines = text.matches("cannot accept").count();
+    assert!(
+        accept_lines <= 2,
+        "{accept_lines} accept-failure lines:\n{text}"
+    );
+    assert!(!text.contains("ack file"), "ack writes failed:\n{text}");
+    signal(child.id(), "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some());
+}
