@@ -57,6 +57,9 @@ pub struct AdminState {
     /// network request that changes state is off unless asked for; SIGHUP
     /// always works).
     pub lifecycle: bool,
+    /// The admin server checks client certificates: connections without a
+    /// verified one are served the probe paths only.
+    pub client_certs_required: bool,
 }
 
 impl AdminState {
@@ -380,7 +383,8 @@ fn probe_path(path: &str) -> bool {
 /// How long a connection over the cap may take to send its request.
 const OVER_CAP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Serves until `cancel`. At most `max_connections` connections are served
+/// Serves until `cancel`, over TLS when `tls` is given (its current
+/// configuration for each new connection: rotation needs no restart). At most `max_connections` connections are served
 /// as usual (keep-alive); a connection beyond them gets one answer, and only
 /// on the probe paths (others: 503), then is closed, and is dropped after
 /// two seconds if it sends nothing. Accept errors (out of file descriptors)
@@ -390,6 +394,7 @@ pub async fn serve(
     state: AdminState,
     cancel: CancellationToken,
     max_connections: usize,
+    tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let mut accept_errors = 0u64;
@@ -413,77 +418,151 @@ pub async fn serve(
         };
         let state = state.clone();
         let cancel = cancel.clone();
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let state = state.clone();
-                    async move {
-                        let r = if probe_path(req.uri().path()) {
-                            route(
-                                &state,
-                                req.method(),
-                                req.uri().path(),
-                                req.uri().query().unwrap_or(""),
-                                req.headers(),
-                            )
-                        } else {
-                            reply(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "text/plain",
-                                "too many connections to the admin server\n",
-                            )
-                        };
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let conn = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .keep_alive(false)
-                    .header_read_timeout(OVER_CAP_HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
-            });
-            continue;
-        };
+        let permit = permits.clone().try_acquire_owned().ok();
+        let tls = tls.as_ref().map(|rx| rx.borrow().clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move {
-                    if req.uri().path() == "/-/reload" {
-                        if !state.lifecycle {
-                            return Ok::<_, Infallible>(reply(
-                                StatusCode::FORBIDDEN,
-                                "text/plain",
-                                "Lifecycle API is not enabled (start with --web.enable-lifecycle; SIGHUP reloads too)\n",
-                            ));
+            let over_cap = permit.is_none();
+            match tls {
+                None => serve_conn(stream, state, cancel, over_cap, true).await,
+                Some(cfg) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                    let limit = if over_cap {
+                        OVER_CAP_HEADER_TIMEOUT
+                    } else {
+                        HANDSHAKE_TIMEOUT
+                    };
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            // With a client CA, a connection without a
+                            // verified certificate (VerifyClientCertIfGiven:
+                            // a kubelet probe) gets the probe paths only.
+                            let (_, session) = tls.get_ref();
+                            let verified =
+                                session.peer_certificates().is_some_and(|c| !c.is_empty());
+                            let needs_cert = state.client_certs_required;
+                            serve_conn(tls, state, cancel, over_cap, verified || !needs_cert).await
                         }
-                        if req.method() == Method::POST || req.method() == Method::PUT {
-                            return Ok(reload(&state).await);
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "admin server TLS handshake failed")
                         }
+                        Err(_) => tracing::debug!("admin server TLS handshake timed out"),
                     }
-                    Ok(route(
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one connection: as usual, or `over_cap` (one answer, probe paths
+/// only, see [`serve`]). Unless `authenticated`, only the probe paths are
+/// served (403 elsewhere).
+async fn serve_conn<I>(
+    io: I,
+    state: AdminState,
+    cancel: CancellationToken,
+    over_cap: bool,
+    authenticated: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if !authenticated {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move {
+                let r = if probe_path(req.uri().path()) {
+                    route(
                         &state,
                         req.method(),
                         req.uri().path(),
                         req.uri().query().unwrap_or(""),
                         req.headers(),
-                    ))
-                }
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
-                }
+                    )
+                } else {
+                    reply(
+                        StatusCode::FORBIDDEN,
+                        "text/plain",
+                        "a client certificate issued by server.tls_server_config.client_ca_file is required\n",
+                    )
+                };
+                Ok::<_, Infallible>(r)
             }
         });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(10))
+            .serve_connection(TokioIo::new(io), svc);
+        let _ = conn.await;
+        return;
+    }
+    if over_cap {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move {
+                let r = if probe_path(req.uri().path()) {
+                    route(
+                        &state,
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query().unwrap_or(""),
+                        req.headers(),
+                    )
+                } else {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "too many connections to the admin server\n",
+                    )
+                };
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive(false)
+            .header_read_timeout(OVER_CAP_HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(io), svc);
+        let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
+        return;
+    }
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            if req.uri().path() == "/-/reload" {
+                if !state.lifecycle {
+                    return Ok::<_, Infallible>(reply(
+                        StatusCode::FORBIDDEN,
+                        "text/plain",
+                        "Lifecycle API is not enabled (start with --web.enable-lifecycle; SIGHUP reloads too)\n",
+                    ));
+                }
+                if req.method() == Method::POST || req.method() == Method::PUT {
+                    return Ok(reload(&state).await);
+                }
+            }
+            Ok(route(
+                &state,
+                req.method(),
+                req.uri().path(),
+                req.uri().query().unwrap_or(""),
+                req.headers(),
+            ))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
     }
 }
 
@@ -499,6 +578,7 @@ mod tests {
             relay_auth: Default::default(),
             pull_requested: Default::default(),
             lifecycle,
+            client_certs_required: false,
         }
     }
 

@@ -315,6 +315,9 @@ pub struct ServerConfig {
     /// connection gets one answer on the probe paths only, then is closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TLS (and client certificates) for the admin server, in the shape of
+    /// Prometheus's web config; see [`crate::web_tls`].
+    pub tls_server_config: Option<crate::web_tls::TlsServerConfig>,
 }
 
 fn default_max_connections() -> usize {
@@ -334,6 +337,7 @@ impl Default for ServerConfig {
             listen_address: default_listen_address(),
             relay_auth: None,
             max_connections: default_max_connections(),
+            tls_server_config: None,
         }
     }
 }
@@ -450,6 +454,13 @@ impl Config {
 
     /// Fills Prometheus's defaults and validates, naming the field on error.
     pub fn finalize(&mut self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.server.tls_server_config {
+            t.validate()
+                .map_err(|e| invalid("server.tls_server_config", e))?;
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         let g = &mut self.global;
         let interval = g
             .scrape_interval

@@ -29,4 +29,5 @@ pub mod series;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
+pub mod web_tls;
 pub mod x509;

@@ -63,6 +63,8 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("server.tls_server_config: {0}")]
+    ServerTls(#[source] TlsError),
     #[error("data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -452,6 +454,18 @@ pub async fn run(
             source,
         })?;
     }
+    let server_tls = match &cfg.server.tls_server_config {
+        Some(t) => Some(
+            crate::web_tls::watched(t, opts.tls_reload_interval, metrics.clone())
+                .map_err(RelayError::ServerTls)?,
+        ),
+        None => None,
+    };
+    if server_tls.is_none() && cfg.server.relay_auth.is_none() {
+        tracing::warn!(
+            "the admin server (and /relay/metrics, the pull path) has neither TLS client certificates (server.tls_server_config) nor a token (server.relay_auth): anyone who reaches it can read what is scraped"
+        );
+    }
     let built = Runtime::build(&cfg, &metrics, opts.tls_reload_interval)?;
 
     let listen = opts
@@ -507,12 +521,18 @@ pub async fn run(
         relay_auth: relay_auth.clone(),
         pull_requested: keep_latest,
         lifecycle: opts.enable_lifecycle,
+        client_certs_required: cfg
+            .server
+            .tls_server_config
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some()),
     };
     let admin_task = tokio::spawn(admin::serve(
         listener,
         state,
         admin_cancel.clone(),
         cfg.server.max_connections,
+        server_tls,
     ));
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
 

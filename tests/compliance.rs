@@ -18,6 +18,16 @@ struct Case {
 }
 
 async fn start(body: &str, honor_labels: bool, script: &[(u16, Option<&str>)]) -> Case {
+    start_with(body, honor_labels, script, "").await
+}
+
+/// As [`start`], with `extra` lines in the scrape config.
+async fn start_with(
+    body: &str,
+    honor_labels: bool,
+    script: &[(u16, Option<&str>)],
+    extra: &str,
+) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let target = MtlsTarget::start(&pki, body.to_string()).await;
@@ -35,6 +45,7 @@ scrape_configs:
     honor_labels: {honor_labels}
     tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
     static_configs: [{{targets: ["{addr}"]}}]
+{extra}
 remote_write:
   - url: {url}
     queue_config: {{batch_send_deadline: 100ms, min_backoff: 20ms, max_backoff: 100ms}}
@@ -261,7 +272,16 @@ async fn timestamps_are_scrape_times_or_the_exposed_ones() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let c = start("now 1\nexplicit 2 1234567890123\n", false, &[]).await;
+    // An explicit timestamp ten minutes back is kept as exposed; one from
+    // 2009 is out of bounds (Prometheus refuses samples an hour behind its
+    // newest) and dropped at scrape time, unless the window is turned off.
+    let recent = before - 600_000;
+    let c = start(
+        &format!("now 1\nexplicit 2 {recent}\nancient 3 1234567890123\n"),
+        false,
+        &[],
+    )
+    .await;
     c.scrapes(1).await;
     let after = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -273,7 +293,17 @@ async fn timestamps_are_scrape_times_or_the_exposed_ones() {
             "{t} not in [{before}, {after}]"
         );
     }
-    assert_eq!(c.series("explicit")[0].2, 1_234_567_890_123);
+    assert_eq!(c.series("explicit")[0].2, recent);
+    assert!(c.series("ancient").is_empty(), "out of bounds, dropped");
+    let c = start_with(
+        "ancient 3 1234567890123\n",
+        false,
+        &[],
+        "    explicit_timestamp_max_age: 0s",
+    )
+    .await;
+    c.scrapes(1).await;
+    assert_eq!(c.series("ancient")[0].2, 1_234_567_890_123);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

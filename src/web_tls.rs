@@ -1,0 +1,224 @@
+//! TLS for the admin server, in the shape of Prometheus's web configuration
+//! (`--web.config.file`'s `tls_server_config`): `cert_file`, `key_file`,
+//! `client_ca_file`, `client_auth_type`.
+//!
+//! The pull path re-exposes control-plane metrics that the source only gives
+//! out over mutual TLS, so it must be able to ask as much: with
+//! `client_auth_type: RequireAndVerifyClientCert` nobody without a
+//! certificate issued by `client_ca_file` gets a byte of any endpoint.
+//!
+//! The files are read again every `--tls-reload-interval` and compared by
+//! content (a Secret volume swaps its `..data` symlink); a new set is
+//! validated (certificates parse, the key matches) and used for the next
+//! handshakes; a bad set keeps the old one, and is logged and counted
+//! (`metrics_relay_tls_reloads_total{scope="server"}`), as for the scrape
+//! and remote-write certificates.
+//!
+//! Of Go's client auth types, `RequestClientCert` and `RequireAnyClientCert`
+//! (a certificate is asked for but not verified) are refused: they would look
+//! like protection without being any.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
+use crate::tls::{TlsError, parse_certs, parse_key, provider};
+
+/// `server.tls_server_config`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth_type: ClientAuthType,
+}
+
+/// Go's `tls.ClientAuthType` names, as Prometheus's web config takes them.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ClientAuthType {
+    #[default]
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl TlsServerConfig {
+    /// Checks the combination (not the files), with a message that names
+    /// the field.
+    pub fn validate(&self) -> Result<(), String> {
+        use ClientAuthType::*;
+        match (self.client_auth_type, &self.client_ca_file) {
+            (RequestClientCert | RequireAnyClientCert, _) => Err(format!(
+                "client_auth_type {:?} accepts certificates without verifying them; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+                self.client_auth_type
+            )),
+            (VerifyClientCertIfGiven | RequireAndVerifyClientCert, None) => Err(format!(
+                "client_auth_type {:?} needs client_ca_file",
+                self.client_auth_type
+            )),
+            (NoClientCert, Some(_)) => Err(
+                "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type: RequireAndVerifyClientCert"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+type Files = Vec<(String, Vec<u8>)>;
+
+fn read_all(c: &TlsServerConfig) -> Result<Files, TlsError> {
+    let mut out = Vec::new();
+    for (field, p) in [
+        ("server.tls_server_config.cert_file", Some(&c.cert_file)),
+        ("server.tls_server_config.key_file", Some(&c.key_file)),
+        (
+            "server.tls_server_config.client_ca_file",
+            c.client_ca_file.as_ref(),
+        ),
+    ] {
+        let Some(p) = p else { continue };
+        let data = std::fs::read(p).map_err(|source| TlsError::Read {
+            field,
+            path: p.clone(),
+            source,
+        })?;
+        out.push((p.display().to_string(), data));
+    }
+    Ok(out)
+}
+
+fn build(c: &TlsServerConfig, files: &Files) -> Result<ServerConfig, TlsError> {
+    c.validate().map_err(TlsError::Config)?;
+    let certs = parse_certs("server.tls_server_config.cert_file", &files[0])?;
+    let key = parse_key(&files[1])?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match (c.client_auth_type, files.get(2)) {
+        (ClientAuthType::NoClientCert, _) | (_, None) => builder.with_no_client_auth(),
+        (kind, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in parse_certs("server.tls_server_config.client_ca_file", ca)? {
+                roots.add(cert).map_err(|e| TlsError::Pem {
+                    field: "server.tls_server_config.client_ca_file",
+                    origin: ca.0.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let v = if kind == ClientAuthType::VerifyClientCertIfGiven {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            builder
+                .with_client_cert_verifier(v.build().map_err(|e| TlsError::Config(e.to_string()))?)
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::ClientAuth(format!("server certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The server configuration for `c`, kept current: the files are re-read
+/// every `every` and a changed, valid set replaces the configuration (see
+/// the module docs). The watcher ends when every receiver is gone.
+pub fn watched(
+    c: &TlsServerConfig,
+    every: Duration,
+    metrics: Metrics,
+) -> Result<watch::Receiver<Arc<ServerConfig>>, TlsError> {
+    let files = read_all(c)?;
+    let cfg = build(c, &files)?;
+    let (tx, rx) = watch::channel(Arc::new(cfg));
+    let c = c.clone();
+    let labels = TlsLabels {
+        scope: "server".into(),
+        name: "admin".into(),
+    };
+    tokio::spawn(async move {
+        let mut current = files;
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let result = read_all(&c).and_then(|f| {
+                if f == current {
+                    return Ok(None);
+                }
+                let cfg = build(&c, &f)?;
+                Ok(Some((f, cfg)))
+            });
+            match result {
+                Ok(None) => {}
+                Ok(Some((f, cfg))) => {
+                    current = f;
+                    tx.send_replace(Arc::new(cfg));
+                    last_error = None;
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&TlsResultLabels::new(&labels, "success"))
+                        .inc();
+                    tracing::info!("admin server TLS material changed; new connections use it");
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    metrics
+                        .tls_reloads
+                        .get_or_create(&TlsResultLabels::new(&labels, "failure"))
+                        .inc();
+                    if last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::error!(error = %msg, "new admin server TLS material rejected; still using the previous certificates");
+                        last_error = Some(msg);
+                    }
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: ClientAuthType, ca: bool) -> TlsServerConfig {
+        TlsServerConfig {
+            cert_file: "c".into(),
+            key_file: "k".into(),
+            client_ca_file: ca.then(|| "ca".into()),
+            client_auth_type: kind,
+        }
+    }
+
+    #[test]
+    fn only_combinations_that_protect_are_accepted() {
+        use ClientAuthType::*;
+        assert!(cfg(NoClientCert, false).validate().is_ok());
+        assert!(cfg(RequireAndVerifyClientCert, true).validate().is_ok());
+        assert!(cfg(VerifyClientCertIfGiven, true).validate().is_ok());
+        for (k, ca) in [
+            (RequireAndVerifyClientCert, false),
+            (RequireAnyClientCert, true),
+            (RequestClientCert, true),
+            (NoClientCert, true),
+        ] {
+            assert!(cfg(k, ca).validate().is_err(), "{k:?} {ca}");
+        }
+    }
+}
