@@ -60,6 +60,49 @@ pub struct AdminState {
     /// The admin server checks client certificates: connections without a
     /// verified one are served the probe paths only.
     pub client_certs_required: bool,
+    /// Unix ms of the main runtime's last heartbeat (0: none yet). The admin
+    /// server runs on a thread of its own; `/healthz` fails when the main
+    /// runtime has not run for [`STALL_LIMIT`].
+    pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How long the main runtime may go without a heartbeat before `/healthz`
+/// fails (a liveness probe then restarts a wedged agent).
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs [`serve`] on a thread with its own single-threaded runtime; the
+/// returned receiver fires when it has stopped.
+pub fn spawn_thread(
+    listener: TcpListener,
+    state: AdminState,
+    cancel: CancellationToken,
+    max_connections: usize,
+    tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, state, cancel, max_connections, tls).await,
+                    Err(e) => tracing::error!(error = %e, "admin server cannot start"),
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
 }
 
 impl AdminState {
@@ -98,7 +141,22 @@ pub fn route(
         );
     }
     match path {
-        "/healthz" | "/-/healthy" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/healthz" | "/-/healthy" => {
+            let beat = state.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
+            let silent = unix_ms().saturating_sub(beat);
+            if beat > 0 && silent > STALL_LIMIT.as_millis() as u64 {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "unhealthy: the agent's runtime has not run for {} s\n",
+                        silent / 1000
+                    ),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ok\n")
+            }
+        }
         "/readyz" | "/-/ready" => {
             let waiting: Vec<String> = state
                 .snapshot()
@@ -579,6 +637,7 @@ mod tests {
             pull_requested: Default::default(),
             lifecycle,
             client_certs_required: false,
+            heartbeat: Default::default(),
         }
     }
 

@@ -98,6 +98,41 @@ pub struct Parser<'a> {
     prev_name: (usize, usize),
     /// The last sample's label names are the previous one's, in order.
     same_names: bool,
+    /// OpenMetrics text (see [`Format`]).
+    om: bool,
+    /// OpenMetrics: `# EOF` was read.
+    eof: bool,
+}
+
+/// The exposition format of a body, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text, as Prometheus 2.x reads it: the body must end
+    /// with `# EOF` (nothing after it); timestamps are seconds (fractions
+    /// allowed); an exemplar (`# {labels} value [timestamp]` after a sample)
+    /// is checked for its shape and dropped (remote write 1.0 carries none
+    /// here); `_created`, `_info` and state-set series are ordinary series, as
+    /// Prometheus 2.x ingests them; `# UNIT` lines are read and ignored.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a response's `Content-Type` names (text unless it is
+    /// `application/openmetrics-text`).
+    pub fn from_content_type(ct: &[u8]) -> Format {
+        let media = ct.split(|&c| c == b';').next().unwrap_or_default();
+        if media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/openmetrics-text")
+        {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
 }
 
 /// Label span buffers a [`Parser`] reuses from scrape to scrape.
@@ -276,7 +311,15 @@ impl<'a> Parser<'a> {
             prev,
             prev_name: (0, 0),
             same_names: false,
+            om: false,
+            eof: false,
         }
+    }
+
+    /// Reads `format` (the default is [`Format::Text`]).
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.om = format == Format::OpenMetrics;
+        self
     }
 
     /// The labels of the sample returned last, in exposition order.
@@ -342,6 +385,17 @@ impl<'a> Parser<'a> {
         } else {
             None
         };
+        if self.om && self.b[self.i..].starts_with(b"EOF") && self.i > ws {
+            let after = self.i + 3;
+            if self.b.get(after).is_none_or(|&c| c == b'\n') {
+                self.i = (after + 1).min(self.b.len());
+                if self.i < self.b.len() {
+                    return Err(self.err(self.i, "unexpected data after # EOF".into()));
+                }
+                self.eof = true;
+                return Ok(());
+            }
+        }
         let is_help = kw == Some(b"HELP");
         let is_type = kw == Some(b"TYPE");
         if !(is_help || is_type) || !self.b.get(self.i + 4).is_some_and(|&c| is_blank(c)) {
@@ -369,7 +423,10 @@ impl<'a> Parser<'a> {
         let text = if text.is_empty() { text } else { &text[1..] };
         if is_type {
             match text {
-                b"counter" | b"gauge" | b"histogram" | b"summary" | b"untyped" => {}
+                b"counter" | b"gauge" | b"histogram" | b"summary" | b"untyped" if !self.om => {}
+                b"counter" | b"gauge" | b"histogram" | b"gaugehistogram" | b"summary" | b"info"
+                | b"stateset" | b"unknown"
+                    if self.om => {}
                 _ => {
                     return Err(self.err(start, format!("invalid metric type {}", show(text))));
                 }
@@ -585,6 +642,7 @@ impl<'a> Parser<'a> {
         let mut timestamp = None;
         match b.get(self.i) {
             Some(b'\n') => self.i += 1,
+            Some(_) if self.om => timestamp = self.om_suffix(line)?,
             Some(c) if c.is_ascii_digit() => {
                 let ts = self.i;
                 while self.i < b.len() && b[self.i].is_ascii_digit() {
@@ -641,13 +699,129 @@ impl<'a> Parser<'a> {
     }
 }
 
+impl<'a> Parser<'a> {
+    /// OpenMetrics: what follows a sample's value (at a non-newline):
+    /// `[timestamp] [# exemplar]`, then the end of the line. Returns the
+    /// timestamp in milliseconds (Prometheus: `int64(seconds * 1000)`).
+    fn om_suffix(&mut self, line: usize) -> Result<Option<i64>, ParseError> {
+        let b = self.b;
+        let mut timestamp = None;
+        if b.get(self.i) != Some(&b'#') {
+            let ts = self.i;
+            while self.i < b.len() && !matches!(b[self.i], b' ' | b'\t' | b'\n') {
+                self.i += 1;
+            }
+            let secs = parse_float(&b[ts..self.i])
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    self.err(
+                        ts,
+                        format!("invalid timestamp while parsing {}", show(&b[line..self.i])),
+                    )
+                })?;
+            timestamp = Some((secs * 1000.0) as i64);
+            self.skip_blanks();
+        }
+        if b.get(self.i) == Some(&b'#') {
+            self.exemplar(line)?;
+        }
+        match b.get(self.i) {
+            Some(b'\n') => {
+                self.i += 1;
+                Ok(timestamp)
+            }
+            None => Err(self.err(self.i, "data does not end with # EOF".into())),
+            Some(_) => Err(self.err(
+                self.i,
+                format!(
+                    "expected next entry after timestamp, got {} while parsing {}",
+                    show(&b[self.i..(self.i + 1).min(b.len())]),
+                    show(&b[line..self.i])
+                ),
+            )),
+        }
+    }
+
+    /// OpenMetrics: an exemplar, `# {labels} value [timestamp]`, at the `#`:
+    /// checked for its shape (as Prometheus checks it) and dropped.
+    fn exemplar(&mut self, line: usize) -> Result<(), ParseError> {
+        let b = self.b;
+        self.i += 1;
+        self.skip_blanks();
+        if b.get(self.i) != Some(&b'{') {
+            return Err(self.err(
+                self.i,
+                format!(
+                    "expected exemplar labels while parsing {}",
+                    show(&b[line..self.i])
+                ),
+            ));
+        }
+        // The label block has the syntax of a series' (the spans and the
+        // name comparison it records are the sample's; keep them). Its size
+        // is not checked: Prometheus 2.x without exemplar storage ignores
+        // exemplars past their syntax, and so do we.
+        let spans = std::mem::take(&mut self.spans);
+        let same = self.same_names;
+        let r = self.label_block(line);
+        self.spans = spans;
+        self.same_names = same;
+        r?;
+        self.skip_blanks();
+        let vs = self.i;
+        while self.i < b.len() && !matches!(b[self.i], b' ' | b'\t' | b'\n') {
+            self.i += 1;
+        }
+        parse_float(&b[vs..self.i]).map_err(|m| {
+            self.err(
+                vs,
+                format!(
+                    "{m} in an exemplar while parsing {}",
+                    show(&b[line..self.i])
+                ),
+            )
+        })?;
+        self.skip_blanks();
+        if b.get(self.i).is_some_and(|&c| c != b'\n') {
+            let ts = self.i;
+            while self.i < b.len() && !matches!(b[self.i], b' ' | b'\t' | b'\n') {
+                self.i += 1;
+            }
+            parse_float(&b[ts..self.i])
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    self.err(
+                        ts,
+                        format!(
+                            "invalid exemplar timestamp while parsing {}",
+                            show(&b[line..self.i])
+                        ),
+                    )
+                })?;
+            self.skip_blanks();
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Iterator for Parser<'a> {
     type Item = Result<Sample<'a>, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             self.skip_blanks();
-            let c = *self.b.get(self.i)?;
+            let Some(&c) = self.b.get(self.i) else {
+                if self.om && !self.eof {
+                    // Once: the error, then the end.
+                    self.eof = true;
+                    return Some(Err(
+                        self.err(self.b.len(), "data does not end with # EOF".into())
+                    ));
+                }
+                return None;
+            };
             match c {
                 b'\n' => self.i += 1,
                 // Prometheus's lexer ends the input at a NUL where a token starts.
@@ -937,8 +1111,12 @@ mod tests {
     type Parsed = (String, Vec<(String, String)>, f64, Option<i64>);
 
     fn parse_all(s: &str) -> Result<Vec<Parsed>, ParseError> {
+        parse_as(s, Format::Text)
+    }
+
+    fn parse_as(s: &str, format: Format) -> Result<Vec<Parsed>, ParseError> {
         let mut out = Vec::new();
-        for r in Parser::new(s.as_bytes()) {
+        for r in Parser::new(s.as_bytes()).with_format(format) {
             let smp = r?;
             let labels = smp
                 .labels()
@@ -1108,6 +1286,69 @@ mod tests {
             .map(|(n, l, s)| (n.to_string(), l.to_string(), *s))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn openmetrics_as_prometheus_reads_it() {
+        let page = "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds histogram\n# UNIT rpc_seconds seconds\n\
+rpc_seconds_bucket{le=\"0.1\"} 5 # {trace_id=\"abc\"} 0.05 1520879607.789\n\
+rpc_seconds_bucket{le=\"+Inf\"} 7 # {} 3\n\
+rpc_seconds_count 7 1520879607.789\n\
+rpc_seconds_sum 1.5 1520879607 # {span_id=\"x\",trace_id=\"y\"} 1.5\n\
+rpc_seconds_created 1520879000.5\n\
+# TYPE build info\nbuild_info{version=\"1\"} 1\n\
+# TYPE state stateset\nstate{state=\"a\"} 1\n\
+# EOF\n";
+        let got = parse_as(page, Format::OpenMetrics).unwrap();
+        let names: Vec<&str> = got.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rpc_seconds_bucket",
+                "rpc_seconds_bucket",
+                "rpc_seconds_count",
+                "rpc_seconds_sum",
+                "rpc_seconds_created",
+                "build_info",
+                "state"
+            ],
+            "exemplars dropped, _created kept as a series"
+        );
+        assert_eq!(
+            got[0].1,
+            l(&[("le", "0.1")]),
+            "exemplar labels are not the sample's"
+        );
+        assert_eq!(got[2].3, Some(1_520_879_607_789), "seconds to milliseconds");
+        assert_eq!(got[3].3, Some(1_520_879_607_000));
+        assert_eq!(got[4].2, 1_520_879_000.5);
+        // No trailing newline after # EOF is fine too.
+        assert!(parse_as("a 1\n# EOF", Format::OpenMetrics).is_ok());
+        for (bad, why) in [
+            ("a 1\n", "does not end with # EOF"),
+            ("a 1\n# EOF\nb 2\n", "after # EOF"),
+            ("a 1 # trace 1\n# EOF\n", "exemplar labels"),
+            ("a 1 # {x=\"y\"}\n# EOF\n", "exemplar"),
+            ("a 1 # {x=\"y\"} 1 ts\n# EOF\n", "exemplar timestamp"),
+            ("a 1 notatime\n# EOF\n", "invalid timestamp"),
+            ("# TYPE a untyped\na 1\n# EOF\n", "invalid metric type"),
+        ] {
+            let e = parse_as(bad, Format::OpenMetrics).unwrap_err();
+            assert!(e.message.contains(why), "{bad:?}: {e}");
+        }
+        // In the text format an exemplar is an error and # EOF a comment.
+        assert!(parse_all("a 1 # {x=\"y\"} 1\n").is_err());
+        assert_eq!(parse_all("a 1\n# EOF\n").unwrap().len(), 1);
+        assert_eq!(
+            Format::from_content_type(
+                b"application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_content_type(b"text/plain; version=0.0.4"),
+            Format::Text
+        );
     }
 
     #[test]

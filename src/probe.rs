@@ -149,20 +149,28 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             Ok(Ok(fetched)) => {
                 let _ = writeln!(
                     out,
-                    "  HTTP: 200 OK, {} bytes received, {} bytes of exposition",
+                    "  HTTP: 200 OK, {} bytes received, {} bytes of {}",
                     fetched.wire,
-                    body.len()
+                    body.len(),
+                    match fetched.format {
+                        crate::exposition::Format::OpenMetrics => "OpenMetrics text",
+                        crate::exposition::Format::Text => "text exposition",
+                    }
                 );
                 let mut cache = SeriesCache::new();
                 let mut enc = EncodedSamples::default();
-                let (n, first_error) = match cache.ingest(&t.ctx, &body, 0, &mut enc, 0) {
-                    Ok(n) => (n.scraped, None),
-                    // Samples up to the error.
-                    Err(e) => (
-                        Parser::new(&body).take_while(|r| r.is_ok()).count() as u64,
-                        Some(e.to_string()),
-                    ),
-                };
+                let (n, first_error) =
+                    match cache.ingest_format(&t.ctx, &body, fetched.format, 0, &mut enc, 0) {
+                        Ok(n) => (n.scraped, None),
+                        // Samples up to the error.
+                        Err(e) => (
+                            Parser::new(&body)
+                                .with_format(fetched.format)
+                                .take_while(|r| r.is_ok())
+                                .count() as u64,
+                            Some(e.to_string()),
+                        ),
+                    };
                 let _ = writeln!(out, "  samples: {n}");
                 match first_error {
                     None => {

@@ -521,19 +521,35 @@ pub async fn run(
         relay_auth: relay_auth.clone(),
         pull_requested: keep_latest,
         lifecycle: opts.enable_lifecycle,
+        heartbeat: Default::default(),
         client_certs_required: cfg
             .server
             .tls_server_config
             .as_ref()
             .is_some_and(|t| t.client_ca_file.is_some()),
     };
-    let admin_task = tokio::spawn(admin::serve(
+    // The admin server runs on a thread (and runtime) of its own: a long
+    // parse, a compression or a disk write on the runtime thread never
+    // delays a probe. `/healthz` still tells whether that runtime runs: it
+    // fails when the heartbeat below stops.
+    let heartbeat = state.heartbeat.clone();
+    tokio::spawn(async move {
+        loop {
+            heartbeat.store(admin::unix_ms(), std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let admin_task = admin::spawn_thread(
         listener,
         state,
         admin_cancel.clone(),
         cfg.server.max_connections,
         server_tls,
-    ));
+    )
+    .map_err(|source| RelayError::Listen {
+        addr: bound.clone(),
+        source,
+    })?;
     tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

@@ -368,7 +368,13 @@ pub struct Fetched {
     /// The body came gzip-compressed; the compressed bytes are left in the
     /// scratch buffer.
     pub gzip: bool,
+    /// What its `Content-Type` says it is.
+    pub format: crate::exposition::Format,
 }
+
+/// The `Accept` header of a scrape: OpenMetrics first, then the text
+/// format, as Prometheus 2.x asks.
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// GETs a target into `body` (decompressed; `scratch` is reused for gzip,
 /// and holds the compressed bytes afterwards).
@@ -392,7 +398,7 @@ pub async fn fetch_wire(
     body: &mut Vec<u8>,
 ) -> Result<Fetched, ScrapeError> {
     let mut req = Request::get(t.url.clone())
-        .header(ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+        .header(ACCEPT, ACCEPT_HEADER)
         .header(ACCEPT_ENCODING, "gzip")
         .header(USER_AGENT, crate::http::USER_AGENT)
         .body(Full::default())
@@ -411,10 +417,17 @@ pub async fn fetch_wire(
         .headers()
         .get(CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let format = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map_or(crate::exposition::Format::Text, |v| {
+            crate::exposition::Format::from_content_type(v.as_bytes())
+        });
     read_body_limited(resp.into_body(), t.body_limit, body).await?;
     Ok(Fetched {
         wire: body.len(),
         gzip,
+        format,
     })
 }
 
@@ -494,6 +507,25 @@ impl Retained for EncodedSamples {
 
 static BYTES: Pool<Vec<u8>> = Pool::new();
 static SAMPLES: Pool<EncodedSamples> = Pool::new();
+
+/// Bodies at least this large are parsed off the runtime thread.
+const OFF_THREAD_BODY: usize = 8 << 20;
+/// Scrapes with at least this many samples are delivered (compressed,
+/// written to the disk queue) off the runtime thread.
+const OFF_THREAD_SAMPLES: usize = 100_000;
+
+/// Appends `out` to every sink (through its write relabeling).
+fn deliver_to(sinks: &mut [SinkState], out: &EncodedSamples, rewritten: &mut EncodedSamples) {
+    for sink in sinks {
+        match &mut sink.relabel {
+            None => sink.queue.append(out),
+            Some(w) => {
+                w.apply(out, rewritten);
+                sink.queue.append(rewritten);
+            }
+        }
+    }
+}
 
 /// A remote-write destination as a scrape loop sees it.
 #[derive(Clone)]
@@ -630,10 +662,14 @@ impl ScrapeLoop {
                 _ = remove.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            // A removal waits for the scrape under way (whose series it marks
+            // stale); a shutdown does not wait.
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = remove.cancelled() => break,
                 _ = self.scrape_once() => {}
+            }
+            if remove.is_cancelled() {
+                break;
             }
         }
         let now = unix_ms(SystemTime::now());
@@ -646,8 +682,79 @@ impl ScrapeLoop {
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
 
-    /// Hands `self.out` to every destination (current as of the last reload).
-    fn deliver(&mut self) {
+    /// [`ScrapeLoop::deliver`], on a blocking-pool thread for a large scrape
+    /// (compressing and writing it to the disk queue would hold up the other
+    /// targets and the sender).
+    async fn deliver_scrape(&mut self) {
+        if self.out.len() < OFF_THREAD_SAMPLES {
+            self.deliver();
+            return;
+        }
+        self.refresh_sinks();
+        let mut sinks = std::mem::take(&mut self.sinks);
+        let out = std::mem::take(&mut self.out);
+        let mut rewritten = std::mem::take(&mut self.rewritten);
+        let done = tokio::task::spawn_blocking(move || {
+            deliver_to(&mut sinks, &out, &mut rewritten);
+            (sinks, out, rewritten)
+        })
+        .await;
+        match done {
+            Ok((sinks, out, rewritten)) => {
+                self.sinks = sinks;
+                self.out = out;
+                self.rewritten = rewritten;
+            }
+            Err(e) => {
+                // Only a panic gets here; the sinks are rebuilt from the
+                // current configuration.
+                tracing::error!(job = %self.target.job, error = %e, "delivering a scrape failed");
+                self.sinks = self.sinks_rx.borrow().iter().map(SinkState::new).collect();
+            }
+        }
+    }
+
+    /// Parses the body on a blocking-pool thread (a page of millions of
+    /// series takes a good part of a second; the runtime thread serves the
+    /// other targets and the sender meanwhile).
+    async fn ingest_off_thread(
+        &mut self,
+        ts: i64,
+        format: crate::exposition::Format,
+    ) -> Result<crate::series::Ingested, ScrapeError> {
+        let mut cache = std::mem::take(&mut self.cache);
+        let body = std::mem::take(&mut self.body);
+        let mut out = std::mem::take(&mut self.out);
+        let target = self.target.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let r = cache.ingest_format(
+                &target.ctx,
+                &body,
+                format,
+                ts,
+                &mut out,
+                target.sample_limit,
+            );
+            (cache, body, out, r)
+        })
+        .await;
+        match done {
+            Ok((cache, body, out, r)) => {
+                self.cache = cache;
+                self.body = body;
+                self.out = out;
+                r.map_err(ScrapeError::from)
+            }
+            Err(e) => {
+                tracing::error!(job = %self.target.job, error = %e, "parsing a scrape failed");
+                Err(ScrapeError::Connect(format!(
+                    "internal error while parsing: {e}"
+                )))
+            }
+        }
+    }
+
+    fn refresh_sinks(&mut self) {
         if self.sinks_rx.has_changed().unwrap_or(false) {
             let new: Arc<Vec<Sink>> = self.sinks_rx.borrow_and_update().clone();
             let mut old = std::mem::take(&mut self.sinks);
@@ -666,15 +773,12 @@ impl ScrapeLoop {
                 })
                 .collect();
         }
-        for sink in &mut self.sinks {
-            match &mut sink.relabel {
-                None => sink.queue.append(&self.out),
-                Some(w) => {
-                    w.apply(&self.out, &mut self.rewritten);
-                    sink.queue.append(&self.rewritten);
-                }
-            }
-        }
+    }
+
+    /// Hands `self.out` to every destination (current as of the last reload).
+    fn deliver(&mut self) {
+        self.refresh_sinks();
+        deliver_to(&mut self.sinks, &self.out, &mut self.rewritten);
     }
 
     async fn fetch(&mut self) -> Result<Fetched, ScrapeError> {
@@ -715,13 +819,25 @@ impl ScrapeLoop {
         self.out = SAMPLES.take();
         self.out.clear();
         self.out.scraped_at_ms = ts;
-        let ctx = &self.target.ctx;
-        let result = fetched.and_then(|f| {
-            self.cache
-                .ingest(ctx, &self.body, ts, &mut self.out, self.target.sample_limit)
+        let result = match fetched {
+            Err(e) => Err(e),
+            Ok(f) if self.body.len() >= OFF_THREAD_BODY => {
+                self.ingest_off_thread(ts, f.format).await.map(|n| (n, f))
+            }
+            Ok(f) => self
+                .cache
+                .ingest_format(
+                    &self.target.ctx,
+                    &self.body,
+                    f.format,
+                    ts,
+                    &mut self.out,
+                    self.target.sample_limit,
+                )
                 .map(|n| (n, f))
-                .map_err(ScrapeError::from)
-        });
+                .map_err(ScrapeError::from),
+        };
+        let ctx = &self.target.ctx;
         let duration = t0.elapsed().as_secs_f64();
         let mut latest = None;
         let (up, scraped, kept, added, err) = match result {
@@ -763,7 +879,7 @@ impl ScrapeLoop {
         self.out.push(&syn.scraped, scraped as f64, ts);
         self.out.push(&syn.post_relabel, kept as f64, ts);
         self.out.push(&syn.added, added as f64, ts);
-        self.deliver();
+        self.deliver_scrape().await;
 
         let m = &self.metrics;
         m.scrapes.get_or_create(&self.labels).inc();

@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::exposition::{LabelSpan, ParseError, Parser, Sample, SpanBufs, unescape_into};
+use crate::exposition::{Format, LabelSpan, ParseError, Parser, Sample, SpanBufs, unescape_into};
 use crate::remote_write::proto::{
     SampleTail, encode_label, encode_label_bytes, finish_series, finish_series_with, start_series,
     write_series,
@@ -528,6 +528,7 @@ struct LastBody {
     /// Kept snappy-compressed (a large uncompressed body).
     snappy: bool,
     present: bool,
+    format: Format,
 }
 
 /// Uncompressed bodies larger than this are kept snappy-compressed between
@@ -602,6 +603,8 @@ pub struct SeriesCache {
     generation: u8,
     last: LastBody,
     scratch: Scratch,
+    /// The format of the body being ingested.
+    format: Format,
 }
 
 impl Default for SeriesCache {
@@ -615,6 +618,7 @@ impl Default for SeriesCache {
             generation: 0,
             last: LastBody::default(),
             scratch: Scratch::default(),
+            format: Format::Text,
         }
     }
 }
@@ -665,9 +669,24 @@ impl SeriesCache {
         out: &mut EncodedSamples,
         sample_limit: u64,
     ) -> Result<Ingested, IngestError> {
+        self.ingest_format(ctx, body, Format::Text, ts, out, sample_limit)
+    }
+
+    /// [`SeriesCache::ingest`] of a body in `format`.
+    pub fn ingest_format(
+        &mut self,
+        ctx: &TargetContext,
+        body: &[u8],
+        format: Format,
+        ts: i64,
+        out: &mut EncodedSamples,
+        sample_limit: u64,
+    ) -> Result<Ingested, IngestError> {
         self.generation = self.generation.wrapping_add(1);
         self.track.start();
-        let mut parser = Parser::with_spans(body, std::mem::take(&mut self.scratch.spans));
+        self.format = format;
+        let mut parser =
+            Parser::with_spans(body, std::mem::take(&mut self.scratch.spans)).with_format(format);
         let r = self.ingest_all(ctx, &mut parser, body, ts, out, sample_limit);
         self.scratch.spans = parser.into_spans();
         r
@@ -767,6 +786,7 @@ impl SeriesCache {
             self.relabeled.retain(|_, r| r.generation == generation);
         }
         self.last.store(body, gzip);
+        self.last.format = self.format;
         self.scratch.trim();
         stale
     }
@@ -867,7 +887,8 @@ fn replay(
     } else {
         &last.bytes
     };
-    let mut parser = Parser::with_spans(body, std::mem::take(&mut scratch.spans));
+    let mut parser =
+        Parser::with_spans(body, std::mem::take(&mut scratch.spans)).with_format(last.format);
     let mut labels = std::mem::take(&mut scratch.labels);
     scratch.plans.prepare(ctx);
     while let Some(Ok(s)) = parser.next() {

@@ -152,3 +152,92 @@ scrape_configs:
             .any(|l| l.get("resource_singular").map(String::as_str) == Some("pod"))
     );
 }
+
+/// An OpenMetrics page (served as `application/openmetrics-text`, which the
+/// Accept header of both asks for first): exemplars, `_created` series,
+/// `# UNIT`, info and state-set families, `# EOF`. Prometheus 2.x and
+/// metrics-relay must store the same series and values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_pages_are_stored_as_prometheus_stores_them() {
+    let Some(bin) = require_prometheus() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let page = |round: u64| {
+        format!(
+            "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds histogram\n# UNIT rpc_seconds seconds\n\
+rpc_seconds_bucket{{le=\"0.1\"}} {a} # {{trace_id=\"abc{round}\"}} 0.05 1520879607.789\n\
+rpc_seconds_bucket{{le=\"+Inf\"}} {b} # {{}} 3\n\
+rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
+# TYPE requests counter\nrequests_total{{code=\"200\"}} {b} # {{trace_id=\"t\"}} 1\nrequests_created{{code=\"200\"}} 1520879001\n\
+# TYPE build info\nbuild_info{{version=\"1.2\"}} 1\n\
+# TYPE feature stateset\nfeature{{feature=\"a\"}} 1\nfeature{{feature=\"b\"}} 0\n\
+# TYPE temp gauge\ntemp{{room=\"x\\\\y\\\"z\"}} -1.5e3\n# EOF\n",
+            a = 5 * round,
+            b = 7 * round,
+            s = 1.25 * round as f64,
+        )
+    };
+    let target = MtlsTarget::start(&pki, page(1)).await;
+    target.behavior.lock().unwrap().content_type =
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8".into());
+    let scrape = format!(
+        r#"
+scrape_configs:
+  - job_name: om
+    scrape_interval: 1s
+    scrape_timeout: 1s
+    scheme: https
+    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
+    static_configs: [{{targets: ["{addr}"]}}]
+"#,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+        addr = target.addr,
+    );
+    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
+    let receiver = start_prometheus(
+        &bin,
+        &dir.path().join("receiver"),
+        "global:\n  scrape_interval: 1h\n",
+    )
+    .await;
+    let relay_cfg = format!(
+        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        receiver.url
+    );
+    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+    for p in [&direct, &receiver] {
+        wait_until(p, "count_over_time(up{job=\"om\"}[1m]) >= 2", "two scrapes").await;
+    }
+    target.set_body(page(2));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let q = "{__name__=~\".+\", __name__!=\"scrape_duration_seconds\"}";
+    let a = answer(&direct, q).await;
+    let b = answer(&receiver, q).await;
+    assert_eq!(
+        a,
+        b,
+        "OpenMetrics page stored differently; relay log:\n{}",
+        relay.log()
+    );
+    assert_eq!(
+        answer(&direct, "up").await.values().next(),
+        Some(&1f64.to_bits()),
+        "Prometheus parsed it"
+    );
+    for name in [
+        "rpc_seconds_created",
+        "requests_created",
+        "build_info",
+        "feature",
+    ] {
+        assert!(
+            a.keys()
+                .any(|l| l.get("__name__").map(String::as_str) == Some(name)),
+            "{name} missing: {a:?}"
+        );
+    }
+}

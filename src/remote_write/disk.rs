@@ -414,9 +414,7 @@ impl SegmentLog {
             // this handle again.
             let _ = f.set_len(seg.size);
             let _ = f.seek(SeekFrom::Start(seg.size));
-            if let Some(f) = self.active.take() {
-                let _ = f.sync_all();
-            }
+            self.close_active();
             return Err(DiskError::Io { path, source: e });
         }
         let written = (head.len() + batch.len()) as u64;
@@ -449,7 +447,7 @@ impl SegmentLog {
 
     fn close_active(&mut self) {
         if let Some(f) = self.active.take() {
-            let _ = f.sync_all();
+            sync_in_background(f);
         }
     }
 
@@ -653,6 +651,42 @@ impl Drop for SegmentLog {
     fn drop(&mut self) {
         if let Err(e) = self.persist_ack() {
             tracing::warn!(error = %e, "queue: cannot write the ack file on close");
+        }
+    }
+}
+
+/// Fsyncs a closed segment on a thread of its own (one for the process,
+/// taking files in order), so that the write-back of up to 16 MiB never
+/// holds up a scrape or the sender; inline if that thread cannot start.
+/// A crash of the process loses nothing either way (the data is in the page
+/// cache); a power loss can lose what was not yet synced, as the module docs
+/// say.
+fn sync_in_background(f: File) {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::Sender;
+    static SYNCER: OnceLock<Option<Sender<File>>> = OnceLock::new();
+    let tx = SYNCER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<File>();
+        std::thread::Builder::new()
+            .name("queue-fsync".into())
+            .spawn(move || {
+                for f in rx {
+                    if let Err(e) = f.sync_all() {
+                        tracing::warn!(error = %e, "queue: fsync of a closed segment failed");
+                    }
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    match tx {
+        Some(tx) => {
+            if let Err(std::sync::mpsc::SendError(f)) = tx.send(f) {
+                let _ = f.sync_all();
+            }
+        }
+        None => {
+            let _ = f.sync_all();
         }
     }
 }

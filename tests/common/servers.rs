@@ -149,6 +149,8 @@ pub struct TargetBehavior {
     pub counter: Option<String>,
     /// When set, served as is with `Content-Encoding: gzip` (a gzip bomb).
     pub gzipped: Option<Bytes>,
+    /// The `Content-Type` (default: the text format's).
+    pub content_type: Option<String>,
 }
 
 /// An HTTPS target that requires a client certificate.
@@ -179,6 +181,7 @@ impl MtlsTarget {
             gzip: false,
             counter: None,
             gzipped: None,
+            content_type: None,
         }));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let timeout_headers = Arc::new(Mutex::new(Vec::new()));
@@ -254,7 +257,11 @@ impl MtlsTarget {
                             *resp.status_mut() = StatusCode::from_u16(beh.status).unwrap();
                             resp.headers_mut().insert(
                                 "content-type",
-                                "text/plain; version=0.0.4".parse().unwrap(),
+                                beh.content_type
+                                    .as_deref()
+                                    .unwrap_or("text/plain; version=0.0.4")
+                                    .parse()
+                                    .unwrap(),
                             );
                             Ok::<_, Infallible>(resp)
                         }
