@@ -131,6 +131,22 @@ async fn main() {
     big.set_body(body);
     let loaded = poll_health(&url, seconds).await;
     let scrapes = big.requests.lock().unwrap().len();
+    // What the agent made of the big target: health, samples, duration.
+    let client = metrics_relay::http::client(None, Duration::from_secs(2)).expect("client");
+    let req = Request::get(format!("http://127.0.0.1:{port}/targets?format=json"))
+        .body(Full::default())
+        .unwrap();
+    if let Ok(r) = client.request(req).await
+        && let Ok(b) = r.into_body().collect().await
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b.to_bytes())
+    {
+        for t in v.as_array().into_iter().flatten() {
+            println!(
+                "target {}: {} samples {} last duration {} s error {}",
+                t["url"], t["health"], t["samples"], t["last_scrape_duration_seconds"], t["last_error"]
+            );
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     for (name, l) in [("idle", &base), ("2M-series scrapes", &loaded)] {
