@@ -143,7 +143,11 @@ async fn main() {
         for t in v.as_array().into_iter().flatten() {
             println!(
                 "target {}: {} samples {} last duration {} s error {}",
-                t["url"], t["health"], t["samples"], t["last_scrape_duration_seconds"], t["last_error"]
+                t["url"],
+                t["health"],
+                t["samples"],
+                t["last_scrape_duration_seconds"],
+                t["last_error"]
             );
         }
     }

@@ -792,3 +792,142 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
     signal(child.id(), "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some());
 }
+
+/// An 8 MiB tmpfs, mounted for the test (unmounted on drop). Root only; a
+/// machine that cannot mount one fails the test with the reason.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs for the full-disk test (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Row 7: the data dir on an 8 MiB tmpfs. With a healthy receiver the disk
+/// never fills with what was already delivered (no scrape is dropped); when
+/// the receiver is down and the disk does fill, the oldest unsent data goes,
+/// counted, the agent keeps running, and delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_drops_the_oldest_unsent_data_never_delivered_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let data = dir.path().join("relay/data");
+    let _fs = Tmpfs::mount(&data, "8m");
+    let counter = MtlsTarget::start(&pki, String::new()).await;
+    counter.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    // ~150 KB a scrape on disk from 2,000 samples (long label values that
+    // compress badly), so that the receiver keeps up easily.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let filler: String = (0..2_000)
+        .map(|i| {
+            let noise: String = (0..6)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    format!("{x:016x}")
+                })
+                .collect();
+            format!("fill_series{{i=\"{i}\",noise=\"{noise}\"}} {i}\n")
+        })
+        .collect();
+    let big = MtlsTarget::start(&pki, filler).await;
+    let rx = Receiver::start().await;
+    let rw = format!(
+        "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}}\n",
+        rx.url()
+    );
+    let relay = RelayProc::start(
+        &dir.path().join("relay"),
+        &config(&pki, &[&counter, &big], "150ms", &rw),
+    )
+    .await;
+    // Healthy receiver: well over 8 MiB goes through the queue.
+    let mut m = String::new();
+    for _ in 0..60 {
+        m = relay.metrics().await;
+        let sent = common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{")
+            .unwrap_or(0.0);
+        if sent > 12.0 * 1024.0 * 1024.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let sent = common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{").unwrap_or(0.0);
+    assert!(sent > 12.0 * 1024.0 * 1024.0, "only {sent} bytes sent");
+    for reason in ["disk_error", "disk_full"] {
+        assert!(
+            !m.lines()
+                .any(|l| l.contains("samples_dropped_total") && l.contains(reason)),
+            "dropped with a healthy receiver ({reason}):\n{m}\n{}",
+            relay.log()
+        );
+    }
+    let before_outage = counter_values(&rx, "fault_counter");
+    let n = before_outage.len() as u64;
+    assert!(
+        n > 20 && before_outage == (1..=n).collect::<Vec<_>>(),
+        "gaps: {before_outage:?}"
+    );
+
+    // The receiver goes away: unsent data fills the disk.
+    *rx.throttle_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3600));
+    let full = wait_for(Duration::from_secs(30), || {
+        let m = futures_metrics(&relay);
+        m.lines()
+            .any(|l| l.contains("samples_dropped_total") && l.contains("disk_full"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        full.is_some(),
+        "the disk never filled? log:\n{}",
+        relay.log()
+    );
+    assert!(matches!(
+        http_get(&format!("{}/healthz", relay.admin)).await,
+        Ok((200, _))
+    ));
+    // Back: delivery resumes with the newest data.
+    *rx.throttle_until.lock().unwrap() = None;
+    let served = counter.requests.lock().unwrap().len() as u64;
+    let resumed = wait_for(Duration::from_secs(30), || {
+        counter_values(&rx, "fault_counter")
+            .last()
+            .is_some_and(|&v| v > served)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        resumed.is_some(),
+        "no delivery after the outage; log:\n{}",
+        relay.log()
+    );
+}
+
+/// The agent's `/metrics`, from synchronous code (a blocking call on a
+/// helper thread).
+fn futures_metrics(relay: &RelayProc) -> String {
+    let url = format!("{}/metrics", relay.admin);
+    let h = tokio::runtime::Handle::current();
+    std::thread::spawn(move || h.block_on(http_get(&url)))
+        .join()
+        .unwrap()
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+}

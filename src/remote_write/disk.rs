@@ -164,7 +164,15 @@ struct Segment {
     size: u64,
     /// Written in the old format (no magic): never appended to again.
     v1: bool,
+    /// Bytes after the segment header punched out (delivered records given
+    /// back to a full disk; they read as zeros).
+    punched: u64,
 }
+
+/// A segment the sender has drained is closed (and so deleted) once it
+/// holds this much: delivered data never fills the disk, even when
+/// `max_size` is larger than the disk.
+const ROLL_DRAINED: u64 = 1 << 20;
 
 /// See the module docs.
 pub struct SegmentLog {
@@ -255,6 +263,10 @@ impl SegmentLog {
             let scanned = scan(n, &data, after);
             let mut size = data.len() as u64;
             for region in &scanned.damaged {
+                // Delivered records punched out on a full disk: not damage.
+                if region.zeros && region.last_seq.is_some_and(|s| s <= acked) {
+                    continue;
+                }
                 rec.corrupt += 1;
                 rec.corrupt_bytes += region.bytes;
                 let lost = region.records.max(u64::from(region.bytes > 0));
@@ -300,6 +312,7 @@ impl SegmentLog {
                 n,
                 size,
                 v1: scanned.v1,
+                punched: 0,
             });
         }
         let next_seq = index.back().map_or(acked, |m| m.seq.max(acked)) + 1;
@@ -442,7 +455,55 @@ impl SegmentLog {
         if self.segments.len() < before {
             return true;
         }
+        // Delivered records ahead of the oldest unsent one: punched out.
+        if self.punch_delivered() {
+            return true;
+        }
         self.give_up_oldest_segment(true)
+    }
+
+    /// Punches out (`fallocate` PUNCH_HOLE) the delivered records at the
+    /// start of the segment holding the oldest unsent record. True if that
+    /// freed anything.
+    fn punch_delivered(&mut self) -> bool {
+        use rustix::fs::{FallocateFlags, fallocate};
+        let Some(front) = self.index.front().copied() else {
+            return false;
+        };
+        let Some(pos) = self.segments.iter().position(|s| s.n == front.segment) else {
+            return false;
+        };
+        let from = SEG_MAGIC.len() as u64 + self.segments[pos].punched;
+        if self.segments[pos].v1 || front.offset <= from {
+            return false;
+        }
+        let seg = &mut self.segments[pos];
+        let path = seg_name(&self.dir, seg.n);
+        let Ok(f) = OpenOptions::new().write(true).open(&path) else {
+            return false;
+        };
+        let len = front.offset - from;
+        match fallocate(
+            &f,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            from,
+            len,
+        ) {
+            Ok(()) => {
+                seg.punched += len;
+                self.disk_bytes -= len;
+                // Recovery tells a hole from damage by the ack, so it is
+                // made current now that there is room to write it.
+                if let Err(e) = self.persist_ack() {
+                    tracing::warn!(error = %e, "queue: cannot write the ack file after freeing space");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(file = %path.display(), error = %e, "queue: cannot punch out delivered records");
+                false
+            }
+        }
     }
 
     fn close_active(&mut self) {
@@ -484,7 +545,7 @@ impl SegmentLog {
             tracing::warn!(file = %path.display(), error = %e, "queue: cannot delete a segment given up on");
         }
         self.segments.pop_front();
-        self.disk_bytes -= seg.size;
+        self.disk_bytes -= seg.size - seg.punched;
         true
     }
 
@@ -513,6 +574,7 @@ impl SegmentLog {
             n,
             size: SEG_MAGIC.len() as u64,
             v1: false,
+            punched: 0,
         });
         self.disk_bytes += SEG_MAGIC.len() as u64;
         self.active = Some(f);
@@ -568,6 +630,17 @@ impl SegmentLog {
         if self.last_persist.elapsed() >= ACK_PERSIST_EVERY {
             self.persist_ack()?;
         }
+        // Drained: close the segment being written once it is sizeable, so
+        // that it is deleted now rather than when it is full.
+        if self.index.is_empty()
+            && self
+                .segments
+                .back()
+                .is_some_and(|s| s.size >= ROLL_DRAINED.min(self.segment_size))
+        {
+            // No fsync: it is deleted right below.
+            self.active = None;
+        }
         self.delete_acked_segments();
         Ok(())
     }
@@ -601,7 +674,7 @@ impl SegmentLog {
                 break;
             }
             self.segments.pop_front();
-            self.disk_bytes -= seg.size;
+            self.disk_bytes -= seg.size - seg.punched;
         }
     }
 
@@ -724,6 +797,8 @@ struct Damaged {
     samples: u64,
     /// The highest sequence number among them, if known.
     last_seq: Option<u64>,
+    /// All zeros (a hole punched out on a full disk, if all acknowledged).
+    zeros: bool,
 }
 
 /// What [`scan`] found in one segment.
@@ -801,6 +876,7 @@ fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
             out.bad_tail = Some(off as u64);
             break;
         };
+        let zeros = data[off..resume].iter().all(|&c| c == 0);
         // What the damaged headers still tell (unverified).
         let (mut walked, mut samples, mut q) = (0u64, 0u64, off);
         let mut top = None;
@@ -828,7 +904,9 @@ fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
             bytes: (resume - off) as u64,
             records: gap.max(walked),
             samples,
-            last_seq: Some(resume_seq - 1).filter(|_| gap > 0).or(top),
+            // Every record in the region precedes the one found after it.
+            last_seq: Some(resume_seq - 1).or(top),
+            zeros,
         });
         off = resume;
     }
@@ -1111,6 +1189,31 @@ mod tests {
         let left: Vec<i64> = log.records().map(|m| m.oldest_ms).collect();
         assert_eq!(*left.last().unwrap(), 499);
         assert!(left.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[test]
+    fn delivered_records_are_punched_out_and_recovery_reads_past_the_hole() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = SegmentLog::open(d.path(), 16 << 20, 1 << 30).unwrap();
+            for i in 0..10 {
+                log.append(&batch(i), 2, 0).unwrap();
+            }
+            // Six delivered, four not: the segment cannot be deleted.
+            let sixth = log.records().nth(5).unwrap().seq;
+            log.ack(sixth).unwrap();
+            let before = log.disk_bytes();
+            assert!(log.punch_delivered(), "tmpfs and ext4 punch holes");
+            assert!(log.disk_bytes() < before);
+            assert!(!log.punch_delivered(), "nothing more to punch");
+            assert_eq!(drain(&mut log).len(), 4, "the unsent records still read");
+            // A crash before the ack file is written: reopen sees the hole.
+        }
+        let seg = seg_name(d.path(), 1);
+        let data = std::fs::read(&seg).unwrap();
+        assert!(data[8..100].iter().all(|&c| c == 0), "punched");
+        let (_, rec) = SegmentLog::open(d.path(), 16 << 20, 1 << 30).unwrap();
+        assert_eq!((rec.corrupt, rec.lost_records, rec.torn), (0, 0, 0), "a hole is not damage: {rec:?}");
     }
 
     #[test]
