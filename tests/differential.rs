@@ -241,3 +241,67 @@ scrape_configs:
         );
     }
 }
+
+/// After failed scrapes the same series come back: Prometheus keeps its
+/// scrape cache through the failures, so `scrape_series_added` is 0 then,
+/// and so must ours be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_added_after_failed_scrapes_as_prometheus_counts_it() {
+    let Some(bin) = require_prometheus() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = MtlsTarget::start(&pki, "a 1\nb 2\nc{x=\"1\"} 3\n".into()).await;
+    let scrape = format!(
+        r#"
+scrape_configs:
+  - job_name: flaky
+    scrape_interval: 500ms
+    scrape_timeout: 500ms
+    scheme: https
+    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
+    static_configs: [{{targets: ["{addr}"]}}]
+"#,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+        addr = target.addr,
+    );
+    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
+    let receiver = start_prometheus(
+        &bin,
+        &dir.path().join("receiver"),
+        "global:\n  scrape_interval: 1h\n",
+    )
+    .await;
+    let relay_cfg = format!(
+        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        receiver.url
+    );
+    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+    for p in [&direct, &receiver] {
+        wait_until(
+            p,
+            "count_over_time(up{job=\"flaky\"}[1m]) >= 3",
+            "three scrapes",
+        )
+        .await;
+    }
+    target.behavior.lock().unwrap().status = 503;
+    for p in [&direct, &receiver] {
+        wait_until(p, "up{job=\"flaky\"} == 0", "a failed scrape").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    target.behavior.lock().unwrap().status = 200;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let q = "sum_over_time(scrape_series_added{job=\"flaky\"}[10m])";
+    let a = answer(&direct, q).await;
+    let b = answer(&receiver, q).await;
+    assert_eq!(a, b, "relay log:\n{}", relay.log());
+    assert_eq!(
+        a.values().next().map(|v| f64::from_bits(*v)),
+        Some(3.0),
+        "three series, added once"
+    );
+}

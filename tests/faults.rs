@@ -839,7 +839,9 @@ async fn a_full_disk_drops_the_oldest_unsent_data_never_delivered_data() {
         .map(|i| {
             let noise: String = (0..6)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     format!("{x:016x}")
                 })
                 .collect();
@@ -861,14 +863,15 @@ async fn a_full_disk_drops_the_oldest_unsent_data_never_delivered_data() {
     let mut m = String::new();
     for _ in 0..60 {
         m = relay.metrics().await;
-        let sent = common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{")
-            .unwrap_or(0.0);
+        let sent =
+            common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{").unwrap_or(0.0);
         if sent > 12.0 * 1024.0 * 1024.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let sent = common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{").unwrap_or(0.0);
+    let sent =
+        common::metric_value(&m, "metrics_relay_remote_write_bytes_sent_total{").unwrap_or(0.0);
     assert!(sent > 12.0 * 1024.0 * 1024.0, "only {sent} bytes sent");
     for reason in ["disk_error", "disk_full"] {
         assert!(

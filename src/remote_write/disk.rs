@@ -1213,7 +1213,11 @@ mod tests {
         let data = std::fs::read(&seg).unwrap();
         assert!(data[8..100].iter().all(|&c| c == 0), "punched");
         let (_, rec) = SegmentLog::open(d.path(), 16 << 20, 1 << 30).unwrap();
-        assert_eq!((rec.corrupt, rec.lost_records, rec.torn), (0, 0, 0), "a hole is not damage: {rec:?}");
+        assert_eq!(
+            (rec.corrupt, rec.lost_records, rec.torn),
+            (0, 0, 0),
+            "a hole is not damage: {rec:?}"
+        );
     }
 
     #[test]
