@@ -42,6 +42,8 @@ pub enum RenderError {
     Kubeconfig(#[from] kubeconfig::KubeconfigError),
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot make a random token for the pull path: {0}")]
+    Random(String),
 }
 
 /// A YAML double-quoted scalar.
@@ -74,6 +76,20 @@ fn host_port(server: &str) -> Option<(String, u16)> {
 
 const APP: &str = "ack-control-plane-metrics";
 const SECRET: &str = "ack-control-plane-metrics-tls";
+/// The Secret holding the bearer token of the pull path (`/relay/metrics`),
+/// and where the agent finds it.
+pub const PULL_SECRET: &str = "metrics-relay-pull-token";
+pub const PULL_DIR: &str = "/var/run/secrets/metrics-relay/pull-token";
+
+/// A new random token (256 bits from the kernel), hex.
+fn random_token() -> Result<String, RenderError> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| RenderError::Random(e.to_string()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
 
 /// Renders the manifests.
 pub fn render(o: &RenderOptions) -> Result<String, RenderError> {
@@ -120,8 +136,16 @@ apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\nty
             );
         }
         Mode::Agent => {
+            // The pull path re-exposes what only mutual TLS gets from the
+            // source: it is protected by a token made here, which the
+            // ServiceMonitor presents.
+            let _ = write!(
+                y,
+                "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {PULL_SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  token: {}\n",
+                base64_encode(random_token()?.as_bytes()),
+            );
             let config = format!(
-                "global:\n  scrape_interval: 30s\n  external_labels:\n    cluster: {}\nscrape_configs:\n  - job_name: ack-control-plane\n    scheme: https\n    params:\n      hosting: [\"true\"]\n    tls_config:\n      ca_file: /etc/metrics-relay/tls/ca.crt\n      cert_file: /etc/metrics-relay/tls/tls.crt\n      key_file: /etc/metrics-relay/tls/tls.key\n      server_name: {}\n    static_configs:\n      - targets: [\"{}\"]\n    body_size_limit: 64MiB\nremote_write:\n  - url: {}\n",
+                "global:\n  scrape_interval: 30s\n  external_labels:\n    cluster: {}\nscrape_configs:\n  - job_name: ack-control-plane\n    scheme: https\n    params:\n      hosting: [\"true\"]\n    tls_config:\n      ca_file: /etc/metrics-relay/tls/ca.crt\n      cert_file: /etc/metrics-relay/tls/tls.crt\n      key_file: /etc/metrics-relay/tls/tls.key\n      server_name: {}\n    static_configs:\n      - targets: [\"{}\"]\n    body_size_limit: 64MiB\nremote_write:\n  - url: {}\nserver:\n  # The pull path re-exposes control-plane metrics: token only.\n  relay_auth:\n    credentials_file: {PULL_DIR}/token\n",
                 q(&c.context),
                 q(&server_name),
                 if ip.contains(':') {
@@ -140,9 +164,9 @@ apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\nty
             }
             let _ = write!(
                 y,
-                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 320Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n\
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 320Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n            - {{name: pull-token, mountPath: {PULL_DIR}, readOnly: true}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n        - name: pull-token\n          secret:\n            secretName: {PULL_SECRET}\n\
 ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  selector:\n    app.kubernetes.io/name: metrics-relay\n  ports:\n    - name: http-metrics\n      port: 9464\n      targetPort: http-metrics\n\
----\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  endpoints:\n    - port: http-metrics\n      path: /metrics\n      interval: 30s\n    - port: http-metrics\n      path: /relay/metrics\n      interval: 30s\n      honorLabels: true\n",
+---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  endpoints:\n    - port: http-metrics\n      path: /metrics\n      interval: 30s\n    - port: http-metrics\n      path: /relay/metrics\n      interval: 30s\n      honorLabels: true\n      authorization:\n        type: Bearer\n        credentials:\n          name: {PULL_SECRET}\n          key: token\n",
                 q(&o.image),
             );
         }

@@ -252,6 +252,7 @@ fn render_direct_and_agent() {
         kinds,
         [
             "Secret",
+            "Secret",
             "ConfigMap",
             "Deployment",
             "Service",
@@ -261,7 +262,7 @@ fn render_direct_and_agent() {
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "obs"));
     check_against_crds(&out);
     // The ConfigMap's config is one metrics-relay accepts.
-    let cfg = docs[1]["data"]["config.yml"].as_str().unwrap();
+    let cfg = docs[2]["data"]["config.yml"].as_str().unwrap();
     assert!(cfg.contains("10.9.8.7:6443"), "{cfg}");
     metrics_relay::config::Config::from_yaml(cfg).unwrap();
 
@@ -480,4 +481,127 @@ fn kustomize_builds_when_kubectl_is_there() {
         kinds.contains(&"DaemonSet".to_string()) && !kinds.contains(&"Deployment".to_string()),
         "{kinds:?}"
     );
+}
+
+/// The pull path re-exposes control-plane metrics: wherever we ship it, the
+/// agent asks for a token (`server.relay_auth`), the token file is a mounted
+/// Secret, and the ServiceMonitor's `/relay/metrics` endpoint presents that
+/// Secret.
+fn check_pull_path_protected(
+    workload: &serde_json::Value,
+    config: &str,
+    monitor: &serde_json::Value,
+) {
+    let name = workload["metadata"]["name"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let config = config
+        .replace("${NODE_IP}", "127.0.0.1")
+        .replace("${NODE_NAME}", "n");
+    let cfg = metrics_relay::config::Config::from_yaml(&config).unwrap();
+    let file = cfg
+        .server
+        .relay_auth
+        .as_ref()
+        .unwrap_or_else(|| {
+            panic!("{name}: /relay/metrics ships unprotected (no server.relay_auth)")
+        })
+        .credentials_file
+        .clone();
+    let pod = &workload["spec"]["template"]["spec"];
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| file.starts_with(m["mountPath"].as_str().unwrap()) && m["mountPath"] != "/")
+        .unwrap_or_else(|| panic!("{name}: {} is on no mounted volume", file.display()));
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let secret = vol["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: the token's volume is not a Secret"));
+    let key = file.file_name().unwrap().to_str().unwrap();
+    let ep = monitor["spec"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/relay/metrics")
+        .unwrap_or_else(|| panic!("{name}: no /relay/metrics endpoint"));
+    assert_eq!(ep["authorization"]["type"], "Bearer", "{name}: {ep}");
+    assert_eq!(
+        ep["authorization"]["credentials"]["name"], secret,
+        "{name}: {ep}"
+    );
+    assert_eq!(
+        ep["authorization"]["credentials"]["key"], key,
+        "{name}: {ep}"
+    );
+}
+
+#[test]
+fn the_pull_path_ships_protected() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let sm = documents(&read("base/servicemonitor.yaml"));
+    check_pull_path_protected(
+        &documents(&read("base/deployment.yaml"))[0],
+        &read("base/ack-one.yml"),
+        &sm[0],
+    );
+    check_pull_path_protected(
+        &documents(&read("overlays/daemonset/daemonset.yaml"))[0],
+        &read("overlays/daemonset/node-local.yml"),
+        &sm[0],
+    );
+    assert_eq!(
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ack-one.yml"))
+            .unwrap(),
+        read("base/ack-one.yml"),
+        "config/ack-one.yml is the config deploy/ ships"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let render = || {
+        let (code, out, err) = run(
+            &[
+                "render",
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--mode",
+                "agent",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        documents(&out)
+    };
+    let docs = render();
+    let find = |docs: &[serde_json::Value], kind: &str| {
+        docs.iter().find(|d| d["kind"] == kind).unwrap().clone()
+    };
+    check_pull_path_protected(
+        &find(&docs, "Deployment"),
+        find(&docs, "ConfigMap")["data"]["config.yml"]
+            .as_str()
+            .unwrap(),
+        &find(&docs, "ServiceMonitor"),
+    );
+    // A token of its own, made fresh each time.
+    let token = |docs: &[serde_json::Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "metrics-relay-pull-token")
+            .unwrap()["data"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (token(&docs), token(&render()));
+    assert_ne!(a, b);
+    let raw = metrics_relay::kubeconfig::base64_decode(&a).unwrap();
+    assert_eq!(raw.len(), 64, "256 bits, hex");
 }
