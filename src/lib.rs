@@ -10,7 +10,8 @@
 //! snappy-compresses → [`remote_write::sender`] ships with retries.
 //! [`config`] holds the Prometheus-shaped configuration, [`tls`] and
 //! [`http`] the client side, [`admin`] and [`telemetry`] the agent's own
-//! endpoints and metrics, [`relay`] wires it all together.
+//! endpoints and metrics ([`web_tls`]: the admin server's TLS), [`relay`]
+//! wires it all together.
 #![forbid(unsafe_code)]
 
 pub mod admin;
