@@ -167,6 +167,10 @@ async fn failed_reload_changes_nothing_and_sigterm_still_exits() {
     let t0 = Instant::now();
     let code = relay.terminate();
     assert_eq!(code, Some(0), "no clean exit; log:\n{}", relay.log());
+    eprintln!(
+        "SIGTERM after a failed and a good reload: exit 0 in {:?}",
+        t0.elapsed()
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(8),
         "took {:?}",
@@ -284,6 +288,7 @@ async fn flipped_bytes_in_the_queue_cost_only_the_damaged_record() {
     .await
     .unwrap_or_else(|| panic!("no delivery after restart; log:\n{}", relay.log()));
     let missing: Vec<u64> = (1..=served).filter(|n| !values.contains(n)).collect();
+    eprintln!("flipped bytes: lost scrapes {missing:?} of {queued} queued");
     assert_eq!(
         missing.len(),
         1,
@@ -349,6 +354,9 @@ async fn a_hanging_receiver_keeps_the_queue_within_max_size() {
     );
     assert!(dropped.unwrap_or(0.0) > 0.0, "{m}");
     // The budget plus one record at most (ack and lock files are tiny).
+    eprintln!(
+        "hanging receiver, max_size 1MiB: queue directory peak {peak} bytes; dropped for max_size: {dropped:?} samples"
+    );
     assert!(
         peak <= (1 << 20) + (200 << 10),
         "queue directory reached {peak} bytes"
@@ -455,6 +463,7 @@ async fn reload_over_http_needs_the_lifecycle_flag() {
         refused += 1;
     }
     assert_eq!(refused, 20);
+    eprintln!("POST /-/reload without --web.enable-lifecycle: 403 for {refused} of 20");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(b.requests.lock().unwrap().is_empty(), "reloaded over HTTP");
     signal(child.id(), "-HUP");
@@ -784,6 +793,9 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
     drop(idle);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let accept_lines = text.matches("cannot accept").count();
+    eprintln!(
+        "1000 idle connections, 1024 files: healthz {ok}/5, {accept_lines} accept-failure lines, delivered {before} -> {after}"
+    );
     assert!(
         accept_lines <= 2,
         "{accept_lines} accept-failure lines:\n{text}"
@@ -920,6 +932,14 @@ async fn a_full_disk_drops_the_oldest_unsent_data_never_delivered_data() {
         resumed.is_some(),
         "no delivery after the outage; log:\n{}",
         relay.log()
+    );
+    let m = relay.metrics().await;
+    eprintln!(
+        "8 MiB tmpfs: {} MiB delivered with no drop; then an outage: disk_full drops {:?} samples; delivery resumed",
+        sent as u64 >> 20,
+        m.lines()
+            .find(|l| l.contains("samples_dropped_total") && l.contains("disk_full"))
+            .and_then(|l| l.rsplit(' ').next())
     );
 }
 
