@@ -512,6 +512,48 @@ pub async fn serve(
     }
 }
 
+/// A connection that gets the probe paths only; anything else is answered
+/// with `refusal`. With `keep_alive` (a verified-less TLS client such as a
+/// kubelet) as usual; without (a connection over the cap) one answer within
+/// [`OVER_CAP_HEADER_TIMEOUT`], then it is closed.
+async fn serve_probes_only<I>(
+    io: I,
+    state: AdminState,
+    refusal: (StatusCode, &'static str),
+    keep_alive: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            let r = if probe_path(req.uri().path()) {
+                route(
+                    &state,
+                    req.method(),
+                    req.uri().path(),
+                    req.uri().query().unwrap_or(""),
+                    req.headers(),
+                )
+            } else {
+                reply(refusal.0, "text/plain", refusal.1)
+            };
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let mut b = http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new());
+    if keep_alive {
+        b.header_read_timeout(std::time::Duration::from_secs(10));
+        let _ = b.serve_connection(TokioIo::new(io), svc).await;
+    } else {
+        b.keep_alive(false)
+            .header_read_timeout(OVER_CAP_HEADER_TIMEOUT);
+        let conn = b.serve_connection(TokioIo::new(io), svc);
+        let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
+    }
+}
+
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -527,63 +569,20 @@ async fn serve_conn<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    if !authenticated {
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move {
-                let r = if probe_path(req.uri().path()) {
-                    route(
-                        &state,
-                        req.method(),
-                        req.uri().path(),
-                        req.uri().query().unwrap_or(""),
-                        req.headers(),
-                    )
-                } else {
-                    reply(
-                        StatusCode::FORBIDDEN,
-                        "text/plain",
-                        "a client certificate issued by server.tls_server_config.client_ca_file is required\n",
-                    )
-                };
-                Ok::<_, Infallible>(r)
-            }
-        });
-        let conn = http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(std::time::Duration::from_secs(10))
-            .serve_connection(TokioIo::new(io), svc);
-        let _ = conn.await;
+    if over_cap {
+        let refusal = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections to the admin server\n",
+        );
+        serve_probes_only(io, state, refusal, false).await;
         return;
     }
-    if over_cap {
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move {
-                let r = if probe_path(req.uri().path()) {
-                    route(
-                        &state,
-                        req.method(),
-                        req.uri().path(),
-                        req.uri().query().unwrap_or(""),
-                        req.headers(),
-                    )
-                } else {
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "too many connections to the admin server\n",
-                    )
-                };
-                Ok::<_, Infallible>(r)
-            }
-        });
-        let conn = http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive(false)
-            .header_read_timeout(OVER_CAP_HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(io), svc);
-        let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
+    if !authenticated {
+        let refusal = (
+            StatusCode::FORBIDDEN,
+            "a client certificate issued by server.tls_server_config.client_ca_file is required\n",
+        );
+        serve_probes_only(io, state, refusal, true).await;
         return;
     }
     let svc = service_fn(move |req: Request<Incoming>| {

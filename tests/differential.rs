@@ -33,6 +33,29 @@ async fn wait_until(p: &Prometheus, q: &str, what: &str) {
     panic!("{what}: {q} stayed empty on {}", p.url);
 }
 
+/// The two sides of every comparison, with the very same `scrape_configs`:
+/// a Prometheus scraping directly, and metrics-relay remote-writing into a
+/// second Prometheus.
+async fn both(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    scrape: &str,
+) -> (Prometheus, Prometheus, RelayProc) {
+    let direct = start_prometheus(bin, &dir.join("direct"), scrape).await;
+    let receiver = start_prometheus(
+        bin,
+        &dir.join("receiver"),
+        "global:\n  scrape_interval: 1h\n",
+    )
+    .await;
+    let relay_cfg = format!(
+        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        receiver.url
+    );
+    let relay = RelayProc::start(&dir.join("relay"), &relay_cfg).await;
+    (direct, receiver, relay)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_prometheus_store_the_same() {
     let Some(bin) = require_prometheus() else {
@@ -69,18 +92,7 @@ scrape_configs:
         key = pki.client_key.display(),
         addr = target.addr,
     );
-    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
-    let receiver = start_prometheus(
-        &bin,
-        &dir.path().join("receiver"),
-        "global:\n  scrape_interval: 1h\n",
-    )
-    .await;
-    let relay_cfg = format!(
-        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
-        receiver.url
-    );
-    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
 
     // A few scrapes of page 1 on both sides.
     for p in [&direct, &receiver] {
@@ -197,18 +209,7 @@ scrape_configs:
         key = pki.client_key.display(),
         addr = target.addr,
     );
-    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
-    let receiver = start_prometheus(
-        &bin,
-        &dir.path().join("receiver"),
-        "global:\n  scrape_interval: 1h\n",
-    )
-    .await;
-    let relay_cfg = format!(
-        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
-        receiver.url
-    );
-    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(p, "count_over_time(up{job=\"om\"}[1m]) >= 2", "two scrapes").await;
     }
@@ -268,18 +269,7 @@ scrape_configs:
         key = pki.client_key.display(),
         addr = target.addr,
     );
-    let direct = start_prometheus(&bin, &dir.path().join("direct"), &scrape).await;
-    let receiver = start_prometheus(
-        &bin,
-        &dir.path().join("receiver"),
-        "global:\n  scrape_interval: 1h\n",
-    )
-    .await;
-    let relay_cfg = format!(
-        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
-        receiver.url
-    );
-    let relay = RelayProc::start(&dir.path().join("relay"), &relay_cfg).await;
+    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(
             p,

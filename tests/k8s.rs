@@ -24,6 +24,25 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// The documents `render --mode agent` prints for a test kubeconfig.
+fn render_agent() -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let (code, out, err) = run(
+        &[
+            "render",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--mode",
+            "agent",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    documents(&out)
+}
+
 /// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1024`).
 fn quantity(q: &serde_json::Value) -> u64 {
     let s = q
@@ -112,21 +131,7 @@ fn shipped_limits_fit_the_shipped_configs() {
     let ds = documents(&read("overlays/daemonset/daemonset.yaml"));
     check_limits(&ds[0], &read("overlays/daemonset/node-local.yml"));
     // And the agent `render` writes.
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
-    let (code, out, err) = run(
-        &[
-            "render",
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--mode",
-            "agent",
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
-    let docs = documents(&out);
+    let docs = render_agent();
     let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     check_limits(dep, cm["data"]["config.yml"].as_str().unwrap());
@@ -563,24 +568,7 @@ fn the_pull_path_ships_protected() {
         read("base/ack-one.yml"),
         "config/ack-one.yml is the config deploy/ ships"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
-    let render = || {
-        let (code, out, err) = run(
-            &[
-                "render",
-                "--kubeconfig",
-                kc.to_str().unwrap(),
-                "--mode",
-                "agent",
-            ],
-            &[],
-        );
-        assert_eq!(code, 0, "{err}");
-        documents(&out)
-    };
-    let docs = render();
+    let docs = render_agent();
     let find = |docs: &[serde_json::Value], kind: &str| {
         docs.iter().find(|d| d["kind"] == kind).unwrap().clone()
     };
@@ -600,7 +588,7 @@ fn the_pull_path_ships_protected() {
             .unwrap()
             .to_string()
     };
-    let (a, b) = (token(&docs), token(&render()));
+    let (a, b) = (token(&docs), token(&render_agent()));
     assert_ne!(a, b);
     let raw = metrics_relay::kubeconfig::base64_decode(&a).unwrap();
     assert_eq!(raw.len(), 64, "256 bits, hex");
