@@ -33,6 +33,17 @@ async fn wait_until(p: &Prometheus, q: &str, what: &str) {
     panic!("{what}: {q} stayed empty on {}", p.url);
 }
 
+/// `scrape_configs` for one mTLS target, every `interval`.
+fn simple_scrape(job: &str, interval: &str, pki: &Pki, target: &MtlsTarget) -> String {
+    format!(
+        "scrape_configs:\n  - job_name: {job}\n    scrape_interval: {interval}\n    scrape_timeout: {interval}\n    scheme: https\n    tls_config: {{ca_file: {}, cert_file: {}, key_file: {}, server_name: localhost}}\n    static_configs: [{{targets: [\"{}\"]}}]\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        target.addr,
+    )
+}
+
 /// The two sides of every comparison, with the very same `scrape_configs`:
 /// a Prometheus scraping directly, and metrics-relay remote-writing into a
 /// second Prometheus.
@@ -194,21 +205,7 @@ rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
     let target = MtlsTarget::start(&pki, page(1)).await;
     target.behavior.lock().unwrap().content_type =
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8".into());
-    let scrape = format!(
-        r#"
-scrape_configs:
-  - job_name: om
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    scheme: https
-    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
-    static_configs: [{{targets: ["{addr}"]}}]
-"#,
-        ca = pki.ca.display(),
-        cert = pki.client_cert.display(),
-        key = pki.client_key.display(),
-        addr = target.addr,
-    );
+    let scrape = simple_scrape("om", "1s", &pki, &target);
     let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(p, "count_over_time(up{job=\"om\"}[1m]) >= 2", "two scrapes").await;
@@ -254,21 +251,7 @@ async fn series_added_after_failed_scrapes_as_prometheus_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let target = MtlsTarget::start(&pki, "a 1\nb 2\nc{x=\"1\"} 3\n".into()).await;
-    let scrape = format!(
-        r#"
-scrape_configs:
-  - job_name: flaky
-    scrape_interval: 500ms
-    scrape_timeout: 500ms
-    scheme: https
-    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
-    static_configs: [{{targets: ["{addr}"]}}]
-"#,
-        ca = pki.ca.display(),
-        cert = pki.client_cert.display(),
-        key = pki.client_key.display(),
-        addr = target.addr,
-    );
+    let scrape = simple_scrape("flaky", "500ms", &pki, &target);
     let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(

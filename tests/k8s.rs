@@ -24,6 +24,14 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A file of `deploy/`, as text.
+fn deploy_file(path: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// The documents `render --mode agent` prints for a test kubeconfig.
 fn render_agent() -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
@@ -124,8 +132,7 @@ fn check_limits(workload: &serde_json::Value, config: &str) {
 
 #[test]
 fn shipped_limits_fit_the_shipped_configs() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let read = deploy_file;
     let dep = documents(&read("base/deployment.yaml"));
     check_limits(&dep[0], &read("base/ack-one.yml"));
     let ds = documents(&read("overlays/daemonset/daemonset.yaml"));
@@ -549,8 +556,7 @@ fn check_pull_path_protected(
 
 #[test]
 fn the_pull_path_ships_protected() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let read = deploy_file;
     let sm = documents(&read("base/servicemonitor.yaml"));
     check_pull_path_protected(
         &documents(&read("base/deployment.yaml"))[0],
