@@ -40,6 +40,16 @@ remote_write:
     )
 }
 
+/// A temporary directory, certificates in it, and a target whose
+/// `fault_counter` counts its scrapes (1, 2, 3, ...).
+async fn counter_target() -> (tempfile::TempDir, Pki, MtlsTarget) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let t = MtlsTarget::start(&pki, String::new()).await;
+    t.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    (dir, pki, t)
+}
+
 fn counter_values(rx: &Receiver, name: &str) -> Vec<u64> {
     let mut v: Vec<u64> = rx
         .accepted()
@@ -87,10 +97,7 @@ fn signal(pid: u32, sig: &str) {
 /// opening it twice (no duplicates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_reload_changes_nothing_and_sigterm_still_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let a = MtlsTarget::start(&pki, String::new()).await;
-    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let (dir, pki, a) = counter_target().await;
     let b = MtlsTarget::start(&pki, "from_b 1\n".into()).await;
     let rx = Receiver::start().await;
     let rw = format!(
@@ -242,10 +249,7 @@ fn segments(queue: &Path) -> Vec<PathBuf> {
 /// scrape is delivered after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bytes_in_the_queue_cost_only_the_damaged_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let a = MtlsTarget::start(&pki, String::new()).await;
-    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let (dir, pki, a) = counter_target().await;
     let rx = Receiver::start().await;
     // The receiver is "down" (429 with Retry-After) while scrapes queue up.
     *rx.throttle_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3600));
@@ -709,10 +713,7 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
             maximum: l.maximum,
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let a = MtlsTarget::start(&pki, String::new()).await;
-    a.behavior.lock().unwrap().counter = Some("fault_counter".into());
+    let (dir, pki, a) = counter_target().await;
     let rx = Receiver::start().await;
     let rw = format!(
         "  - url: {}\n    queue_config: {{batch_send_deadline: 100ms}}\n",
