@@ -1037,6 +1037,32 @@ mod tests {
     }
 
     #[test]
+    fn a_read_error_that_is_not_damage_keeps_the_batch() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let q = disk(d.path(), 10, 1 << 30, None);
+            q.append(&samples(3, 0));
+        }
+        // Reopened: nothing in memory, the batch must be read from disk.
+        let q = disk(d.path(), 10, 1 << 30, None);
+        let seg = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        // The file is briefly unreachable (as with EMFILE or EIO): an I/O
+        // error, not damage.
+        std::fs::rename(&seg, d.path().join("away")).unwrap();
+        assert!(q.front().is_none());
+        assert!(q.open_due_at().is_some(), "a retry is scheduled");
+        std::fs::rename(d.path().join("away"), &seg).unwrap();
+        let b = q.front().expect("the batch is still there");
+        assert_eq!(b.samples, 3);
+        let text = q.metrics.encode();
+        assert!(!text.contains("reason=\"corrupt\""), "{text}");
+    }
+
+    #[test]
     fn disk_budget_drops_the_oldest_and_counts() {
         let d = tempfile::tempdir().unwrap();
         let q = disk(d.path(), 10, 64 << 10, None);
