@@ -61,11 +61,10 @@ fn main() {
     )];
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+        "/tests/data/prometheus-server.237mfs.prom.txt"
     );
-    if let Ok(b) = std::fs::read(fixture) {
-        inputs.push(("fixture-237mfs".into(), vec![b.clone(), b.clone(), b]));
-    }
+    let b = std::fs::read(fixture).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    inputs.push(("fixture-237mfs".into(), vec![b.clone(), b.clone(), b]));
     let mut failed = false;
     for (name, pages) in inputs {
         let mut cache = SeriesCache::new();

@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the hot path: parsing, a whole steady-state
 //! scrape (labels encoded from the text, staleness table, protobuf), the same
 //! with a metric relabeling rule (cached results), and snappy of a batch. Inputs: the real
-//! Prometheus fixture in `../shared/fixtures/` (when present) and a generated
+//! Prometheus fixture in `tests/data/` and a generated
 //! control-plane-sized page. The `prometheus-parse` crate is the baseline
 //! for parsing (it builds owned samples; ours borrows from the body).
 
@@ -17,11 +17,10 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     let mut v = vec![("generated-20k", common::generated_page(20_000))];
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+        "/tests/data/prometheus-server.237mfs.prom.txt"
     );
-    if let Ok(b) = std::fs::read(fixture) {
-        v.push(("fixture-237mfs", b));
-    }
+    let b = std::fs::read(fixture).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    v.push(("fixture-237mfs", b));
     v
 }
 

@@ -124,11 +124,9 @@ fn main() {
     let mut seeds = vec![payload::control_plane(1).text.into_bytes()];
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/prometheus-server.237mfs.prom.txt"
+        "/tests/data/prometheus-server.237mfs.prom.txt"
     );
-    if let Ok(b) = std::fs::read(fixture) {
-        seeds.push(b);
-    }
+    seeds.push(std::fs::read(fixture).unwrap_or_else(|e| panic!("{fixture}: {e}")));
     seeds.push(b"a{b=\"c\\\\\\\"\\n\",} 1 2\n# TYPE a counter\n".to_vec());
     let ctx = common::target_context();
     let mut rng = fastrand::Rng::with_seed(seed);

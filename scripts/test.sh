@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of metrics-relay: formatting, lints, unit tests, loopback
 # integration tests and the end-to-end tests against a real Prometheus.
-# Installs what the tests need (Debian's `prometheus` and `openssl`) when missing.
+# Installs what the tests need (Debian's `prometheus`, `openssl` and
+# `kubernetes-client` for `kubectl kustomize`) when missing. The fault tests
+# also need root (a tmpfs mount) and util-linux's `prlimit`, both on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if ((${#need[@]})); then
-  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; openssl: RSA test keys)"
+  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; openssl: RSA test keys; kubectl: kustomize)"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq

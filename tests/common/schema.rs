@@ -1,6 +1,6 @@
 //! A small OpenAPI v3 (Kubernetes CRD structural schema) validator, enough
 //! to check our manifests against the Prometheus-Operator CRDs in
-//! `../shared/schemas/`: unknown fields, types, enums, required fields.
+//! `tests/data/crds/`: unknown fields, types, enums, required fields.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -27,14 +27,15 @@ pub fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The `openAPIV3Schema` of a CRD file in `../shared/schemas/`.
-pub fn crd_schema(file: &str) -> Option<Value> {
+/// The `openAPIV3Schema` of a CRD file in `tests/data/crds/` (a missing
+/// file fails the test).
+pub fn crd_schema(file: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/schemas")
+        .join("tests/data/crds")
         .join(file);
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let crd = yaml(&text);
-    Some(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
 /// Every violation of `schema` by `v`, with its path.
