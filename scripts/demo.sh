@@ -23,8 +23,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-echo "==> building metrics-relay and the demo aggregator (release)"
-cargo build --release --locked --quiet --bin metrics-relay --example aggregator
+echo "==> building metrics-relay and the demo aggregator (release; the first build takes about 3 minutes on 2 cores, later ones seconds)"
+cargo build --release --locked --bin metrics-relay --example aggregator
 
 work=$(mktemp -d)
 pids=()

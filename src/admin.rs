@@ -12,9 +12,10 @@
 //!   labels (target labels applied, so a ServiceMonitor with
 //!   `honor_labels: true` keeps them). Each target's samples are swapped in
 //!   whole after a scrape, never half-written. Optional bearer token
-//!   (`server.relay_auth.credentials_file`). A push agent starts keeping
-//!   scrape results for this path at the first request (its very first answer
-//!   can therefore be empty); a pull-only agent keeps them from the start.
+//!   (`server.relay_auth.credentials_file`). Served when
+//!   `server.relay_metrics` is on (the default for a pull-only agent), with
+//!   the results of every scrape from start-up on; off, 404 (never an empty
+//!   200 that a Prometheus would record as a successful scrape of nothing).
 //! - `POST /-/reload`: reload the config file; 200, or 400 with the reason
 //!   (the running config stays). Only with `--web.enable-lifecycle`, as in
 //!   Prometheus; otherwise 403.
@@ -49,10 +50,10 @@ pub struct AdminState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Bearer token file protecting `/relay/metrics`, re-read per request.
     pub relay_auth: Arc<std::sync::RwLock<Option<std::path::PathBuf>>>,
-    /// Set on the first `/relay/metrics` request: from then on every scrape
-    /// keeps its result for the pull path (until then nothing is kept, which
-    /// saves a copy of every target's samples for push-only agents).
-    pub pull_requested: Arc<std::sync::atomic::AtomicBool>,
+    /// `server.relay_metrics`: the pull path is served, and every scrape
+    /// keeps its result for it (from the first scrape on); off, nothing is
+    /// kept (no copy of every target's samples) and the path answers 404.
+    pub relay_metrics: Arc<std::sync::atomic::AtomicBool>,
     /// `--web.enable-lifecycle`: whether `POST /-/reload` is served (a
     /// network request that changes state is off unless asked for; SIGHUP
     /// always works).
@@ -218,9 +219,16 @@ pub fn route(
                 );
                 return r;
             }
-            state
-                .pull_requested
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            if !state
+                .relay_metrics
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "the pull path is off: set server.relay_metrics: true\n",
+                );
+            }
             let mut out = String::new();
             for t in state.snapshot() {
                 if let Some(latest) = &t.latest {
@@ -633,7 +641,7 @@ mod tests {
             targets: Default::default(),
             reload: tokio::sync::mpsc::channel(1).0,
             relay_auth: Default::default(),
-            pull_requested: Default::default(),
+            relay_metrics: Default::default(),
             lifecycle,
             client_certs_required: false,
             heartbeat: Default::default(),

@@ -318,6 +318,10 @@ pub struct ServerConfig {
     /// TLS (and client certificates) for the admin server, in the shape of
     /// Prometheus's web config; see [`crate::web_tls`].
     pub tls_server_config: Option<crate::web_tls::TlsServerConfig>,
+    /// Extension: serve `/relay/metrics` (the pull path), with data from the
+    /// first scrape on. Default: on for a pull-only agent (no
+    /// `remote_write`), off otherwise (then the path answers 404).
+    pub relay_metrics: Option<bool>,
 }
 
 fn default_max_connections() -> usize {
@@ -338,6 +342,7 @@ impl Default for ServerConfig {
             relay_auth: None,
             max_connections: default_max_connections(),
             tls_server_config: None,
+            relay_metrics: None,
         }
     }
 }
@@ -453,6 +458,13 @@ impl Config {
     }
 
     /// Fills Prometheus's defaults and validates, naming the field on error.
+    /// Whether `/relay/metrics` is served (see [`ServerConfig::relay_metrics`]).
+    pub fn relay_metrics_enabled(&self) -> bool {
+        self.server
+            .relay_metrics
+            .unwrap_or(self.remote_write.is_empty())
+    }
+
     pub fn finalize(&mut self) -> Result<(), ConfigError> {
         if let Some(t) = &self.server.tls_server_config {
             t.validate()

@@ -170,7 +170,8 @@ fn path_safe(name: &str) -> String {
 
 struct Runtime {
     metrics: Metrics,
-    /// Set by the first `/relay/metrics` request.
+    /// `server.relay_metrics` (shared with the admin server and every scrape
+    /// loop): keep each scrape's result for the pull path.
     keep_latest: Arc<std::sync::atomic::AtomicBool>,
     tls_every: Duration,
     data_dir: Option<PathBuf>,
@@ -488,7 +489,9 @@ pub async fn run(
         .unwrap_or(listen);
 
     let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
-    let keep_latest = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let keep_latest = Arc::new(std::sync::atomic::AtomicBool::new(
+        cfg.relay_metrics_enabled(),
+    ));
     let mut rt = Runtime {
         metrics: metrics.clone(),
         keep_latest: keep_latest.clone(),
@@ -519,7 +522,7 @@ pub async fn run(
         targets: rt.statuses.clone(),
         reload: reload_tx,
         relay_auth: relay_auth.clone(),
-        pull_requested: keep_latest,
+        relay_metrics: keep_latest,
         lifecycle: opts.enable_lifecycle,
         heartbeat: Default::default(),
         client_certs_required: cfg
@@ -563,6 +566,10 @@ pub async fn run(
             }
         };
         let result = rt.reload(&path).await.map_err(|e| e.to_string()).map(|c| {
+            rt.keep_latest.store(
+                c.relay_metrics_enabled(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             *relay_auth.write().unwrap_or_else(|p| p.into_inner()) =
                 c.server.relay_auth.map(|a| a.credentials_file);
         });

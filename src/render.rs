@@ -81,6 +81,74 @@ const SECRET: &str = "ack-control-plane-metrics-tls";
 pub const PULL_SECRET: &str = "metrics-relay-pull-token";
 pub const PULL_DIR: &str = "/var/run/secrets/metrics-relay/pull-token";
 
+/// The Secret the agent reads its kubeconfig from (key `kubeconfig`), as in
+/// the README's walk-through and `deploy/`.
+pub const AGENT_SECRET: &str = "metrics-relay-tls";
+
+/// The ACK One config the project ships (`config/ack-one.yml`, which is also
+/// `deploy/base/ack-one.yml`): `render --mode agent` writes this very text
+/// with the four values below replaced, so there is one config to keep true.
+pub const ACK_ONE_CONFIG: &str = include_str!("../config/ack-one.yml");
+/// The values of [`ACK_ONE_CONFIG`] that `render` replaces.
+pub const ACK_ONE_TARGET: &str = "\"192.168.0.10:6443\"";
+pub const ACK_ONE_CLUSTER: &str = "cluster: ack-one-prod";
+pub const ACK_ONE_SERVER_NAME: &str = "server_name: kubernetes";
+pub const ACK_ONE_REMOTE_WRITE: &str =
+    "url: http://prometheus-operated.monitoring.svc:9090/api/v1/write";
+
+/// [`ACK_ONE_CONFIG`] for this cluster. Each value must occur exactly once
+/// (an edit of the shipped config that breaks this fails here, and in the
+/// tests, rather than rendering a config that is not the one shipped).
+fn agent_config(
+    target: &str,
+    cluster: &str,
+    server_name: &str,
+    remote_write_url: &str,
+) -> Result<String, RenderError> {
+    let mut text = ACK_ONE_CONFIG.to_string();
+    for (from, to) in [
+        (ACK_ONE_TARGET, q(target)),
+        (ACK_ONE_CLUSTER, format!("cluster: {}", q(cluster))),
+        (
+            ACK_ONE_SERVER_NAME,
+            format!("server_name: {}", q(server_name)),
+        ),
+        (
+            ACK_ONE_REMOTE_WRITE,
+            format!("url: {}", q(remote_write_url)),
+        ),
+    ] {
+        if text.matches(from).count() != 1 {
+            return Err(RenderError::Invalid(format!(
+                "config/ack-one.yml no longer has exactly one {from:?} to fill in"
+            )));
+        }
+        text = text.replacen(from, &to, 1);
+    }
+    crate::config::Config::from_yaml(&text)
+        .map_err(|e| RenderError::Invalid(format!("the rendered config does not load: {e}")))?;
+    Ok(text)
+}
+
+/// A kubeconfig holding only `c`'s cluster, user and context (the
+/// credentials of other clusters in the source stay out of the Secret).
+fn minimal_kubeconfig(c: &kubeconfig::Credentials, ca: &[u8]) -> String {
+    let server = c.server.as_deref().unwrap_or_default();
+    let tls_name = c
+        .tls_server_name
+        .as_deref()
+        .map(|n| format!("\n    tls-server-name: {}", q(n)))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {ctx}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}{tls_name}\nusers:\n- name: {ctx}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {ctx}\n  context:\n    cluster: {ctx}\n    user: {ctx}\ncurrent-context: {ctx}\n",
+        ctx = q(&c.context),
+        server = q(server),
+        ca = base64_encode(ca),
+        cert = base64_encode(&c.cert.1),
+        key = base64_encode(&c.key.1),
+    )
+}
+
 /// A new random token (256 bits from the kernel), hex.
 fn random_token() -> Result<String, RenderError> {
     use std::io::Read;
@@ -113,18 +181,31 @@ pub fn render(o: &RenderOptions) -> Result<String, RenderError> {
         .tls_server_name
         .clone()
         .unwrap_or_else(|| "kubernetes".into());
-    let mut y = String::new();
-    let _ = write!(
-        y,
-        "# Rendered by metrics-relay {} from {} (context {}).\n\
-apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  ca.crt: {}\n  tls.crt: {}\n  tls.key: {}\n",
+    let mut y = format!(
+        "# Rendered by metrics-relay {} from {} (context {}).\n",
         env!("CARGO_PKG_VERSION"),
         o.kubeconfig.display(),
         c.context,
-        base64_encode(ca),
-        base64_encode(&c.cert.1),
-        base64_encode(&c.key.1),
     );
+    if o.mode == Mode::Direct {
+        // Prometheus reads PEM files: the vendor's three keys.
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  ca.crt: {}\n  tls.crt: {}\n  tls.key: {}\n",
+            base64_encode(ca),
+            base64_encode(&c.cert.1),
+            base64_encode(&c.key.1),
+        );
+    } else {
+        // metrics-relay reads the kubeconfig itself: the Secret of the
+        // walk-through and of deploy/ (metrics-relay-tls, key kubeconfig),
+        // holding only the chosen context's cluster and user.
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {AGENT_SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  kubeconfig: {}\n",
+            base64_encode(minimal_kubeconfig(&c, ca).as_bytes()),
+        );
+    }
     match o.mode {
         Mode::Direct => {
             let _ = write!(
@@ -144,17 +225,12 @@ apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\nty
                 "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {PULL_SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  token: {}\n",
                 base64_encode(random_token()?.as_bytes()),
             );
-            let config = format!(
-                "global:\n  scrape_interval: 30s\n  external_labels:\n    cluster: {}\nscrape_configs:\n  - job_name: ack-control-plane\n    scheme: https\n    params:\n      hosting: [\"true\"]\n    tls_config:\n      ca_file: /etc/metrics-relay/tls/ca.crt\n      cert_file: /etc/metrics-relay/tls/tls.crt\n      key_file: /etc/metrics-relay/tls/tls.key\n      server_name: {}\n    static_configs:\n      - targets: [\"{}\"]\n    body_size_limit: 64MiB\nremote_write:\n  - url: {}\nserver:\n  # The pull path re-exposes control-plane metrics: token only.\n  relay_auth:\n    credentials_file: {PULL_DIR}/token\n",
-                q(&c.context),
-                q(&server_name),
-                if ip.contains(':') {
-                    format!("[{ip}]:{port}")
-                } else {
-                    format!("{ip}:{port}")
-                },
-                q(&o.remote_write_url),
-            );
+            let target = if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
+            let config = agent_config(&target, &c.context, &server_name, &o.remote_write_url)?;
             let _ = write!(
                 y,
                 "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: metrics-relay-config\n  namespace: {ns}\ndata:\n  config.yml: |\n"
@@ -164,7 +240,7 @@ apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\nty
             }
             let _ = write!(
                 y,
-                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 320Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n            - {{name: pull-token, mountPath: {PULL_DIR}, readOnly: true}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n        - name: pull-token\n          secret:\n            secretName: {PULL_SECRET}\n\
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 320Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay/config, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n            - {{name: pull-token, mountPath: {PULL_DIR}, readOnly: true}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {AGENT_SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n        - name: pull-token\n          secret:\n            secretName: {PULL_SECRET}\n\
 ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  selector:\n    app.kubernetes.io/name: metrics-relay\n  ports:\n    - name: http-metrics\n      port: 9464\n      targetPort: http-metrics\n\
 ---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  endpoints:\n    - port: http-metrics\n      path: /metrics\n      interval: 30s\n    - port: http-metrics\n      path: /relay/metrics\n      interval: 30s\n      honorLabels: true\n      authorization:\n        type: Bearer\n        credentials:\n          name: {PULL_SECRET}\n          key: token\n",
                 q(&o.image),

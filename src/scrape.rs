@@ -573,8 +573,8 @@ pub struct ScrapeLoop {
     synthetic: Synthetic,
     sinks: Vec<SinkState>,
     sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
-    /// Whether anyone reads `/relay/metrics` (or nothing is remote-written):
-    /// only then is each scrape's result kept for it.
+    /// `server.relay_metrics`: only then is each scrape's result kept for
+    /// `/relay/metrics`.
     keep_latest: Arc<std::sync::atomic::AtomicBool>,
     /// Scratch buffer for destinations with `write_relabel_configs`.
     rewritten: EncodedSamples,
@@ -843,9 +843,7 @@ impl ScrapeLoop {
         let (up, scraped, kept, added, err) = match result {
             Ok((n, fetched)) => {
                 // Only the exposed samples so far: no markers, no synthetic series.
-                if self.keep_latest.load(std::sync::atomic::Ordering::Relaxed)
-                    || self.sinks.is_empty()
-                {
+                if self.keep_latest.load(std::sync::atomic::Ordering::Relaxed) {
                     latest = Some(Arc::new(self.out.clone()));
                 }
                 // The previous body, as received, tells the label sets of

@@ -77,6 +77,7 @@ server:
     key_file: {srv}/tls.key
     client_ca_file: {ca}
     client_auth_type: VerifyClientCertIfGiven
+  relay_metrics: true
 "#,
         ca = pki.ca.display(),
         cc = pki.client_cert.display(),

@@ -587,3 +587,124 @@ fn the_pull_path_ships_protected() {
     let raw = metrics_relay::kubeconfig::base64_decode(&a).unwrap();
     assert_eq!(raw.len(), 64, "256 bits, hex");
 }
+
+/// One ACK One config and one Secret layout (issue 13): the README's
+/// walk-through creates the Secret `deploy/` mounts, under the key the
+/// config reads; `render --mode agent` writes the shipped config itself with
+/// only the cluster's values filled in, and a Secret of the same layout.
+#[test]
+fn walkthrough_deploy_and_render_agree() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("create secret generic") && l.contains("--from-file=kubeconfig="))
+        .expect("the walk-through creates the kubeconfig Secret");
+    let secret = line
+        .split_whitespace()
+        .skip_while(|w| *w != "generic")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let cfg = metrics_relay::config::Config::from_yaml(&deploy_file("base/ack-one.yml")).unwrap();
+    let kc_path = cfg.scrape_configs[0]
+        .tls_config
+        .as_ref()
+        .and_then(|t| t.kubeconfig.clone())
+        .expect("the shipped config reads a kubeconfig");
+    let check_workload = |w: &serde_json::Value, secret: &str| {
+        let pod = &w["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        let m = mounts
+            .iter()
+            .find(|m| kc_path.parent() == Some(Path::new(m["mountPath"].as_str().unwrap())))
+            .unwrap_or_else(|| panic!("{} is on no mount: {mounts:?}", kc_path.display()));
+        let v = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap();
+        assert_eq!(v["secret"]["secretName"], secret, "{v}");
+        // No mount inside another (a read-only volume cannot hold a mount point).
+        for a in mounts {
+            for b in mounts {
+                let (pa, pb) = (
+                    a["mountPath"].as_str().unwrap(),
+                    b["mountPath"].as_str().unwrap(),
+                );
+                assert!(
+                    pa == pb || !Path::new(pb).starts_with(pa),
+                    "{pb} is inside {pa}"
+                );
+            }
+        }
+        // The config file the args name is where the ConfigMap is mounted.
+        let arg = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--config="))
+            .next()
+            .unwrap()
+            .to_string();
+        let cm = mounts.iter().find(|m| m["name"] == "config").unwrap();
+        assert_eq!(
+            Path::new(&arg).parent(),
+            Some(Path::new(cm["mountPath"].as_str().unwrap())),
+            "--config={arg}"
+        );
+    };
+    check_workload(&documents(&deploy_file("base/deployment.yaml"))[0], &secret);
+    // render --mode agent: the shipped text, four values replaced.
+    let docs = render_agent();
+    let rendered = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap()["data"]["config.yml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let back = rendered
+        .replace(
+            "\"192.168.0.10:6443\"",
+            metrics_relay::render::ACK_ONE_TARGET,
+        )
+        .replace("cluster: \"c1\"", metrics_relay::render::ACK_ONE_CLUSTER)
+        .replace(
+            "server_name: \"kubernetes\"",
+            metrics_relay::render::ACK_ONE_SERVER_NAME,
+        )
+        .replace(
+            "url: \"http://prometheus-operated.monitoring.svc:9090/api/v1/write\"",
+            metrics_relay::render::ACK_ONE_REMOTE_WRITE,
+        );
+    assert_eq!(
+        back,
+        deploy_file("base/ack-one.yml"),
+        "render writes the shipped config"
+    );
+    assert!(
+        rendered.contains("metric_relabel_configs"),
+        "the job split is there"
+    );
+    check_workload(
+        docs.iter().find(|d| d["kind"] == "Deployment").unwrap(),
+        &secret,
+    );
+    // Its Secret holds a kubeconfig of one context that loads.
+    let s = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret.as_str())
+        .unwrap();
+    let kc = metrics_relay::kubeconfig::base64_decode(s["data"]["kubeconfig"].as_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("kubeconfig");
+    std::fs::write(&f, &kc).unwrap();
+    let c = metrics_relay::kubeconfig::load(&f, None).unwrap();
+    assert_eq!(c.context, "c1");
+    assert_eq!(
+        String::from_utf8_lossy(&kc).matches("- name:").count(),
+        3,
+        "one cluster, user, context"
+    );
+}

@@ -225,3 +225,48 @@ async fn servicemonitor_style_prometheus_keeps_target_labels() {
     let n = query(&prom, "count({job=\"ack-control-plane\"})").await;
     assert_eq!(n[0].1, page.series.len() as f64);
 }
+
+/// A push agent serves the pull path only when asked (`server.relay_metrics`),
+/// and then with data from its first scrape on; off, the path is a 404, never
+/// an empty 200 that a Prometheus would record as a successful scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_metrics_is_explicit_and_full_from_the_first_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let a = MtlsTarget::start(&pki, "pushed_and_pulled 5\n".into()).await;
+    let rx = common::Receiver::start().await;
+    let rw = format!("remote_write:\n  - url: {}\n", rx.url());
+    let on = RelayProc::start(
+        &dir.path().join("on"),
+        &config(
+            &pki,
+            &[&a],
+            &format!("{rw}server:\n  relay_metrics: true\n"),
+        ),
+    )
+    .await;
+    let off = RelayProc::start(&dir.path().join("off"), &config(&pki, &[&a], &rw)).await;
+    // Wait for a first scrape of both, without touching /relay/metrics.
+    for r in [&on, &off] {
+        let mut up = false;
+        for _ in 0..100 {
+            if r.targets().await[0]["health"] == "up" {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up);
+    }
+    // The very first request already has the data.
+    let (code, body) = http_get(&format!("{}/relay/metrics", on.admin))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("pushed_and_pulled"), "first answer: {body:?}");
+    let (code, body) = http_get(&format!("{}/relay/metrics", off.admin))
+        .await
+        .unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("server.relay_metrics"), "{body}");
+}
