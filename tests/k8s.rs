@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::schema::{crd_schema, documents, validate};
+use common::schema::{crd_schema, documents, kustomize, validate};
 use common::{MtlsTarget, Pki, Receiver, RelayProc, relay_bin, wait_for};
 use metrics_relay::kubeconfig::base64_encode;
 
@@ -78,9 +78,12 @@ fn quantity(q: &serde_json::Value) -> u64 {
 /// accepts (the body, its encoded samples, the compression buffer).
 const BASE_MEMORY: u64 = 32 << 20;
 
-/// The shipped workload's limits fit the config it ships with: memory for
-/// `body_size_limit`, the data volume for every `queue.max_size`.
-fn check_limits(workload: &serde_json::Value, config: &str) {
+/// A workload's name and the config it ships with (the DaemonSet's
+/// downward-API values filled in as the agent would).
+fn workload_config(
+    workload: &serde_json::Value,
+    config: &str,
+) -> (String, metrics_relay::config::Config) {
     let name = workload["metadata"]["name"]
         .as_str()
         .unwrap_or("?")
@@ -88,7 +91,16 @@ fn check_limits(workload: &serde_json::Value, config: &str) {
     let config = config
         .replace("${NODE_IP}", "127.0.0.1")
         .replace("${NODE_NAME}", "node");
-    let cfg = metrics_relay::config::Config::from_yaml(&config).unwrap();
+    (
+        name,
+        metrics_relay::config::Config::from_yaml(&config).unwrap(),
+    )
+}
+
+/// The shipped workload's limits fit the config it ships with: memory for
+/// `body_size_limit`, the data volume for every `queue.max_size`.
+fn check_limits(workload: &serde_json::Value, config: &str) {
+    let (name, cfg) = workload_config(workload, config);
     let pod = &workload["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     let mem = quantity(&c["resources"]["limits"]["memory"]);
@@ -418,17 +430,7 @@ fn daemonset_config_expands_node_ip() {
 #[test]
 fn kustomize_builds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(&root)
-        .output()
-        .expect("kubectl (scripts/test.sh installs Debian's kubernetes-client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = kustomize(&root);
     let docs = documents(&text);
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     for k in [
@@ -462,17 +464,7 @@ fn kustomize_builds() {
     let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     metrics_relay::config::Config::from_yaml(cm["data"]["config.yml"].as_str().unwrap()).unwrap();
 
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(root.join("overlays/daemonset"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = kustomize(&root.join("overlays/daemonset"));
     let kinds: Vec<String> = documents(&text)
         .iter()
         .filter_map(|d| d["kind"].as_str().map(String::from))
@@ -492,14 +484,7 @@ fn check_pull_path_protected(
     config: &str,
     monitor: &serde_json::Value,
 ) {
-    let name = workload["metadata"]["name"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string();
-    let config = config
-        .replace("${NODE_IP}", "127.0.0.1")
-        .replace("${NODE_NAME}", "n");
-    let cfg = metrics_relay::config::Config::from_yaml(&config).unwrap();
+    let (name, cfg) = workload_config(workload, config);
     let file = cfg
         .server
         .relay_auth

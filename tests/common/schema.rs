@@ -15,6 +15,23 @@ pub fn yaml(text: &str) -> Value {
         .expect("yaml value")
 }
 
+/// `kubectl kustomize DIR`: the rendered manifests (kubectl is required;
+/// `scripts/test.sh` installs Debian's kubernetes-client where there is none).
+pub fn kustomize(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(dir)
+        .output()
+        .expect("kubectl (scripts/test.sh installs Debian's kubernetes-client)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The documents of a multi-document YAML stream.
 pub fn documents(text: &str) -> Vec<Value> {
     text.split("\n---\n")
