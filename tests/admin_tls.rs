@@ -11,12 +11,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{MtlsTarget, Pki, Receiver, free_port, relay_bin, wait_for};
-use http_body_util::{BodyExt, Full};
 use metrics_relay::config::TlsConfig;
 
 /// GET over HTTPS as a client with this CA and (maybe) this certificate:
 /// Ok(status, body) or Err(the connection failed).
 async fn get(url: &str, ca: &Path, cert: Option<(&Path, &Path)>) -> Result<(u16, String), String> {
+    request(hyper::Method::GET, url, ca, cert).await
+}
+
+async fn request(
+    method: hyper::Method,
+    url: &str,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> Result<(u16, String), String> {
     let tls = TlsConfig {
         ca_file: Some(ca.to_path_buf()),
         cert_file: cert.map(|c| c.0.to_path_buf()),
@@ -24,21 +32,7 @@ async fn get(url: &str, ca: &Path, cert: Option<(&Path, &Path)>) -> Result<(u16,
         server_name: Some("localhost".into()),
         ..Default::default()
     };
-    let client = metrics_relay::http::client(Some(&tls), Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
-    let req = hyper::Request::get(url).body(Full::default()).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| metrics_relay::tls::describe_error(&e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    common::http_request(method, url, Some(&tls), Duration::from_secs(5)).await
 }
 
 struct Proc(Child);
@@ -153,19 +147,14 @@ server:
     );
     // Reload over the network: not without a certificate, even with the
     // lifecycle API on.
-    let (code, _) = {
-        let tls = TlsConfig {
-            ca_file: Some(pki.ca.clone()),
-            server_name: Some("localhost".into()),
-            ..Default::default()
-        };
-        let client = metrics_relay::http::client(Some(&tls), Duration::from_secs(2)).unwrap();
-        let req = hyper::Request::post(format!("{base}/-/reload"))
-            .body(Full::default())
-            .unwrap();
-        let r = client.request(req).await.unwrap();
-        (r.status().as_u16(), ())
-    };
+    let (code, _) = request(
+        hyper::Method::POST,
+        &format!("{base}/-/reload"),
+        &pki.ca,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(code, 403);
 
     // Rotation: a new server certificate from a new CA, swapped in place.

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::schema::{documents, kustomize};
+use common::schema::{config_arg, documents, kustomize};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,14 +70,7 @@ fn the_final_image_runs_as_65532_with_ca_roots_and_a_data_dir() {
     let cmd = fin.iter().find(|i| i.starts_with("CMD ")).unwrap();
     let dep =
         documents(&std::fs::read_to_string(root().join("deploy/base/deployment.yaml")).unwrap());
-    let arg = dep[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str()?.strip_prefix("--config="))
-        .next()
-        .unwrap()
-        .to_string();
+    let arg = config_arg(&dep[0]["spec"]["template"]["spec"]["containers"][0]);
     assert!(
         cmd.contains(&format!("\"{arg}\"")),
         "{cmd} vs the Deployment's --config={arg}"

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::schema::{crd_schema, documents, kustomize, validate};
+use common::schema::{config_arg, crd_schema, documents, kustomize, validate};
 use common::{MtlsTarget, Pki, Receiver, RelayProc, relay_bin, wait_for};
 use metrics_relay::kubeconfig::base64_encode;
 
@@ -626,14 +626,7 @@ fn walkthrough_deploy_and_render_agree() {
             }
         }
         // The config file the args name is where the ConfigMap is mounted.
-        let arg = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|a| a.as_str()?.strip_prefix("--config="))
-            .next()
-            .unwrap()
-            .to_string();
+        let arg = config_arg(c);
         let cm = mounts.iter().find(|m| m["name"] == "config").unwrap();
         assert_eq!(
             Path::new(&arg).parent(),

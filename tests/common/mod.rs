@@ -43,21 +43,24 @@ pub async fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) ->
 
 /// Plain HTTP GET on loopback; (status, body).
 pub async fn http_get(url: &str) -> Result<(u16, String), String> {
-    http_request(hyper::Method::GET, url, Duration::from_secs(5)).await
+    http_request(hyper::Method::GET, url, None, Duration::from_secs(5)).await
 }
 
 /// Plain HTTP POST with an empty body on loopback; (status, body).
 pub async fn http_post(url: &str) -> Result<(u16, String), String> {
-    http_request(hyper::Method::POST, url, Duration::from_secs(15)).await
+    http_request(hyper::Method::POST, url, None, Duration::from_secs(15)).await
 }
 
-async fn http_request(
+/// A request with an empty body, over TLS when `tls` is given; (status,
+/// body), or the failure in words (a refused handshake included).
+pub async fn http_request(
     method: hyper::Method,
     url: &str,
+    tls: Option<&metrics_relay::config::TlsConfig>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let client =
-        metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        metrics_relay::http::client(tls, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let req = Request::builder()
         .method(method)
         .uri(url)
@@ -66,7 +69,7 @@ async fn http_request(
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| metrics_relay::tls::describe_error(&e))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()

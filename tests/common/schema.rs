@@ -32,6 +32,17 @@ pub fn kustomize(dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The file a container's `--config=` argument names.
+pub fn config_arg(container: &Value) -> String {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("--config="))
+        .expect("a --config= argument")
+        .to_string()
+}
+
 /// The documents of a multi-document YAML stream.
 pub fn documents(text: &str) -> Vec<Value> {
     text.split("\n---\n")
