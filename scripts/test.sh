@@ -2,8 +2,10 @@
 # Runs every test of metrics-relay: formatting, lints, unit tests, loopback
 # integration tests and the end-to-end tests against a real Prometheus.
 # Installs what the tests need (Debian's `prometheus`, `openssl` and
-# `kubernetes-client` for `kubectl kustomize`) when missing. The fault tests
-# also need root (a tmpfs mount) and util-linux's `prlimit`, both on Debian.
+# `kubernetes-client` for `kubectl kustomize`, `ca-certificates` for the image's
+# root filesystem in the kubelet simulation) when missing. The fault tests
+# and the kubelet simulation need root (tmpfs and bind mounts, a mount
+# namespace) and util-linux (`prlimit`, `unshare`, `setpriv`), both on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+# The kubelet simulation builds the image's root filesystem with its CA bundle.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if ((${#need[@]})); then
   echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; openssl: RSA test keys; kubectl: kustomize)"
   sudo=""

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::schema::{config_arg, documents, kustomize};
+use common::schema::{config_arg, dockerfile_instructions, documents, kustomize};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,32 +19,9 @@ fn dockerfile() -> String {
     std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile")
 }
 
-/// The instructions of the Dockerfile, continuation lines joined.
-fn instructions(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
-            continue;
-        }
-        match t.strip_suffix('\\') {
-            Some(part) => {
-                cur.push_str(part);
-                cur.push(' ');
-            }
-            None => {
-                cur.push_str(t);
-                out.push(std::mem::take(&mut cur));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn the_final_image_runs_as_65532_with_ca_roots_and_a_data_dir() {
-    let ins = instructions(&dockerfile());
+    let ins = dockerfile_instructions(&dockerfile());
     let last_from = ins.iter().rposition(|i| i.starts_with("FROM ")).unwrap();
     let fin = &ins[last_from..];
     assert_eq!(fin[0], "FROM scratch");
@@ -118,7 +95,7 @@ fn copy_tree(from: &Path, to: &Path) {
 /// directory of its own.
 #[test]
 fn the_build_needs_only_what_the_dockerfile_copies() {
-    let ins = instructions(&dockerfile());
+    let ins = dockerfile_instructions(&dockerfile());
     let build = ins
         .iter()
         .rfind(|i| i.starts_with("RUN ") && i.contains("cargo build"))

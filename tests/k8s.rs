@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::schema::{config_arg, crd_schema, documents, kustomize, validate};
 use common::{MtlsTarget, Pki, Receiver, RelayProc, relay_bin, wait_for};
-use metrics_relay::kubeconfig::base64_encode;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(relay_bin())
@@ -36,7 +35,7 @@ fn deploy_file(path: &str) -> String {
 fn render_agent() -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
-    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let kc = pki.kubeconfig(dir.path(), "https://192.168.0.10:6443");
     let (code, out, err) = run(
         &[
             "render",
@@ -187,22 +186,6 @@ fn check_against_crds(text: &str) -> usize {
     checked
 }
 
-fn kubeconfig(dir: &Path, pki: &Pki, server: &str) -> std::path::PathBuf {
-    let b = |p: &Path| base64_encode(&std::fs::read(p).unwrap());
-    let p = dir.join("kubeconfig");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: c1\nclusters:\n- name: k\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: c1\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            b(&pki.ca),
-            b(&pki.client_cert),
-            b(&pki.client_key)
-        ),
-    )
-    .unwrap();
-    p
-}
-
 #[test]
 fn deploy_manifests_are_valid_against_the_crds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base");
@@ -229,7 +212,7 @@ fn deploy_manifests_are_valid_against_the_crds() {
 fn render_direct_and_agent() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
-    let kc = kubeconfig(dir.path(), &pki, "https://192.168.0.10:6443");
+    let kc = pki.kubeconfig(dir.path(), "https://192.168.0.10:6443");
     let (code, out, err) = run(&["render", "--kubeconfig", kc.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{err}");
     let docs = documents(&out);
@@ -237,7 +220,7 @@ fn render_direct_and_agent() {
     assert_eq!(kinds, ["Secret", "Service", "Endpoints", "ServiceMonitor"]);
     assert_eq!(
         docs[0]["data"]["tls.crt"],
-        base64_encode(&std::fs::read(&pki.client_cert).unwrap())
+        metrics_relay::kubeconfig::base64_encode(&std::fs::read(&pki.client_cert).unwrap())
     );
     assert_eq!(docs[2]["subsets"][0]["addresses"][0]["ip"], "192.168.0.10");
     assert_eq!(docs[1]["spec"]["clusterIP"], "None");
@@ -305,7 +288,7 @@ async fn probe_reports_and_fails_loudly() {
     )
     .await;
     let rx = Receiver::start().await;
-    let kc = kubeconfig(dir.path(), &pki, &format!("https://{}", target.addr));
+    let kc = pki.kubeconfig(dir.path(), &format!("https://{}", target.addr));
     let cfg = dir.path().join("c.yml");
     let write = |ca_override: &str, url: &str| {
         std::fs::write(

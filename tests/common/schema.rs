@@ -128,3 +128,26 @@ pub fn validate(v: &Value, s: &Value, path: &str, errs: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// The instructions of the Dockerfile, continuation lines joined.
+pub fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => {
+                cur.push_str(part);
+                cur.push(' ');
+            }
+            None => {
+                cur.push_str(t);
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    out
+}

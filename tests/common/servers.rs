@@ -111,6 +111,24 @@ impl Pki {
         }
     }
 
+    /// A kubeconfig of one context (`c1`) for `server`, with this CA and
+    /// client certificate inline, written as `dir/kubeconfig`.
+    pub fn kubeconfig(&self, dir: &Path, server: &str) -> PathBuf {
+        let b = |p: &Path| metrics_relay::kubeconfig::base64_encode(&std::fs::read(p).unwrap());
+        let p = dir.join("kubeconfig");
+        std::fs::write(
+            &p,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c1\nclusters:\n- name: k\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: c1\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+                b(&self.ca),
+                b(&self.client_cert),
+                b(&self.client_key)
+            ),
+        )
+        .unwrap();
+        p
+    }
+
     /// A rustls server config that requires a client certificate from our CA.
     pub fn server_config(&self) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
