@@ -4,7 +4,8 @@
 //! reason, samples, `up`, last duration. Per remote-write queue (labels
 //! `remote_name`, `url`): samples/batches/bytes sent, failed attempts,
 //! retries, drops by reason, queue length, current backoff and the time of the
-//! last successful send.
+//! last successful send. And `process_*` (CPU, memory, file descriptors,
+//! start time) as every Prometheus client library exports them.
 
 use std::sync::atomic::AtomicU64;
 
@@ -286,13 +287,101 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every self-metric.
+    /// The text exposition of every self-metric, and the process metrics
+    /// every Prometheus client library exports (`process_*`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let tail = out.split_off(eof);
+        process_metrics(&mut out);
+        out.push_str(&tail);
         out
     }
+}
+
+/// `process_*` as the Prometheus client libraries define them, read from
+/// `/proc` (Linux); a value that cannot be read is left out.
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let mut put = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            let sample = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{sample} {v}\n"
+            );
+        }
+    };
+    // Fields after the command name (which may hold spaces and parentheses).
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    // /proc reports times in USER_HZ, which is 100 on every Linux ABI.
+    const TICKS: f64 = 100.0;
+    let cpu = field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS);
+    put(
+        "process_cpu_seconds",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        cpu,
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|k| k * 1024.0)
+    };
+    put(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        kib("VmRSS:"),
+    );
+    put(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        field(23),
+    );
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as f64);
+    put(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        fds,
+    );
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    put(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors.",
+        max.map(|m| m as f64),
+    );
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    put(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        boot.zip(field(22)).map(|(b, t)| b + t / TICKS),
+    );
 }
 
 #[cfg(test)]
@@ -314,5 +403,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("metrics_relay_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn process_metrics_come_before_the_end_marker() {
+        let text = Metrics::new().encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        let start = value("process_start_time_seconds");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            start <= now + 1.0 && start > now - 86400.0,
+            "{start} vs {now}"
+        );
     }
 }

@@ -1386,7 +1386,7 @@ async fn broken_manifests_fail_naming_the_mistake() {
     // tls/ca.crt, tls/tls.crt, tls/tls.key next to a Secret keyed kubeconfig):
     // the pod starts, the agent exits, and the mistake is named.
     let (b, _w, dir, plan) = broken(&world, |b| {
-        let cm = b.docs.iter_mut().find(|d| d["kind"] == "ConfigMap").unwrap();
+        let cm = b.docs.iter_mut().find(|d| d["kind"] == "ConfigMap" && !d["data"]["config.yml"].is_null()).unwrap();
         let text = s(&cm["data"]["config.yml"]).replace(
             "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
             "ca_file: /etc/metrics-relay/tls/ca.crt\n      cert_file: /etc/metrics-relay/tls/tls.crt\n      key_file: /etc/metrics-relay/tls/tls.key",
