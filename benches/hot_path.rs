@@ -9,7 +9,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metrics_relay::exposition::Parser;
-use metrics_relay::series::{EncodedSamples, SeriesCache, TargetContext};
+use metrics_relay::remote_write::samples::EncodedSamples;
+use metrics_relay::series::{SeriesCache, TargetContext};
 
 mod common;
 

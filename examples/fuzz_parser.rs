@@ -20,9 +20,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use metrics_relay::exposition::Parser;
-use metrics_relay::series::{
-    EncodedSamples, SeriesCache, TargetContext, encode_labels, split_entry,
-};
+use metrics_relay::remote_write::samples::{EncodedSamples, encode_labels, split_entry};
+use metrics_relay::series::{SeriesCache, TargetContext};
 
 const SPECIAL: &[u8] = b"{}\",=\\\n #\t:_e+-.0123456789NaInfHELPTYPE\x00\xff\r";
 

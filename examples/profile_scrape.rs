@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use metrics_relay::series::{EncodedSamples, SeriesCache};
+use metrics_relay::remote_write::samples::EncodedSamples;
+use metrics_relay::series::SeriesCache;
 
 #[path = "../benches/common/mod.rs"]
 mod common;

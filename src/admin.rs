@@ -35,8 +35,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::remote_write::proto::TimeSeries;
+use crate::remote_write::samples::{EncodedSamples, split_entry};
 use crate::scrape::{Health, SharedStatus, TargetStatus};
-use crate::series::{EncodedSamples, split_entry};
 use crate::telemetry::Metrics;
 
 /// A reload request: the relay answers with the outcome.

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::labels::is_valid_label_name;
 use crate::units::{ByteSize, PromDuration};
 
 /// Prometheus's default `global.scrape_interval`.
@@ -317,7 +318,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// TLS (and client certificates) for the admin server, in the shape of
     /// Prometheus's web config; see [`crate::web_tls`].
-    pub tls_server_config: Option<crate::web_tls::TlsServerConfig>,
+    pub tls_server_config: Option<TlsServerConfig>,
     /// Extension: serve `/relay/metrics` (the pull path), with data from the
     /// first scrape on. Default: on for a pull-only agent (no
     /// `remote_write`), off otherwise (then the path answers 404).
@@ -898,12 +899,50 @@ pub fn expand_env(text: &str, get: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// Prometheus 2.x label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_valid_label_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+/// `server.tls_server_config`: the admin server's TLS, in the shape of
+/// Prometheus's web config (served by [`crate::web_tls`]).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth_type: ClientAuthType,
+}
+
+/// Go's `tls.ClientAuthType` names, as Prometheus's web config takes them.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ClientAuthType {
+    #[default]
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl TlsServerConfig {
+    /// Checks the combination (not the files), with a message that names
+    /// the field.
+    pub fn validate(&self) -> Result<(), String> {
+        use ClientAuthType::*;
+        match (self.client_auth_type, &self.client_ca_file) {
+            (RequestClientCert | RequireAnyClientCert, _) => Err(format!(
+                "client_auth_type {:?} accepts certificates without verifying them; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
+                self.client_auth_type
+            )),
+            (VerifyClientCertIfGiven | RequireAndVerifyClientCert, None) => Err(format!(
+                "client_auth_type {:?} needs client_ca_file",
+                self.client_auth_type
+            )),
+            (NoClientCert, Some(_)) => Err(
+                "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type: RequireAndVerifyClientCert"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn validate_label_name(at: &str, name: &str) -> Result<(), ConfigError> {

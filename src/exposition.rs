@@ -29,6 +29,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::labels::{
+    CLASS, LABEL_CHAR, NAME_CHAR, is_label_char, is_label_start, is_name_char, is_name_start,
+    span_end,
+};
+
 /// Prometheus's normal NaN; every NaN read from an exposition becomes this.
 pub const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
 
@@ -203,61 +208,6 @@ fn same_bytes_long(b: &[u8], x: usize, y: usize, len: usize) -> bool {
 #[inline]
 fn is_blank(c: u8) -> bool {
     c == b' ' || c == b'\t'
-}
-/// Character classes, one bit each, looked up in [`CLASS`].
-const LABEL_START: u8 = 1;
-const LABEL_CHAR: u8 = 2;
-const NAME_START: u8 = 4;
-const NAME_CHAR: u8 = 8;
-
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        let alpha = b.is_ascii_alphabetic();
-        let digit = b.is_ascii_digit();
-        let mut v = 0;
-        if alpha || b == b'_' {
-            v |= LABEL_START | LABEL_CHAR | NAME_START | NAME_CHAR;
-        }
-        if digit {
-            v |= LABEL_CHAR | NAME_CHAR;
-        }
-        if b == b':' {
-            v |= NAME_START | NAME_CHAR;
-        }
-        t[c] = v;
-        c += 1;
-    }
-    t
-};
-
-/// The end of the run of bytes of `class` starting at `i`.
-#[inline]
-fn span_end(b: &[u8], i: usize, class: u8) -> usize {
-    let rest = b.get(i..).unwrap_or_default();
-    i + rest
-        .iter()
-        .position(|&c| CLASS[c as usize] & class == 0)
-        .unwrap_or(rest.len())
-}
-
-#[inline]
-fn is_name_start(c: u8) -> bool {
-    CLASS[c as usize] & NAME_START != 0
-}
-#[inline]
-fn is_name_char(c: u8) -> bool {
-    CLASS[c as usize] & NAME_CHAR != 0
-}
-#[inline]
-fn is_label_start(c: u8) -> bool {
-    CLASS[c as usize] & LABEL_START != 0
-}
-#[inline]
-fn is_label_char(c: u8) -> bool {
-    CLASS[c as usize] & LABEL_CHAR != 0
 }
 
 /// The index of the first `"` or `\\` at or after `i` (or the end): eight

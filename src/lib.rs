@@ -20,6 +20,7 @@ pub mod exposition;
 pub mod gzip;
 pub mod http;
 pub mod kubeconfig;
+pub mod labels;
 pub mod probe;
 pub mod relabel;
 pub mod relay;

@@ -13,9 +13,10 @@ use rustls_pki_types::ServerName;
 use crate::config::Config;
 use crate::exposition::Parser;
 use crate::remote_write::queue::{Batch, Queue};
+use crate::remote_write::samples::{EncodedSamples, encode_labels};
 use crate::remote_write::sender::{Outcome, Sender};
 use crate::scrape::{self, Target};
-use crate::series::{EncodedSamples, SeriesCache};
+use crate::series::SeriesCache;
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::{self, Material};
 use crate::x509::{CertInfo, format_time};
@@ -217,7 +218,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             );
             lbls.sort();
             let mut enc = EncodedSamples::default();
-            enc.push(&crate::series::encode_labels(&lbls), 1.0, now() * 1000);
+            enc.push(&encode_labels(&lbls), 1.0, now() * 1000);
             let data = snap::raw::Encoder::new()
                 .compress_vec(&enc.buf)
                 .map_err(|e| e.to_string())?;

@@ -17,8 +17,7 @@ use md5::{Digest, Md5};
 use regex::Regex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::is_valid_label_name;
-use crate::series::Labels;
+use crate::labels::{Labels, is_valid_label_name};
 
 /// A relabel action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]

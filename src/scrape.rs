@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ScrapeConfig};
 use crate::http::{BodyError, HttpClient, read_body_limited};
 use crate::remote_write::queue::Queue;
-use crate::series::{
-    EncodedSamples, IngestError, SeriesCache, SeriesError, TargetContext, WriteRelabelCache,
-};
+use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
+use crate::remote_write::write_relabel::WriteRelabelCache;
+use crate::series::{IngestError, SeriesCache, SeriesError, TargetContext};
 use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
 use crate::tls::describe_error;
 
@@ -189,7 +189,7 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                                 honor_labels: sc.honor_labels,
                                 honor_timestamps: sc.honor_timestamps,
                                 metric_relabel: metric_relabel.clone(),
-                                limits: crate::series::LabelLimits {
+                                limits: crate::labels::LabelLimits {
                                     labels: sc.label_limit,
                                     name_length: sc.label_name_length_limit,
                                     value_length: sc.label_value_length_limit,
@@ -482,11 +482,6 @@ impl<T: Default> Pool<T> {
         }
     }
 }
-
-/// Pooled buffers larger than this are freed when returned: memory that one
-/// huge scrape needed is given back after it. (Pages up to a few hundred
-/// thousand series stay well under it and reuse their buffers.)
-pub const POOL_KEEP_MAX: usize = 16 << 20;
 
 /// Bytes a pooled buffer holds on to.
 trait Retained {

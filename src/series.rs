@@ -34,18 +34,16 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
 
 use crate::exposition::{Format, LabelSpan, ParseError, Parser, Sample, SpanBufs, unescape_into};
 use crate::remote_write::proto::{
-    SampleTail, encode_label, encode_label_bytes, finish_series, finish_series_with, start_series,
-    write_series,
+    SampleTail, encode_label_bytes, finish_series, finish_series_with, start_series,
 };
 
-mod plan;
+use crate::labels::{LabelLimits, Labels, STALE_NAN, is_valid_label_name, is_valid_metric_name};
+use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX, encode_into, encode_labels};
 
-/// The NaN Prometheus uses as a staleness marker.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+mod plan;
 
 /// Why a series could not be accepted; fails the whole scrape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,53 +57,6 @@ pub enum SeriesError {
     #[error("{0}")]
     LabelLimit(String),
 }
-
-/// `label_limit`, `label_name_length_limit`, `label_value_length_limit`
-/// (0 = no limit), checked after metric relabeling as in Prometheus.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LabelLimits {
-    pub labels: usize,
-    pub name_length: usize,
-    pub value_length: usize,
-}
-
-impl LabelLimits {
-    fn check(&self, lbls: &Labels) -> Result<(), SeriesError> {
-        let metric = lbls
-            .iter()
-            .find(|(n, _)| n == "__name__")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let metric: String = metric.chars().take(50).collect();
-        if self.labels > 0 && lbls.len() > self.labels {
-            return Err(SeriesError::LabelLimit(format!(
-                "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
-                lbls.len(),
-                self.labels
-            )));
-        }
-        for (n, v) in lbls {
-            if self.name_length > 0 && n.len() > self.name_length {
-                return Err(SeriesError::LabelLimit(format!(
-                    "label_name_length_limit exceeded (metric: {metric}, label name: {n}, length: {}, limit: {})",
-                    n.len(),
-                    self.name_length
-                )));
-            }
-            if self.value_length > 0 && v.len() > self.value_length {
-                return Err(SeriesError::LabelLimit(format!(
-                    "label_value_length_limit exceeded (metric: {metric}, label name: {n}, length: {}, limit: {})",
-                    v.len(),
-                    self.value_length
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A label set sorted by name.
-pub type Labels = Vec<(String, String)>;
 
 /// What every series of one target gets, computed once per target.
 #[derive(Debug, Clone, Default)]
@@ -180,16 +131,16 @@ impl TargetContext {
         }
         // Relabeling (labelmap) can make names Prometheus would refuse.
         for (n, v) in &lbls {
-            if !crate::config::is_valid_label_name(n)
-                || (n == "__name__" && !is_valid_metric_name(v))
-            {
+            if !is_valid_label_name(n) || (n == "__name__" && !is_valid_metric_name(v)) {
                 return Err(SeriesError::InvalidLabel(format!(
                     "invalid metric name or label name {n:?} after metric relabeling in series {}",
                     String::from_utf8_lossy(s.series)
                 )));
             }
         }
-        self.limits.check(&lbls)?;
+        self.limits
+            .check(&lbls)
+            .map_err(|e| SeriesError::LabelLimit(e.0))?;
         Ok(Some(self.add_external(lbls)))
     }
 
@@ -248,87 +199,6 @@ impl TargetContext {
     pub fn synthetic(&self, name: &str) -> Box<[u8]> {
         let lbls = self.finish(vec![("__name__".to_string(), name.to_string())]);
         encode_labels(&lbls)
-    }
-}
-
-/// Prometheus 2.x metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_valid_metric_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
-}
-
-/// Encodes sorted labels as the `repeated Label labels = 1` bytes of a TimeSeries.
-pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(lbls.iter().map(|(n, v)| n.len() + v.len() + 6).sum());
-    encode_into(lbls, &mut out);
-    out.into_boxed_slice()
-}
-
-fn encode_into(lbls: &[(String, String)], out: &mut Vec<u8>) {
-    for (n, v) in lbls {
-        encode_label(out, n, v);
-    }
-}
-
-/// Encoded samples of one scrape: concatenated `TimeSeries` fields of a
-/// `WriteRequest`, with the end offset of each so batches can be cut anywhere.
-#[derive(Debug, Clone)]
-pub struct EncodedSamples {
-    pub buf: Vec<u8>,
-    pub ends: Vec<u32>,
-    /// When the scrape that produced these samples started (ms); the queue's
-    /// `max_age` measures from it (exposed timestamps do not count).
-    pub scraped_at_ms: i64,
-}
-
-impl Default for EncodedSamples {
-    fn default() -> Self {
-        EncodedSamples {
-            buf: Vec::new(),
-            ends: Vec::new(),
-            scraped_at_ms: i64::MAX,
-        }
-    }
-}
-
-impl EncodedSamples {
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
-        self.scraped_at_ms = i64::MAX;
-    }
-
-    /// Bytes the buffers hold on to (capacity).
-    pub fn retained_bytes(&self) -> usize {
-        self.buf.capacity() + self.ends.capacity() * std::mem::size_of::<u32>()
-    }
-    #[inline]
-    pub fn push(&mut self, labels: &[u8], value: f64, ts: i64) {
-        write_series(&mut self.buf, labels, value, ts);
-        self.ends.push(self.buf.len() as u32);
-    }
-    /// The bytes of samples `from..to`.
-    pub fn slice(&self, from: usize, to: usize) -> &[u8] {
-        let start = if from == 0 {
-            0
-        } else {
-            self.ends[from - 1] as usize
-        };
-        let end = if to == 0 {
-            0
-        } else {
-            self.ends[to - 1] as usize
-        };
-        &self.buf[start..end]
     }
 }
 
@@ -575,10 +445,10 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// Frees buffers that grew past [`crate::scrape::POOL_KEEP_MAX`] for one
+    /// Frees buffers that grew past [`POOL_KEEP_MAX`] for one
     /// huge sample (a hostile label value): given back after the scrape.
     fn trim(&mut self) {
-        let max = crate::scrape::POOL_KEEP_MAX;
+        let max = POOL_KEEP_MAX;
         if self.labels.capacity() > max {
             self.labels = Vec::new();
         }
@@ -1162,115 +1032,6 @@ fn prefix(name: &[u8]) -> u64 {
     u64::from_be_bytes(k)
 }
 
-/// Splits one encoded `TimeSeries` entry (as [`EncodedSamples`] holds it)
-/// into its label bytes, value and timestamp.
-pub fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
-    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let c = *b.get(*i)?;
-            *i += 1;
-            v |= u64::from(c & 0x7f) << shift;
-            if c < 0x80 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut i = 0;
-    if *entry.first()? != 0x0a {
-        return None;
-    }
-    i += 1;
-    let len = varint(entry, &mut i)? as usize;
-    let body = entry.get(i..i + len)?;
-    let mut j = 0;
-    while j < body.len() && body[j] == 0x0a {
-        j += 1;
-        let l = varint(body, &mut j)? as usize;
-        j += l;
-    }
-    let labels = body.get(..j)?;
-    if *body.get(j)? != 0x12 {
-        return None;
-    }
-    j += 1;
-    let _sample_len = varint(body, &mut j)?;
-    if *body.get(j)? != 0x09 {
-        return None;
-    }
-    let value = f64::from_le_bytes(body.get(j + 1..j + 9)?.try_into().ok()?);
-    j += 9;
-    if *body.get(j)? != 0x10 {
-        return None;
-    }
-    j += 1;
-    let ts = varint(body, &mut j)? as i64;
-    Some((labels, value, ts))
-}
-
-type Rewritten = (Option<Box<[u8]>>, u64);
-
-/// `write_relabel_configs` of one remote-write destination, for one target:
-/// each series' relabeled (or dropped) label set is computed once and cached,
-/// like the series cache does for metric relabeling.
-pub struct WriteRelabelCache {
-    rules: Arc<[crate::relabel::RelabelConfig]>,
-    /// Encoded labels → (relabeled labels or dropped, generation last seen).
-    map: HashMap<Box<[u8]>, Rewritten, foldhash::fast::RandomState>,
-    generation: u64,
-}
-
-impl WriteRelabelCache {
-    pub fn new(rules: Arc<[crate::relabel::RelabelConfig]>) -> Self {
-        WriteRelabelCache {
-            rules,
-            map: HashMap::default(),
-            generation: 0,
-        }
-    }
-
-    /// Writes the relabeled samples of `input` into `out` (cleared first).
-    pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
-        use prost::Message;
-        out.clear();
-        out.scraped_at_ms = input.scraped_at_ms;
-        self.generation += 1;
-        let generation = self.generation;
-        for k in 0..input.len() {
-            let Some((labels, value, ts)) = split_entry(input.slice(k, k + 1)) else {
-                continue;
-            };
-            if let Some((l, seen)) = self.map.get_mut(labels) {
-                *seen = generation;
-                if let Some(l) = l {
-                    out.push(l, value, ts);
-                }
-                continue;
-            }
-            let decoded = crate::remote_write::proto::TimeSeries::decode(labels)
-                .map(|t| {
-                    t.labels
-                        .into_iter()
-                        .map(|l| (l.name, l.value))
-                        .collect::<Labels>()
-                })
-                .unwrap_or_default();
-            let relabeled = crate::relabel::process(decoded, &self.rules).and_then(|mut l| {
-                l.retain(|(_, v)| !v.is_empty());
-                l.sort_by(|a, b| a.0.cmp(&b.0));
-                (!l.is_empty()).then(|| encode_labels(&l))
-            });
-            if let Some(l) = &relabeled {
-                out.push(l, value, ts);
-            }
-            self.map.insert(labels.into(), (relabeled, generation));
-        }
-        // Series absent from this scrape (their markers went through above).
-        self.map.retain(|_, (_, seen)| *seen == generation);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1764,59 +1525,6 @@ m{z=\"1\",y=\"2\"} 1\n";
     }
 
     #[test]
-    fn write_relabeling_rewrites_drops_and_keeps_values() {
-        use crate::relabel::{Action, AnchoredRegex, RelabelConfig};
-        let rules: Vec<RelabelConfig> = vec![
-            RelabelConfig {
-                source_labels: vec!["__name__".into()],
-                regex: AnchoredRegex::new("secret_.*").unwrap(),
-                action: Action::Drop,
-                ..serde_yaml_default()
-            },
-            RelabelConfig {
-                regex: AnchoredRegex::new("cluster").unwrap(),
-                action: Action::LabelDrop,
-                ..serde_yaml_default()
-            },
-            RelabelConfig {
-                target_label: "aaa".into(),
-                replacement: "first".into(),
-                ..serde_yaml_default()
-            },
-        ];
-        let mut cache = SeriesCache::new();
-        let out = scrape(&mut cache, &ctx(false), "m 1.5 7\nsecret_x 2\n", 10).unwrap();
-        let mut w = WriteRelabelCache::new(rules.into());
-        let mut rewritten = EncodedSamples::default();
-        for _ in 0..2 {
-            w.apply(&out, &mut rewritten);
-            let wr = decode(&rewritten);
-            assert_eq!(wr.timeseries.len(), 1);
-            let t = &wr.timeseries[0];
-            assert_eq!(t.labels[0].name, "__name__", "sorted");
-            assert_eq!(t.label("aaa"), Some("first"));
-            assert_eq!(t.label("cluster"), None);
-            assert_eq!((t.samples[0].value, t.samples[0].timestamp), (1.5, 7));
-        }
-    }
-
-    #[test]
-    fn split_entry_reads_back_what_push_wrote() {
-        let mut e = EncodedSamples::default();
-        let l = encode_labels(&[
-            ("__name__".into(), "m".into()),
-            ("a".into(), "b".repeat(200)),
-        ]);
-        e.push(&l, -3.25, 1_700_000_000_123);
-        e.push(&l, f64::from_bits(STALE_NAN), 0);
-        let (lb, v, ts) = split_entry(e.slice(0, 1)).unwrap();
-        assert_eq!((lb, v, ts), (&l[..], -3.25, 1_700_000_000_123));
-        let (_, v, ts) = split_entry(e.slice(1, 2)).unwrap();
-        assert_eq!((v.to_bits(), ts), (STALE_NAN, 0));
-        assert!(split_entry(&[0x0a, 0x05, 0x0a]).is_none());
-    }
-
-    #[test]
     fn repeated_label_fails() {
         let mut cache = SeriesCache::new();
         let e = scrape(&mut cache, &ctx(false), "m{a=\"1\",a=\"2\"} 1\n", 1).unwrap_err();
@@ -1950,21 +1658,5 @@ m{z=\"1\",y=\"2\"} 1\n";
         out.clear();
         assert_eq!(cache.mark_all_stale(&c, 20, &mut out), 1);
         assert_eq!(decode(&out).timeseries[0].labels[0].value, "a");
-    }
-
-    #[test]
-    fn slices_cut_at_sample_boundaries() {
-        let mut out = EncodedSamples::default();
-        for i in 0..5 {
-            out.push(
-                &encode_labels(&[("__name__".into(), format!("m{i}"))]),
-                i as f64,
-                i,
-            );
-        }
-        let part = WriteRequest::decode(out.slice(1, 3)).unwrap();
-        assert_eq!(part.timeseries.len(), 2);
-        assert_eq!(part.timeseries[0].samples[0].value, 1.0);
-        assert_eq!(out.slice(0, 5), out.buf.as_slice());
     }
 }

@@ -18,62 +18,16 @@
 //! (a certificate is asked for but not verified) are refused: they would look
 //! like protection without being any.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::config::{ClientAuthType, TlsServerConfig};
 use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
 use crate::tls::{TlsError, parse_certs, parse_key, provider};
-
-/// `server.tls_server_config`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsServerConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_auth_type: ClientAuthType,
-}
-
-/// Go's `tls.ClientAuthType` names, as Prometheus's web config takes them.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub enum ClientAuthType {
-    #[default]
-    NoClientCert,
-    RequestClientCert,
-    RequireAnyClientCert,
-    VerifyClientCertIfGiven,
-    RequireAndVerifyClientCert,
-}
-
-impl TlsServerConfig {
-    /// Checks the combination (not the files), with a message that names
-    /// the field.
-    pub fn validate(&self) -> Result<(), String> {
-        use ClientAuthType::*;
-        match (self.client_auth_type, &self.client_ca_file) {
-            (RequestClientCert | RequireAnyClientCert, _) => Err(format!(
-                "client_auth_type {:?} accepts certificates without verifying them; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
-                self.client_auth_type
-            )),
-            (VerifyClientCertIfGiven | RequireAndVerifyClientCert, None) => Err(format!(
-                "client_auth_type {:?} needs client_ca_file",
-                self.client_auth_type
-            )),
-            (NoClientCert, Some(_)) => Err(
-                "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type: RequireAndVerifyClientCert"
-                    .into(),
-            ),
-            _ => Ok(()),
-        }
-    }
-}
 
 type Files = Vec<(String, Vec<u8>)>;
 

@@ -1,8 +1,11 @@
-//! Remote write 1.0: the wire messages ([`proto`]), the per-destination
-//! batcher and queue ([`queue`]) and the sender with its retry policy
-//! ([`sender`]).
+//! Remote write 1.0: the wire messages ([`proto`]), one scrape's samples as
+//! wire bytes ([`samples`]), `write_relabel_configs` on them
+//! ([`write_relabel`]), the per-destination batcher and queue ([`queue`],
+//! on disk: [`disk`]) and the sender with its retry policy ([`sender`]).
 
 pub mod disk;
 pub mod proto;
 pub mod queue;
+pub mod samples;
 pub mod sender;
+pub mod write_relabel;

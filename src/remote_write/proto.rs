@@ -74,6 +74,18 @@ pub fn varint_len(mut v: u64) -> usize {
     n
 }
 
+/// A protobuf-style varint at the start of `b`: (value, bytes used).
+pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &c) in b.iter().take(10).enumerate() {
+        v |= u64::from(c & 0x7f) << (7 * i);
+        if c < 0x80 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 #[inline]
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -33,8 +33,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::disk::{DiskError, Recovery, SegmentLog};
+use super::proto::read_varint;
+use super::samples::{EncodedSamples, POOL_KEEP_MAX};
 use crate::http::Chunks;
-use crate::series::EncodedSamples;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
 /// A sealed, compressed write request.
@@ -336,7 +337,7 @@ impl Queue {
             Ok(n) => {
                 let data = Bytes::copy_from_slice(&scratch[..n]);
                 // Give back what one huge batch needed.
-                if scratch.capacity() > crate::scrape::POOL_KEEP_MAX {
+                if scratch.capacity() > POOL_KEEP_MAX {
                     *scratch = Vec::new();
                 }
                 data
@@ -814,23 +815,11 @@ pub fn join_snappy(blocks: &[Bytes]) -> Option<(Bytes, Vec<Bytes>)> {
     Some((Bytes::from(head), bodies))
 }
 
-/// A protobuf-style varint at the start of `b`: (value, bytes used).
-fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &c) in b.iter().take(10).enumerate() {
-        v |= u64::from(c & 0x7f) << (7 * i);
-        if c < 0x80 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::remote_write::proto::WriteRequest;
-    use crate::series::encode_labels;
+    use crate::remote_write::samples::encode_labels;
     use prost::Message;
 
     fn labels() -> RemoteLabels {

@@ -22,8 +22,9 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use super::{KeyHasher, LabelLimits, Labels, TargetContext};
+use super::{KeyHasher, TargetContext};
 use crate::exposition::{LabelSpan, MASKS, Sample, unescape_into};
+use crate::labels::{LabelLimits, Labels};
 use crate::remote_write::proto::encode_label_bytes;
 
 /// Shapes kept per target; past it they are all forgotten and rebuilt as
@@ -438,7 +439,8 @@ mod tests {
             out.clear();
             let same = parser.same_label_names();
             assert!(plans.encode(&s, parser.label_spans(), same, body, &mut out, &mut tmp));
-            let expected = super::super::encode_labels(&c.series_labels(&s).unwrap().unwrap());
+            let expected =
+                crate::remote_write::samples::encode_labels(&c.series_labels(&s).unwrap().unwrap());
             assert_eq!(
                 out[..],
                 expected[..],

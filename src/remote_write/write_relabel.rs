@@ -1,0 +1,142 @@
+//! `write_relabel_configs` of one destination, applied to the wire bytes of
+//! a scrape: each series is decoded and relabeled once, then its result
+//! (new labels, or dropped) is cached by its encoded labels, as the series
+//! cache does for metric relabeling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::proto::TimeSeries;
+use super::samples::{EncodedSamples, encode_labels, split_entry};
+use crate::labels::Labels;
+use crate::relabel::RelabelConfig;
+
+type Rewritten = (Option<Box<[u8]>>, u64);
+
+/// `write_relabel_configs` of one remote-write destination, for one target:
+/// each series' relabeled (or dropped) label set is computed once and cached,
+/// like the series cache does for metric relabeling.
+pub struct WriteRelabelCache {
+    rules: Arc<[RelabelConfig]>,
+    /// Encoded labels → (relabeled labels or dropped, generation last seen).
+    map: HashMap<Box<[u8]>, Rewritten, foldhash::fast::RandomState>,
+    generation: u64,
+}
+
+impl WriteRelabelCache {
+    pub fn new(rules: Arc<[RelabelConfig]>) -> Self {
+        WriteRelabelCache {
+            rules,
+            map: HashMap::default(),
+            generation: 0,
+        }
+    }
+
+    /// Writes the relabeled samples of `input` into `out` (cleared first).
+    pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
+        use prost::Message;
+        out.clear();
+        out.scraped_at_ms = input.scraped_at_ms;
+        self.generation += 1;
+        let generation = self.generation;
+        for k in 0..input.len() {
+            let Some((labels, value, ts)) = split_entry(input.slice(k, k + 1)) else {
+                continue;
+            };
+            if let Some((l, seen)) = self.map.get_mut(labels) {
+                *seen = generation;
+                if let Some(l) = l {
+                    out.push(l, value, ts);
+                }
+                continue;
+            }
+            let decoded = TimeSeries::decode(labels)
+                .map(|t| {
+                    t.labels
+                        .into_iter()
+                        .map(|l| (l.name, l.value))
+                        .collect::<Labels>()
+                })
+                .unwrap_or_default();
+            let relabeled = crate::relabel::process(decoded, &self.rules).and_then(|mut l| {
+                l.retain(|(_, v)| !v.is_empty());
+                l.sort_by(|a, b| a.0.cmp(&b.0));
+                (!l.is_empty()).then(|| encode_labels(&l))
+            });
+            if let Some(l) = &relabeled {
+                out.push(l, value, ts);
+            }
+            self.map.insert(labels.into(), (relabeled, generation));
+        }
+        // Series absent from this scrape (their markers went through above).
+        self.map.retain(|_, (_, seen)| *seen == generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relabel::{Action, AnchoredRegex};
+    use crate::remote_write::proto::WriteRequest;
+    use prost::Message;
+
+    fn decode(out: &EncodedSamples) -> WriteRequest {
+        WriteRequest::decode(out.buf.as_slice()).unwrap()
+    }
+
+    fn serde_yaml_default() -> RelabelConfig {
+        RelabelConfig {
+            source_labels: Vec::new(),
+            separator: ";".into(),
+            regex: AnchoredRegex::default(),
+            modulus: 0,
+            target_label: String::new(),
+            replacement: "$1".into(),
+            action: Action::Replace,
+        }
+    }
+
+    #[test]
+    fn write_relabeling_rewrites_drops_and_keeps_values() {
+        let rules: Vec<RelabelConfig> = vec![
+            RelabelConfig {
+                source_labels: vec!["__name__".into()],
+                regex: AnchoredRegex::new("secret_.*").unwrap(),
+                action: Action::Drop,
+                ..serde_yaml_default()
+            },
+            RelabelConfig {
+                regex: AnchoredRegex::new("cluster").unwrap(),
+                action: Action::LabelDrop,
+                ..serde_yaml_default()
+            },
+            RelabelConfig {
+                target_label: "aaa".into(),
+                replacement: "first".into(),
+                ..serde_yaml_default()
+            },
+        ];
+        let mut out = EncodedSamples::default();
+        let labels = |name: &str| {
+            encode_labels(&[
+                ("__name__".into(), name.into()),
+                ("cluster".into(), "c1".into()),
+                ("job".into(), "j".into()),
+            ])
+        };
+        out.push(&labels("m"), 1.5, 7);
+        out.push(&labels("secret_x"), 2.0, 10);
+        let mut w = WriteRelabelCache::new(rules.into());
+        let mut rewritten = EncodedSamples::default();
+        for _ in 0..2 {
+            w.apply(&out, &mut rewritten);
+            let wr = decode(&rewritten);
+            assert_eq!(wr.timeseries.len(), 1);
+            let t = &wr.timeseries[0];
+            assert_eq!(t.labels[0].name, "__name__", "sorted");
+            assert_eq!(t.label("aaa"), Some("first"));
+            assert_eq!(t.label("cluster"), None);
+            assert_eq!((t.samples[0].value, t.samples[0].timestamp), (1.5, 7));
+        }
+    }
+}
