@@ -15,25 +15,32 @@
 //! Every scrape, good or bad, also sends `up`, `scrape_duration_seconds`,
 //! `scrape_samples_scraped`, `scrape_samples_post_metric_relabeling` and
 //! `scrape_series_added` with the target's labels, at the scrape's start time.
+//!
+//! Layout: this file holds the loop (one task per target), its errors and
+//! the target status `/targets` shows; `target` resolves targets from the
+//! config, `fetch` GETs a target, `pool` shares scrape buffers.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, HeaderName, USER_AGENT};
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::Full;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ScrapeConfig};
-use crate::http::{BodyError, HttpClient, read_body_limited};
+use crate::http::{BodyError, HttpClient};
 use crate::remote_write::queue::Queue;
-use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
+use crate::remote_write::samples::EncodedSamples;
 use crate::remote_write::write_relabel::WriteRelabelCache;
-use crate::series::{IngestError, SeriesCache, SeriesError, TargetContext};
+use crate::series::{IngestError, SeriesCache, SeriesError};
 use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
-use crate::tls::describe_error;
+
+mod fetch;
+mod pool;
+mod target;
+
+pub use fetch::{ACCEPT_HEADER, Fetched, fetch, fetch_wire, inflate_body};
+use pool::{BYTES, SAMPLES};
+pub use target::{Target, targets};
 
 /// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -86,233 +93,6 @@ impl ScrapeError {
     }
 }
 
-/// Sent with every scrape, as Prometheus does.
-const SCRAPE_TIMEOUT_HEADER: HeaderName =
-    HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
-
-/// One scrape target, fully resolved from the config.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub job: String,
-    /// `host:port` as configured.
-    pub instance: String,
-    pub url: Uri,
-    pub ctx: TargetContext,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// `X-Prometheus-Scrape-Timeout-Seconds`, formatted once.
-    pub timeout_header: Option<HeaderValue>,
-    pub body_limit: Option<u64>,
-    pub sample_limit: u64,
-    /// Index of its scrape config.
-    pub config_index: usize,
-    /// Everything that makes this target what it is; a reload keeps a
-    /// running target (and its series cache) exactly when this is unchanged.
-    pub identity: String,
-}
-
-/// Percent-encodes a query component (RFC 3986 unreserved kept).
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The scrape URL from the post-relabeling meta labels.
-fn url_from(
-    scheme: &str,
-    address: &str,
-    path: &str,
-    params: &std::collections::BTreeMap<String, Vec<String>>,
-) -> Result<Uri, String> {
-    let mut url = format!("{scheme}://{address}{path}");
-    let mut first = true;
-    for (k, vs) in params {
-        for v in vs {
-            url.push(if first { '?' } else { '&' });
-            first = false;
-            url.push_str(&query_escape(k));
-            url.push('=');
-            url.push_str(&query_escape(v));
-        }
-    }
-    url.parse()
-        .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
-}
-
-/// Every target of the config, in config order, after `relabel_configs`.
-/// A target that relabeling drops is left out; one whose labels cannot make
-/// a scrape URL is left out with a warning (Prometheus drops it likewise).
-pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
-    let mut ext: Vec<(String, String)> = cfg
-        .global
-        .external_labels
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    ext.sort();
-    let mut out = Vec::new();
-    for (i, sc) in cfg.scrape_configs.iter().enumerate() {
-        let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
-            sc.metric_relabel_configs.clone().into();
-        let sc_identity = {
-            let mut c = sc.clone();
-            c.static_configs.clear();
-            format!("{c:?}|{ext:?}")
-        };
-        for st in &sc.static_configs {
-            for addr in &st.targets {
-                match resolve_target(sc, st, addr) {
-                    Ok(Some((tl, url, interval, timeout))) => {
-                        let identity =
-                            format!("{sc_identity}|{url}|{tl:?}|{interval:?}|{timeout:?}");
-                        let get = |n: &str| {
-                            tl.iter()
-                                .find(|(k, _)| k == n)
-                                .map(|(_, v)| v.clone())
-                                .unwrap_or_default()
-                        };
-                        out.push(Target {
-                            job: get("job"),
-                            instance: get("instance"),
-                            url,
-                            ctx: TargetContext {
-                                target_labels: tl,
-                                external_labels: ext.clone(),
-                                honor_labels: sc.honor_labels,
-                                honor_timestamps: sc.honor_timestamps,
-                                metric_relabel: metric_relabel.clone(),
-                                limits: crate::labels::LabelLimits {
-                                    labels: sc.label_limit,
-                                    name_length: sc.label_name_length_limit,
-                                    value_length: sc.label_value_length_limit,
-                                },
-                                timestamp_bounds: crate::series::TimestampBounds {
-                                    max_age_ms: sc.explicit_timestamp_max_age.0.as_millis() as i64,
-                                    max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis()
-                                        as i64,
-                                },
-                            },
-                            interval,
-                            timeout,
-                            timeout_header: HeaderValue::from_str(
-                                &timeout.as_secs_f64().to_string(),
-                            )
-                            .ok(),
-                            body_limit: sc.body_limit(),
-                            sample_limit: sc.sample_limit,
-                            config_index: i,
-                            identity,
-                        });
-                    }
-                    Ok(None) => {
-                        tracing::debug!(job = %sc.job_name, target = %addr, "target dropped by relabel_configs")
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %sc.job_name, target = %addr, error = %e, "target dropped")
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-type Resolved = (Vec<(String, String)>, Uri, Duration, Duration);
-
-/// Prometheus's target label population: meta labels, `relabel_configs`,
-/// then `instance` defaulting to the address and `__` labels removed.
-fn resolve_target(
-    sc: &ScrapeConfig,
-    st: &crate::config::StaticConfig,
-    addr: &str,
-) -> Result<Option<Resolved>, String> {
-    let mut lbls: Vec<(String, String)> = st
-        .labels
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut defaults = vec![
-        ("__address__".to_string(), addr.to_string()),
-        ("__scheme__".to_string(), sc.scheme.clone()),
-        ("__metrics_path__".to_string(), sc.metrics_path.clone()),
-        (
-            "__scrape_interval__".to_string(),
-            crate::units::format_duration(sc.interval()),
-        ),
-        (
-            "__scrape_timeout__".to_string(),
-            crate::units::format_duration(sc.timeout()),
-        ),
-        ("job".to_string(), sc.job_name.clone()),
-    ];
-    for (k, vs) in &sc.params {
-        if let Some(v) = vs.first() {
-            defaults.push((format!("__param_{k}"), v.clone()));
-        }
-    }
-    for (k, v) in defaults {
-        if !lbls.iter().any(|(n, _)| *n == k) {
-            lbls.push((k, v));
-        }
-    }
-    let Some(mut lbls) = crate::relabel::process(lbls, &sc.relabel_configs) else {
-        return Ok(None);
-    };
-    let get = |l: &Vec<(String, String)>, n: &str| {
-        l.iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let address = get(&lbls, "__address__");
-    if address.is_empty() {
-        return Err("no address after relabeling".into());
-    }
-    if address.contains('/') {
-        return Err(format!("{address:?} is not a valid address"));
-    }
-    if get(&lbls, "instance").is_empty() {
-        lbls.push(("instance".into(), address.clone()));
-    }
-    let mut params = sc.params.clone();
-    for (k, v) in &lbls {
-        if let Some(name) = k.strip_prefix("__param_") {
-            // As Prometheus: the label replaces the first value only.
-            let vs = params.entry(name.to_string()).or_default();
-            match vs.first_mut() {
-                Some(first) => *first = v.clone(),
-                None => vs.push(v.clone()),
-            }
-        }
-    }
-    let scheme = get(&lbls, "__scheme__");
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("invalid scheme {scheme:?} after relabeling"));
-    }
-    let interval = crate::units::parse_duration(&get(&lbls, "__scrape_interval__"))
-        .map_err(|e| format!("__scrape_interval__: {e}"))?;
-    let timeout = crate::units::parse_duration(&get(&lbls, "__scrape_timeout__"))
-        .map_err(|e| format!("__scrape_timeout__: {e}"))?;
-    if interval.is_zero() || timeout.is_zero() || timeout > interval {
-        return Err(format!(
-            "scrape timeout {timeout:?} must be >0 and at most the interval {interval:?}"
-        ));
-    }
-    let url = url_from(&scheme, &address, &get(&lbls, "__metrics_path__"), &params)?;
-    lbls.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
-    lbls.sort();
-    Ok(Some((lbls, url, interval, timeout)))
-}
-
 /// Health of a target, as shown on `/targets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -359,149 +139,6 @@ impl TargetStatus {
         }
     }
 }
-
-/// What [`fetch`] received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fetched {
-    /// Bytes received on the wire.
-    pub wire: usize,
-    /// The body came gzip-compressed; the compressed bytes are left in the
-    /// scratch buffer.
-    pub gzip: bool,
-    /// What its `Content-Type` says it is.
-    pub format: crate::exposition::Format,
-}
-
-/// The `Accept` header of a scrape: OpenMetrics first, then the text
-/// format, as Prometheus 2.x asks.
-pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// GETs a target into `body` (decompressed; `scratch` is reused for gzip,
-/// and holds the compressed bytes afterwards).
-pub async fn fetch(
-    client: &HttpClient,
-    t: &Target,
-    body: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-) -> Result<Fetched, ScrapeError> {
-    let f = fetch_wire(client, t, body).await?;
-    if f.gzip {
-        inflate_body(t, body, scratch)?;
-    }
-    Ok(f)
-}
-
-/// GETs a target into `body` as received (gzip-compressed or not).
-pub async fn fetch_wire(
-    client: &HttpClient,
-    t: &Target,
-    body: &mut Vec<u8>,
-) -> Result<Fetched, ScrapeError> {
-    let mut req = Request::get(t.url.clone())
-        .header(ACCEPT, ACCEPT_HEADER)
-        .header(ACCEPT_ENCODING, "gzip")
-        .header(USER_AGENT, crate::http::USER_AGENT)
-        .body(Full::default())
-        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
-    if let Some(v) = &t.timeout_header {
-        req.headers_mut().insert(SCRAPE_TIMEOUT_HEADER, v.clone());
-    }
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| ScrapeError::Connect(describe_error(&e)))?;
-    if resp.status() != StatusCode::OK {
-        return Err(ScrapeError::Status(resp.status().to_string()));
-    }
-    let gzip = resp
-        .headers()
-        .get(CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let format = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map_or(crate::exposition::Format::Text, |v| {
-            crate::exposition::Format::from_content_type(v.as_bytes())
-        });
-    read_body_limited(resp.into_body(), t.body_limit, body).await?;
-    Ok(Fetched {
-        wire: body.len(),
-        gzip,
-        format,
-    })
-}
-
-/// Inflates the gzip `body` in place (through `scratch`, which is left
-/// holding the compressed bytes), within the target's body size limit.
-pub fn inflate_body(
-    t: &Target,
-    body: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-) -> Result<(), ScrapeError> {
-    let limit = t.body_limit.unwrap_or(u64::MAX);
-    crate::gzip::inflate(body, scratch, limit).map_err(|e| match e {
-        crate::gzip::GzipError::TooLarge(limit) => ScrapeError::Body(BodyError::TooLarge { limit }),
-        e => ScrapeError::Gzip(e.to_string()),
-    })?;
-    std::mem::swap(body, scratch);
-    Ok(())
-}
-
-/// Scrape buffers shared by all targets. Scrapes of different targets rarely
-/// overlap, so a handful of buffers serves any number of targets instead of
-/// every target keeping its own body, inflate and output buffers at their
-/// largest size between scrapes.
-struct Pool<T> {
-    free: Mutex<Vec<T>>,
-}
-
-impl<T: Default> Pool<T> {
-    const fn new() -> Self {
-        Pool {
-            free: Mutex::new(Vec::new()),
-        }
-    }
-    fn take(&self) -> T {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default()
-    }
-    fn give(&self, v: T)
-    where
-        T: Retained,
-    {
-        // A buffer that grew for one huge scrape is freed, not kept.
-        if v.retained() > POOL_KEEP_MAX {
-            return;
-        }
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < 8 {
-            free.push(v);
-        }
-    }
-}
-
-/// Bytes a pooled buffer holds on to.
-trait Retained {
-    fn retained(&self) -> usize;
-}
-
-impl Retained for Vec<u8> {
-    fn retained(&self) -> usize {
-        self.capacity()
-    }
-}
-
-impl Retained for EncodedSamples {
-    fn retained(&self) -> usize {
-        self.retained_bytes()
-    }
-}
-
-static BYTES: Pool<Vec<u8>> = Pool::new();
-static SAMPLES: Pool<EncodedSamples> = Pool::new();
 
 /// Bodies at least this large are parsed off the runtime thread.
 const OFF_THREAD_BODY: usize = 8 << 20;
@@ -912,6 +549,7 @@ impl ScrapeLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn url_carries_scheme_path_and_params() {

@@ -1,0 +1,63 @@
+//! Scrape buffers shared by all targets (bodies, encoded samples), handed
+//! out per scrape and given back after it; a buffer one huge scrape grew is
+//! freed, not kept.
+
+use std::sync::Mutex;
+
+use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
+
+/// Scrape buffers shared by all targets. Scrapes of different targets rarely
+/// overlap, so a handful of buffers serves any number of targets instead of
+/// every target keeping its own body, inflate and output buffers at their
+/// largest size between scrapes.
+pub(super) struct Pool<T> {
+    free: Mutex<Vec<T>>,
+}
+
+impl<T: Default> Pool<T> {
+    const fn new() -> Self {
+        Pool {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+    pub(super) fn take(&self) -> T {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+    pub(super) fn give(&self, v: T)
+    where
+        T: Retained,
+    {
+        // A buffer that grew for one huge scrape is freed, not kept.
+        if v.retained() > POOL_KEEP_MAX {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < 8 {
+            free.push(v);
+        }
+    }
+}
+
+/// Bytes a pooled buffer holds on to.
+pub(super) trait Retained {
+    fn retained(&self) -> usize;
+}
+
+impl Retained for Vec<u8> {
+    fn retained(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Retained for EncodedSamples {
+    fn retained(&self) -> usize {
+        self.retained_bytes()
+    }
+}
+
+pub(super) static BYTES: Pool<Vec<u8>> = Pool::new();
+pub(super) static SAMPLES: Pool<EncodedSamples> = Pool::new();

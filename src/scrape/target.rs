@@ -1,0 +1,234 @@
+//! Scrape targets resolved from the config: `static_configs` through
+//! `relabel_configs` into a [`Target`] (labels, URL with `params`, interval,
+//! timeout), as Prometheus does it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+
+use crate::config::{Config, ScrapeConfig};
+use crate::series::TargetContext;
+
+/// One scrape target, fully resolved from the config.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub job: String,
+    /// `host:port` as configured.
+    pub instance: String,
+    pub url: Uri,
+    pub ctx: TargetContext,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `X-Prometheus-Scrape-Timeout-Seconds`, formatted once.
+    pub timeout_header: Option<HeaderValue>,
+    pub body_limit: Option<u64>,
+    pub sample_limit: u64,
+    /// Index of its scrape config.
+    pub config_index: usize,
+    /// Everything that makes this target what it is; a reload keeps a
+    /// running target (and its series cache) exactly when this is unchanged.
+    pub identity: String,
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved kept).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The scrape URL from the post-relabeling meta labels.
+fn url_from(
+    scheme: &str,
+    address: &str,
+    path: &str,
+    params: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Uri, String> {
+    let mut url = format!("{scheme}://{address}{path}");
+    let mut first = true;
+    for (k, vs) in params {
+        for v in vs {
+            url.push(if first { '?' } else { '&' });
+            first = false;
+            url.push_str(&query_escape(k));
+            url.push('=');
+            url.push_str(&query_escape(v));
+        }
+    }
+    url.parse()
+        .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
+}
+
+/// Every target of the config, in config order, after `relabel_configs`.
+/// A target that relabeling drops is left out; one whose labels cannot make
+/// a scrape URL is left out with a warning (Prometheus drops it likewise).
+pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
+    let mut ext: Vec<(String, String)> = cfg
+        .global
+        .external_labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    ext.sort();
+    let mut out = Vec::new();
+    for (i, sc) in cfg.scrape_configs.iter().enumerate() {
+        let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
+            sc.metric_relabel_configs.clone().into();
+        let sc_identity = {
+            let mut c = sc.clone();
+            c.static_configs.clear();
+            format!("{c:?}|{ext:?}")
+        };
+        for st in &sc.static_configs {
+            for addr in &st.targets {
+                match resolve_target(sc, st, addr) {
+                    Ok(Some((tl, url, interval, timeout))) => {
+                        let identity =
+                            format!("{sc_identity}|{url}|{tl:?}|{interval:?}|{timeout:?}");
+                        let get = |n: &str| {
+                            tl.iter()
+                                .find(|(k, _)| k == n)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        out.push(Target {
+                            job: get("job"),
+                            instance: get("instance"),
+                            url,
+                            ctx: TargetContext {
+                                target_labels: tl,
+                                external_labels: ext.clone(),
+                                honor_labels: sc.honor_labels,
+                                honor_timestamps: sc.honor_timestamps,
+                                metric_relabel: metric_relabel.clone(),
+                                limits: crate::labels::LabelLimits {
+                                    labels: sc.label_limit,
+                                    name_length: sc.label_name_length_limit,
+                                    value_length: sc.label_value_length_limit,
+                                },
+                                timestamp_bounds: crate::series::TimestampBounds {
+                                    max_age_ms: sc.explicit_timestamp_max_age.0.as_millis() as i64,
+                                    max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis()
+                                        as i64,
+                                },
+                            },
+                            interval,
+                            timeout,
+                            timeout_header: HeaderValue::from_str(
+                                &timeout.as_secs_f64().to_string(),
+                            )
+                            .ok(),
+                            body_limit: sc.body_limit(),
+                            sample_limit: sc.sample_limit,
+                            config_index: i,
+                            identity,
+                        });
+                    }
+                    Ok(None) => {
+                        tracing::debug!(job = %sc.job_name, target = %addr, "target dropped by relabel_configs")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %sc.job_name, target = %addr, error = %e, "target dropped")
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+type Resolved = (Vec<(String, String)>, Uri, Duration, Duration);
+
+/// Prometheus's target label population: meta labels, `relabel_configs`,
+/// then `instance` defaulting to the address and `__` labels removed.
+fn resolve_target(
+    sc: &ScrapeConfig,
+    st: &crate::config::StaticConfig,
+    addr: &str,
+) -> Result<Option<Resolved>, String> {
+    let mut lbls: Vec<(String, String)> = st
+        .labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut defaults = vec![
+        ("__address__".to_string(), addr.to_string()),
+        ("__scheme__".to_string(), sc.scheme.clone()),
+        ("__metrics_path__".to_string(), sc.metrics_path.clone()),
+        (
+            "__scrape_interval__".to_string(),
+            crate::units::format_duration(sc.interval()),
+        ),
+        (
+            "__scrape_timeout__".to_string(),
+            crate::units::format_duration(sc.timeout()),
+        ),
+        ("job".to_string(), sc.job_name.clone()),
+    ];
+    for (k, vs) in &sc.params {
+        if let Some(v) = vs.first() {
+            defaults.push((format!("__param_{k}"), v.clone()));
+        }
+    }
+    for (k, v) in defaults {
+        if !lbls.iter().any(|(n, _)| *n == k) {
+            lbls.push((k, v));
+        }
+    }
+    let Some(mut lbls) = crate::relabel::process(lbls, &sc.relabel_configs) else {
+        return Ok(None);
+    };
+    let get = |l: &Vec<(String, String)>, n: &str| {
+        l.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let address = get(&lbls, "__address__");
+    if address.is_empty() {
+        return Err("no address after relabeling".into());
+    }
+    if address.contains('/') {
+        return Err(format!("{address:?} is not a valid address"));
+    }
+    if get(&lbls, "instance").is_empty() {
+        lbls.push(("instance".into(), address.clone()));
+    }
+    let mut params = sc.params.clone();
+    for (k, v) in &lbls {
+        if let Some(name) = k.strip_prefix("__param_") {
+            // As Prometheus: the label replaces the first value only.
+            let vs = params.entry(name.to_string()).or_default();
+            match vs.first_mut() {
+                Some(first) => *first = v.clone(),
+                None => vs.push(v.clone()),
+            }
+        }
+    }
+    let scheme = get(&lbls, "__scheme__");
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("invalid scheme {scheme:?} after relabeling"));
+    }
+    let interval = crate::units::parse_duration(&get(&lbls, "__scrape_interval__"))
+        .map_err(|e| format!("__scrape_interval__: {e}"))?;
+    let timeout = crate::units::parse_duration(&get(&lbls, "__scrape_timeout__"))
+        .map_err(|e| format!("__scrape_timeout__: {e}"))?;
+    if interval.is_zero() || timeout.is_zero() || timeout > interval {
+        return Err(format!(
+            "scrape timeout {timeout:?} must be >0 and at most the interval {interval:?}"
+        ));
+    }
+    let url = url_from(&scheme, &address, &get(&lbls, "__metrics_path__"), &params)?;
+    lbls.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
+    lbls.sort();
+    Ok(Some((lbls, url, interval, timeout)))
+}
