@@ -1,0 +1,167 @@
+//! The producing side of a queue: scrape tasks append their encoded samples;
+//! batches are sealed (snappy-compressed once) and stored, in memory or in
+//! the segment log, within the queue's budgets.
+
+use super::*;
+
+impl Queue {
+    /// Adds a scrape's samples, sealing batches as they fill.
+    pub fn append(&self, enc: &EncodedSamples) {
+        if enc.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let was_empty = inner.open_samples == 0;
+        // A disk queue writes every scrape through at once: a sample the
+        // agent accepted must survive `kill -9`, which an open batch in memory
+        // would not. (Batching across scrapes is the memory queue's.) Its
+        // batches are compressed straight from the scrape's buffer.
+        if matches!(inner.storage, Storage::Disk { .. }) && inner.open_samples == 0 {
+            let mut i = 0;
+            while i < enc.len() {
+                let take = self.max_samples_per_send.min(enc.len() - i);
+                self.store(&mut inner, enc.slice(i, i + take), take, enc.scraped_at_ms);
+                i += take;
+            }
+            drop(inner);
+            self.notify.notify_one();
+            return;
+        }
+        let mut i = 0;
+        let mut sealed = false;
+        while i < enc.len() {
+            if inner.open_samples == 0 {
+                inner.open_since = Some(Instant::now());
+            }
+            inner.open_oldest_ms = inner.open_oldest_ms.min(enc.scraped_at_ms);
+            let take = (self.max_samples_per_send - inner.open_samples).min(enc.len() - i);
+            inner.open.extend_from_slice(enc.slice(i, i + take));
+            inner.open_samples += take;
+            i += take;
+            if inner.open_samples >= self.max_samples_per_send {
+                self.seal(&mut inner);
+                sealed = true;
+            }
+        }
+        if matches!(inner.storage, Storage::Disk { .. }) && inner.open_samples > 0 {
+            self.seal(&mut inner);
+            sealed = true;
+        }
+        drop(inner);
+        if sealed || was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    pub(super) fn seal(&self, inner: &mut Inner) {
+        if inner.open_samples == 0 {
+            return;
+        }
+        let samples = inner.open_samples;
+        let oldest_ms = inner.open_oldest_ms;
+        let open = std::mem::take(&mut inner.open);
+        self.store(inner, &open, samples, oldest_ms);
+        inner.open = open;
+        inner.open.clear();
+        inner.open_samples = 0;
+        inner.open_since = None;
+        inner.open_oldest_ms = i64::MAX;
+    }
+
+    /// Compresses one batch (`WriteRequest` bytes) and queues it.
+    pub(super) fn store(&self, inner: &mut Inner, request: &[u8], samples: usize, oldest_ms: i64) {
+        let Inner {
+            encoder, scratch, ..
+        } = inner;
+        scratch.resize(snap::raw::max_compress_len(request.len()), 0);
+        let data = match encoder.compress(request, scratch) {
+            // Exactly the compressed bytes: the scratch buffer (sized for the
+            // worst case) stays for the next batch.
+            Ok(n) => {
+                let data = Bytes::copy_from_slice(&scratch[..n]);
+                // Give back what one huge batch needed.
+                if scratch.capacity() > POOL_KEEP_MAX {
+                    *scratch = Vec::new();
+                }
+                data
+            }
+            Err(e) => {
+                // Only possible for inputs over ~4 GiB; a batch is far smaller.
+                tracing::error!(error = %e, "snappy compression failed; batch dropped");
+                self.drop_samples("compression", samples, 1);
+                return;
+            }
+        };
+        match &mut inner.storage {
+            Storage::Memory {
+                batches,
+                samples: queued,
+                max_samples,
+                next_seq,
+            } => {
+                batches.push_back(Batch {
+                    seq: *next_seq,
+                    data,
+                    more: Vec::new(),
+                    samples,
+                    oldest_ms,
+                });
+                *next_seq += 1;
+                *queued += samples;
+                while *queued > *max_samples && batches.len() > 1 {
+                    if let Some(old) = batches.pop_front() {
+                        *queued -= old.samples;
+                        self.drop_samples("queue_full", old.samples, 1);
+                        tracing::warn!(remote_name = %self.labels.remote_name, samples = old.samples, "remote-write queue full; dropped the oldest batch");
+                    }
+                }
+            }
+            Storage::Disk {
+                log,
+                max_size,
+                last_error_log,
+                hot,
+                hot_bytes,
+            } => {
+                match log.append(&data, samples as u32, oldest_ms) {
+                    Ok(seq) => {
+                        if *hot_bytes + data.len() <= HOT_BYTES {
+                            *hot_bytes += data.len();
+                            hot.push_back((seq, data));
+                        }
+                    }
+                    Err(e) => {
+                        self.drop_samples("disk_error", samples, 1);
+                        // Once a minute at most: a full disk fails every batch.
+                        if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            *last_error_log = Some(Instant::now());
+                            tracing::error!(remote_name = %self.labels.remote_name, error = %e, "cannot append to the disk queue; batches are dropped and counted until it works again");
+                        }
+                    }
+                }
+                let drops = log.take_drops();
+                for (reason, (batches, samples)) in
+                    [("max_size", drops.max_size), ("disk_full", drops.disk_full)]
+                {
+                    if batches > 0 {
+                        self.drop_samples(reason, samples as usize, batches);
+                        tracing::warn!(remote_name = %self.labels.remote_name, batches, samples, max_size = *max_size, reason, "disk queue: gave up the oldest segment to make room");
+                    }
+                }
+            }
+        }
+        self.update_gauges(inner);
+    }
+
+    /// Seals the open batch if it is at least `batch_send_deadline` old (or
+    /// unconditionally with `force`).
+    pub fn flush(&self, force: bool) {
+        let mut inner = self.lock();
+        let due = inner
+            .open_since
+            .is_some_and(|t| force || t.elapsed() >= self.batch_send_deadline);
+        if due {
+            self.seal(&mut inner);
+        }
+    }
+}
