@@ -65,6 +65,10 @@
 //! being written is closed and deleted if it holds nothing unsent), then the
 //! oldest unsent segments, counted under `disk_full`, and the append is tried
 //! again; only if that cannot make room does the append fail.
+//!
+//! Layout: this file holds the format constants, appending and reading,
+//! acknowledgement and deletion; `recover` opening and scanning, `space`
+//! staying within the disk.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -72,6 +76,10 @@ use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+
+mod recover;
+use recover::record_ok;
+mod space;
 
 /// First bytes of a segment in the current format.
 const SEG_MAGIC: &[u8; 8] = b"MRQSEG2\n";
@@ -231,116 +239,6 @@ fn lock_dir(dir: &Path) -> Result<File, DiskError> {
 }
 
 impl SegmentLog {
-    /// Opens (creating if needed) the queue in `dir`, locks it and repairs it
-    /// as described in the module docs. Segments are closed at
-    /// `segment_size`, or at a sixteenth of `max_size` if that is smaller
-    /// (64 KiB at least).
-    pub fn open(
-        dir: &Path,
-        segment_size: u64,
-        max_size: u64,
-    ) -> Result<(SegmentLog, Recovery), DiskError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock = lock_dir(dir)?;
-        let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse::<u64>().ok()
-            })
-            .collect();
-        numbers.sort_unstable();
-        let acked = read_ack(&dir.join("ack")).unwrap_or(0);
-        let mut rec = Recovery::default();
-        let mut index: VecDeque<RecordMeta> = VecDeque::new();
-        let mut segments = VecDeque::new();
-        let last = numbers.last().copied();
-        for n in numbers {
-            let path = seg_name(dir, n);
-            let data = std::fs::read(&path).map_err(io(&path))?;
-            let after = index.back().map_or(0, |m| m.seq);
-            let scanned = scan(n, &data, after);
-            let mut size = data.len() as u64;
-            for region in &scanned.damaged {
-                // Delivered records punched out on a full disk: not damage.
-                if region.zeros && region.last_seq.is_some_and(|s| s <= acked) {
-                    continue;
-                }
-                rec.corrupt += 1;
-                rec.corrupt_bytes += region.bytes;
-                let lost = region.records.max(u64::from(region.bytes > 0));
-                // Damaged records at or below the ack had been delivered.
-                if region.last_seq.is_none_or(|s| s > acked) {
-                    rec.lost_records += lost;
-                    rec.lost_samples += region.samples;
-                }
-                tracing::warn!(file = %path.display(), offset = region.offset, bytes = region.bytes, records = lost, samples = region.samples, "queue: damaged records skipped; the scan resumed at the next intact record");
-            }
-            if let Some(tail) = scanned.bad_tail {
-                let bad = data.len() as u64 - tail;
-                if Some(n) == last {
-                    tracing::warn!(file = %path.display(), kept = tail, dropped = bad, "queue: torn tail truncated");
-                    rec.torn += 1;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    f.set_len(tail).map_err(io(&path))?;
-                    f.sync_all().map_err(io(&path))?;
-                    size = tail;
-                } else {
-                    tracing::warn!(file = %path.display(), kept = tail, lost = bad, "queue: the end of a closed segment is damaged; skipped");
-                    rec.corrupt += 1;
-                    rec.corrupt_bytes += bad;
-                    rec.lost_records += 1;
-                }
-            }
-            for m in scanned.records {
-                // Sequence numbers must increase; anything else is corruption.
-                if index.back().is_some_and(|b| m.seq <= b.seq) {
-                    rec.corrupt += 1;
-                    continue;
-                }
-                if m.seq > acked {
-                    rec.records += 1;
-                    rec.samples += u64::from(m.samples);
-                }
-                index.push_back(m);
-            }
-            segments.push_back(Segment {
-                n,
-                size,
-                v1: scanned.v1,
-                punched: 0,
-            });
-        }
-        let next_seq = index.back().map_or(acked, |m| m.seq.max(acked)) + 1;
-        let max_size = max_size.max(MIN_SEGMENT);
-        let mut log = SegmentLog {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            segment_size: segment_size.min((max_size / 16).max(MIN_SEGMENT)).max(1024),
-            max_size,
-            disk_bytes: segments.iter().map(|s| s.size).sum(),
-            index,
-            segments,
-            active: None,
-            acked,
-            persisted_ack: acked,
-            last_persist: std::time::Instant::now(),
-            next_seq,
-            pending_bytes: 0,
-            pending_samples: 0,
-            drops: Drops::default(),
-        };
-        log.index.retain(|m| m.seq > acked);
-        log.pending_bytes = log.index.iter().map(RecordMeta::disk_len).sum();
-        log.pending_samples = log.index.iter().map(|m| u64::from(m.samples)).sum();
-        log.delete_acked_segments();
-        Ok((log, rec))
-    }
-
     /// Appends a sealed batch; returns its sequence number. May give up old
     /// segments first to stay within `max_size` or to make room on a full
     /// disk ([`SegmentLog::take_drops`] tells what).
@@ -436,149 +334,6 @@ impl SegmentLog {
         }
         self.disk_bytes += written;
         Ok((seg.n, seg.size))
-    }
-
-    /// Makes room on a full disk: delivered data first, then the oldest
-    /// unsent segment. False if nothing could be freed.
-    fn free_for_space(&mut self) -> bool {
-        // The segment being written goes too if everything in it was sent.
-        let active_n = self.segments.back().map(|s| s.n);
-        if self
-            .index
-            .back()
-            .is_none_or(|m| Some(m.segment) != active_n)
-        {
-            self.close_active();
-        }
-        let before = self.segments.len();
-        self.delete_acked_segments();
-        if self.segments.len() < before {
-            return true;
-        }
-        // Delivered records ahead of the oldest unsent one: punched out.
-        if self.punch_delivered() {
-            return true;
-        }
-        self.give_up_oldest_segment(true)
-    }
-
-    /// Punches out (`fallocate` PUNCH_HOLE) the delivered records at the
-    /// start of the segment holding the oldest unsent record. True if that
-    /// freed anything.
-    fn punch_delivered(&mut self) -> bool {
-        use rustix::fs::{FallocateFlags, fallocate};
-        let Some(front) = self.index.front().copied() else {
-            return false;
-        };
-        let Some(pos) = self.segments.iter().position(|s| s.n == front.segment) else {
-            return false;
-        };
-        let from = SEG_MAGIC.len() as u64 + self.segments[pos].punched;
-        if self.segments[pos].v1 || front.offset <= from {
-            return false;
-        }
-        let seg = &mut self.segments[pos];
-        let path = seg_name(&self.dir, seg.n);
-        let Ok(f) = OpenOptions::new().write(true).open(&path) else {
-            return false;
-        };
-        let len = front.offset - from;
-        match fallocate(
-            &f,
-            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-            from,
-            len,
-        ) {
-            Ok(()) => {
-                seg.punched += len;
-                self.disk_bytes -= len;
-                // Recovery tells a hole from damage by the ack, so it is
-                // made current now that there is room to write it.
-                if let Err(e) = self.persist_ack() {
-                    tracing::warn!(error = %e, "queue: cannot write the ack file after freeing space");
-                }
-                true
-            }
-            Err(e) => {
-                tracing::debug!(file = %path.display(), error = %e, "queue: cannot punch out delivered records");
-                false
-            }
-        }
-    }
-
-    fn close_active(&mut self) {
-        if let Some(f) = self.active.take() {
-            sync_in_background(f);
-        }
-    }
-
-    /// Deletes the oldest segment, counting its unacknowledged records as
-    /// dropped (`disk_full` or `max_size`). False if there is none.
-    fn give_up_oldest_segment(&mut self, disk_full: bool) -> bool {
-        let Some(seg) = self.segments.front().copied() else {
-            return false;
-        };
-        if self.segments.len() == 1 {
-            self.close_active();
-        }
-        let (mut records, mut samples) = (0u64, 0u64);
-        while self.index.front().is_some_and(|m| m.segment <= seg.n) {
-            if let Some(m) = self.index.pop_front() {
-                self.pending_bytes -= m.disk_len();
-                self.pending_samples -= u64::from(m.samples);
-                self.acked = self.acked.max(m.seq);
-                records += 1;
-                samples += u64::from(m.samples);
-            }
-        }
-        let d = if disk_full {
-            &mut self.drops.disk_full
-        } else {
-            &mut self.drops.max_size
-        };
-        d.0 += records;
-        d.1 += samples;
-        let path = seg_name(&self.dir, seg.n);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(file = %path.display(), error = %e, "queue: cannot delete a segment given up on");
-        }
-        self.segments.pop_front();
-        self.disk_bytes -= seg.size - seg.punched;
-        true
-    }
-
-    /// What appends gave up since the last call.
-    pub fn take_drops(&mut self) -> Drops {
-        std::mem::take(&mut self.drops)
-    }
-
-    fn rotate(&mut self) -> Result<(), DiskError> {
-        self.close_active();
-        let n = self.segments.back().map_or(1, |s| s.n + 1);
-        let path = seg_name(&self.dir, n);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        if let Err(e) = f.write_all(SEG_MAGIC) {
-            drop(f);
-            let _ = std::fs::remove_file(&path);
-            return Err(DiskError::Io { path, source: e });
-        }
-        sync_dir(&self.dir);
-        self.segments.push_back(Segment {
-            n,
-            size: SEG_MAGIC.len() as u64,
-            v1: false,
-            punched: 0,
-        });
-        self.disk_bytes += SEG_MAGIC.len() as u64;
-        self.active = Some(f);
-        Ok(())
     }
 
     /// The oldest unacknowledged record's summary.
@@ -769,164 +524,6 @@ fn is_disk_full(e: &DiskError) -> bool {
         || source.kind() == std::io::ErrorKind::QuotaExceeded)
 }
 
-/// Whether `buf` (header of `h` bytes, then the payload) is an intact record.
-fn record_ok(buf: &[u8], h: usize) -> bool {
-    if buf.len() < h + META {
-        return false;
-    }
-    let crc = u32::from_le_bytes([buf[h - 4], buf[h - 3], buf[h - 2], buf[h - 1]]);
-    let payload = &buf[h..];
-    if h == HEADER {
-        let mut c = crc32fast::Hasher::new();
-        c.update(&buf[4..8]);
-        c.update(payload);
-        u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) == REC_MAGIC && c.finalize() == crc
-    } else {
-        crc32fast::hash(payload) == crc
-    }
-}
-
-/// A damaged region found by [`scan`].
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Damaged {
-    offset: u64,
-    bytes: u64,
-    /// Records lost (from the sequence gap, or the damaged headers).
-    records: u64,
-    /// Their samples, as far as the damaged headers tell.
-    samples: u64,
-    /// The highest sequence number among them, if known.
-    last_seq: Option<u64>,
-    /// All zeros (a hole punched out on a full disk, if all acknowledged).
-    zeros: bool,
-}
-
-/// What [`scan`] found in one segment.
-#[derive(Debug, Default)]
-struct Scanned {
-    records: Vec<RecordMeta>,
-    /// Regions skipped between intact records.
-    damaged: Vec<Damaged>,
-    /// Where a bad region that runs to the end of the file starts.
-    bad_tail: Option<u64>,
-    v1: bool,
-}
-
-fn u32_at(d: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
-}
-
-/// The intact record at `off`, if there is one.
-fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Option<RecordMeta> {
-    if off + h > data.len() {
-        return None;
-    }
-    let len = u32_at(data, off + h - 8) as usize;
-    if !(META..=MAX_RECORD).contains(&len) || off + h + len > data.len() {
-        return None;
-    }
-    let rec = &data[off..off + h + len];
-    if !record_ok(rec, h) {
-        return None;
-    }
-    let p = &rec[h..];
-    Some(RecordMeta {
-        seq: u64::from_le_bytes(p[0..8].try_into().ok()?),
-        segment,
-        offset: off as u64,
-        len: len as u32,
-        samples: u32::from_le_bytes(p[8..12].try_into().ok()?),
-        oldest_ms: i64::from_le_bytes(p[12..20].try_into().ok()?),
-        header: h as u8,
-    })
-}
-
-/// Scans a segment: the records that read back whole, the damaged regions
-/// between them, and a damaged tail. `after`: the last good sequence number
-/// before this segment (0 if none).
-fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
-    let mut out = Scanned::default();
-    let v1 = !data.starts_with(SEG_MAGIC);
-    out.v1 = v1;
-    let h = if v1 { HEADER_V1 } else { HEADER };
-    let mut off = if v1 { 0 } else { SEG_MAGIC.len() };
-    let mut last_seq = after;
-    while off < data.len() {
-        if let Some(m) = record_at(segment, data, off, h) {
-            last_seq = m.seq;
-            off += h + m.len as usize;
-            out.records.push(m);
-            continue;
-        }
-        // Damage at `off`. Old segments have no magic to find the next record
-        // by: the rest of the file is lost.
-        let next = if v1 {
-            None
-        } else {
-            let magic = REC_MAGIC.to_le_bytes();
-            (off + 1..data.len().saturating_sub(HEADER - 1))
-                .filter(|&p| data[p..p + 4] == magic)
-                .find_map(|p| {
-                    record_at(segment, data, p, h)
-                        .filter(|m| m.seq > last_seq)
-                        .map(|m| (p, m.seq))
-                })
-        };
-        let Some((resume, resume_seq)) = next else {
-            out.bad_tail = Some(off as u64);
-            break;
-        };
-        let zeros = data[off..resume].iter().all(|&c| c == 0);
-        // What the damaged headers still tell (unverified).
-        let (mut walked, mut samples, mut q) = (0u64, 0u64, off);
-        let mut top = None;
-        while q + h + META <= resume {
-            let len = u32_at(data, q + h - 8) as usize;
-            let magic_ok = v1 || u32_at(data, q) == REC_MAGIC;
-            if !magic_ok || !(META..=MAX_RECORD).contains(&len) || q + h + len > resume {
-                break;
-            }
-            let seq = u64::from_le_bytes(data[q + h..q + h + 8].try_into().unwrap_or_default());
-            if seq > last_seq && seq < resume_seq {
-                top = Some(seq);
-                samples += u64::from(u32_at(data, q + h + 8));
-                walked += 1;
-            }
-            q += h + len;
-        }
-        let gap = if last_seq > 0 {
-            resume_seq.saturating_sub(last_seq + 1)
-        } else {
-            0
-        };
-        out.damaged.push(Damaged {
-            offset: off as u64,
-            bytes: (resume - off) as u64,
-            records: gap.max(walked),
-            samples,
-            // Every record in the region precedes the one found after it.
-            last_seq: Some(resume_seq - 1).or(top),
-            zeros,
-        });
-        off = resume;
-    }
-    out
-}
-
-fn read_ack(path: &Path) -> Option<u64> {
-    let b = std::fs::read(path).ok()?;
-    if b.len() != 12 {
-        tracing::warn!(file = %path.display(), "queue: ack file has the wrong size; resending from the oldest record");
-        return None;
-    }
-    let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
-    if crc32fast::hash(&b[..8]) != crc {
-        tracing::warn!(file = %path.display(), "queue: ack file is corrupt; resending from the oldest record");
-        return None;
-    }
-    Some(u64::from_le_bytes(b[..8].try_into().ok()?))
-}
-
 fn write_ack(dir: &Path, seq: u64) -> Result<(), DiskError> {
     let tmp = dir.join("ack.tmp");
     let dst = dir.join("ack");
@@ -957,6 +554,7 @@ fn write_all_vectored(f: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Re
 
 #[cfg(test)]
 mod tests {
+    use super::recover::{read_ack, scan};
     use super::*;
 
     fn open(dir: &Path) -> (SegmentLog, Recovery) {
