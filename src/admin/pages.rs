@@ -1,0 +1,52 @@
+//! `/targets` for people: an HTML table of every target's state.
+
+use super::*;
+
+pub(super) fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let up = targets.iter().filter(|t| t.health == Health::Up).count();
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>metrics-relay targets</title><style>\
+         body{font-family:system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
+         .up{background:#d4f7d4}.down{background:#f9d0d0}.unknown{background:#eee}\
+         .err{font-family:monospace;white-space:pre-wrap;max-width:50em}</style></head><body>",
+    );
+    h.push_str(&format!(
+        "<h1>Targets</h1><p>{up} of {} up. JSON: <a href=\"?format=json\">?format=json</a></p>",
+        targets.len()
+    ));
+    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th></tr>");
+    for t in targets {
+        let (class, state) = match t.health {
+            Health::Up => ("up", "UP"),
+            Health::Down => ("down", "DOWN"),
+            Health::Unknown => ("unknown", "UNKNOWN"),
+        };
+        let last = t.last_scrape.map_or("never".to_string(), |ts| {
+            format!("{:.1}s ago", (now - ts).max(0.0))
+        });
+        let dur = t
+            .last_scrape_duration_seconds
+            .map_or("-".to_string(), |d| format!("{:.3}s", d));
+        h.push_str(&format!(
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+            html_escape(&t.job),
+            html_escape(&t.url),
+            t.samples,
+            html_escape(t.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
