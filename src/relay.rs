@@ -15,6 +15,9 @@
 //! batch and keeps sending what is queued for at most the grace period, then
 //! the admin server stops. What could not be sent in time is counted as
 //! dropped with `reason="shutdown"`.
+//!
+//! Layout: this file holds the running agent (apply a prepared config,
+//! reload, run until a signal); `prepare` builds what a config needs first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +37,11 @@ use crate::remote_write::sender::Sender;
 use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetStatus};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::TlsError;
+
+mod prepare;
+
+use prepare::Built;
+pub use prepare::check;
 
 /// Errors that stop the relay from starting (or reject a reload).
 #[derive(Debug, thiserror::Error)]
@@ -98,25 +106,6 @@ impl Default for RunOptions {
     }
 }
 
-/// Checks what `check` checks: every TLS file loads and every target URL is valid.
-pub fn check(cfg: &Config) -> Result<usize, RelayError> {
-    for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-        http::client_config_check(sc.tls_config.as_ref()).map_err(|source| {
-            RelayError::ScrapeTls {
-                index,
-                job: sc.job_name.clone(),
-                source,
-            }
-        })?;
-    }
-    for (index, rw) in cfg.remote_write.iter().enumerate() {
-        http::client_config_check(rw.tls_config.as_ref())
-            .map_err(|source| RelayError::RemoteTls { index, source })?;
-    }
-    let t = scrape::targets(cfg).map_err(RelayError::Target)?;
-    Ok(t.len())
-}
-
 /// What identifies a destination across reloads, secrets included (this
 /// string is compared in memory only, never printed).
 fn destination_identity(index: usize, rw: &RemoteWriteConfig) -> String {
@@ -145,29 +134,6 @@ struct RunningTarget {
     status: SharedStatus,
 }
 
-/// Everything built from one config, ready to swap in.
-struct Built {
-    clients: Vec<watch::Receiver<HttpClient>>,
-    targets: Vec<scrape::Target>,
-}
-
-/// Segment files of a disk queue are closed at this size (or at a sixteenth
-/// of `queue.max_size`, if smaller).
-const SEGMENT_SIZE: u64 = 16 << 20;
-
-/// A queue name as a directory name.
-fn path_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 struct Runtime {
     metrics: Metrics,
     /// `server.relay_metrics` (shared with the admin server and every scrape
@@ -186,81 +152,6 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn build(cfg: &Config, metrics: &Metrics, every: Duration) -> Result<Built, RelayError> {
-        let mut clients = Vec::new();
-        for (index, sc) in cfg.scrape_configs.iter().enumerate() {
-            let c = http::watched_client(
-                sc.tls_config.as_ref(),
-                sc.timeout(),
-                metrics.clone(),
-                "scrape",
-                &sc.job_name,
-                every,
-            )
-            .map_err(|source| RelayError::ScrapeTls {
-                index,
-                job: sc.job_name.clone(),
-                source,
-            })?;
-            clients.push(c);
-        }
-        for (index, rw) in cfg.remote_write.iter().enumerate() {
-            http::client_config_check(rw.tls_config.as_ref())
-                .map_err(|source| RelayError::RemoteTls { index, source })?;
-        }
-        let targets = scrape::targets(cfg).map_err(RelayError::Target)?;
-        Ok(Built { clients, targets })
-    }
-
-    fn open_queue(
-        &self,
-        index: usize,
-        rw: &RemoteWriteConfig,
-        name: &str,
-    ) -> Result<Queue, RelayError> {
-        let qc = &rw.queue_config;
-        let storage = match (&rw.queue.path, &self.data_dir) {
-            (Some(p), _) => StorageConfig::Disk {
-                dir: p.clone(),
-                max_size: rw.queue.max_size.0,
-                segment_size: SEGMENT_SIZE,
-            },
-            (None, Some(d)) => StorageConfig::Disk {
-                dir: d.join("queue").join(path_safe(name)),
-                max_size: rw.queue.max_size.0,
-                segment_size: SEGMENT_SIZE,
-            },
-            (None, None) => StorageConfig::Memory {
-                max_samples: qc.capacity.saturating_mul(qc.max_shards),
-            },
-        };
-        let max_age = Some(rw.queue.max_age.0).filter(|a| !a.is_zero());
-        let (queue, recovery) = Queue::new(
-            qc.max_samples_per_send,
-            qc.batch_send_deadline.0,
-            max_age,
-            storage,
-            self.metrics.clone(),
-            RemoteLabels {
-                remote_name: name.to_string(),
-                url: rw.url.clone(),
-            },
-        )
-        .map_err(|e| RelayError::Queue {
-            index,
-            message: e.to_string(),
-        })?;
-        match &recovery {
-            Some(r) => {
-                tracing::info!(remote_name = %name, batches = r.records, samples = r.samples, torn_tails = r.torn, corrupt_regions = r.corrupt, lost_batches = r.lost_records, lost_samples = r.lost_samples, "disk queue opened")
-            }
-            None => {
-                tracing::warn!(remote_name = %name, "no --data-dir: the queue is in memory and lost on restart")
-            }
-        }
-        Ok(queue)
-    }
-
     /// Makes the running state match `cfg` (already validated and built).
     ///
     /// A transaction: everything that can fail (HTTP clients, opening and

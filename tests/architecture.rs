@@ -1,7 +1,9 @@
-//! The module layering (issue 14): no import cycles between the crate's
-//! top-level modules, nor between the sibling submodules of one module. Read
-//! from `src/` at test time, so a change that adds a cycle fails here, with
-//! the cycle named (and the whole graph printed).
+//! The module layering (issue 14; `ARCHITECTURE.md`): no import cycles
+//! between the crate's top-level modules, nor between the sibling submodules
+//! of one module, and no source file over 600 lines of non-test code without
+//! a reason written in its module docs. Read from `src/` at test time, so a
+//! change that adds a cycle or grows a file past the mark fails here, with the
+//! cycle or the file named.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -198,6 +200,28 @@ fn no_import_cycles() {
     if let Some(c) = find_cycle(&siblings) {
         panic!("import cycle between submodules: {}", c.join(" -> "));
     }
+}
+
+#[test]
+fn no_file_over_600_lines_of_code_without_a_reason() {
+    let mut long = Vec::new();
+    for (m, p) in modules() {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let cut = text.find("\n#[cfg(test)]\nmod tests").unwrap_or(text.len());
+        let lines = text[..cut].lines().count();
+        let reason = text
+            .lines()
+            .take_while(|l| l.starts_with("//!") || l.starts_with("#!"))
+            .any(|l| l.contains("Why one file of this size:"));
+        if lines > 600 && !reason {
+            long.push(format!("  {m} ({}): {lines} lines", p.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "files over 600 lines of non-test code with no \"Why one file of this size:\" paragraph in their //! docs:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]
