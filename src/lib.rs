@@ -4,14 +4,19 @@
 //! The data path, module by module:
 //! [`scrape`] fetches a target ([`gzip`] inflates into a reused buffer) →
 //! [`exposition`] parses the body without copying → [`series`] encodes each
-//! sample's final labels straight from the text into the request (by a plan
-//! per label-name shape) and tracks series for staleness →
-//! [`remote_write::queue`] batches and
-//! snappy-compresses → [`remote_write::sender`] ships with retries.
-//! [`config`] holds the Prometheus-shaped configuration, [`tls`] and
-//! [`http`] the client side, [`admin`] and [`telemetry`] the agent's own
+//! sample's final labels straight from the text into remote-write bytes
+//! ([`remote_write::samples`]) and tracks series for staleness →
+//! [`remote_write::queue`] batches and snappy-compresses (on disk:
+//! [`remote_write::disk`]) → [`remote_write::sender`] ships with retries.
+//! [`labels`] is the leaf every module shares (label sets and the name
+//! grammar); [`config`] holds the Prometheus-shaped configuration, [`tls`]
+//! and [`http`] the client side, [`admin`] and [`telemetry`] the agent's own
 //! endpoints and metrics ([`web_tls`]: the admin server's TLS), [`relay`]
 //! wires it all together.
+//!
+//! `ARCHITECTURE.md` in the repository has the layering, each module's
+//! invariants and the hot path; `tests/architecture.rs` keeps the layering
+//! free of import cycles.
 #![forbid(unsafe_code)]
 
 pub mod admin;
