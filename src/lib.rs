@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod config;
 pub mod exposition;
+pub mod failure;
 pub mod gzip;
 pub mod http;
 pub mod kubeconfig;

@@ -13,8 +13,9 @@ use rustls_pki_types::ServerName;
 use crate::config::Config;
 use crate::exposition::Parser;
 use crate::remote_write::queue::{Batch, Queue};
+use crate::remote_write::retry::Outcome;
 use crate::remote_write::samples::{EncodedSamples, encode_labels};
-use crate::remote_write::sender::{Outcome, Sender};
+use crate::remote_write::sender::Sender;
 use crate::scrape::{self, Target};
 use crate::series::SeriesCache;
 use crate::telemetry::{Metrics, RemoteLabels};
@@ -236,8 +237,11 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             Ok(Outcome::Sent) => {
                 let _ = writeln!(out, "ok (1 test sample metrics_relay_probe accepted)");
             }
-            Ok(Outcome::Retry { reason, .. }) | Ok(Outcome::Reject { reason }) => {
-                let _ = writeln!(out, "FAILED: {reason}");
+            Ok(Outcome::Retry {
+                failure, message, ..
+            })
+            | Ok(Outcome::Reject { failure, message }) => {
+                let _ = writeln!(out, "FAILED ({}): {message}", failure.reason());
                 ok = false;
             }
             Err(e) => {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::failure::Failure;
 use crate::http::{BodyError, HttpClient};
 use crate::remote_write::queue::Queue;
 use crate::remote_write::samples::EncodedSamples;
@@ -45,12 +46,16 @@ pub use target::{Target, targets};
 /// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("{0}")]
-    Connect(String),
+    /// Connecting, the TLS handshake or the request failed.
+    #[error("{message}")]
+    Transport { kind: Failure, message: String },
     #[error("scrape timed out after {0}")]
     Timeout(String),
     #[error("server returned HTTP status {0}")]
-    Status(String),
+    Status(http::StatusCode),
+    /// A bug on our side (a task that panicked); never the target's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{0}")]
     Body(#[from] BodyError),
     #[error("decompressing gzip body: {0}")]
@@ -74,12 +79,38 @@ impl From<IngestError> for ScrapeError {
 }
 
 impl ScrapeError {
+    /// Every value [`ScrapeError::reason`] can take.
+    pub const REASONS: &[&str] = &[
+        "dns",
+        "connection_refused",
+        "connection",
+        "server_certificate",
+        "client_certificate",
+        "tls_handshake",
+        "timeout",
+        "http_429",
+        "http_4xx",
+        "http_5xx",
+        "credentials",
+        "internal",
+        "body_size_limit",
+        "read_body",
+        "gzip",
+        "parse",
+        "duplicate_label",
+        "duplicate_series",
+        "invalid_label",
+        "label_limit",
+        "sample_limit",
+    ];
+
     /// A short, stable reason for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            ScrapeError::Connect(_) => "connection",
-            ScrapeError::Timeout(_) => "timeout",
-            ScrapeError::Status(_) => "http_status",
+            ScrapeError::Transport { kind, .. } => kind.reason(),
+            ScrapeError::Timeout(_) => Failure::Timeout.reason(),
+            ScrapeError::Status(s) => Failure::Status(s.as_u16()).reason(),
+            ScrapeError::Internal(_) => "internal",
             ScrapeError::Body(BodyError::TooLarge { .. }) => "body_size_limit",
             ScrapeError::Body(_) => "read_body",
             ScrapeError::Gzip(_) => "gzip",
@@ -311,6 +342,8 @@ impl ScrapeLoop {
             .cache
             .mark_all_stale(&self.target.ctx, now, &mut self.out);
         self.deliver();
+        self.metrics
+            .remove_target(&self.labels, ScrapeError::REASONS);
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
 
@@ -379,9 +412,7 @@ impl ScrapeLoop {
             }
             Err(e) => {
                 tracing::error!(job = %self.target.job, error = %e, "parsing a scrape failed");
-                Err(ScrapeError::Connect(format!(
-                    "internal error while parsing: {e}"
-                )))
+                Err(ScrapeError::Internal(format!("parsing: {e}")))
             }
         }
     }
@@ -550,6 +581,53 @@ impl ScrapeLoop {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn every_reason_is_listed_for_removal() {
+        use crate::failure::Failure;
+        let mut errors = vec![
+            ScrapeError::Timeout("1s".into()),
+            ScrapeError::Status(http::StatusCode::NOT_FOUND),
+            ScrapeError::Status(http::StatusCode::TOO_MANY_REQUESTS),
+            ScrapeError::Status(http::StatusCode::BAD_GATEWAY),
+            ScrapeError::Internal("x".into()),
+            ScrapeError::Body(BodyError::TooLarge { limit: 1 }),
+            ScrapeError::Body(BodyError::Read("x".into())),
+            ScrapeError::Gzip("x".into()),
+            ScrapeError::SampleLimit(1),
+            ScrapeError::Series(SeriesError::DuplicateSeries("x".into())),
+            ScrapeError::Series(SeriesError::InvalidLabel("x".into())),
+            ScrapeError::Series(SeriesError::LabelLimit("x".into())),
+            ScrapeError::Series(SeriesError::DuplicateLabel {
+                name: "a".into(),
+                series: "x".into(),
+            }),
+        ];
+        for kind in [
+            Failure::Dns,
+            Failure::ConnectionRefused,
+            Failure::Connection,
+            Failure::ServerCertificate,
+            Failure::ClientCertificate,
+            Failure::TlsHandshake,
+            Failure::Timeout,
+            Failure::Credentials,
+        ] {
+            errors.push(ScrapeError::Transport {
+                kind,
+                message: String::new(),
+            });
+        }
+        if let Err(e) = crate::exposition::Parser::new(b"bad line\n")
+            .next()
+            .unwrap()
+        {
+            errors.push(ScrapeError::Parse(e));
+        }
+        for e in &errors {
+            assert!(ScrapeError::REASONS.contains(&e.reason()), "{}", e.reason());
+        }
+    }
 
     #[test]
     fn url_carries_scheme_path_and_params() {

@@ -41,7 +41,7 @@ pub struct RemoteReasonLabels {
     pub reason: String,
 }
 
-/// A receiver's refusal, by kind (see [`crate::remote_write::sender::rejection_cause`]).
+/// A receiver's refusal, by kind (see [`crate::remote_write::sender::Rejection`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RemoteCauseLabels {
     pub remote_name: String,
@@ -284,6 +284,25 @@ impl Metrics {
             ),
             // Last: every registration above has borrowed `r` already.
             registry: std::sync::Arc::new(r),
+        }
+    }
+
+    /// Removes a target's children from every per-target family, so a target
+    /// that goes away (a reload, a discovery change) leaves no series behind
+    /// on `/metrics`. `reasons`: every failure reason its scrapes can carry.
+    pub fn remove_target(&self, t: &TargetLabels, reasons: &[&str]) {
+        self.scrapes.remove(t);
+        self.samples_scraped.remove(t);
+        self.target_up.remove(t);
+        self.scrape_duration.remove(t);
+        self.series.remove(t);
+        self.samples_out_of_bounds.remove(t);
+        for reason in reasons {
+            self.scrape_failures.remove(&FailureLabels {
+                job: t.job.clone(),
+                instance: t.instance.clone(),
+                reason: reason.to_string(),
+            });
         }
     }
 

@@ -306,8 +306,7 @@ pub fn describe_rustls(e: &rustls::Error) -> String {
 /// Walks an error chain into one line, translating TLS errors into words.
 pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
+    for err in crate::failure::chain(e) {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             // Wrappers repeat the rustls message; keep the explained one only.
             let raw = r.to_string();
@@ -319,14 +318,6 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
         if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
-        // io::Error's source() skips the error it wraps; step into it instead.
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
     }
     parts.join(": ")
 }

@@ -325,6 +325,19 @@ async fn every_dashboard_query_returns_data() {
         all.len(),
         started.elapsed().as_secs_f64()
     );
+    // Failures are classified: the target that is down and the destination
+    // that is not there both refuse connections.
+    let m = relay.metrics().await;
+    for family in [
+        "metrics_relay_scrape_failures_total",
+        "metrics_relay_remote_write_batches_failed_total",
+    ] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with(family) && l.contains("reason=\"connection_refused\"")),
+            "{family} with reason=\"connection_refused\":\n{m}"
+        );
+    }
     // The control-plane dashboard sees the job split the shipped config makes.
     let jobs: BTreeSet<String> = query(&prom, "count by (job) ({cluster=\"ack-one-prod\"})")
         .await

@@ -175,6 +175,8 @@ async fn client_without_certificate_is_refused_and_reported() {
     let t = relay.targets().await;
     let err = t[0]["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("certificate"), "{err}");
+    let m = relay.metrics().await;
+    assert!(m.contains("reason=\"client_certificate\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,6 +198,8 @@ async fn client_certificate_from_another_ca_is_refused() {
     );
     let t = relay.targets().await;
     assert_eq!(t[0]["health"], "down");
+    let m = relay.metrics().await;
+    assert!(m.contains("reason=\"client_certificate\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +218,7 @@ async fn wrong_ca_gives_up_zero_with_an_error_that_says_so() {
     let err = t[0]["last_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("unknown authority"), "{err}\n{}", relay.log());
     let m = relay.metrics().await;
-    assert!(m.contains("reason=\"connection\""), "{m}");
+    assert!(m.contains("reason=\"server_certificate\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +289,7 @@ async fn http_500_is_retried_and_delivered_once() {
             >= 2.0,
         "{m}"
     );
+    assert!(m.contains("reason=\"http_5xx\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +309,11 @@ async fn http_400_is_not_retried() {
         "the rejected batch was sent again"
     );
     let m = relay.metrics().await;
-    assert!(m.contains("reason=\"rejected\""), "{m}");
+    assert!(m.contains("reason=\"http_4xx\""), "{m}");
+    assert!(
+        m.contains("reason=\"rejected\""),
+        "dropped as rejected: {m}"
+    );
     assert!(
         relay.log().contains("scripted failure"),
         "the receiver's message is logged"

@@ -98,12 +98,18 @@ async fn reload_removes_keeps_and_adds_targets() {
         .map(|t| t["instance"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(urls, vec![ia.clone(), ic.clone()]);
-    assert!(
-        relay
-            .metrics()
-            .await
-            .contains("metrics_relay_config_last_reload_successful 1")
-    );
+    let m = relay.metrics().await;
+    assert!(m.contains("metrics_relay_config_last_reload_successful 1"));
+    // The removed target leaves no series on /metrics; the others keep theirs.
+    let of = |instance: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("metrics_relay_") && l.contains(&format!("instance=\"{instance}\""))
+            })
+            .count()
+    };
+    assert_eq!(of(&ib), 0, "series of the removed target b:\n{m}");
+    assert!(of(&ia) >= 5 && of(&ic) >= 5, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

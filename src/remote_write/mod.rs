@@ -1,11 +1,13 @@
 //! Remote write 1.0: the wire messages ([`proto`]), one scrape's samples as
 //! wire bytes ([`samples`]), `write_relabel_configs` on them
 //! ([`write_relabel`]), the per-destination batcher and queue ([`queue`],
-//! on disk: [`disk`]) and the sender with its retry policy ([`sender`]).
+//! on disk: [`disk`]), the sender ([`sender`]) and its retry policy
+//! ([`retry`]).
 
 pub mod disk;
 pub mod proto;
 pub mod queue;
+pub mod retry;
 pub mod samples;
 pub mod sender;
 pub mod write_relabel;

@@ -16,133 +16,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Batch, Queue};
+use super::retry::{Backoff, Outcome, Rejection, classify};
 use crate::config::{RemoteWriteConfig, Secret};
+use crate::failure::Failure;
 use crate::http::{Chunks, HttpClient};
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 use crate::tls::describe_error;
-
-/// What to do after one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Sent,
-    /// Retry; `after` is the receiver's `Retry-After`, if it gave one.
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// Never retry; drop and count.
-    Reject {
-        reason: String,
-    },
-}
-
-/// Classifies a response status as the remote-write spec asks.
-pub fn classify(
-    status: StatusCode,
-    retry_after: Option<&HeaderValue>,
-    retry_on_429: bool,
-    body: &str,
-) -> Outcome {
-    let msg = |s: StatusCode| {
-        let b = body.trim();
-        if b.is_empty() {
-            format!("server returned HTTP status {s}")
-        } else {
-            format!("server returned HTTP status {s}: {b}")
-        }
-    };
-    if status.is_success() {
-        Outcome::Sent
-    } else if status.is_server_error() || (status == StatusCode::TOO_MANY_REQUESTS && retry_on_429)
-    {
-        Outcome::Retry {
-            reason: msg(status),
-            after: retry_after.and_then(parse_retry_after),
-        }
-    } else {
-        Outcome::Reject {
-            reason: msg(status),
-        }
-    }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP-date (IMF-fixdate).
-pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
-    let s = v.to_str().ok()?.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = parse_http_date(s)?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// Parses `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let rest = s.split_once(", ")?.1;
-    let mut it = rest.split(' ');
-    let day: u64 = it.next()?.parse().ok()?;
-    let mon = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if it.next()? != "GMT" {
-        return None;
-    }
-    let days = crate::units::days_from_civil(year, mon, day as i64)?;
-    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + sec) as i64;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
-/// Jittered exponential backoff.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-    /// The next delay: the current step with up to 50 % jitter removed, then
-    /// the step doubles (capped at `max`).
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let jitter = 0.5 + fastrand::f64() * 0.5;
-        base.mul_f64(jitter).max(Duration::from_millis(1))
-    }
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-}
 
 /// Sends one destination's queue; see the module docs.
 pub struct Sender {
@@ -246,9 +130,10 @@ impl Sender {
     pub async fn attempt(&self, batch: &Batch) -> Outcome {
         let req = match self.request(batch.body()) {
             Ok(r) => r,
-            Err(reason) => {
+            Err(message) => {
                 return Outcome::Retry {
-                    reason,
+                    failure: Failure::Credentials,
+                    message,
                     after: None,
                 };
             }
@@ -258,7 +143,8 @@ impl Sender {
         let resp = match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => {
                 return Outcome::Retry {
-                    reason: format!(
+                    failure: Failure::Timeout,
+                    message: format!(
                         "request timed out after {}",
                         crate::units::format_duration(timeout)
                     ),
@@ -267,7 +153,8 @@ impl Sender {
             }
             Ok(Err(e)) => {
                 return Outcome::Retry {
-                    reason: describe_error(&e),
+                    failure: crate::failure::classify(&e),
+                    message: describe_error(&e),
                     after: None,
                 };
             }
@@ -291,14 +178,14 @@ impl Sender {
     }
 
     /// Counts one failed attempt of a batch of `samples`.
-    fn count_failure(&self, samples: usize, kind: &str) {
+    fn count_failure(&self, samples: usize, failure: Failure) {
         self.metrics
             .samples_failed
             .get_or_create(&self.labels)
             .inc_by(samples as u64);
         self.metrics
             .batches_failed
-            .get_or_create(&self.reason_labels(kind))
+            .get_or_create(&self.reason_labels(failure.reason()))
             .inc();
     }
 
@@ -431,59 +318,58 @@ impl Sender {
                         q.ack(batch.seq);
                         break;
                     }
-                    Outcome::Reject { reason } if !batch.more.is_empty() => {
+                    Outcome::Reject { message, .. } if !batch.more.is_empty() => {
                         // A joined request: one bad part refuses it all.
                         // Send the parts again one by one; only the part the
                         // receiver really refuses is dropped.
                         tracing::info!(
                             remote_name = %self.name,
                             samples = batch.samples,
-                            %reason,
+                            reason = %message,
                             "remote write refused a joined request; sending its parts one by one"
                         );
                         q.split_until(batch.seq);
                         break;
                     }
-                    Outcome::Reject { reason } => {
-                        let cause = rejection_cause(&reason);
+                    Outcome::Reject { failure, message } => {
+                        let reason = message;
+                        let cause = Rejection::from_message(&reason);
                         self.metrics
                             .rejections
-                            .get_or_create(&self.cause_labels(cause))
+                            .get_or_create(&self.cause_labels(cause.as_str()))
                             .inc();
                         if seen_reasons.first_time(&reason) {
-                            let hint = match cause {
-                                "out_of_bounds" | "too_old" => {
-                                    "; the receiver refuses samples this old: a target exposing old explicit timestamps (see metrics_relay_scrape_samples_out_of_bounds_total and explicit_timestamp_max_age), or a queue older than the receiver accepts (lower remote_write[].queue.max_age)"
-                                }
-                                "out_of_order" => {
-                                    "; the receiver already has newer samples of these series (another writer, or a batch sent again after a crash)"
-                                }
-                                _ => "",
-                            };
+                            let hint = cause.hint();
                             tracing::error!(
                                 remote_name = %self.name,
                                 samples = batch.samples,
+                                kind = failure.reason(),
                                 %reason,
                                 "remote write rejected a batch; dropping it (retrying cannot succeed; further rejections like this are counted, not logged){hint}"
                             );
                         } else {
                             tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
                         }
-                        self.count_failure(batch.samples, "rejected");
+                        self.count_failure(batch.samples, failure);
                         q.drop_samples("rejected", batch.samples, 1);
                         q.ack(batch.seq);
                         break;
                     }
-                    Outcome::Retry { reason, after } => {
+                    Outcome::Retry {
+                        failure,
+                        message: reason,
+                        after,
+                    } => {
                         let delay = after.unwrap_or_else(|| backoff.next_delay());
                         tracing::warn!(
                             remote_name = %self.name,
                             samples = batch.samples,
+                            kind = failure.reason(),
                             %reason,
                             retry_in_ms = delay.as_millis() as u64,
                             "remote write failed; will retry"
                         );
-                        self.count_failure(batch.samples, "retryable");
+                        self.count_failure(batch.samples, failure);
                         self.metrics
                             .backoff_seconds
                             .get_or_create(&self.labels)
@@ -522,27 +408,6 @@ impl Sender {
     }
 }
 
-/// The kind of a receiver's refusal, from its message (a bounded set, for
-/// the `cause` label).
-pub fn rejection_cause(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.contains("out of bounds") {
-        "out_of_bounds"
-    } else if r.contains("too old") {
-        "too_old"
-    } else if r.contains("out of order") {
-        "out_of_order"
-    } else if r.contains("duplicate") {
-        "duplicate"
-    } else if r.contains("status 413") {
-        "too_large"
-    } else if r.contains("status 401") || r.contains("status 403") {
-        "unauthorized"
-    } else {
-        "other"
-    }
-}
-
 /// How long a queued scrape may wait for the next ones to share its request.
 const JOIN_WAIT: Duration = Duration::from_secs(1);
 
@@ -575,111 +440,6 @@ impl SeenReasons {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification_follows_the_spec() {
-        assert_eq!(
-            classify(StatusCode::NO_CONTENT, None, true, ""),
-            Outcome::Sent
-        );
-        assert_eq!(classify(StatusCode::OK, None, true, ""), Outcome::Sent);
-        assert!(matches!(
-            classify(StatusCode::INTERNAL_SERVER_ERROR, None, true, ""),
-            Outcome::Retry { .. }
-        ));
-        assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, None, false, ""),
-            Outcome::Retry { .. }
-        ));
-        let ra = HeaderValue::from_static("2");
-        assert_eq!(
-            classify(StatusCode::TOO_MANY_REQUESTS, Some(&ra), true, ""),
-            Outcome::Retry {
-                reason: "server returned HTTP status 429 Too Many Requests".into(),
-                after: Some(Duration::from_secs(2))
-            }
-        );
-        assert!(matches!(
-            classify(StatusCode::TOO_MANY_REQUESTS, None, false, ""),
-            Outcome::Reject { .. }
-        ));
-        match classify(StatusCode::BAD_REQUEST, None, true, "out of bounds\n") {
-            Outcome::Reject { reason } => assert_eq!(
-                reason,
-                "server returned HTTP status 400 Bad Request: out of bounds"
-            ),
-            o => panic!("{o:?}"),
-        }
-        assert!(matches!(
-            classify(StatusCode::NOT_FOUND, None, true, ""),
-            Outcome::Reject { .. }
-        ));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("7")),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT")),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
-        );
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
-    }
-
-    #[test]
-    fn backoff_grows_jittered_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let d: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
-        let steps = [100u64, 200, 400, 800, 800, 800];
-        for (got, step) in d.iter().zip(steps) {
-            assert!(
-                *got <= Duration::from_millis(step) && *got >= Duration::from_millis(step / 2),
-                "{got:?} vs {step}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn rejection_causes_come_from_the_receivers_message() {
-        for (msg, cause) in [
-            (
-                "server returned HTTP status 400 Bad Request: out of bounds",
-                "out_of_bounds",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: out of order sample",
-                "out_of_order",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: duplicate sample for timestamp",
-                "duplicate",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: too old sample",
-                "too_old",
-            ),
-            (
-                "server returned HTTP status 413 Payload Too Large",
-                "too_large",
-            ),
-            (
-                "server returned HTTP status 401 Unauthorized",
-                "unauthorized",
-            ),
-            ("server returned HTTP status 404 Not Found", "other"),
-        ] {
-            assert_eq!(rejection_cause(msg), cause, "{msg}");
-        }
-    }
 
     #[test]
     fn each_rejection_kind_is_logged_once() {

@@ -56,16 +56,19 @@ pub async fn fetch_wire(
         .header(ACCEPT_ENCODING, "gzip")
         .header(USER_AGENT, crate::http::USER_AGENT)
         .body(Full::default())
-        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+        .map_err(|e| ScrapeError::Internal(format!("building the request: {e}")))?;
     if let Some(v) = &t.timeout_header {
         req.headers_mut().insert(SCRAPE_TIMEOUT_HEADER, v.clone());
     }
     let resp = client
         .request(req)
         .await
-        .map_err(|e| ScrapeError::Connect(describe_error(&e)))?;
+        .map_err(|e| ScrapeError::Transport {
+            kind: crate::failure::classify(&e),
+            message: describe_error(&e),
+        })?;
     if resp.status() != StatusCode::OK {
-        return Err(ScrapeError::Status(resp.status().to_string()));
+        return Err(ScrapeError::Status(resp.status()));
     }
     let gzip = resp
         .headers()
