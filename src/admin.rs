@@ -77,6 +77,47 @@ pub struct AdminState {
     /// server runs on a thread of its own; `/healthz` fails when the main
     /// runtime has not run for [`STALL_LIMIT`].
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the relay once its first config runs; `/readyz` then waits
+    /// for the first scrape of every target and latches.
+    pub readiness: Readiness,
+}
+
+/// The readiness latch (as linkerd2-proxy's): not ready until the relay has
+/// applied its first config ([`Readiness::started`]) and every target it
+/// started had its first scrape attempt; then ready for good, so that a
+/// reload adding a target never takes the pod out of its Service (and the
+/// pull path out of Prometheus's reach).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Readiness {
+    /// The relay's first config is applied: its targets are being scraped.
+    pub fn started(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ready, or the targets still waiting for their first scrape (latched
+    /// once there are none).
+    pub fn check(&self, waiting: impl FnOnce() -> Vec<String>) -> Result<(), Vec<String>> {
+        use std::sync::atomic::Ordering;
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.started.load(Ordering::Acquire) {
+            return Err(vec!["the config is not applied yet".into()]);
+        }
+        let w = waiting();
+        if w.is_empty() {
+            self.ready.store(true, Ordering::Release);
+            Ok(())
+        } else {
+            Err(w)
+        }
+    }
 }
 
 /// How long the main runtime may go without a heartbeat before `/healthz`
@@ -171,15 +212,15 @@ pub fn route(
             }
         }
         "/readyz" | "/-/ready" => {
-            let waiting: Vec<String> = state
-                .snapshot()
-                .into_iter()
-                .filter(|t| t.health == Health::Unknown)
-                .map(|t| format!("{} {}", t.job, t.url))
-                .collect();
-            if waiting.is_empty() {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            } else {
+            let ready = state.readiness.check(|| {
+                state
+                    .snapshot()
+                    .into_iter()
+                    .filter(|t| t.health == Health::Unknown)
+                    .map(|t| format!("{} {}", t.job, t.url))
+                    .collect()
+            });
+            if let Err(waiting) = ready {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -189,6 +230,8 @@ pub fn route(
                         waiting.join("\n")
                     ),
                 )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n")
             }
         }
         // The registry writes OpenMetrics text (it ends in `# EOF`), so that
@@ -295,7 +338,41 @@ mod tests {
             lifecycle,
             client_certs_required: false,
             heartbeat: Default::default(),
+            readiness: Readiness::default(),
         }
+    }
+
+    fn target(health: Health) -> SharedStatus {
+        let t = crate::scrape::targets(
+            &crate::config::Config::from_yaml(
+                "scrape_configs: [{job_name: j, static_configs: [{targets: ['h:1']}]}]",
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .remove(0);
+        let mut st = crate::scrape::TargetStatus::new(&t);
+        st.health = health;
+        Arc::new(std::sync::Mutex::new(st))
+    }
+
+    #[test]
+    fn readiness_waits_for_the_config_and_first_scrapes_then_latches() {
+        let s = state(false);
+        let status = |s: &AdminState| {
+            route(s, &Method::GET, "/readyz", "", &http::HeaderMap::new())
+                .status()
+                .as_u16()
+        };
+        assert_eq!(status(&s), 503, "no config applied yet");
+        s.readiness.started();
+        *s.targets.write().unwrap() = vec![target(Health::Unknown)];
+        assert_eq!(status(&s), 503, "first scrape pending");
+        *s.targets.write().unwrap() = vec![target(Health::Down)];
+        assert_eq!(status(&s), 200, "a failed first scrape counts as attempted");
+        // A reload adds a target that was never scraped: still ready.
+        s.targets.write().unwrap().push(target(Health::Unknown));
+        assert_eq!(status(&s), 200);
     }
 
     #[test]

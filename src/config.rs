@@ -79,7 +79,7 @@ pub struct Config {
     pub server: ServerConfig,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
     pub scrape_interval: Option<PromDuration>,
@@ -88,7 +88,7 @@ pub struct GlobalConfig {
     pub external_labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
     pub job_name: String,
@@ -148,7 +148,7 @@ fn default_timestamp_max_ahead() -> PromDuration {
     PromDuration(Duration::from_secs(600))
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
@@ -163,7 +163,7 @@ pub struct TlsConfig {
     pub context: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct StaticConfig {
     #[serde(default)]
@@ -172,7 +172,7 @@ pub struct StaticConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     pub url: String,
@@ -195,7 +195,7 @@ pub struct RemoteWriteConfig {
 }
 
 /// Extension: where and how much a destination's queue may keep on disk.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct QueueStorage {
     /// Default: `<data-dir>/queue/<name>`; without either, the queue is in memory.
@@ -225,7 +225,7 @@ fn default_queue_max_age() -> PromDuration {
     PromDuration(Duration::from_secs(2 * 3600))
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     pub username: String,
@@ -233,7 +233,7 @@ pub struct BasicAuth {
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     #[serde(rename = "type", default = "default_auth_type")]
@@ -244,7 +244,7 @@ pub struct Authorization {
 
 /// Prometheus's `queue_config`, with its names and defaults
 /// (except `retry_on_http_429`, which is `true` here).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Samples buffered per shard; the in-memory queue holds at most
@@ -542,6 +542,23 @@ impl TlsServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_secret_is_a_changed_destination() {
+        // The reload compares destinations as values: a rotated password
+        // restarts the sender with it, though every printed form is equal.
+        let rw = |pw: &str| {
+            Config::from_yaml(&format!(
+                "remote_write: [{{url: 'http://h/w', basic_auth: {{username: u, password: {pw}}}}}]"
+            ))
+            .unwrap()
+            .remote_write
+            .remove(0)
+        };
+        assert_eq!(rw("a"), rw("a"));
+        assert_ne!(rw("a"), rw("b"));
+        assert_eq!(format!("{:?}", rw("a")), format!("{:?}", rw("b")));
+    }
 
     #[test]
     fn url_credentials_become_basic_auth_and_leave_the_url() {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::labels::{Labels, is_valid_label_name};
 
 /// A relabel action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     #[default]
@@ -68,6 +68,15 @@ impl PartialEq for AnchoredRegex {
     }
 }
 
+impl Eq for AnchoredRegex {}
+
+/// By the pattern, as equality is.
+impl std::hash::Hash for AnchoredRegex {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.source.hash(h);
+    }
+}
+
 impl Default for AnchoredRegex {
     fn default() -> Self {
         // "(.*)" always compiles.
@@ -93,7 +102,7 @@ impl Serialize for AnchoredRegex {
 }
 
 /// One relabel rule.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct RelabelConfig {
     #[serde(default)]

@@ -34,11 +34,14 @@ use crate::config::{Config, RemoteWriteConfig};
 use crate::http::{self, HttpClient};
 use crate::remote_write::queue::{Queue, StorageConfig};
 use crate::remote_write::sender::Sender;
-use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetStatus};
+use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetIdentity, TargetStatus};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::TlsError;
 
+mod handles;
 mod prepare;
+
+use handles::{DestinationHandle, TargetHandle};
 
 use prepare::Built;
 pub use prepare::check;
@@ -106,47 +109,29 @@ impl Default for RunOptions {
     }
 }
 
-/// What identifies a destination across reloads, secrets included (this
-/// string is compared in memory only, never printed).
-fn destination_identity(index: usize, rw: &RemoteWriteConfig) -> String {
-    let secret = |s: &Option<crate::config::Secret>| s.as_ref().map(|s| s.expose().to_string());
-    format!(
-        "{}|{rw:?}|{:?}|{:?}",
-        rw.queue_name(index),
-        rw.basic_auth.as_ref().map(|b| secret(&b.password)),
-        rw.authorization.as_ref().map(|a| secret(&a.credentials)),
-    )
-}
-
-struct Destination {
-    identity: String,
-    name: String,
-    sink: Sink,
-    /// Stop: send what is queued within the grace period, then end.
-    cancel: CancellationToken,
-    /// Hand the queue over to a successor: stop at once, keep the queue.
-    handover: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct RunningTarget {
-    remove: CancellationToken,
-    status: SharedStatus,
-}
-
+/// The running agent: what a config was applied into.
 struct Runtime {
     metrics: Metrics,
     /// `server.relay_metrics` (shared with the admin server and every scrape
     /// loop): keep each scrape's result for the pull path.
     keep_latest: Arc<std::sync::atomic::AtomicBool>,
+    /// How often TLS material is checked for rotation.
     tls_every: Duration,
+    /// `--data-dir`: where disk queues live by default.
     data_dir: Option<PathBuf>,
+    /// How long a stopping destination may keep sending.
     grace: Duration,
-    stop: CancellationToken,
-    destinations: Vec<Destination>,
+    /// Shutdown of every scrape loop (no staleness markers).
+    shutdown: CancellationToken,
+    /// One per `remote_write` entry, in config order.
+    destinations: Vec<DestinationHandle>,
+    /// The sinks every scrape loop writes to (swapped whole on a reload).
     sinks_tx: watch::Sender<Arc<Vec<Sink>>>,
-    targets: HashMap<String, RunningTarget>,
+    /// Running scrape loops by what makes each target what it is.
+    targets: HashMap<TargetIdentity, TargetHandle>,
+    /// Every target's status, in config order, for `/targets` and `/readyz`.
     statuses: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
+    /// The scrape loops' and the senders' tasks, waited for at shutdown.
     scrapers: TaskTracker,
     senders: TaskTracker,
 }
@@ -163,8 +148,8 @@ impl Runtime {
     fn apply(&mut self, cfg: &Config, built: Built) -> Result<(), RelayError> {
         // Phase 1: prepare. Nothing running is touched.
         struct Start {
-            identity: String,
             name: String,
+            config: RemoteWriteConfig,
             sender: Sender,
             queue: Arc<Queue>,
             write_relabel: Arc<[crate::relabel::RelabelConfig]>,
@@ -178,16 +163,11 @@ impl Runtime {
         }
         let mut plans = Vec::with_capacity(cfg.remote_write.len());
         for (index, rw) in cfg.remote_write.iter().enumerate() {
-            let identity = destination_identity(index, rw);
-            if let Some(pos) = self
-                .destinations
-                .iter()
-                .position(|d| d.identity == identity)
-            {
+            let name = rw.queue_name(index);
+            if let Some(pos) = self.destinations.iter().position(|d| d.runs(&name, rw)) {
                 plans.push(Plan::Keep(pos));
                 continue;
             }
-            let name = rw.queue_name(index);
             let client = http::watched_client(
                 rw.tls_config.as_ref(),
                 rw.remote_timeout.0,
@@ -199,9 +179,9 @@ impl Runtime {
             .map_err(|source| RelayError::RemoteTls { index, source })?;
             // A changed destination keeps its queue (a disk queue cannot be
             // opened twice, and nothing queued may be lost).
-            let takes_over = self.destinations.iter().position(|d| d.name == name);
+            let takes_over = self.destinations.iter().position(|d| d.name() == name);
             let queue = match takes_over {
-                Some(pos) => self.destinations[pos].sink.queue.clone(),
+                Some(pos) => self.destinations[pos].sink().queue.clone(),
                 None => Arc::new(self.open_queue(index, rw, &name)?),
             };
             let sender = Sender::new(
@@ -213,8 +193,8 @@ impl Runtime {
             )
             .map_err(RelayError::Target)?;
             plans.push(Plan::Start(Box::new(Start {
-                identity,
                 name,
+                config: rw.clone(),
                 sender,
                 queue,
                 write_relabel: rw.write_relabel_configs.clone().into(),
@@ -223,7 +203,7 @@ impl Runtime {
         }
 
         // Phase 2: commit. Nothing below fails.
-        let mut old: Vec<Option<Destination>> = std::mem::take(&mut self.destinations)
+        let mut old: Vec<Option<DestinationHandle>> = std::mem::take(&mut self.destinations)
             .into_iter()
             .map(Some)
             .collect();
@@ -236,8 +216,8 @@ impl Runtime {
                 }
                 Plan::Start(start) => {
                     let Start {
-                        identity,
                         name,
+                        config,
                         sender,
                         queue,
                         write_relabel,
@@ -245,46 +225,35 @@ impl Runtime {
                     } = *start;
                     // The predecessor stops at once (its queue stays) and the
                     // new sender starts on the queue when it has ended.
-                    let predecessor = takes_over.and_then(|pos| old[pos].take()).map(|prev| {
-                        prev.handover.cancel();
-                        prev.task
-                    });
-                    let cancel = CancellationToken::new();
-                    let handover = CancellationToken::new();
+                    let predecessor = takes_over
+                        .and_then(|pos| old[pos].take())
+                        .map(DestinationHandle::hand_over);
                     tracing::info!(remote_name = %name, url = %sender.url(), "remote write configured");
-                    let (c, h, grace) = (cancel.clone(), handover.clone(), self.grace);
-                    let task = self.senders.spawn(async move {
-                        if let Some(p) = predecessor {
-                            let _ = p.await;
-                        }
-                        tokio::select! {
-                            _ = sender.run(c, grace) => {}
-                            _ = h.cancelled() => {}
-                        }
-                    });
-                    self.destinations.push(Destination {
-                        identity,
+                    let sink = Sink {
+                        queue,
+                        write_relabel,
+                    };
+                    self.destinations.push(DestinationHandle::spawn(
+                        &self.senders,
+                        sender,
+                        sink,
                         name,
-                        sink: Sink {
-                            queue,
-                            write_relabel,
-                        },
-                        cancel,
-                        handover,
-                        task,
-                    });
+                        config,
+                        self.grace,
+                        predecessor,
+                    ));
                 }
             }
         }
         for d in old.into_iter().flatten() {
-            tracing::info!(remote_name = %d.name, "remote write removed; sending what it holds, then stopping");
-            d.cancel.cancel();
+            tracing::info!(remote_name = %d.name(), "remote write removed; sending what it holds, then stopping");
+            d.stop();
         }
         if self.destinations.is_empty() {
             tracing::warn!("no remote_write configured: samples are kept for /relay/metrics only");
         }
         self.sinks_tx.send_replace(Arc::new(
-            self.destinations.iter().map(|d| d.sink.clone()).collect(),
+            self.destinations.iter().map(|d| d.sink().clone()).collect(),
         ));
 
         // Targets: keep the unchanged (series cache and all), start the new,
@@ -293,7 +262,7 @@ impl Runtime {
         let mut statuses = Vec::new();
         for t in built.targets {
             if let Some(running) = old.remove(&t.identity) {
-                statuses.push(running.status.clone());
+                statuses.push(running.status().clone());
                 self.targets.insert(t.identity.clone(), running);
                 continue;
             }
@@ -310,14 +279,11 @@ impl Runtime {
                 self.metrics.clone(),
                 status.clone(),
             );
-            let remove = CancellationToken::new();
-            self.scrapers
-                .spawn(sl.run(self.stop.clone(), remove.clone()));
-            self.targets
-                .insert(identity, RunningTarget { remove, status });
+            let handle = TargetHandle::spawn(&self.scrapers, sl, self.shutdown.clone(), status);
+            self.targets.insert(identity, handle);
         }
         for (_, t) in old {
-            t.remove.cancel();
+            t.remove();
         }
         *self.statuses.write().unwrap_or_else(|p| p.into_inner()) = statuses;
         Ok(())
@@ -389,7 +355,7 @@ pub async fn run(
         tls_every: opts.tls_reload_interval,
         data_dir: opts.data_dir.clone(),
         grace: opts.shutdown_grace,
-        stop: cancel.child_token(),
+        shutdown: cancel.child_token(),
         destinations: Vec::new(),
         sinks_tx,
         targets: HashMap::new(),
@@ -400,6 +366,9 @@ pub async fn run(
     rt.apply(&cfg, built)?;
     metrics.reload_success.set(1);
 
+    // Applied above: /readyz now waits for the first scrapes, then latches.
+    let readiness = admin::Readiness::default();
+    readiness.started();
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let admin_cancel = CancellationToken::new();
     let relay_auth = Arc::new(std::sync::RwLock::new(
@@ -416,6 +385,7 @@ pub async fn run(
         relay_metrics: keep_latest,
         lifecycle: opts.enable_lifecycle,
         heartbeat: Default::default(),
+        readiness: readiness.clone(),
         client_certs_required: cfg
             .server
             .tls_server_config
@@ -480,11 +450,11 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: scraping stopped, sending what is queued");
-    rt.stop.cancel();
+    rt.shutdown.cancel();
     rt.scrapers.close();
     rt.scrapers.wait().await;
     for d in &rt.destinations {
-        d.cancel.cancel();
+        d.stop();
     }
     rt.senders.close();
     rt.senders.wait().await;

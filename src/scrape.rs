@@ -41,7 +41,7 @@ mod target;
 
 pub use fetch::{ACCEPT_HEADER, Fetched, fetch, fetch_wire, inflate_body};
 use pool::{BYTES, SAMPLES};
-pub use target::{Target, targets};
+pub use target::{Target, TargetIdentity, targets};
 
 /// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize, Serializer};
 
 /// A secret string: redacted in every `Debug`, `Display` and serialization.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq, Hash)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -28,7 +28,21 @@ pub struct Target {
     pub config_index: usize,
     /// Everything that makes this target what it is; a reload keeps a
     /// running target (and its series cache) exactly when this is unchanged.
-    pub identity: String,
+    pub identity: TargetIdentity,
+}
+
+/// Everything that makes a target what it is, compared as values (secrets
+/// included, which no printed form may carry).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetIdentity {
+    /// Its scrape config, without the target list (shared by the job's
+    /// targets).
+    config: Arc<ScrapeConfig>,
+    external_labels: Vec<(String, String)>,
+    url: Uri,
+    labels: Vec<(String, String)>,
+    interval: Duration,
+    timeout: Duration,
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
@@ -82,17 +96,23 @@ pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
         let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
             sc.metric_relabel_configs.clone().into();
-        let sc_identity = {
+        let config = {
             let mut c = sc.clone();
             c.static_configs.clear();
-            format!("{c:?}|{ext:?}")
+            Arc::new(c)
         };
         for st in &sc.static_configs {
             for addr in &st.targets {
                 match resolve_target(sc, st, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
-                        let identity =
-                            format!("{sc_identity}|{url}|{tl:?}|{interval:?}|{timeout:?}");
+                        let identity = TargetIdentity {
+                            config: config.clone(),
+                            external_labels: ext.clone(),
+                            url: url.clone(),
+                            labels: tl.clone(),
+                            interval,
+                            timeout,
+                        };
                         let get = |n: &str| {
                             tl.iter()
                                 .find(|(k, _)| k == n)
