@@ -37,8 +37,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::remote_write::proto::TimeSeries;
-use crate::remote_write::samples::{EncodedSamples, split_entry};
+use crate::remote_write::samples::{EncodedSamples, label_pairs, split_entry};
 use crate::scrape::{Health, SharedStatus, TargetStatus};
 use crate::telemetry::Metrics;
 

@@ -72,26 +72,35 @@ pub(super) fn format_value(v: f64) -> String {
 
 /// Renders encoded samples as text-format lines (no timestamps: the scraper
 /// stamps them, and Prometheus's staleness handling keeps working).
+/// Straight from the wire bytes: nothing is decoded into `String`s.
 pub fn render_text(samples: &EncodedSamples, out: &mut String) {
-    use prost::Message;
     for k in 0..samples.len() {
         let Some((labels, value, _ts)) = split_entry(samples.slice(k, k + 1)) else {
             continue;
         };
-        let Ok(ts) = TimeSeries::decode(labels) else {
+        // Our own bytes, so this holds; a damaged series is left out whole.
+        let mut check = label_pairs(labels);
+        if !(check
+            .by_ref()
+            .all(|(n, v)| utf8(n).is_some() && utf8(v).is_some())
+            && check.is_complete())
+        {
             continue;
-        };
-        let Some(name) = ts.label("__name__") else {
+        }
+        let Some(name) = label_pairs(labels)
+            .find(|(n, _)| *n == b"__name__")
+            .and_then(|(_, v)| utf8(v))
+        else {
             continue;
         };
         out.push_str(name);
         let mut first = true;
-        for l in ts.labels.iter().filter(|l| l.name != "__name__") {
+        for (n, v) in label_pairs(labels).filter(|(n, _)| *n != b"__name__") {
             out.push(if first { '{' } else { ',' });
             first = false;
-            out.push_str(&l.name);
+            out.push_str(utf8(n).unwrap_or_default());
             out.push_str("=\"");
-            escape_label_value(&l.value, out);
+            escape_label_value(utf8(v).unwrap_or_default(), out);
             out.push('"');
         }
         if !first {
@@ -101,4 +110,8 @@ pub fn render_text(samples: &EncodedSamples, out: &mut String) {
         out.push_str(&format_value(value));
         out.push('\n');
     }
+}
+
+fn utf8(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok()
 }

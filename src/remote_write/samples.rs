@@ -123,12 +123,117 @@ pub fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
     Some((labels, value, ts))
 }
 
+/// The labels in encoded label bytes (as [`encode_labels`] writes them), in
+/// order, borrowed: no decoding into `String`s. Ends early at anything
+/// malformed ([`LabelPairs::is_complete`] tells).
+pub fn label_pairs(labels: &[u8]) -> LabelPairs<'_> {
+    LabelPairs {
+        b: labels,
+        i: 0,
+        broken: false,
+    }
+}
+
+/// See [`label_pairs`].
+pub struct LabelPairs<'a> {
+    b: &'a [u8],
+    i: usize,
+    broken: bool,
+}
+
+impl LabelPairs<'_> {
+    /// Every label was read (nothing malformed cut the iteration short).
+    pub fn is_complete(&self) -> bool {
+        !self.broken && self.i >= self.b.len()
+    }
+}
+
+impl<'a> Iterator for LabelPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.b.len() || self.broken {
+            return None;
+        }
+        let pair = (|| {
+            let b = self.b;
+            let field = |i: &mut usize| -> Option<(u8, &'a [u8])> {
+                let tag = *b.get(*i)?;
+                let (len, n) = read_varint(b.get(*i + 1..)?)?;
+                let start = *i + 1 + n;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                *i = end;
+                Some((tag, b.get(start..end)?))
+            };
+            let mut i = self.i;
+            let (tag, msg) = field(&mut i)?;
+            if tag != 0x0a {
+                return None;
+            }
+            self.i = i;
+            let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+            let mut j = 0;
+            while j < msg.len() {
+                let tag = msg[j];
+                let (len, n) = read_varint(msg.get(j + 1..)?)?;
+                let start = j + 1 + n;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                let bytes = msg.get(start..end)?;
+                match tag {
+                    0x0a => name = bytes,
+                    0x12 => value = bytes,
+                    _ => return None,
+                }
+                j = end;
+            }
+            Some((name, value))
+        })();
+        if pair.is_none() {
+            self.broken = true;
+        }
+        pair
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::labels::STALE_NAN;
     use crate::remote_write::proto::WriteRequest;
     use prost::Message;
+
+    #[test]
+    fn label_pairs_read_back_what_encode_labels_wrote() {
+        let long = "v".repeat(300);
+        let l = encode_labels(&[
+            ("__name__".into(), "m".into()),
+            ("a".into(), long.clone()),
+            ("b".into(), String::new()),
+        ]);
+        let mut it = label_pairs(&l);
+        let got: Vec<(&[u8], &[u8])> = it.by_ref().collect();
+        assert!(it.is_complete());
+        assert_eq!(
+            got,
+            vec![
+                (&b"__name__"[..], &b"m"[..]),
+                (&b"a"[..], long.as_bytes()),
+                (&b"b"[..], &b""[..]),
+            ]
+        );
+        // A cut between labels reads the labels before it, completely; a cut
+        // inside one stops there, incomplete.
+        let boundaries = [15, 15 + 2 + 2 + 1 + 3 + 300 + 1];
+        for cut in 1..l.len() {
+            let mut it = label_pairs(&l[..cut]);
+            let n = it.by_ref().count();
+            assert!(n < 3, "cut at {cut}");
+            assert_eq!(it.is_complete(), boundaries.contains(&cut), "cut at {cut}");
+        }
+        let mut it = label_pairs(&[0x12, 0x00]);
+        assert_eq!(it.next(), None);
+        assert!(!it.is_complete());
+    }
 
     #[test]
     fn split_entry_reads_back_what_push_wrote() {

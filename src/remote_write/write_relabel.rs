@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::proto::TimeSeries;
-use super::samples::{EncodedSamples, encode_labels, split_entry};
+use super::samples::{EncodedSamples, encode_labels, label_pairs, split_entry};
 use crate::labels::Labels;
 use crate::relabel::RelabelConfig;
 
@@ -34,7 +33,6 @@ impl WriteRelabelCache {
 
     /// Writes the relabeled samples of `input` into `out` (cleared first).
     pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
-        use prost::Message;
         out.clear();
         out.scraped_at_ms = input.scraped_at_ms;
         self.generation += 1;
@@ -50,14 +48,16 @@ impl WriteRelabelCache {
                 }
                 continue;
             }
-            let decoded = TimeSeries::decode(labels)
-                .map(|t| {
-                    t.labels
-                        .into_iter()
-                        .map(|l| (l.name, l.value))
-                        .collect::<Labels>()
+            // Once per new series (the result is cached), read from the
+            // bytes as they are: our own encoding, valid UTF-8.
+            let decoded: Labels = label_pairs(labels)
+                .map(|(n, v)| {
+                    (
+                        String::from_utf8_lossy(n).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
                 })
-                .unwrap_or_default();
+                .collect();
             let relabeled = crate::relabel::process(decoded, &self.rules).and_then(|mut l| {
                 l.retain(|(_, v)| !v.is_empty());
                 l.sort_by(|a, b| a.0.cmp(&b.0));
