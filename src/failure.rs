@@ -14,7 +14,7 @@ use std::error::Error;
 
 /// What went wrong, as far as a scrape or a send is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The host name did not resolve.
     Dns,
     /// Nothing listens at the address (the connection was refused).
@@ -39,7 +39,7 @@ pub enum Failure {
 
 impl Failure {
     /// The `reason` label value (a bounded set).
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Failure::Dns => "dns",
             Failure::ConnectionRefused => "connection_refused",
@@ -58,7 +58,7 @@ impl Failure {
     /// Whether sending again can succeed, as the remote-write spec says:
     /// transport failures and 5xx yes, 429 when configured so, any other
     /// status no.
-    pub fn retryable(self, retry_on_429: bool) -> bool {
+    pub(crate) fn retryable(self, retry_on_429: bool) -> bool {
         match self {
             Failure::Status(429) => retry_on_429,
             Failure::Status(s) => s >= 500,
@@ -69,7 +69,9 @@ impl Failure {
 
 /// The errors of a chain, outermost first, stepping into the error an
 /// `io::Error` wraps (its `source()` skips it).
-pub fn chain<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+pub(crate) fn chain<'a>(
+    e: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     let mut cur = Some(e);
     std::iter::from_fn(move || {
         let err = cur?;
@@ -85,7 +87,7 @@ pub fn chain<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn 
 }
 
 /// Classifies a failed request (connect, TLS, I/O) by its error chain.
-pub fn classify(e: &(dyn Error + 'static)) -> Failure {
+pub(crate) fn classify(e: &(dyn Error + 'static)) -> Failure {
     use rustls::AlertDescription as A;
     let mut kind = Failure::Connection;
     for err in chain(e) {

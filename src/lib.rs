@@ -18,11 +18,12 @@
 //! invariants and the hot path; `tests/architecture.rs` keeps the layering
 //! free of import cycles.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod config;
 pub mod exposition;
-pub mod failure;
+pub(crate) mod failure;
 pub mod gzip;
 pub mod http;
 pub mod kubeconfig;
@@ -32,10 +33,10 @@ pub mod relabel;
 pub mod relay;
 pub mod remote_write;
 pub mod render;
-pub mod scrape;
+pub(crate) mod scrape;
 pub mod series;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tls;
 pub mod units;
-pub mod web_tls;
-pub mod x509;
+pub(crate) mod web_tls;
+pub(crate) mod x509;

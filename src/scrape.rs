@@ -39,13 +39,13 @@ mod fetch;
 mod pool;
 mod target;
 
-pub use fetch::{ACCEPT_HEADER, Fetched, fetch, fetch_wire, inflate_body};
+pub(crate) use fetch::{Fetched, fetch, fetch_wire, inflate_body};
 use pool::{BYTES, SAMPLES};
-pub use target::{Target, TargetIdentity, targets};
+pub(crate) use target::{Target, TargetIdentity, targets};
 
 /// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
 #[derive(Debug, thiserror::Error)]
-pub enum ScrapeError {
+pub(crate) enum ScrapeError {
     /// Connecting, the TLS handshake or the request failed.
     #[error("{message}")]
     Transport { kind: Failure, message: String },
@@ -80,7 +80,7 @@ impl From<IngestError> for ScrapeError {
 
 impl ScrapeError {
     /// Every value [`ScrapeError::reason`] can take.
-    pub const REASONS: &[&str] = &[
+    pub(crate) const REASONS: &[&str] = &[
         "dns",
         "connection_refused",
         "connection",
@@ -105,7 +105,7 @@ impl ScrapeError {
     ];
 
     /// A short, stable reason for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             ScrapeError::Transport { kind, .. } => kind.reason(),
             ScrapeError::Timeout(_) => Failure::Timeout.reason(),
@@ -152,7 +152,7 @@ pub struct TargetStatus {
     pub latest: Option<Arc<EncodedSamples>>,
 }
 
-pub type SharedStatus = Arc<Mutex<TargetStatus>>;
+pub(crate) type SharedStatus = Arc<Mutex<TargetStatus>>;
 
 impl TargetStatus {
     pub fn new(t: &Target) -> Self {
@@ -192,7 +192,7 @@ fn deliver_to(sinks: &mut [SinkState], out: &EncodedSamples, rewritten: &mut Enc
 
 /// A remote-write destination as a scrape loop sees it.
 #[derive(Clone)]
-pub struct Sink {
+pub(crate) struct Sink {
     pub queue: Arc<Queue>,
     pub write_relabel: Arc<[crate::relabel::RelabelConfig]>,
 }
@@ -224,7 +224,7 @@ struct Synthetic {
 }
 
 /// The scrape loop of one target.
-pub struct ScrapeLoop {
+pub(crate) struct ScrapeLoop {
     target: Arc<Target>,
     client: HttpClient,
     /// Follows certificate rotation ([`crate::http::watched_client`]).
@@ -253,7 +253,7 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 impl ScrapeLoop {
-    pub fn new(
+    pub(crate) fn new(
         target: Arc<Target>,
         mut client_rx: tokio::sync::watch::Receiver<HttpClient>,
         mut sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
@@ -315,7 +315,7 @@ impl ScrapeLoop {
 
     /// Runs until `stop` (shutdown: no staleness markers, as Prometheus) or
     /// `remove` (the target left the config: markers for its series, then exit).
-    pub async fn run(mut self, stop: CancellationToken, remove: CancellationToken) {
+    pub(crate) async fn run(mut self, stop: CancellationToken, remove: CancellationToken) {
         let start = tokio::time::Instant::now() + self.first_delay();
         let mut ticker = tokio::time::interval_at(start, self.target.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,7 +459,7 @@ impl ScrapeLoop {
     }
 
     /// One scrape, start to finish; returns the error if it failed.
-    pub async fn scrape_once(&mut self) -> Option<String> {
+    pub(crate) async fn scrape_once(&mut self) -> Option<String> {
         self.body = BYTES.take();
         let msg = self.scrape_with_buffers().await;
         BYTES.give(std::mem::take(&mut self.body));

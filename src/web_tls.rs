@@ -90,7 +90,7 @@ fn build(c: &TlsServerConfig, files: &Files) -> Result<ServerConfig, TlsError> {
 /// The server configuration for `c`, kept current: the files are re-read
 /// every `every` and a changed, valid set replaces the configuration (see
 /// the module docs). The watcher ends when every receiver is gone.
-pub fn watched(
+pub(crate) fn watched(
     c: &TlsServerConfig,
     every: Duration,
     metrics: Metrics,

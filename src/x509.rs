@@ -111,7 +111,7 @@ impl CertInfo {
 }
 
 /// `2026-11-25T21:26:20Z`.
-pub fn format_time(unix: i64) -> String {
+pub(crate) fn format_time(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = crate::units::civil_from_days(days);

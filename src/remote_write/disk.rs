@@ -97,7 +97,7 @@ const MIN_SEGMENT: u64 = 64 << 10;
 
 /// One record's place and summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordMeta {
+pub(crate) struct RecordMeta {
     pub seq: u64,
     pub segment: u64,
     pub offset: u64,
@@ -118,7 +118,7 @@ impl RecordMeta {
 
 /// What [`SegmentLog::open`] found and repaired.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     pub records: usize,
     pub samples: u64,
     /// Torn tails truncated.
@@ -134,7 +134,7 @@ pub struct Recovery {
 
 /// Batches and samples given up on, by reason; see [`SegmentLog::take_drops`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Drops {
+pub(crate) struct Drops {
     /// To stay within `max_size`.
     pub max_size: (u64, u64),
     /// To make room on a full disk.
@@ -143,7 +143,7 @@ pub struct Drops {
 
 /// Errors of the segment log; each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum DiskError {
+pub(crate) enum DiskError {
     #[error("queue {path}: {source}")]
     Io {
         path: PathBuf,
@@ -183,7 +183,7 @@ struct Segment {
 const ROLL_DRAINED: u64 = 1 << 20;
 
 /// See the module docs.
-pub struct SegmentLog {
+pub(crate) struct SegmentLog {
     dir: PathBuf,
     /// Held (flocked) while open.
     _lock: File,
@@ -242,7 +242,12 @@ impl SegmentLog {
     /// Appends a sealed batch; returns its sequence number. May give up old
     /// segments first to stay within `max_size` or to make room on a full
     /// disk ([`SegmentLog::take_drops`] tells what).
-    pub fn append(&mut self, batch: &[u8], samples: u32, oldest_ms: i64) -> Result<u64, DiskError> {
+    pub(crate) fn append(
+        &mut self,
+        batch: &[u8],
+        samples: u32,
+        oldest_ms: i64,
+    ) -> Result<u64, DiskError> {
         let seq = self.next_seq;
         let mut meta = [0u8; META];
         meta[..8].copy_from_slice(&seq.to_le_bytes());
@@ -337,19 +342,19 @@ impl SegmentLog {
     }
 
     /// The oldest unacknowledged record's summary.
-    pub fn front(&self) -> Option<RecordMeta> {
+    pub(crate) fn front(&self) -> Option<RecordMeta> {
         self.index.front().copied()
     }
 
     /// Unacknowledged records, oldest first.
-    pub fn records(&self) -> impl Iterator<Item = &RecordMeta> {
+    pub(crate) fn records(&self) -> impl Iterator<Item = &RecordMeta> {
         self.index.iter()
     }
 
     /// Reads a record's batch back from disk, checking its CRC. An I/O
     /// error (too many open files, EIO) is [`DiskError::Io`] and worth
     /// retrying; damage is [`DiskError::Corrupt`].
-    pub fn read(&self, m: &RecordMeta) -> Result<Bytes, DiskError> {
+    pub(crate) fn read(&self, m: &RecordMeta) -> Result<Bytes, DiskError> {
         let path = seg_name(&self.dir, m.segment);
         let mut f = File::open(&path).map_err(io(&path))?;
         f.seek(SeekFrom::Start(m.offset)).map_err(io(&path))?;
@@ -371,7 +376,7 @@ impl SegmentLog {
 
     /// Acknowledges every record up to and including `seq`, persists the ack
     /// and deletes segments that hold nothing unacknowledged.
-    pub fn ack(&mut self, seq: u64) -> Result<(), DiskError> {
+    pub(crate) fn ack(&mut self, seq: u64) -> Result<(), DiskError> {
         if seq <= self.acked {
             return Ok(());
         }
@@ -401,7 +406,7 @@ impl SegmentLog {
     }
 
     /// Writes the ack file if it is behind.
-    pub fn persist_ack(&mut self) -> Result<(), DiskError> {
+    pub(crate) fn persist_ack(&mut self) -> Result<(), DiskError> {
         if self.acked > self.persisted_ack {
             write_ack(&self.dir, self.acked)?;
             self.persisted_ack = self.acked;
@@ -434,7 +439,7 @@ impl SegmentLog {
     }
 
     /// Flushes the active segment and the ack to stable storage.
-    pub fn sync(&mut self) -> Result<(), DiskError> {
+    pub(crate) fn sync(&mut self) -> Result<(), DiskError> {
         if let Some(f) = &self.active {
             f.sync_data().map_err(io(&self.dir))?;
         }
@@ -442,36 +447,34 @@ impl SegmentLog {
     }
 
     /// Unacknowledged records.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
     /// Unacknowledged samples.
-    pub fn samples(&self) -> u64 {
+    pub(crate) fn samples(&self) -> u64 {
         self.pending_samples
     }
 
     /// Bytes of unacknowledged records on disk.
-    pub fn pending_bytes(&self) -> u64 {
+    pub(crate) fn pending_bytes(&self) -> u64 {
         self.pending_bytes
     }
 
+    #[cfg(test)]
     /// Bytes of all segment files (what `max_size` bounds).
-    pub fn disk_bytes(&self) -> u64 {
+    pub(crate) fn disk_bytes(&self) -> u64 {
         self.disk_bytes
     }
 
     /// Segment files on disk.
-    pub fn segments(&self) -> usize {
+    pub(crate) fn segments(&self) -> usize {
         self.segments.len()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -4,10 +4,10 @@
 //! on disk: [`disk`]), the sender ([`sender`]) and its retry policy
 //! ([`retry`]).
 
-pub mod disk;
+pub(crate) mod disk;
 pub mod proto;
-pub mod queue;
-pub mod retry;
+pub(crate) mod queue;
+pub(crate) mod retry;
 pub mod samples;
-pub mod sender;
-pub mod write_relabel;
+pub(crate) mod sender;
+pub(crate) mod write_relabel;

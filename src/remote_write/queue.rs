@@ -45,11 +45,9 @@ use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 mod consume;
 mod produce;
 
-pub use consume::join_snappy;
-
 /// A sealed, compressed write request.
 #[derive(Clone, Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub seq: u64,
     /// The request body, or its first part when `more` has the rest.
     pub data: Bytes,
@@ -62,16 +60,12 @@ pub struct Batch {
 
 impl Batch {
     /// Size of the request body.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.data.len() + self.more.iter().map(Bytes::len).sum::<usize>()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The request body, its parts in order (nothing copied).
-    pub fn body(&self) -> Chunks {
+    pub(crate) fn body(&self) -> Chunks {
         let mut c = Chunks::from(self.data.clone());
         for b in &self.more {
             c.push(b.clone());
@@ -82,7 +76,7 @@ impl Batch {
 
 /// Where sealed batches wait.
 #[derive(Debug, Clone)]
-pub enum StorageConfig {
+pub(crate) enum StorageConfig {
     Memory {
         max_samples: usize,
     },
@@ -132,7 +126,7 @@ struct Inner {
 }
 
 /// See the module docs.
-pub struct Queue {
+pub(crate) struct Queue {
     inner: Mutex<Inner>,
     notify: Notify,
     max_samples_per_send: usize,
@@ -159,7 +153,7 @@ fn now_ms() -> i64 {
 
 impl Queue {
     /// A queue; a disk queue is opened (and repaired) here.
-    pub fn new(
+    pub(crate) fn new(
         max_samples_per_send: usize,
         batch_send_deadline: Duration,
         max_age: Option<Duration>,
@@ -236,7 +230,7 @@ impl Queue {
     }
 
     /// An in-memory queue (tests and tools).
-    pub fn memory(
+    pub(crate) fn memory(
         max_samples_per_send: usize,
         max_samples: usize,
         batch_send_deadline: Duration,
@@ -261,13 +255,8 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The destination's `remote_name`.
-    pub fn name(&self) -> &str {
-        &self.labels.remote_name
-    }
-
     /// Whether batches survive a restart.
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         matches!(self.lock().storage, Storage::Disk { .. })
     }
 
@@ -315,7 +304,7 @@ impl Queue {
     }
 
     /// Counts samples given up on.
-    pub fn drop_samples(&self, reason: &str, samples: usize, batches: u64) {
+    pub(crate) fn drop_samples(&self, reason: &str, samples: usize, batches: u64) {
         let l = self.reason_labels(reason);
         self.metrics
             .samples_dropped
@@ -330,6 +319,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
+    use super::consume::join_snappy;
     use super::*;
     use crate::remote_write::proto::WriteRequest;
     use crate::remote_write::samples::encode_labels;

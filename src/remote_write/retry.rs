@@ -11,7 +11,7 @@ use crate::failure::Failure;
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Sent,
     /// Retry; `after` is the receiver's `Retry-After`, if it gave one.
     Retry {
@@ -27,7 +27,7 @@ pub enum Outcome {
 }
 
 /// Classifies a response status as the remote-write spec asks.
-pub fn classify(
+pub(crate) fn classify(
     status: StatusCode,
     retry_after: Option<&HeaderValue>,
     retry_on_429: bool,
@@ -60,7 +60,7 @@ pub fn classify(
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date (IMF-fixdate).
-pub fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -105,14 +105,14 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
 
 /// Jittered exponential backoff.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
 }
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
             max,
@@ -121,13 +121,13 @@ impl Backoff {
     }
     /// The next delay: the current step with up to 50 % jitter removed, then
     /// the step doubles (capped at `max`).
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.current;
         self.current = (self.current * 2).min(self.max);
         let jitter = 0.5 + fastrand::f64() * 0.5;
         base.mul_f64(jitter).max(Duration::from_millis(1))
     }
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.min;
     }
 }
@@ -137,7 +137,7 @@ impl Backoff {
 /// by (Prometheus, Mimir and VictoriaMetrics word them alike). A bounded
 /// set, for the `cause` label and the hint in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     OutOfBounds,
     TooOld,
     OutOfOrder,
@@ -148,7 +148,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn from_message(message: &str) -> Rejection {
+    pub(crate) fn from_message(message: &str) -> Rejection {
         let r = message.to_ascii_lowercase();
         if r.contains("out of bounds") {
             Rejection::OutOfBounds
@@ -168,7 +168,7 @@ impl Rejection {
     }
 
     /// The `cause` label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rejection::OutOfBounds => "out_of_bounds",
             Rejection::TooOld => "too_old",
@@ -181,7 +181,7 @@ impl Rejection {
     }
 
     /// What the operator can do about it, for the log line.
-    pub fn hint(self) -> &'static str {
+    pub(crate) fn hint(self) -> &'static str {
         match self {
             Rejection::OutOfBounds | Rejection::TooOld => {
                 "; the receiver refuses samples this old: a target exposing old explicit timestamps (see metrics_relay_scrape_samples_out_of_bounds_total and explicit_timestamp_max_age), or a queue older than the receiver accepts (lower remote_write[].queue.max_age)"

@@ -29,7 +29,7 @@ use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 use crate::tls::describe_error;
 
 /// Sends one destination's queue; see the module docs.
-pub struct Sender {
+pub(crate) struct Sender {
     pub name: String,
     /// Follows certificate rotation ([`crate::http::watched_client`]).
     client: tokio::sync::watch::Receiver<HttpClient>,
@@ -41,7 +41,7 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         cfg: RemoteWriteConfig,
         client: tokio::sync::watch::Receiver<HttpClient>,
@@ -69,7 +69,7 @@ impl Sender {
 
     /// The destination URL (credentials never appear in it: the config
     /// moves URL userinfo into `basic_auth`).
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.cfg.url
     }
 
@@ -127,7 +127,7 @@ impl Sender {
     }
 
     /// One attempt.
-    pub async fn attempt(&self, batch: &Batch) -> Outcome {
+    pub(crate) async fn attempt(&self, batch: &Batch) -> Outcome {
         let req = match self.request(batch.body()) {
             Ok(r) => r,
             Err(message) => {
@@ -208,7 +208,7 @@ impl Sender {
     /// Sends until cancelled; then keeps sending what is queued for at most
     /// `grace`. What is left stays on disk (durable queue) or is counted as
     /// dropped (`reason="shutdown"`, in-memory queue).
-    pub async fn run(self, cancel: CancellationToken, grace: Duration) {
+    pub(crate) async fn run(self, cancel: CancellationToken, grace: Duration) {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
         let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);

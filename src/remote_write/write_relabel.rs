@@ -15,7 +15,7 @@ type Rewritten = (Option<Box<[u8]>>, u64);
 /// `write_relabel_configs` of one remote-write destination, for one target:
 /// each series' relabeled (or dropped) label set is computed once and cached,
 /// like the series cache does for metric relabeling.
-pub struct WriteRelabelCache {
+pub(crate) struct WriteRelabelCache {
     rules: Arc<[RelabelConfig]>,
     /// Encoded labels → (relabeled labels or dropped, generation last seen).
     map: HashMap<Box<[u8]>, Rewritten, foldhash::fast::RandomState>,
@@ -23,7 +23,7 @@ pub struct WriteRelabelCache {
 }
 
 impl WriteRelabelCache {
-    pub fn new(rules: Arc<[RelabelConfig]>) -> Self {
+    pub(crate) fn new(rules: Arc<[RelabelConfig]>) -> Self {
         WriteRelabelCache {
             rules,
             map: HashMap::default(),
@@ -32,7 +32,7 @@ impl WriteRelabelCache {
     }
 
     /// Writes the relabeled samples of `input` into `out` (cleared first).
-    pub fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
+    pub(crate) fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
         out.clear();
         out.scraped_at_ms = input.scraped_at_ms;
         self.generation += 1;

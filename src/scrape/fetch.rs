@@ -16,7 +16,7 @@ const SCRAPE_TIMEOUT_HEADER: HeaderName =
 
 /// What [`fetch`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Bytes received on the wire.
     pub wire: usize,
     /// The body came gzip-compressed; the compressed bytes are left in the
@@ -28,11 +28,11 @@ pub struct Fetched {
 
 /// The `Accept` header of a scrape: OpenMetrics first, then the text
 /// format, as Prometheus 2.x asks.
-pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+pub(crate) const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// GETs a target into `body` (decompressed; `scratch` is reused for gzip,
 /// and holds the compressed bytes afterwards).
-pub async fn fetch(
+pub(crate) async fn fetch(
     client: &HttpClient,
     t: &Target,
     body: &mut Vec<u8>,
@@ -46,7 +46,7 @@ pub async fn fetch(
 }
 
 /// GETs a target into `body` as received (gzip-compressed or not).
-pub async fn fetch_wire(
+pub(crate) async fn fetch_wire(
     client: &HttpClient,
     t: &Target,
     body: &mut Vec<u8>,
@@ -90,7 +90,7 @@ pub async fn fetch_wire(
 
 /// Inflates the gzip `body` in place (through `scratch`, which is left
 /// holding the compressed bytes), within the target's body size limit.
-pub fn inflate_body(
+pub(crate) fn inflate_body(
     t: &Target,
     body: &mut Vec<u8>,
     scratch: &mut Vec<u8>,

@@ -83,7 +83,7 @@ fn url_from(
 /// Every target of the config, in config order, after `relabel_configs`.
 /// A target that relabeling drops is left out; one whose labels cannot make
 /// a scrape URL is left out with a warning (Prometheus drops it likewise).
-pub fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
+pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     let mut ext: Vec<(String, String)> = cfg
         .global
         .external_labels

@@ -9,7 +9,7 @@ impl SegmentLog {
     /// as described in the module docs. Segments are closed at
     /// `segment_size`, or at a sixteenth of `max_size` if that is smaller
     /// (64 KiB at least).
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         segment_size: u64,
         max_size: u64,

@@ -117,7 +117,7 @@ impl SegmentLog {
     }
 
     /// What appends gave up since the last call.
-    pub fn take_drops(&mut self) -> Drops {
+    pub(crate) fn take_drops(&mut self) -> Drops {
         std::mem::take(&mut self.drops)
     }
 

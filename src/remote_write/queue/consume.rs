@@ -7,7 +7,7 @@ use super::*;
 impl Queue {
     /// When the sender should look again without being notified: the open
     /// batch becomes due, or a batch that could not be read is tried again.
-    pub fn open_due_at(&self) -> Option<Instant> {
+    pub(crate) fn open_due_at(&self) -> Option<Instant> {
         let inner = self.lock();
         let open = inner.open_since.map(|t| t + self.batch_send_deadline);
         let retry = inner.read_failed_at.map(|t| t + READ_RETRY);
@@ -19,7 +19,7 @@ impl Queue {
 
     /// The oldest sealed batch, left in the queue until acknowledged. Batches
     /// over `max_age`, or unreadable on disk, are dropped and counted first.
-    pub fn front(&self) -> Option<Batch> {
+    pub(crate) fn front(&self) -> Option<Batch> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let cutoff = self.max_age.map(|a| now_ms() - a.as_millis() as i64);
@@ -112,7 +112,7 @@ impl Queue {
     /// What [`Queue::front_joined`] would send, from the index alone (no
     /// data read or copied): (samples, whether a queued batch would be left
     /// out for lack of room, the oldest scrape time in it).
-    pub fn join_size(&self, max_samples: usize) -> Option<(usize, bool, i64)> {
+    pub(crate) fn join_size(&self, max_samples: usize) -> Option<(usize, bool, i64)> {
         let inner = self.lock();
         let alone = self.front_is_recovered(&inner);
         match &inner.storage {
@@ -133,7 +133,7 @@ impl Queue {
     /// request of at most `max_samples` samples. Acknowledging the result's
     /// `seq` acknowledges every batch in it. The flag says whether a queued
     /// batch was left out for lack of room (the request is as full as it gets).
-    pub fn front_joined(&self, max_samples: usize) -> Option<(Batch, bool)> {
+    pub(crate) fn front_joined(&self, max_samples: usize) -> Option<(Batch, bool)> {
         let first = self.front()?;
         if first.seq <= self.alone_until() {
             return Some((first, true));
@@ -205,7 +205,7 @@ impl Queue {
 
     /// The receiver refused a joined request ending at `seq`: send its parts
     /// again one by one (see `alone_until`).
-    pub fn split_until(&self, seq: u64) {
+    pub(crate) fn split_until(&self, seq: u64) {
         self.alone_until
             .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
     }
@@ -220,7 +220,7 @@ impl Queue {
     }
 
     /// Removes batch `seq` once the receiver has it (or it was given up on).
-    pub fn ack(&self, seq: u64) {
+    pub(crate) fn ack(&self, seq: u64) {
         let mut inner = self.lock();
         match &mut inner.storage {
             Storage::Memory {
@@ -252,7 +252,7 @@ impl Queue {
     }
 
     /// Samples waiting (sealed and open).
-    pub fn pending_samples(&self) -> usize {
+    pub(crate) fn pending_samples(&self) -> usize {
         let inner = self.lock();
         let sealed = match &inner.storage {
             Storage::Memory { samples, .. } => *samples,
@@ -262,14 +262,14 @@ impl Queue {
     }
 
     /// Waits until something was appended or sealed.
-    pub async fn notified(&self) {
+    pub(crate) async fn notified(&self) {
         self.notify.notified().await
     }
 
     /// End of the shutdown grace period: the open batch is sealed; a disk
     /// queue is synced and keeps everything for the next start, a memory
     /// queue drops (and counts) what is left. Returns the samples dropped.
-    pub fn shutdown(&self) -> usize {
+    pub(crate) fn shutdown(&self) -> usize {
         let mut inner = self.lock();
         self.seal(&mut inner);
         let dropped = match &mut inner.storage {
@@ -326,7 +326,7 @@ fn join_size(
 /// as parts, nothing copied: the new length header, then each block's
 /// elements. `None` if a header does not parse or the total passes snappy's
 /// 4 GiB limit.
-pub fn join_snappy(blocks: &[Bytes]) -> Option<(Bytes, Vec<Bytes>)> {
+pub(crate) fn join_snappy(blocks: &[Bytes]) -> Option<(Bytes, Vec<Bytes>)> {
     let mut total: u64 = 0;
     let mut bodies = Vec::with_capacity(blocks.len());
     for b in blocks {

@@ -6,7 +6,7 @@ use super::*;
 
 impl Queue {
     /// Adds a scrape's samples, sealing batches as they fill.
-    pub fn append(&self, enc: &EncodedSamples) {
+    pub(crate) fn append(&self, enc: &EncodedSamples) {
         if enc.is_empty() {
             return;
         }
@@ -155,7 +155,7 @@ impl Queue {
 
     /// Seals the open batch if it is at least `batch_send_deadline` old (or
     /// unconditionally with `force`).
-    pub fn flush(&self, force: bool) {
+    pub(crate) fn flush(&self, force: bool) {
         let mut inner = self.lock();
         let due = inner
             .open_since
