@@ -18,7 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::TlsConfig;
 use tokio::sync::watch;
 
-use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
+use crate::events::TlsReloaded;
+use crate::telemetry::{Metrics, TlsLabels};
 use crate::tls::{self, Material, TlsError};
 
 /// The client type used everywhere.
@@ -212,22 +213,18 @@ pub fn watched_client(
                     }
                     tx.send_replace(c);
                     last_error = None;
-                    metrics
-                        .tls_reloads
-                        .get_or_create(&TlsResultLabels::new(&labels2, "success"))
-                        .inc();
-                    tracing::info!(scope = %labels2.scope, name = %labels2.name, "TLS material changed; new connections use it");
+                    TlsReloaded::Success { labels: &labels2 }.emit(&metrics);
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    metrics
-                        .tls_reloads
-                        .get_or_create(&TlsResultLabels::new(&labels2, "failure"))
-                        .inc();
-                    if last_error.as_deref() != Some(msg.as_str()) {
-                        tracing::error!(scope = %labels2.scope, name = %labels2.name, error = %msg, "new TLS material rejected; still using the previous certificates");
-                        last_error = Some(msg);
+                    let new = last_error.as_deref() != Some(msg.as_str());
+                    TlsReloaded::Failure {
+                        labels: &labels2,
+                        error: &msg,
+                        log_failure: new,
                     }
+                    .emit(&metrics);
+                    last_error = Some(msg);
                 }
             }
         }

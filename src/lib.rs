@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod config;
+pub(crate) mod events;
 pub mod exposition;
 pub(crate) mod failure;
 pub mod gzip;

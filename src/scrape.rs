@@ -33,7 +33,7 @@ use crate::remote_write::queue::Queue;
 use crate::remote_write::samples::EncodedSamples;
 use crate::remote_write::write_relabel::WriteRelabelCache;
 use crate::series::{IngestError, SeriesCache, SeriesError};
-use crate::telemetry::{FailureLabels, Metrics, TargetLabels};
+use crate::telemetry::{Metrics, TargetLabels};
 
 mod fetch;
 mod pool;
@@ -554,14 +554,11 @@ impl ScrapeLoop {
             .set(self.cache.len() as i64);
         let msg = err.as_ref().map(|e| e.to_string());
         if let Some(e) = &err {
-            m.scrape_failures
-                .get_or_create(&FailureLabels {
-                    job: self.labels.job.clone(),
-                    instance: self.labels.instance.clone(),
-                    reason: e.reason().into(),
-                })
-                .inc();
-            tracing::warn!(job = %self.target.job, instance = %self.target.instance, reason = e.reason(), error = %e, "scrape failed");
+            crate::events::ScrapeFailed {
+                target: &self.labels,
+                error: e,
+            }
+            .emit(m);
         } else {
             tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = scraped, duration, "scrape ok");
         }

@@ -26,7 +26,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::sync::watch;
 
 use crate::config::{ClientAuthType, TlsServerConfig};
-use crate::telemetry::{Metrics, TlsLabels, TlsResultLabels};
+use crate::events::TlsReloaded;
+use crate::telemetry::{Metrics, TlsLabels};
 use crate::tls::{TlsError, parse_certs, parse_key, provider};
 
 type Files = Vec<(String, Vec<u8>)>;
@@ -124,22 +125,18 @@ pub(crate) fn watched(
                     current = f;
                     tx.send_replace(Arc::new(cfg));
                     last_error = None;
-                    metrics
-                        .tls_reloads
-                        .get_or_create(&TlsResultLabels::new(&labels, "success"))
-                        .inc();
-                    tracing::info!("admin server TLS material changed; new connections use it");
+                    TlsReloaded::Success { labels: &labels }.emit(&metrics);
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    metrics
-                        .tls_reloads
-                        .get_or_create(&TlsResultLabels::new(&labels, "failure"))
-                        .inc();
-                    if last_error.as_deref() != Some(msg.as_str()) {
-                        tracing::error!(error = %msg, "new admin server TLS material rejected; still using the previous certificates");
-                        last_error = Some(msg);
+                    let new = last_error.as_deref() != Some(msg.as_str());
+                    TlsReloaded::Failure {
+                        labels: &labels,
+                        error: &msg,
+                        log_failure: new,
                     }
+                    .emit(&metrics);
+                    last_error = Some(msg);
                 }
             }
         }

@@ -39,6 +39,7 @@ use tokio::sync::Notify;
 use super::disk::{DiskError, Recovery, SegmentLog};
 use super::proto::read_varint;
 use super::samples::{EncodedSamples, POOL_KEEP_MAX};
+use crate::events::{DropReason, SamplesDropped};
 use crate::http::Chunks;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
@@ -222,7 +223,11 @@ impl Queue {
                 .get_or_create(&l)
                 .inc_by(r.corrupt as u64);
             if r.lost_records > 0 {
-                q.drop_samples("corrupt_record", r.lost_samples as usize, r.lost_records);
+                q.drop_samples(
+                    DropReason::CorruptRecord,
+                    r.lost_samples as usize,
+                    r.lost_records,
+                );
             }
         }
         q.update_gauges(&q.lock());
@@ -304,16 +309,14 @@ impl Queue {
     }
 
     /// Counts samples given up on.
-    pub(crate) fn drop_samples(&self, reason: &str, samples: usize, batches: u64) {
-        let l = self.reason_labels(reason);
-        self.metrics
-            .samples_dropped
-            .get_or_create(&l)
-            .inc_by(samples as u64);
-        self.metrics
-            .batches_dropped
-            .get_or_create(&l)
-            .inc_by(batches);
+    pub(crate) fn drop_samples(&self, reason: DropReason, samples: usize, batches: u64) {
+        SamplesDropped {
+            remote: &self.labels,
+            reason,
+            samples,
+            batches,
+        }
+        .emit(&self.metrics);
     }
 }
 

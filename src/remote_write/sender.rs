@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use super::queue::{Batch, Queue};
 use super::retry::{Backoff, Outcome, Rejection, classify};
 use crate::config::{RemoteWriteConfig, Secret};
+use crate::events::{DropReason, SendFailed};
 use crate::failure::Failure;
 use crate::http::{Chunks, HttpClient};
-use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
+use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::describe_error;
 
 /// Sends one destination's queue; see the module docs.
@@ -177,31 +178,11 @@ impl Sender {
         )
     }
 
-    /// Counts one failed attempt of a batch of `samples`.
-    fn count_failure(&self, samples: usize, failure: Failure) {
-        self.metrics
-            .samples_failed
-            .get_or_create(&self.labels)
-            .inc_by(samples as u64);
-        self.metrics
-            .batches_failed
-            .get_or_create(&self.reason_labels(failure.reason()))
-            .inc();
-    }
-
     fn cause_labels(&self, cause: &str) -> crate::telemetry::RemoteCauseLabels {
         crate::telemetry::RemoteCauseLabels {
             remote_name: self.labels.remote_name.clone(),
             url: self.labels.url.clone(),
             cause: cause.into(),
-        }
-    }
-
-    fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
-        RemoteReasonLabels {
-            remote_name: self.labels.remote_name.clone(),
-            url: self.labels.url.clone(),
-            reason: reason.into(),
         }
     }
 
@@ -350,8 +331,15 @@ impl Sender {
                         } else {
                             tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
                         }
-                        self.count_failure(batch.samples, failure);
-                        q.drop_samples("rejected", batch.samples, 1);
+                        SendFailed {
+                            remote: &self.labels,
+                            failure,
+                            message: &reason,
+                            samples: batch.samples,
+                            retry_in: None,
+                        }
+                        .emit(&self.metrics);
+                        q.drop_samples(DropReason::Rejected, batch.samples, 1);
                         q.ack(batch.seq);
                         break;
                     }
@@ -361,19 +349,14 @@ impl Sender {
                         after,
                     } => {
                         let delay = after.unwrap_or_else(|| backoff.next_delay());
-                        tracing::warn!(
-                            remote_name = %self.name,
-                            samples = batch.samples,
-                            kind = failure.reason(),
-                            %reason,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "remote write failed; will retry"
-                        );
-                        self.count_failure(batch.samples, failure);
-                        self.metrics
-                            .backoff_seconds
-                            .get_or_create(&self.labels)
-                            .set(delay.as_secs_f64());
+                        SendFailed {
+                            remote: &self.labels,
+                            failure,
+                            message: &reason,
+                            samples: batch.samples,
+                            retry_in: Some(delay),
+                        }
+                        .emit(&self.metrics);
                         let sleep = tokio::time::sleep(delay);
                         match deadline {
                             Some(d) => {

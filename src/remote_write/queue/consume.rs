@@ -33,7 +33,7 @@ impl Queue {
                     if cutoff.is_some_and(|c| b.oldest_ms < c) {
                         batches.pop_front();
                         *samples -= b.samples;
-                        self.drop_samples("max_age", b.samples, 1);
+                        self.drop_samples(DropReason::MaxAge, b.samples, 1);
                         changed = true;
                         continue;
                     }
@@ -93,7 +93,11 @@ impl Queue {
                         None => {
                             let _ = log.ack(m.seq);
                             self.drop_samples(
-                                if too_old { "max_age" } else { "corrupt" },
+                                if too_old {
+                                    DropReason::MaxAge
+                                } else {
+                                    DropReason::Corrupt
+                                },
                                 m.samples as usize,
                                 1,
                             );
@@ -281,7 +285,7 @@ impl Queue {
                 batches.clear();
                 *samples = 0;
                 if n > 0 {
-                    self.drop_samples("shutdown", n, b);
+                    self.drop_samples(DropReason::Shutdown, n, b);
                 }
                 n
             }

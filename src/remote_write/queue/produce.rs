@@ -88,7 +88,7 @@ impl Queue {
             Err(e) => {
                 // Only possible for inputs over ~4 GiB; a batch is far smaller.
                 tracing::error!(error = %e, "snappy compression failed; batch dropped");
-                self.drop_samples("compression", samples, 1);
+                self.drop_samples(DropReason::Compression, samples, 1);
                 return;
             }
         };
@@ -111,7 +111,7 @@ impl Queue {
                 while *queued > *max_samples && batches.len() > 1 {
                     if let Some(old) = batches.pop_front() {
                         *queued -= old.samples;
-                        self.drop_samples("queue_full", old.samples, 1);
+                        self.drop_samples(DropReason::QueueFull, old.samples, 1);
                         tracing::warn!(remote_name = %self.labels.remote_name, samples = old.samples, "remote-write queue full; dropped the oldest batch");
                     }
                 }
@@ -131,7 +131,7 @@ impl Queue {
                         }
                     }
                     Err(e) => {
-                        self.drop_samples("disk_error", samples, 1);
+                        self.drop_samples(DropReason::DiskError, samples, 1);
                         // Once a minute at most: a full disk fails every batch.
                         if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                             *last_error_log = Some(Instant::now());
@@ -140,12 +140,13 @@ impl Queue {
                     }
                 }
                 let drops = log.take_drops();
-                for (reason, (batches, samples)) in
-                    [("max_size", drops.max_size), ("disk_full", drops.disk_full)]
-                {
+                for (reason, (batches, samples)) in [
+                    (DropReason::MaxSize, drops.max_size),
+                    (DropReason::DiskFull, drops.disk_full),
+                ] {
                     if batches > 0 {
                         self.drop_samples(reason, samples as usize, batches);
-                        tracing::warn!(remote_name = %self.labels.remote_name, batches, samples, max_size = *max_size, reason, "disk queue: gave up the oldest segment to make room");
+                        tracing::warn!(remote_name = %self.labels.remote_name, batches, samples, max_size = *max_size, reason = reason.as_str(), "disk queue: gave up the oldest segment to make room");
                     }
                 }
             }
