@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use crate::failure::Failure;
-use crate::scrape::ScrapeError;
 use crate::telemetry::{
     FailureLabels, Metrics, RemoteLabels, RemoteReasonLabels, TargetLabels, TlsLabels,
     TlsResultLabels,
@@ -123,15 +122,16 @@ impl SendFailed<'_> {
     }
 }
 
-/// A scrape that failed.
+/// A scrape that failed: its `reason` label and the error in words.
 pub(crate) struct ScrapeFailed<'a> {
     pub(crate) target: &'a TargetLabels,
-    pub(crate) error: &'a ScrapeError,
+    pub(crate) reason: &'static str,
+    pub(crate) error: &'a dyn std::fmt::Display,
 }
 
 impl ScrapeFailed<'_> {
     pub(crate) fn emit(self, m: &Metrics) {
-        let reason = self.error.reason();
+        let reason = self.reason;
         m.scrape_failures
             .get_or_create(&FailureLabels {
                 job: self.target.job.clone(),

@@ -556,6 +556,7 @@ impl ScrapeLoop {
         if let Some(e) = &err {
             crate::events::ScrapeFailed {
                 target: &self.labels,
+                reason: e.reason(),
                 error: e,
             }
             .emit(m);
