@@ -44,7 +44,7 @@ use serde_json::{Value, json};
 use common::payload::control_plane;
 use common::prom::{Prometheus, query, require_prometheus, start_prometheus};
 use common::schema::{dockerfile_instructions, documents, kustomize};
-use common::{MtlsTarget, Pki, http_request, relay_bin};
+use common::{MtlsTarget, Pki, http_request, http_request_with, relay_bin};
 use metrics_relay::kubeconfig::{base64_decode, base64_encode};
 
 /// The downward API's `status.hostIP`: node-local targets live here.
@@ -1218,28 +1218,19 @@ async fn observe(
 
 /// GET with an optional Authorization header; (status, body).
 async fn get_with(url: &str, authorization: Option<&str>) -> Result<(u16, String), String> {
-    use http_body_util::{BodyExt, Full};
-    let client =
-        metrics_relay::http::client(None, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let mut req = hyper::Request::get(url);
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
-    let resp = tokio::time::timeout(
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    http_request_with(
+        hyper::Method::GET,
+        url,
+        None,
+        &headers,
         Duration::from_secs(10),
-        client.request(req.body(Full::default()).unwrap()),
     )
     .await
-    .map_err(|_| format!("{url}: timeout"))?
-    .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    .map_err(|e| format!("{url}: {e}"))
 }
 
 /// Plans and runs every workload of `bundle`.

@@ -59,13 +59,24 @@ pub async fn http_request(
     tls: Option<&metrics_relay::config::TlsConfig>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    http_request_with(method, url, tls, &[], timeout).await
+}
+
+/// [`http_request`] with extra request headers.
+pub async fn http_request_with(
+    method: hyper::Method,
+    url: &str,
+    tls: Option<&metrics_relay::config::TlsConfig>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let client =
         metrics_relay::http::client(tls, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    let req = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::default())
-        .map_err(|e| e.to_string())?;
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::default()).map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
