@@ -148,60 +148,44 @@ mod tests {
 
     #[test]
     fn each_kind_is_found_in_the_chain() {
+        use rustls::AlertDescription as A;
         use std::io::ErrorKind as K;
-        let wrap = |msg, e: std::io::Error| Wrap(msg, Box::new(e));
-        assert_eq!(
-            classify(&wrap("tcp connect error", io(K::ConnectionRefused, None))),
-            Failure::ConnectionRefused
-        );
-        assert_eq!(
-            classify(&wrap("x", io(K::TimedOut, None))),
-            Failure::Timeout
-        );
-        assert_eq!(
-            classify(&wrap("dns error", io(K::Other, None))),
-            Failure::Dns
-        );
-        assert_eq!(
-            classify(&wrap(
+        let tls = |e: rustls::Error| io(K::InvalidData, Some(e));
+        let cases = [
+            (
+                "tcp connect error",
+                io(K::ConnectionRefused, None),
+                Failure::ConnectionRefused,
+            ),
+            ("x", io(K::TimedOut, None), Failure::Timeout),
+            ("dns error", io(K::Other, None), Failure::Dns),
+            (
                 "x",
-                io(
-                    K::InvalidData,
-                    Some(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::UnknownIssuer
-                    ))
-                )
-            )),
-            Failure::ServerCertificate
-        );
-        assert_eq!(
-            classify(&wrap(
+                tls(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                Failure::ServerCertificate,
+            ),
+            (
                 "x",
-                io(
-                    K::InvalidData,
-                    Some(rustls::Error::AlertReceived(
-                        rustls::AlertDescription::CertificateRequired
-                    ))
-                )
-            )),
-            Failure::ClientCertificate
-        );
-        assert_eq!(
-            classify(&wrap(
+                tls(rustls::Error::AlertReceived(A::CertificateRequired)),
+                Failure::ClientCertificate,
+            ),
+            (
                 "x",
-                io(
-                    K::InvalidData,
-                    Some(rustls::Error::AlertReceived(
-                        rustls::AlertDescription::ProtocolVersion
-                    ))
-                )
-            )),
-            Failure::TlsHandshake
-        );
-        assert_eq!(
-            classify(&wrap("connection closed", io(K::ConnectionReset, None))),
-            Failure::Connection
-        );
+                tls(rustls::Error::AlertReceived(A::ProtocolVersion)),
+                Failure::TlsHandshake,
+            ),
+            (
+                "connection closed",
+                io(K::ConnectionReset, None),
+                Failure::Connection,
+            ),
+        ];
+        for (msg, e, want) in cases {
+            let shown = e.to_string();
+            assert_eq!(classify(&Wrap(msg, Box::new(e))), want, "{msg}: {shown}");
+        }
     }
 
     #[test]
