@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::schema::{config_arg, crd_schema, documents, kustomize, validate};
+use common::schema::{config_arg, crd_schema, documents, kustomize, quantity, validate};
 use common::{MtlsTarget, Pki, Receiver, RelayProc, relay_bin, wait_for};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -48,28 +48,6 @@ fn render_agent() -> Vec<serde_json::Value> {
     );
     assert_eq!(code, 0, "{err}");
     documents(&out)
-}
-
-/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1024`).
-fn quantity(q: &serde_json::Value) -> u64 {
-    let s = q
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| q.to_string());
-    let (num, mult) = [
-        ("Ki", 1u64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("K", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-    ]
-    .iter()
-    .find_map(|(u, m)| s.strip_suffix(u).map(|n| (n.to_string(), *m)))
-    .unwrap_or((s.clone(), 1));
-    num.parse::<u64>()
-        .unwrap_or_else(|_| panic!("quantity {s:?}"))
-        * mult
 }
 
 /// What the README's "Memory" section promises: the agent's own memory

@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use common::payload::control_plane;
 use common::prom::{Prometheus, query, require_prometheus, start_prometheus};
-use common::schema::{dockerfile_instructions, documents, kustomize};
+use common::schema::{dockerfile_instructions, documents, kustomize, quantity};
 use common::{MtlsTarget, Pki, http_request, http_request_with, relay_bin};
 use metrics_relay::kubeconfig::{base64_decode, base64_encode};
 
@@ -305,19 +305,6 @@ struct Plan {
     grace: u64,
     config: metrics_relay::config::Config,
     pod_labels: Value,
-}
-
-fn quantity(q: &Value) -> u64 {
-    let t = q
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| q.to_string());
-    for (u, m) in [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)] {
-        if let Some(n) = t.strip_suffix(u) {
-            return n.parse::<u64>().expect("quantity") * m;
-        }
-    }
-    t.parse().expect("quantity")
 }
 
 /// The kubelet's atomic writer: `dir/..<timestamp>/<path>` files, `..data`

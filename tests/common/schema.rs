@@ -151,3 +151,25 @@ pub fn dockerfile_instructions(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1024`).
+pub fn quantity(q: &serde_json::Value) -> u64 {
+    let s = q
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| q.to_string());
+    let (num, mult) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|(u, m)| s.strip_suffix(u).map(|n| (n.to_string(), *m)))
+    .unwrap_or((s.clone(), 1));
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("quantity {s:?}"))
+        * mult
+}
