@@ -103,6 +103,12 @@ pub struct ScrapeConfig {
     pub tls_config: Option<TlsConfig>,
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Targets from JSON or YAML files (Prometheus's `file_sd_configs`).
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// Extension: one target per kubeconfig file (see [`crate::discovery`]).
+    #[serde(default)]
+    pub kubeconfig_sd_configs: Vec<KubeconfigSdConfig>,
     #[serde(default)]
     pub honor_labels: bool,
     #[serde(default = "yes")]
@@ -170,6 +176,25 @@ pub struct StaticConfig {
     pub targets: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// Prometheus's `file_sd_configs` entry: files whose last path segment may
+/// hold `*` and `?` wildcards, read again when they change and every
+/// `refresh_interval`. Relative paths are relative to the config file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval: PromDuration,
+}
+
+/// Extension: `kubeconfig_sd_configs`, the same shape as `file_sd_configs`;
+/// every file found is a kubeconfig and becomes one target.
+pub type KubeconfigSdConfig = FileSdConfig;
+
+fn default_refresh_interval() -> PromDuration {
+    PromDuration(Duration::from_secs(300))
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -404,6 +429,21 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
+        // As Prometheus: discovery files are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for sc in &mut cfg.scrape_configs {
+            for sd in sc
+                .file_sd_configs
+                .iter_mut()
+                .chain(sc.kubeconfig_sd_configs.iter_mut())
+            {
+                for f in &mut sd.files {
+                    if Path::new(f.as_str()).is_relative() {
+                        *f = base.join(&*f).to_string_lossy().into_owned();
+                    }
+                }
+            }
+        }
         cfg.finalize()?;
         Ok(cfg)
     }

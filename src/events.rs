@@ -182,6 +182,28 @@ impl TlsReloaded<'_> {
     }
 }
 
+/// A discovery file's content could not be used.
+pub(crate) struct DiscoveryFailed<'a> {
+    pub job: &'a str,
+    pub mechanism: &'a str,
+    pub file: &'a std::path::Path,
+    pub error: &'a str,
+    /// Targets kept from its last good content.
+    pub kept: usize,
+}
+
+impl DiscoveryFailed<'_> {
+    pub(crate) fn emit(self, m: &Metrics) {
+        m.sd_file_errors
+            .get_or_create(&crate::telemetry::SdLabels {
+                job: self.job.into(),
+                mechanism: self.mechanism.into(),
+            })
+            .inc();
+        tracing::warn!(job = %self.job, mechanism = %self.mechanism, file = %self.file.display(), error = %self.error, kept_targets = self.kept, "discovery file not used; its last good targets stay");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,8 @@ pub type Pem = (String, Vec<u8>);
 #[derive(Debug)]
 pub struct Credentials {
     pub context: String,
+    /// The context's cluster name.
+    pub cluster: String,
     pub server: Option<String>,
     pub ca: Option<Pem>,
     pub cert: Pem,
@@ -271,6 +273,7 @@ pub fn load(path: &Path, context: Option<&str>) -> Result<Credentials, Kubeconfi
     };
     Ok(Credentials {
         context: ctx_name,
+        cluster: cluster.name.clone(),
         server: c.server.clone(),
         ca,
         cert,

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod config;
+pub(crate) mod discovery;
 pub(crate) mod events;
 pub mod exposition;
 pub(crate) mod failure;
@@ -36,6 +37,7 @@ pub mod remote_write;
 pub mod render;
 pub(crate) mod scrape;
 pub mod series;
+pub mod shard;
 pub(crate) mod telemetry;
 pub mod tls;
 pub mod units;

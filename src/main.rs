@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metrics_relay::config::Config;
 use metrics_relay::relay::{self, RunOptions};
+use metrics_relay::shard::Sharding;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -57,6 +58,19 @@ enum Command {
         /// of the same name). Off by default: SIGHUP always reloads.
         #[arg(long = "web.enable-lifecycle")]
         web_enable_lifecycle: bool,
+        /// Replicas that split the targets: how many agents share them.
+        #[arg(long, default_value_t = 1)]
+        shard_count: u32,
+        /// This agent's shard, 0 to --shard-count minus 1.
+        #[arg(long, conflicts_with = "shard_index_from_hostname")]
+        shard_index: Option<u32>,
+        /// Take the shard index from the hostname's trailing -<ordinal>, as a
+        /// StatefulSet pod is named ($HOSTNAME, else the kernel's hostname).
+        #[arg(long)]
+        shard_index_from_hostname: bool,
+        /// How many shards scrape each target (1 to --shard-count).
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
     },
     /// Validate a configuration and every TLS file it references.
     Check {
@@ -254,11 +268,28 @@ fn main() -> ExitCode {
             tls_reload_interval,
             worker_threads,
             web_enable_lifecycle,
+            shard_count,
+            shard_index,
+            shard_index_from_hostname,
+            replication_factor,
         } => {
             if let Err(e) = init_logging(&cli.log_format, &cli.log_level) {
                 eprintln!("error: {}", describe(&e));
                 return ExitCode::FAILURE;
             }
+            let index = match (shard_index, shard_index_from_hostname) {
+                (Some(i), _) => Ok(i),
+                (None, true) => Sharding::index_from_hostname(&hostname()),
+                (None, false) => Ok(0),
+            };
+            let sharding =
+                match index.and_then(|i| Sharding::new(shard_count, i, replication_factor)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             match metrics_relay::admin::raise_open_file_limit() {
                 Ok((before, after)) if before != after => {
                     tracing::info!(before = ?before, after = ?after, "raised the soft open-file limit to the hard limit")
@@ -275,6 +306,7 @@ fn main() -> ExitCode {
                     shutdown_grace,
                     tls_reload_interval,
                     enable_lifecycle: web_enable_lifecycle,
+                    sharding,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -330,4 +362,15 @@ fn run(config: PathBuf, workers: usize, opts: RunOptions) -> anyhow::Result<()> 
         relay::run(config, opts, cancel).await?;
         Ok(())
     })
+}
+
+/// `$HOSTNAME` (a pod's name), else the kernel's hostname.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }

@@ -88,14 +88,21 @@ async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String
 pub async fn probe(cfg: &Config) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
-    let targets = match scrape::targets(cfg) {
-        Ok(t) => t,
+    // Discovered targets too: every kubeconfig found is probed with its own
+    // credentials.
+    let (found, _) = crate::discovery::discover_once(cfg, &Metrics::new());
+    let targets = match scrape::resolve(cfg, &found, &Default::default()) {
+        Ok(t) => t.owned,
         Err(e) => return (format!("targets: {e}\n"), false),
     };
     for t in &targets {
         let sc = &cfg.scrape_configs[t.config_index];
         let _ = writeln!(out, "target {} (job {:?})", t.url, t.job);
-        let material = match Material::load(sc.tls_config.as_ref()) {
+        if let Some(src) = &t.source {
+            let _ = writeln!(out, "  discovered from {src}");
+        }
+        let tls = t.tls.as_deref().or(sc.tls_config.as_ref());
+        let material = match Material::load(tls) {
             Ok(m) => m,
             Err(e) => {
                 let _ = writeln!(out, "  TLS material: FAILED: {e}");

@@ -31,10 +31,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{Config, RemoteWriteConfig};
+use crate::discovery::{Found, Update};
 use crate::http::{self, HttpClient};
 use crate::remote_write::queue::{Queue, StorageConfig};
 use crate::remote_write::sender::Sender;
 use crate::scrape::{self, ScrapeLoop, SharedStatus, Sink, TargetIdentity, TargetStatus};
+use crate::shard::Sharding;
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::TlsError;
 
@@ -95,6 +97,9 @@ pub struct RunOptions {
     pub tls_reload_interval: Duration,
     /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// Which targets this agent scrapes (`--shard-count`, `--shard-index`,
+    /// `--replication-factor`).
+    pub sharding: Sharding,
 }
 
 impl Default for RunOptions {
@@ -105,6 +110,7 @@ impl Default for RunOptions {
             shutdown_grace: Duration::from_secs(10),
             tls_reload_interval: http::TLS_RELOAD_INTERVAL,
             enable_lifecycle: false,
+            sharding: Sharding::default(),
         }
     }
 }
@@ -129,6 +135,18 @@ struct Runtime {
     sinks_tx: watch::Sender<Arc<Vec<Sink>>>,
     /// Running scrape loops by what makes each target what it is.
     targets: HashMap<TargetIdentity, TargetHandle>,
+    /// The config applied last, and its scrape configs' clients.
+    cfg: Arc<Config>,
+    clients: Vec<watch::Receiver<HttpClient>>,
+    /// What discovery found last, per scrape config.
+    found: Found,
+    /// Discovery of the config applied last: updates of older generations
+    /// (before a reload) are ignored.
+    generation: u64,
+    discovery_stop: CancellationToken,
+    discovery_tx: mpsc::Sender<Update>,
+    /// Which targets this agent scrapes.
+    sharding: Sharding,
     /// Every target's status, in config order, for `/targets` and `/readyz`.
     statuses: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
     /// The scrape loops' and the senders' tasks, waited for at shutdown.
@@ -256,20 +274,75 @@ impl Runtime {
             self.destinations.iter().map(|d| d.sink().clone()).collect(),
         ));
 
-        // Targets: keep the unchanged (series cache and all), start the new,
-        // remove the rest (with staleness markers).
+        self.cfg = Arc::new(cfg.clone());
+        self.clients = built.clients;
+        self.found = built.found;
+        self.apply_targets(built.targets);
+        // Discovery starts again from what `build` read; updates from the
+        // previous config's watchers are ignored from now on.
+        self.discovery_stop.cancel();
+        self.discovery_stop = self.shutdown.child_token();
+        self.generation += 1;
+        for (index, d) in built.discoverers {
+            d.spawn(
+                index,
+                self.generation,
+                self.discovery_tx.clone(),
+                self.discovery_stop.clone(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A discoverer found new targets for scrape config `u.index`.
+    fn discovered(&mut self, u: Update) {
+        if u.generation != self.generation {
+            return;
+        }
+        self.found.insert(u.index, u.groups);
+        match scrape::resolve(&self.cfg, &self.found, &self.sharding) {
+            Ok(targets) => {
+                self.apply_targets(targets);
+                tracing::info!(targets = self.targets.len(), "discovered targets changed");
+            }
+            Err(e) => tracing::error!(error = %e, "discovered targets not applied"),
+        }
+    }
+
+    /// Targets: keep the unchanged (series cache and all), start the new,
+    /// remove the rest (with staleness markers).
+    fn apply_targets(&mut self, resolved: scrape::Resolved) {
         let mut old = std::mem::take(&mut self.targets);
         let mut statuses = Vec::new();
-        for t in built.targets {
+        let owned = resolved.owned.len();
+        for t in resolved.owned {
             if let Some(running) = old.remove(&t.identity) {
                 statuses.push(running.status().clone());
                 self.targets.insert(t.identity.clone(), running);
                 continue;
             }
+            let client = match &t.tls {
+                None => self.clients[t.config_index].clone(),
+                // A discovered kubeconfig: a client of its own, following
+                // its rotation.
+                Some(tls) => match http::watched_client(
+                    Some(tls),
+                    t.timeout,
+                    self.metrics.clone(),
+                    "scrape",
+                    &format!("{}/{}", t.job, t.instance),
+                    self.tls_every,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(job = %t.job, url = %t.url, error = %e, "discovered target not started: its TLS material does not load");
+                        continue;
+                    }
+                },
+            };
             let status = Arc::new(Mutex::new(TargetStatus::new(&t)));
             statuses.push(status.clone());
-            tracing::info!(job = %t.job, url = %t.url, interval = %crate::units::format_duration(t.interval), "target configured");
-            let client = built.clients[t.config_index].clone();
+            tracing::info!(job = %t.job, url = %t.url, interval = %crate::units::format_duration(t.interval), source = t.source.as_deref().unwrap_or("static"), "target configured");
             let identity = t.identity.clone();
             let sl = ScrapeLoop::new(
                 Arc::new(t),
@@ -286,12 +359,19 @@ impl Runtime {
             t.remove();
         }
         *self.statuses.write().unwrap_or_else(|p| p.into_inner()) = statuses;
-        Ok(())
+        for (owned, n) in [("true", owned), ("false", resolved.others)] {
+            self.metrics
+                .shard_targets
+                .get_or_create(&crate::telemetry::OwnedLabels {
+                    owned: owned.into(),
+                })
+                .set(n as i64);
+        }
     }
 
     async fn reload(&mut self, path: &Path) -> Result<Config, RelayError> {
         let cfg = Config::load(path).map_err(Box::new)?;
-        let built = Self::build(&cfg, &self.metrics, self.tls_every)?;
+        let built = Self::build(&cfg, &self.metrics, self.tls_every, &self.sharding)?;
         self.apply(&cfg, built)?;
         Ok(cfg)
     }
@@ -324,7 +404,23 @@ pub async fn run(
             "the admin server (and /relay/metrics, the pull path) has neither TLS client certificates (server.tls_server_config) nor a token (server.relay_auth): anyone who reaches it can read what is scraped"
         );
     }
-    let built = Runtime::build(&cfg, &metrics, opts.tls_reload_interval)?;
+    let built = Runtime::build(&cfg, &metrics, opts.tls_reload_interval, &opts.sharding)?;
+    metrics
+        .shard_info
+        .get_or_create(&crate::telemetry::ShardLabels {
+            shard_index: opts.sharding.index.to_string(),
+            shard_count: opts.sharding.count.to_string(),
+            replication_factor: opts.sharding.replication_factor.to_string(),
+        })
+        .set(1);
+    if opts.sharding.is_sharded() {
+        tracing::info!(
+            shard_index = opts.sharding.index,
+            shard_count = opts.sharding.count,
+            replication_factor = opts.sharding.replication_factor,
+            "sharded: scraping only the targets this shard owns"
+        );
+    }
 
     let listen = opts
         .listen_address
@@ -346,6 +442,8 @@ pub async fn run(
         .unwrap_or(listen);
 
     let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
+    let (discovery_tx, mut discovery_rx) = mpsc::channel::<Update>(16);
+    let shutdown = cancel.child_token();
     let keep_latest = Arc::new(std::sync::atomic::AtomicBool::new(
         cfg.relay_metrics_enabled(),
     ));
@@ -355,10 +453,17 @@ pub async fn run(
         tls_every: opts.tls_reload_interval,
         data_dir: opts.data_dir.clone(),
         grace: opts.shutdown_grace,
-        shutdown: cancel.child_token(),
+        discovery_stop: shutdown.child_token(),
+        shutdown,
         destinations: Vec::new(),
         sinks_tx,
         targets: HashMap::new(),
+        cfg: Arc::new(cfg.clone()),
+        clients: Vec::new(),
+        found: Found::new(),
+        generation: 0,
+        discovery_tx,
+        sharding: opts.sharding,
         statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
         scrapers: TaskTracker::new(),
         senders: TaskTracker::new(),
@@ -420,6 +525,10 @@ pub async fn run(
     loop {
         let reply: Option<oneshot::Sender<Result<(), String>>> = tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(u) = discovery_rx.recv() => {
+                rt.discovered(u);
+                continue;
+            }
             Some(r) = reload_rx.recv() => Some(r),
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!(signal = "SIGHUP", "reloading config");

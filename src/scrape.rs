@@ -41,7 +41,9 @@ mod target;
 
 pub(crate) use fetch::{Fetched, fetch, fetch_wire, inflate_body};
 use pool::{BYTES, SAMPLES};
-pub(crate) use target::{Target, TargetIdentity, targets};
+#[cfg(test)]
+pub(crate) use target::targets;
+pub(crate) use target::{Resolved, Target, TargetIdentity, resolve};
 
 /// Why a scrape failed. [`ScrapeError::reason`] is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,14 @@ pub struct TargetStatus {
     pub last_error: Option<String>,
     pub samples: u64,
     pub series: usize,
+    /// Its labels after relabeling (`job` and `instance` included).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The discovery file it came from; none for a static target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovered_from: Option<String>,
+    /// The shards that scrape it (this one among them), when sharded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<u32>,
     /// The latest successful scrape's samples (for `/relay/metrics`); none
     /// while the target is down.
     #[serde(skip)]
@@ -166,6 +176,13 @@ impl TargetStatus {
             last_error: None,
             samples: 0,
             series: 0,
+            labels: t.ctx.target_labels.iter().cloned().collect(),
+            discovered_from: t.source.clone(),
+            shards: if t.owners.len() > 1 || t.owners.first().is_some_and(|&o| o != 0) {
+                t.owners.clone()
+            } else {
+                Vec::new()
+            },
             latest: None,
         }
     }

@@ -74,6 +74,27 @@ impl TlsResultLabels {
     }
 }
 
+/// A scrape config's discovery (`mechanism`: `file` or `kubeconfig`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SdLabels {
+    pub job: String,
+    pub mechanism: String,
+}
+
+/// This agent's place among its replicas.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ShardLabels {
+    pub shard_index: String,
+    pub shard_count: String,
+    pub replication_factor: String,
+}
+
+/// Targets this shard scrapes (`owned="true"`) and leaves to others.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OwnedLabels {
+    pub owned: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BuildLabels {
     pub version: String,
@@ -113,6 +134,11 @@ pub struct Metrics {
     pub tls_reloads: Family<TlsResultLabels, Counter>,
     pub rejections: Family<RemoteCauseLabels, Counter>,
     pub samples_out_of_bounds: Family<TargetLabels, Counter>,
+    pub sd_files: Family<SdLabels, Gauge>,
+    pub sd_files_failing: Family<SdLabels, Gauge>,
+    pub sd_file_errors: Family<SdLabels, Counter>,
+    pub(crate) shard_info: Family<ShardLabels, Gauge>,
+    pub(crate) shard_targets: Family<OwnedLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -265,6 +291,31 @@ impl Metrics {
             tls_cert_expiry: reg!(
                 "tls_client_cert_expiry_timestamp_seconds",
                 "When the client certificate in use expires (Unix seconds).",
+                Family::default()
+            ),
+            sd_files: reg!(
+                "sd_files",
+                "Discovery files found, per job and mechanism (file or kubeconfig).",
+                Family::default()
+            ),
+            sd_files_failing: reg!(
+                "sd_files_failing",
+                "Discovery files whose latest content could not be used (their last good targets stay).",
+                Family::default()
+            ),
+            sd_file_errors: reg!(
+                "sd_file_errors",
+                "Discovery file contents that could not be used (each new error counted once).",
+                Family::default()
+            ),
+            shard_info: reg!(
+                "shard_info",
+                "This agent's shard index, the shard count and the replication factor; always 1.",
+                Family::default()
+            ),
+            shard_targets: reg!(
+                "shard_targets",
+                "Targets this shard scrapes (owned=\"true\") and those other shards scrape (owned=\"false\").",
                 Family::default()
             ),
             tls_reloads: reg!(

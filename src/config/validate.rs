@@ -4,6 +4,7 @@
 //! Prometheus's words where it has them.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -147,6 +148,14 @@ fn finalize_scrape_config(
     for (j, r) in sc.metric_relabel_configs.iter().enumerate() {
         r.validate()
             .map_err(|e| invalid(at(&format!("metric_relabel_configs[{j}]")), e))?;
+    }
+    for (what, sds) in [
+        ("file_sd_configs", &sc.file_sd_configs),
+        ("kubeconfig_sd_configs", &sc.kubeconfig_sd_configs),
+    ] {
+        for (j, sd) in sds.iter().enumerate() {
+            validate_sd(&at(&format!("{what}[{j}]")), what == "file_sd_configs", sd)?;
+        }
     }
     for (j, st) in sc.static_configs.iter().enumerate() {
         for (k, t) in st.targets.iter().enumerate() {
@@ -379,6 +388,46 @@ fn validate_target(at: &str, t: &str) -> Result<(), ConfigError> {
     }
     if t.is_empty() {
         return Err(invalid(at, "empty target"));
+    }
+    Ok(())
+}
+
+/// A discovery entry: at least one file; wildcards only in the last path
+/// segment; target files named `.json`, `.yml` or `.yaml` (as Prometheus).
+fn validate_sd(at: &str, target_files: bool, sd: &FileSdConfig) -> Result<(), ConfigError> {
+    if sd.files.is_empty() {
+        return Err(invalid(
+            format!("{at}.files"),
+            "must list at least one file",
+        ));
+    }
+    if sd.refresh_interval.0.is_zero() {
+        return Err(invalid(
+            format!("{at}.refresh_interval"),
+            "must be greater than 0",
+        ));
+    }
+    for (k, f) in sd.files.iter().enumerate() {
+        let field = format!("{at}.files[{k}]");
+        let p = Path::new(f);
+        let dir_has_wildcard = p
+            .parent()
+            .is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[']));
+        if dir_has_wildcard {
+            return Err(invalid(
+                field,
+                format!("{f:?}: only the last path segment may contain wildcards"),
+            ));
+        }
+        if p.file_name().is_none() {
+            return Err(invalid(field, format!("{f:?} names no file")));
+        }
+        if target_files && ![".json", ".yml", ".yaml"].iter().any(|e| f.ends_with(e)) {
+            return Err(invalid(
+                field,
+                format!("{f:?}: a target file must end in .json, .yml or .yaml"),
+            ));
+        }
     }
     Ok(())
 }

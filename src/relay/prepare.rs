@@ -4,6 +4,7 @@
 //! half alone.
 
 use super::*;
+use crate::discovery::{Discoverer, discover_once};
 
 /// Checks what `check` checks: every TLS file loads and every target URL is valid.
 pub fn check(cfg: &Config) -> Result<usize, RelayError> {
@@ -20,14 +21,18 @@ pub fn check(cfg: &Config) -> Result<usize, RelayError> {
         http::client_config_check(rw.tls_config.as_ref())
             .map_err(|source| RelayError::RemoteTls { index, source })?;
     }
-    let t = scrape::targets(cfg).map_err(RelayError::Target)?;
-    Ok(t.len())
+    let (found, _) = discover_once(cfg, &Metrics::new());
+    let t = scrape::resolve(cfg, &found, &Sharding::default()).map_err(RelayError::Target)?;
+    Ok(t.owned.len())
 }
 
 /// Everything built from one config, ready to swap in.
 pub(super) struct Built {
     pub(super) clients: Vec<watch::Receiver<HttpClient>>,
-    pub(super) targets: Vec<scrape::Target>,
+    pub(super) targets: scrape::Resolved,
+    /// What discovery read now, and the watchers to start with it.
+    pub(super) found: Found,
+    pub(super) discoverers: Vec<(usize, Discoverer)>,
 }
 
 /// Segment files of a disk queue are closed at this size (or at a sixteenth
@@ -52,6 +57,7 @@ impl Runtime {
         cfg: &Config,
         metrics: &Metrics,
         every: Duration,
+        sharding: &Sharding,
     ) -> Result<Built, RelayError> {
         let mut clients = Vec::new();
         for (index, sc) in cfg.scrape_configs.iter().enumerate() {
@@ -74,8 +80,16 @@ impl Runtime {
             http::client_config_check(rw.tls_config.as_ref())
                 .map_err(|source| RelayError::RemoteTls { index, source })?;
         }
-        let targets = scrape::targets(cfg).map_err(RelayError::Target)?;
-        Ok(Built { clients, targets })
+        // Discovery files are read now, so a start or a reload begins with
+        // every discovered target (none is dropped and re-added).
+        let (found, discoverers) = discover_once(cfg, metrics);
+        let targets = scrape::resolve(cfg, &found, sharding).map_err(RelayError::Target)?;
+        Ok(Built {
+            clients,
+            targets,
+            found,
+            discoverers,
+        })
     }
 
     pub(super) fn open_queue(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 
 use crate::config::{Config, ScrapeConfig};
+use crate::discovery::{Found, Group};
 use crate::series::TargetContext;
+use crate::shard::Sharding;
 
 /// One scrape target, fully resolved from the config.
 #[derive(Debug, Clone)]
@@ -26,6 +28,13 @@ pub struct Target {
     pub sample_limit: u64,
     /// Index of its scrape config.
     pub config_index: usize,
+    /// Its own `tls_config` (a kubeconfig it was discovered from), used
+    /// instead of its scrape config's.
+    pub tls: Option<Arc<crate::config::TlsConfig>>,
+    /// The discovery file it came from (`__meta_filepath`), if any.
+    pub source: Option<String>,
+    /// The shards that scrape it (see [`crate::shard`]).
+    pub owners: Vec<u32>,
     /// Everything that makes this target what it is; a reload keeps a
     /// running target (and its series cache) exactly when this is unchanged.
     pub identity: TargetIdentity,
@@ -43,6 +52,7 @@ pub struct TargetIdentity {
     labels: Vec<(String, String)>,
     interval: Duration,
     timeout: Duration,
+    tls: Option<Arc<crate::config::TlsConfig>>,
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
@@ -80,10 +90,42 @@ fn url_from(
         .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
 }
 
-/// Every target of the config, in config order, after `relabel_configs`.
+/// The targets of a config this shard scrapes, and how many it leaves to
+/// other shards.
+#[derive(Debug, Default)]
+pub(crate) struct Resolved {
+    pub owned: Vec<Target>,
+    pub others: usize,
+}
+
+/// The key a target is sharded by: its job, scrape URL and labels.
+fn shard_key(url: &Uri, labels: &[(String, String)]) -> Vec<u8> {
+    let mut k = url.to_string().into_bytes();
+    for (n, v) in labels {
+        k.push(0);
+        k.extend_from_slice(n.as_bytes());
+        k.push(b'=');
+        k.extend_from_slice(v.as_bytes());
+    }
+    k
+}
+
+/// Every static target of the config, in config order, after
+/// `relabel_configs` (no discovery, one shard); see [`resolve`].
+#[cfg(test)]
+pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
+    Ok(resolve(cfg, &Default::default(), &Sharding::default())?.owned)
+}
+
+/// Every target of the config (static, then discovered, per scrape config in
+/// config order) after `relabel_configs`, that this shard owns.
 /// A target that relabeling drops is left out; one whose labels cannot make
 /// a scrape URL is left out with a warning (Prometheus drops it likewise).
-pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
+pub(crate) fn resolve(
+    cfg: &Config,
+    discovered: &Found,
+    sharding: &Sharding,
+) -> Result<Resolved, String> {
     let mut ext: Vec<(String, String)> = cfg
         .global
         .external_labels
@@ -92,19 +134,46 @@ pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     ext.sort();
-    let mut out = Vec::new();
+    let mut out = Resolved::default();
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
         let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
             sc.metric_relabel_configs.clone().into();
         let config = {
             let mut c = sc.clone();
             c.static_configs.clear();
+            c.file_sd_configs.clear();
+            c.kubeconfig_sd_configs.clear();
             Arc::new(c)
         };
-        for st in &sc.static_configs {
-            for addr in &st.targets {
-                match resolve_target(sc, st, addr) {
+        let statics: Vec<Group> = sc
+            .static_configs
+            .iter()
+            .map(|st| Group {
+                targets: st.targets.clone(),
+                labels: st
+                    .labels
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                tls: None,
+            })
+            .collect();
+        let found = discovered.get(&i).map(Vec::as_slice).unwrap_or_default();
+        for g in statics.iter().chain(found) {
+            let source = g
+                .labels
+                .iter()
+                .find(|(k, _)| k == "__meta_filepath")
+                .map(|(_, v)| v.clone());
+            for addr in &g.targets {
+                match resolve_target(sc, &g.labels, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
+                        let owners = sharding.owners(&shard_key(&url, &tl));
+                        if !owners.contains(&sharding.index) {
+                            out.others += 1;
+                            continue;
+                        }
                         let identity = TargetIdentity {
                             config: config.clone(),
                             external_labels: ext.clone(),
@@ -112,6 +181,7 @@ pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                             labels: tl.clone(),
                             interval,
                             timeout,
+                            tls: g.tls.clone(),
                         };
                         let get = |n: &str| {
                             tl.iter()
@@ -119,7 +189,7 @@ pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                                 .map(|(_, v)| v.clone())
                                 .unwrap_or_default()
                         };
-                        out.push(Target {
+                        out.owned.push(Target {
                             job: get("job"),
                             instance: get("instance"),
                             url,
@@ -149,6 +219,9 @@ pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
                             body_limit: sc.body_limit(),
                             sample_limit: sc.sample_limit,
                             config_index: i,
+                            tls: g.tls.clone(),
+                            source: source.clone(),
+                            owners,
                             identity,
                         });
                     }
@@ -165,20 +238,19 @@ pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
     Ok(out)
 }
 
-type Resolved = (Vec<(String, String)>, Uri, Duration, Duration);
+type OneTarget = (Vec<(String, String)>, Uri, Duration, Duration);
 
 /// Prometheus's target label population: meta labels, `relabel_configs`,
 /// then `instance` defaulting to the address and `__` labels removed.
 fn resolve_target(
     sc: &ScrapeConfig,
-    st: &crate::config::StaticConfig,
+    group_labels: &[(String, String)],
     addr: &str,
-) -> Result<Option<Resolved>, String> {
-    let mut lbls: Vec<(String, String)> = st
-        .labels
+) -> Result<Option<OneTarget>, String> {
+    let mut lbls: Vec<(String, String)> = group_labels
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .cloned()
         .collect();
     let mut defaults = vec![
         ("__address__".to_string(), addr.to_string()),

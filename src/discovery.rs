@@ -1,0 +1,600 @@
+//! Service discovery from files: `file_sd_configs` (Prometheus's semantics)
+//! and the extension `kubeconfig_sd_configs` (one target per kubeconfig).
+//!
+//! A [`Discoverer`] watches the files of one scrape config. Every
+//! [`POLL_INTERVAL`] it lists the files its patterns match (wildcards `*` and
+//! `?` in the last path segment) and compares each file's length, mtime,
+//! inode and device, following symlinks, so a Kubernetes Secret or ConfigMap
+//! volume's `..data` swap counts as a change; a changed, new or removed file
+//! is read again at once, and every file is read again every
+//! `refresh_interval` whatever its stamp says. Entries named `..*` (the
+//! atomic writer's own) and directories are skipped.
+//!
+//! A file that cannot be read or parsed keeps its last good targets and is
+//! reported (a warning once per new error, `metrics_relay_sd_file_errors_total`,
+//! `metrics_relay_sd_files_failing`); a removed file removes its targets.
+//! Only when the targets found differ from the last ones is an update sent,
+//! so a rewrite with the same content touches nothing.
+//!
+//! - **file_sd**: a JSON or YAML list of `{targets: [host:port], labels: {}}`
+//!   groups (by extension); every target gets `__meta_filepath`.
+//! - **kubeconfig_sd**: each file is a kubeconfig. Its current context gives
+//!   one target: `__address__` and `__scheme__` from the cluster's `server`
+//!   URL (a path in it prefixes `metrics_path`), the CA, client certificate
+//!   and key for this target's TLS (the scrape config's `tls_config` still
+//!   gives `server_name` and the rest), and `__meta_kubeconfig_cluster`,
+//!   `__meta_kubeconfig_context`, `__meta_kubeconfig_server`,
+//!   `__meta_filepath` for relabeling. A kubeconfig whose user has a token,
+//!   an exec plugin or no client certificate is reported and skipped. A
+//!   rotated certificate with the same server is picked up by the target's
+//!   client (see [`crate::http::watched_client`]), without a restart of the
+//!   target.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ScrapeConfig, TlsConfig};
+use crate::events::DiscoveryFailed;
+use crate::telemetry::Metrics;
+
+/// How often the files' stamps are compared.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Targets that share labels (and, for a kubeconfig, TLS material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub targets: Vec<String>,
+    /// Labels before relabeling, `__meta_*` included.
+    pub labels: Vec<(String, String)>,
+    /// This group's own `tls_config` (kubeconfig_sd), replacing the job's.
+    pub tls: Option<Arc<TlsConfig>>,
+}
+
+/// The two kinds of discovery file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Targets,
+    Kubeconfig,
+}
+
+impl Kind {
+    fn mechanism(self) -> &'static str {
+        match self {
+            Kind::Targets => "file",
+            Kind::Kubeconfig => "kubeconfig",
+        }
+    }
+}
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(md: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: md.len(),
+            mtime: md.modified().ok(),
+            ino: md.ino(),
+            dev: md.dev(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FileState {
+    kind: Kind,
+    stamp: Option<Stamp>,
+    /// The last good content's targets.
+    groups: Vec<Group>,
+    error: Option<String>,
+}
+
+/// One scrape config's discovery: its patterns and what each file gave.
+pub(crate) struct Discoverer {
+    job: String,
+    patterns: Vec<(Kind, String)>,
+    refresh: Duration,
+    /// The job's `tls_config`, the base of a kubeconfig target's.
+    tls: Option<TlsConfig>,
+    metrics_path: String,
+    files: BTreeMap<PathBuf, FileState>,
+    metrics: Metrics,
+}
+
+/// What discovery found, per scrape config index.
+pub(crate) type Found = std::collections::HashMap<usize, Vec<Group>>;
+
+/// A discoverer's new targets, for scrape config `index`.
+#[derive(Debug)]
+pub(crate) struct Update {
+    pub index: usize,
+    pub generation: u64,
+    pub groups: Vec<Group>,
+}
+
+impl Discoverer {
+    /// `None` when `sc` has no discovery.
+    pub(crate) fn new(sc: &ScrapeConfig, metrics: Metrics) -> Option<Discoverer> {
+        let patterns: Vec<(Kind, String)> = sc
+            .file_sd_configs
+            .iter()
+            .flat_map(|c| c.files.iter().map(|f| (Kind::Targets, f.clone())))
+            .chain(
+                sc.kubeconfig_sd_configs
+                    .iter()
+                    .flat_map(|c| c.files.iter().map(|f| (Kind::Kubeconfig, f.clone()))),
+            )
+            .collect();
+        if patterns.is_empty() {
+            return None;
+        }
+        let refresh = sc
+            .file_sd_configs
+            .iter()
+            .chain(&sc.kubeconfig_sd_configs)
+            .map(|c| c.refresh_interval.0)
+            .min()
+            .unwrap_or(Duration::from_secs(300));
+        Some(Discoverer {
+            job: sc.job_name.clone(),
+            patterns,
+            refresh,
+            tls: sc.tls_config.clone(),
+            metrics_path: sc.metrics_path.clone(),
+            files: BTreeMap::new(),
+            metrics,
+        })
+    }
+
+    /// Lists and reads what changed (everything when `full`); true when the
+    /// targets found changed.
+    pub(crate) fn scan(&mut self, full: bool) -> bool {
+        let mut found: BTreeMap<PathBuf, Kind> = BTreeMap::new();
+        for (kind, pattern) in &self.patterns {
+            for p in expand(pattern) {
+                found.entry(p).or_insert(*kind);
+            }
+        }
+        let mut changed = false;
+        let before = self.files.len();
+        self.files.retain(|p, st| {
+            let keep = found.get(p) == Some(&st.kind);
+            if !keep {
+                tracing::info!(file = %p.display(), "discovery file gone; its targets are removed");
+            }
+            keep
+        });
+        changed |= self.files.len() != before;
+        for (path, kind) in found {
+            let Ok(md) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if md.is_dir() {
+                continue;
+            }
+            let stamp = Stamp::of(&md);
+            let st = self.files.entry(path.clone()).or_insert(FileState {
+                kind,
+                stamp: None,
+                groups: Vec::new(),
+                error: None,
+            });
+            if !full && st.stamp == Some(stamp) {
+                continue;
+            }
+            st.stamp = Some(stamp);
+            let read = match kind {
+                Kind::Targets => read_target_file(&path),
+                Kind::Kubeconfig => {
+                    read_kubeconfig(&path, self.tls.as_ref(), &self.metrics_path).map(|g| vec![g])
+                }
+            };
+            match read {
+                Ok(groups) => {
+                    if groups != st.groups {
+                        changed = true;
+                        st.groups = groups;
+                    }
+                    st.error = None;
+                }
+                Err(error) => {
+                    if st.error.as_deref() != Some(error.as_str()) {
+                        DiscoveryFailed {
+                            job: &self.job,
+                            mechanism: kind.mechanism(),
+                            file: &path,
+                            error: &error,
+                            kept: st.groups.iter().map(|g| g.targets.len()).sum(),
+                        }
+                        .emit(&self.metrics);
+                    }
+                    st.error = Some(error);
+                }
+            }
+        }
+        self.export();
+        changed
+    }
+
+    fn export(&self) {
+        for kind in [Kind::Targets, Kind::Kubeconfig] {
+            let files = self.files.values().filter(|f| f.kind == kind);
+            let labels = crate::telemetry::SdLabels {
+                job: self.job.clone(),
+                mechanism: kind.mechanism().into(),
+            };
+            self.metrics
+                .sd_files
+                .get_or_create(&labels)
+                .set(files.clone().count() as i64);
+            self.metrics
+                .sd_files_failing
+                .get_or_create(&labels)
+                .set(files.filter(|f| f.error.is_some()).count() as i64);
+        }
+    }
+
+    /// Every file's last good targets, in path order.
+    pub(crate) fn groups(&self) -> Vec<Group> {
+        self.files
+            .values()
+            .flat_map(|f| f.groups.iter().cloned())
+            .collect()
+    }
+
+    /// Watches the files until `cancel`, sending an [`Update`] whenever the
+    /// targets change.
+    pub(crate) fn spawn(
+        mut self,
+        index: usize,
+        generation: u64,
+        tx: mpsc::Sender<Update>,
+        cancel: CancellationToken,
+    ) {
+        tokio::spawn(async move {
+            let mut last_full = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+                let full = last_full.elapsed() >= self.refresh;
+                if full {
+                    last_full = Instant::now();
+                }
+                // Reading files blocks; a few small files per second.
+                if self.scan(full) {
+                    let update = Update {
+                        index,
+                        generation,
+                        groups: self.groups(),
+                    };
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reads every scrape config's discovery files once: what they give now,
+/// and the discoverers to keep watching them.
+pub(crate) fn discover_once(
+    cfg: &crate::config::Config,
+    metrics: &Metrics,
+) -> (Found, Vec<(usize, Discoverer)>) {
+    let mut found = Found::new();
+    let mut discoverers = Vec::new();
+    for (index, sc) in cfg.scrape_configs.iter().enumerate() {
+        if let Some(mut d) = Discoverer::new(sc, metrics.clone()) {
+            d.scan(true);
+            found.insert(index, d.groups());
+            discoverers.push((index, d));
+        }
+    }
+    (found, discoverers)
+}
+
+/// `*` (any run of characters) and `?` (one character) matching.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = n;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            n = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// The files a pattern names now, sorted.
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    let path = Path::new(pattern);
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    if !name.contains(['*', '?']) {
+        return if path.exists() {
+            vec![path.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            (!n.starts_with("..") && wildcard(name.as_bytes(), n.as_bytes())).then(|| dir.join(n))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A target group as written in a file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// Most bytes read from one discovery file.
+const MAX_FILE_SIZE: u64 = 16 << 20;
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if buf.len() as u64 > MAX_FILE_SIZE {
+        return Err(format!("larger than {MAX_FILE_SIZE} bytes"));
+    }
+    Ok(buf)
+}
+
+/// A `file_sd` file: JSON (`.json`) or YAML.
+fn read_target_file(path: &Path) -> Result<Vec<Group>, String> {
+    let bytes = read_limited(path)?;
+    let raw: Vec<RawGroup> = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a JSON target list: {e}"))?
+    } else {
+        let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8".to_string())?;
+        let docs = yaml_rust2::YamlLoader::load_from_str(text)
+            .map_err(|e| format!("not valid YAML: {e}"))?;
+        match docs.into_iter().next() {
+            None => Vec::new(),
+            Some(doc) => serde_json::from_value(yaml_to_json(doc)?)
+                .map_err(|e| format!("not a YAML target list: {e}"))?,
+        }
+    };
+    let filepath = path.to_string_lossy().into_owned();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, g) in raw.into_iter().enumerate() {
+        for t in &g.targets {
+            if t.is_empty() || t.contains('/') {
+                return Err(format!(
+                    "group {i}: {t:?} is not a valid target (use host:port)"
+                ));
+            }
+        }
+        let mut labels = Vec::with_capacity(g.labels.len() + 1);
+        for (k, v) in g.labels {
+            if !crate::labels::is_valid_label_name(&k) {
+                return Err(format!("group {i}: {k:?} is not a valid label name"));
+            }
+            labels.push((k, v));
+        }
+        labels.push(("__meta_filepath".into(), filepath.clone()));
+        out.push(Group {
+            targets: g.targets,
+            labels,
+            tls: None,
+        });
+    }
+    Ok(out)
+}
+
+/// YAML as JSON values (scalars stay strings where YAML typed them otherwise,
+/// as label values are strings).
+fn yaml_to_json(y: yaml_rust2::Yaml) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    use yaml_rust2::Yaml;
+    Ok(match y {
+        Yaml::Null => Value::Null,
+        Yaml::String(s) | Yaml::Real(s) => Value::String(s),
+        Yaml::Integer(i) => Value::String(i.to_string()),
+        Yaml::Boolean(b) => Value::String(b.to_string()),
+        Yaml::Array(a) => Value::Array(a.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        Yaml::Hash(h) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in h {
+                let k = match k {
+                    Yaml::String(s) | Yaml::Real(s) => s,
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    other => return Err(format!("unsupported key {other:?}")),
+                };
+                m.insert(k, yaml_to_json(v)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Alias(_) | Yaml::BadValue => return Err("unsupported YAML value".into()),
+    })
+}
+
+/// A `kubeconfig_sd` file: one target from its current context.
+fn read_kubeconfig(
+    path: &Path,
+    job_tls: Option<&TlsConfig>,
+    metrics_path: &str,
+) -> Result<Group, String> {
+    let creds = crate::kubeconfig::load(path, None).map_err(|e| match e {
+        crate::kubeconfig::KubeconfigError::Invalid { message, .. } => message,
+    })?;
+    let server = creds
+        .server
+        .clone()
+        .ok_or_else(|| format!("cluster {:?} has no server", creds.cluster))?;
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e| format!("server {server:?} is not a URL: {e}"))?;
+    let scheme = uri.scheme_str().unwrap_or("https").to_string();
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("server {server:?}: scheme must be https or http"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("server {server:?} has no host"))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let address = format!("{host}:{port}");
+    let mut tls = job_tls.cloned().unwrap_or_default();
+    tls.kubeconfig = Some(path.to_path_buf());
+    tls.context = None;
+    // Every piece of the material must load and fit together now, so a bad
+    // kubeconfig is reported here, once, and never becomes a target.
+    let material = crate::tls::Material::load(Some(&tls)).map_err(|e| e.to_string())?;
+    crate::tls::client_config_from(&material).map_err(|e| e.to_string())?;
+    let mut labels = vec![
+        ("__scheme__".to_string(), scheme),
+        ("__meta_kubeconfig_cluster".to_string(), creds.cluster),
+        ("__meta_kubeconfig_context".to_string(), creds.context),
+        ("__meta_kubeconfig_server".to_string(), server.clone()),
+        (
+            "__meta_filepath".to_string(),
+            path.to_string_lossy().into_owned(),
+        ),
+    ];
+    let prefix = uri.path().trim_end_matches('/');
+    if !prefix.is_empty() {
+        labels.push(("__metrics_path__".into(), format!("{prefix}{metrics_path}")));
+    }
+    Ok(Group {
+        targets: vec![address],
+        labels,
+        tls: Some(Arc::new(tls)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_like_a_shell_glob_in_one_segment() {
+        for (p, n, want) in [
+            ("*.json", "a.json", true),
+            ("*.json", "a.yml", false),
+            ("tg_*.yml", "tg_1.yml", true),
+            ("tg_*.yml", "tg.yml", false),
+            ("?.json", "ab.json", false),
+            ("?.json", "a.json", true),
+            ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ] {
+            assert_eq!(wildcard(p.as_bytes(), n.as_bytes()), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn yaml_and_json_target_files_give_the_same_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("a.json");
+        std::fs::write(
+            &j,
+            r#"[{"targets": ["h:1", "h:2"], "labels": {"env": "prod"}}]"#,
+        )
+        .unwrap();
+        let y = dir.path().join("a.yml");
+        std::fs::write(&y, "- targets: ['h:1', 'h:2']\n  labels:\n    env: prod\n").unwrap();
+        let gj = read_target_file(&j).unwrap();
+        let gy = read_target_file(&y).unwrap();
+        assert_eq!(gj[0].targets, gy[0].targets);
+        assert_eq!(gj[0].labels[0], ("env".into(), "prod".into()));
+        assert_eq!(gy[0].labels[0], ("env".into(), "prod".into()));
+        assert_eq!(gj[0].labels[1].0, "__meta_filepath");
+        // A number in YAML is a label value like any other.
+        std::fs::write(&y, "- targets: ['h:1']\n  labels: {port: 9100}\n").unwrap();
+        assert_eq!(
+            read_target_file(&y).unwrap()[0].labels[0],
+            ("port".into(), "9100".into())
+        );
+        std::fs::write(&y, "").unwrap();
+        assert!(read_target_file(&y).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_target_files_are_errors_that_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("a.json");
+        for (text, want) in [
+            ("[{", "not a JSON target list"),
+            (
+                r#"[{"targets": ["http://h:1/x"]}]"#,
+                "is not a valid target",
+            ),
+            (
+                r#"[{"targets": ["h:1"], "labels": {"a-b": "x"}}]"#,
+                "not a valid label name",
+            ),
+            (r#"[{"target": ["h:1"]}]"#, "unknown field"),
+        ] {
+            std::fs::write(&j, text).unwrap();
+            let e = read_target_file(&j).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn atomic_writer_internals_and_directories_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..2026_11_29")).unwrap();
+        std::fs::write(dir.path().join("..data"), "x").unwrap();
+        std::fs::write(dir.path().join("c1"), "x").unwrap();
+        std::fs::write(dir.path().join("c2"), "x").unwrap();
+        let got = expand(&format!("{}/*", dir.path().display()));
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["c1", "c2"]);
+    }
+}
