@@ -251,6 +251,8 @@ pub(crate) struct ScrapeLoop {
     body: Vec<u8>,
     inflated: Vec<u8>,
     synthetic: Synthetic,
+    /// Whether the synthetic series were ever written.
+    scraped_once: bool,
     sinks: Vec<SinkState>,
     sinks_rx: tokio::sync::watch::Receiver<Arc<Vec<Sink>>>,
     /// `server.relay_metrics`: only then is each scrape's result kept for
@@ -305,6 +307,7 @@ impl ScrapeLoop {
             body: Vec::new(),
             inflated: Vec::new(),
             synthetic,
+            scraped_once: false,
             sinks,
             sinks_rx,
             keep_latest,
@@ -358,6 +361,21 @@ impl ScrapeLoop {
         let n = self
             .cache
             .mark_all_stale(&self.target.ctx, now, &mut self.out);
+        // As Prometheus at the end of a target: `up` and the other
+        // synthetic series go stale too, once anything was written for them.
+        if self.scraped_once {
+            let stale = f64::from_bits(crate::labels::STALE_NAN);
+            let syn = &self.synthetic;
+            for s in [
+                &syn.up,
+                &syn.duration,
+                &syn.scraped,
+                &syn.post_relabel,
+                &syn.added,
+            ] {
+                self.out.push(s, stale, now);
+            }
+        }
         self.deliver();
         self.metrics
             .remove_target(&self.labels, ScrapeError::REASONS);
@@ -551,6 +569,7 @@ impl ScrapeLoop {
                 (0.0, 0, 0, 0, Some(e))
             }
         };
+        self.scraped_once = true;
         let syn = &self.synthetic;
         self.out.push(&syn.up, up, ts);
         self.out.push(&syn.duration, duration, ts);
