@@ -13,10 +13,12 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+# The replica tests deduplicate in a real VictoriaMetrics.
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 # The kubelet simulation builds the image's root filesystem with its CA bundle.
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if ((${#need[@]})); then
-  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; openssl: RSA test keys; kubectl: kustomize)"
+  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; victoria-metrics: deduplication of replicas; openssl: RSA test keys; kubectl: kustomize)"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq

@@ -178,11 +178,7 @@ impl TargetStatus {
             series: 0,
             labels: t.ctx.target_labels.iter().cloned().collect(),
             discovered_from: t.source.clone(),
-            shards: if t.owners.len() > 1 || t.owners.first().is_some_and(|&o| o != 0) {
-                t.owners.clone()
-            } else {
-                Vec::new()
-            },
+            shards: t.owners.clone(),
             latest: None,
         }
     }

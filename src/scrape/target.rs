@@ -33,7 +33,8 @@ pub struct Target {
     pub tls: Option<Arc<crate::config::TlsConfig>>,
     /// The discovery file it came from (`__meta_filepath`), if any.
     pub source: Option<String>,
-    /// The shards that scrape it (see [`crate::shard`]).
+    /// The shards that scrape it (see [`crate::shard`]); empty when the
+    /// agent is not sharded.
     pub owners: Vec<u32>,
     /// Everything that makes this target what it is; a reload keeps a
     /// running target (and its series cache) exactly when this is unchanged.
@@ -169,8 +170,12 @@ pub(crate) fn resolve(
             for addr in &g.targets {
                 match resolve_target(sc, &g.labels, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
-                        let owners = sharding.owners(&shard_key(&url, &tl));
-                        if !owners.contains(&sharding.index) {
+                        let owners = if sharding.is_sharded() {
+                            sharding.owners(&shard_key(&url, &tl))
+                        } else {
+                            Vec::new()
+                        };
+                        if sharding.is_sharded() && !owners.contains(&sharding.index) {
                             out.others += 1;
                             continue;
                         }
