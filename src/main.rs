@@ -71,6 +71,10 @@ enum Command {
         /// How many shards scrape each target (1 to --shard-count).
         #[arg(long, default_value_t = 1)]
         replication_factor: u32,
+        /// NAME=VALUE added to global.external_labels (repeatable), e.g.
+        /// `--external-label=__replica__=$(POD_NAME)` for an HA tracker.
+        #[arg(long = "external-label", value_parser = external_label)]
+        external_labels: Vec<(String, String)>,
     },
     /// Validate a configuration and every TLS file it references.
     Check {
@@ -272,6 +276,7 @@ fn main() -> ExitCode {
             shard_index,
             shard_index_from_hostname,
             replication_factor,
+            external_labels,
         } => {
             if let Err(e) = init_logging(&cli.log_format, &cli.log_level) {
                 eprintln!("error: {}", describe(&e));
@@ -307,6 +312,7 @@ fn main() -> ExitCode {
                     tls_reload_interval,
                     enable_lifecycle: web_enable_lifecycle,
                     sharding,
+                    external_labels,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -373,4 +379,15 @@ fn hostname() -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// `NAME=VALUE`, NAME a valid label name.
+fn external_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if !metrics_relay::labels::is_valid_label_name(k) {
+        return Err(format!("{k:?} is not a valid label name"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }

@@ -100,6 +100,19 @@ pub struct RunOptions {
     /// Which targets this agent scrapes (`--shard-count`, `--shard-index`,
     /// `--replication-factor`).
     pub sharding: Sharding,
+    /// `--external-label NAME=VALUE`: added to (or replacing) the config's
+    /// `global.external_labels`, at every load (e.g. a replica label from the
+    /// pod name, where the config file is shared by the replicas).
+    pub external_labels: Vec<(String, String)>,
+}
+
+/// Loads the config file with the command line's external labels.
+fn load(path: &Path, external_labels: &[(String, String)]) -> Result<Config, RelayError> {
+    let mut cfg = Config::load(path).map_err(Box::new)?;
+    for (k, v) in external_labels {
+        cfg.global.external_labels.insert(k.clone(), v.clone());
+    }
+    Ok(cfg)
 }
 
 impl Default for RunOptions {
@@ -111,6 +124,7 @@ impl Default for RunOptions {
             tls_reload_interval: http::TLS_RELOAD_INTERVAL,
             enable_lifecycle: false,
             sharding: Sharding::default(),
+            external_labels: Vec::new(),
         }
     }
 }
@@ -147,6 +161,8 @@ struct Runtime {
     discovery_tx: mpsc::Sender<Update>,
     /// Which targets this agent scrapes.
     sharding: Sharding,
+    /// `--external-label`s, applied at every reload too.
+    external_labels: Vec<(String, String)>,
     /// Every target's status, in config order, for `/targets` and `/readyz`.
     statuses: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
     /// The scrape loops' and the senders' tasks, waited for at shutdown.
@@ -370,7 +386,7 @@ impl Runtime {
     }
 
     async fn reload(&mut self, path: &Path) -> Result<Config, RelayError> {
-        let cfg = Config::load(path).map_err(Box::new)?;
+        let cfg = load(path, &self.external_labels)?;
         let built = Self::build(&cfg, &self.metrics, self.tls_every, &self.sharding)?;
         self.apply(&cfg, built)?;
         Ok(cfg)
@@ -384,7 +400,7 @@ pub async fn run(
     opts: RunOptions,
     cancel: CancellationToken,
 ) -> Result<(), RelayError> {
-    let cfg = Config::load(&path).map_err(Box::new)?;
+    let cfg = load(&path, &opts.external_labels)?;
     let metrics = Metrics::new();
     if let Some(dir) = &opts.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
@@ -464,6 +480,7 @@ pub async fn run(
         generation: 0,
         discovery_tx,
         sharding: opts.sharding,
+        external_labels: opts.external_labels.clone(),
         statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
         scrapers: TaskTracker::new(),
         senders: TaskTracker::new(),

@@ -52,6 +52,8 @@ const NODE_IP: &str = "127.0.0.2";
 /// The ACK One API server SLB, as the user fills it into the config.
 const SLB_IP: &str = "127.0.0.3";
 const NODE_NAME: &str = "sim-node";
+/// The name of a Deployment's or DaemonSet's simulated pod; a StatefulSet's
+/// pods are `<name>-<ordinal>`.
 const POD_NAME: &str = "metrics-relay-sim";
 const NAMESPACE: &str = "monitoring";
 /// What the shipped configs carry for the user to replace.
@@ -105,6 +107,11 @@ impl World {
             secret(
                 "metrics-relay-pull-token",
                 &[("token", b"0123456789abcdef")],
+            ),
+            // README, "A fleet of clusters": one kubeconfig per cluster.
+            secret(
+                "metrics-relay-clusters",
+                &[("ack-one-prod", &std::fs::read(&kubeconfig).unwrap())],
             ),
         ];
         World {
@@ -375,7 +382,7 @@ struct ImageProcess {
     user: Option<(u32, u32)>,
 }
 
-fn image_rootfs(dir: &Path) -> Result<ImageProcess, String> {
+fn image_rootfs(dir: &Path, pod_name: &str) -> Result<ImageProcess, String> {
     let ins = dockerfile_instructions(
         &std::fs::read_to_string(root().join("Dockerfile"))
             .map_err(|e| format!("Dockerfile: {e}"))?,
@@ -448,10 +455,10 @@ fn image_rootfs(dir: &Path) -> Result<ImageProcess, String> {
         std::fs::write(dir.join("dev").join(d), b"").unwrap();
     }
     // What a runtime writes into every container.
-    std::fs::write(dir.join("etc/hostname"), format!("{POD_NAME}\n")).unwrap();
+    std::fs::write(dir.join("etc/hostname"), format!("{pod_name}\n")).unwrap();
     std::fs::write(
         dir.join("etc/hosts"),
-        format!("127.0.0.1 localhost\n127.0.0.1 {POD_NAME}\n"),
+        format!("127.0.0.1 localhost\n127.0.0.1 {pod_name}\n"),
     )
     .unwrap();
     Ok(ImageProcess {
@@ -475,13 +482,13 @@ fn shared_libraries(bin: &Path) -> Vec<String> {
 }
 
 /// The downward API, faked on loopback.
-fn field_ref(path: &str) -> Option<String> {
+fn field_ref(path: &str, pod_name: &str) -> Option<String> {
     Some(
         match path {
             "status.hostIP" | "status.hostIPs[0]" => NODE_IP,
             "status.podIP" | "status.podIPs[0]" => "127.0.0.1",
             "spec.nodeName" => NODE_NAME,
-            "metadata.name" => POD_NAME,
+            "metadata.name" => pod_name,
             "metadata.namespace" => NAMESPACE,
             "spec.serviceAccountName" => "default",
             _ => return None,
@@ -497,9 +504,10 @@ fn plan(
     workload: &Value,
     extra_secrets: &[Value],
     dir: &Path,
+    pod_name: &str,
 ) -> Result<Plan, String> {
     let what = format!(
-        "{}: {} {}",
+        "{}: {} {} (pod {pod_name})",
         bundle.name,
         workload["kind"].as_str().unwrap_or("?"),
         s(&workload["metadata"]["name"])
@@ -535,7 +543,19 @@ fn plan(
     let fs_group = psc["fsGroup"].as_u64().map(|g| g as u32);
 
     // Volumes, and their mounts (none inside another).
-    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    let mut volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    // A StatefulSet's claims: a fresh volume of the requested size per pod
+    // (the simulation's storage class).
+    for t in workload["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        volumes.push(json!({
+            "name": t["metadata"]["name"],
+            "emptyDir": {"sizeLimit": t["spec"]["resources"]["requests"]["storage"]},
+        }));
+    }
     let vmounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
     for a in &vmounts {
         for b in &vmounts {
@@ -610,14 +630,15 @@ fn plan(
             "PATH".to_string(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         ),
-        ("HOSTNAME".to_string(), POD_NAME.to_string()),
+        ("HOSTNAME".to_string(), pod_name.to_string()),
     ];
     for e in c["env"].as_array().into_iter().flatten() {
         let name = s(&e["name"]).to_string();
         let value = if let Some(v) = e["value"].as_str() {
             v.to_string()
         } else if let Some(f) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            field_ref(f).ok_or(format!("{what}: env {name}: fieldRef {f} is not simulated"))?
+            field_ref(f, pod_name)
+                .ok_or(format!("{what}: env {name}: fieldRef {f} is not simulated"))?
         } else if let Some(r) = e["valueFrom"]
             .get("secretKeyRef")
             .or(e["valueFrom"].get("configMapKeyRef"))
@@ -666,13 +687,42 @@ fn plan(
         entrypoint,
         cmd,
         user,
-    } = image_rootfs(&rootfs).map_err(|e| format!("{what}: {e}"))?;
+    } = image_rootfs(&rootfs, pod_name).map_err(|e| format!("{what}: {e}"))?;
+    // The kubelet expands `$(NAME)` in the manifest's command and args from
+    // the container's environment (`$$` is a literal `$`; an unknown name
+    // stays as written).
+    let expand = |v: &Value| -> String {
+        let text = s(v);
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(a) = after.strip_prefix('$') {
+                out.push('$');
+                rest = a;
+            } else if let Some((name, tail)) =
+                after.strip_prefix('(').and_then(|a| a.split_once(')'))
+            {
+                match env.iter().find(|(k, _)| k == name) {
+                    Some((_, val)) => out.push_str(val),
+                    None => out.push_str(&format!("$({name})")),
+                }
+                rest = tail;
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out
+    };
     let mut argv: Vec<String> = match c["command"].as_array() {
-        Some(cmd) => cmd.iter().map(|v| s(v).to_string()).collect(),
+        Some(cmd) => cmd.iter().map(expand).collect(),
         None => entrypoint,
     };
     match c["args"].as_array() {
-        Some(args) => argv.extend(args.iter().map(|v| s(v).to_string())),
+        Some(args) => argv.extend(args.iter().map(expand)),
         None if c["command"].is_null() => argv.extend(cmd),
         None => {}
     }
@@ -943,6 +993,8 @@ struct Report {
     ready_after: Duration,
     series: f64,
     endpoints: Vec<String>,
+    /// The targets the pod scrapes (its `/targets`).
+    instances: Vec<String>,
 }
 
 /// Runs the planned pod against the world and checks it as a cluster would.
@@ -1058,33 +1110,48 @@ async fn observe(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
 
-    // Samples in Prometheus, for every target the config scrapes.
+    // Samples in Prometheus, for every target the pod says it scrapes (a
+    // shard scrapes its share; `simulate` checks the shares cover the config).
+    let port = container_port(
+        c["ports"].as_array().map(Vec::as_slice).unwrap_or_default(),
+        &c["readinessProbe"]["httpGet"]["port"],
+    )?;
+    let (_, body) = get_with(
+        &format!("http://127.0.0.1:{port}/targets?format=json"),
+        None,
+    )
+    .await?;
+    let listed: Value =
+        serde_json::from_str(&body).map_err(|e| format!("{what}: /targets: {e}: {body}"))?;
+    let instances: Vec<String> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| s(&t["instance"]).to_string())
+        .collect();
     let mut series = 0.0;
-    for sc in &plan.config.scrape_configs {
-        for t in sc.static_configs.iter().flat_map(|s| &s.targets) {
-            let q = format!("count({{instance=\"{t}\"}})");
-            let mut got = Vec::new();
-            for _ in 0..120 {
-                got = query(
-                    &world.prometheus,
-                    &format!("{q} and on() (up{{instance=\"{t}\"}} == 1)"),
-                )
-                .await;
-                if !got.is_empty() {
-                    break;
-                }
-                if let Some(e) = exited(child) {
-                    return Err(e);
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in &instances {
+        let q = format!("count({{instance=\"{t}\"}})");
+        let mut got = Vec::new();
+        for _ in 0..120 {
+            got = query(
+                &world.prometheus,
+                &format!("{q} and on() (up{{instance=\"{t}\"}} == 1)"),
+            )
+            .await;
+            if !got.is_empty() {
+                break;
             }
-            let n = got.first().map(|g| g.1).ok_or(format!(
-                "{what}: no samples of target {t} (job {}) with up == 1 in Prometheus after 60 s\n{}",
-                sc.job_name,
-                tail(log)
-            ))?;
-            series += n;
+            if let Some(e) = exited(child) {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let n = got.first().map(|g| g.1).ok_or(format!(
+            "{what}: no samples of target {t} with up == 1 in Prometheus after 60 s\n{}",
+            tail(log)
+        ))?;
+        series += n;
     }
 
     // Every ServiceMonitor endpoint, through the Service that selects the pod.
@@ -1200,6 +1267,7 @@ async fn observe(
         ready_after,
         series,
         endpoints,
+        instances,
     })
 }
 
@@ -1228,9 +1296,39 @@ async fn simulate(bundle: &Bundle, world: &World) -> Result<Vec<Report>, String>
     }
     let mut out = Vec::new();
     for w in &ws {
-        let dir = tempfile::tempdir().unwrap();
-        let plan = plan(bundle, w, &world.user_secrets, dir.path())?;
-        out.push(run(&plan, bundle, world, dir.path()).await?);
+        // A StatefulSet's pods are named by ordinal (a sharded agent takes
+        // its shard from that name); each runs, one after the other.
+        let name = s(&w["metadata"]["name"]);
+        let pods: Vec<String> = if w["kind"] == "StatefulSet" {
+            (0..int(&w["spec"]["replicas"], 1))
+                .map(|i| format!("{name}-{i}"))
+                .collect()
+        } else {
+            vec![POD_NAME.to_string()]
+        };
+        let mut scraped = std::collections::BTreeSet::new();
+        let mut expected = std::collections::BTreeSet::new();
+        for pod in &pods {
+            let dir = tempfile::tempdir().unwrap();
+            let plan = plan(bundle, w, &world.user_secrets, dir.path(), pod)?;
+            for sc in &plan.config.scrape_configs {
+                expected.extend(sc.static_configs.iter().flat_map(|s| s.targets.clone()));
+                // The kubeconfigs of the Secret the README has the user create
+                // all point at the (stand-in) SLB.
+                if !sc.kubeconfig_sd_configs.is_empty() {
+                    expected.insert(format!("{SLB_IP}:6443"));
+                }
+            }
+            let r = run(&plan, bundle, world, dir.path()).await?;
+            scraped.extend(r.instances.iter().cloned());
+            out.push(r);
+        }
+        if let Some(t) = expected.difference(&scraped).next() {
+            return Err(format!(
+                "{}: {} {name}: no pod scrapes target {t} (pods {pods:?} scrape {scraped:?})",
+                bundle.name, w["kind"]
+            ));
+        }
     }
     Ok(out)
 }
@@ -1264,7 +1362,7 @@ fn broken(
     f(&mut b);
     let w = workloads(&b).remove(0);
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(&b, &w, &world.user_secrets, dir.path())?;
+    let p = plan(&b, &w, &world.user_secrets, dir.path(), POD_NAME)?;
     Ok((b, w, dir, p))
 }
 
