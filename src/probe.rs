@@ -236,6 +236,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 more: Vec::new(),
                 samples: 1,
                 oldest_ms: now() * 1000,
+                stream: 0,
             };
             Ok::<_, String>(sender.attempt(&batch).await)
         }

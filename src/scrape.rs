@@ -354,6 +354,7 @@ impl ScrapeLoop {
         let now = unix_ms(SystemTime::now());
         self.out.clear();
         self.out.scraped_at_ms = now;
+        self.out.stream = self.target.stream;
         let n = self
             .cache
             .mark_all_stale(&self.target.ctx, now, &mut self.out);
@@ -513,6 +514,7 @@ impl ScrapeLoop {
         self.out = SAMPLES.take();
         self.out.clear();
         self.out.scraped_at_ms = ts;
+        self.out.stream = self.target.stream;
         let result = match fetched {
             Err(e) => Err(e),
             Ok(f) if self.body.len() >= OFF_THREAD_BODY => {

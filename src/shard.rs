@@ -58,7 +58,7 @@ impl fmt::Display for Sharding {
 }
 
 /// FNV-1a, 64 bits: fixed, unseeded, the same on every machine.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);

@@ -105,6 +105,9 @@ pub(crate) struct RecordMeta {
     pub len: u32,
     pub samples: u32,
     pub oldest_ms: i64,
+    /// The record's stream (its target; see [`crate::remote_write::samples::EncodedSamples::stream`]),
+    /// kept in memory only: 0 for a record found on disk at start-up.
+    pub stream: u64,
     /// Header length: [`HEADER`], or [`HEADER_V1`] in an old segment.
     header: u8,
 }
@@ -247,6 +250,7 @@ impl SegmentLog {
         batch: &[u8],
         samples: u32,
         oldest_ms: i64,
+        stream: u64,
     ) -> Result<u64, DiskError> {
         let seq = self.next_seq;
         let mut meta = [0u8; META];
@@ -299,6 +303,7 @@ impl SegmentLog {
             len: payload_len as u32,
             samples,
             oldest_ms,
+            stream,
             header: HEADER as u8,
         });
         Ok(seq)
@@ -344,6 +349,14 @@ impl SegmentLog {
     /// The oldest unacknowledged record's summary.
     pub(crate) fn front(&self) -> Option<RecordMeta> {
         self.index.front().copied()
+    }
+
+    /// The unacknowledged record `seq`.
+    pub(crate) fn get(&self, seq: u64) -> Option<RecordMeta> {
+        self.index
+            .binary_search_by_key(&seq, |m| m.seq)
+            .ok()
+            .map(|i| self.index[i])
     }
 
     /// Unacknowledged records, oldest first.
@@ -582,7 +595,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (mut log, _) = open(d.path());
         for i in 0..20 {
-            log.append(&batch(i), 10, i as i64).unwrap();
+            log.append(&batch(i), 10, i as i64, 0).unwrap();
         }
         assert!(log.segments() > 3, "rotated: {}", log.segments());
         assert_eq!(log.samples(), 200);
@@ -598,7 +611,7 @@ mod tests {
         {
             let (mut log, _) = open(d.path());
             for i in 0..10 {
-                log.append(&batch(i), 1, 0).unwrap();
+                log.append(&batch(i), 1, 0, 0).unwrap();
             }
             for _ in 0..4 {
                 let m = log.front().unwrap();
@@ -609,7 +622,7 @@ mod tests {
         assert_eq!(rec.records, 6);
         assert_eq!(drain(&mut log), (4..10).map(batch).collect::<Vec<_>>());
         // Sequence numbers continue after a restart.
-        let seq = log.append(&batch(99), 1, 0).unwrap();
+        let seq = log.append(&batch(99), 1, 0, 0).unwrap();
         assert_eq!(seq, 11);
     }
 
@@ -619,7 +632,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0).unwrap();
+                log.append(&batch(i), 1, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -632,7 +645,7 @@ mod tests {
         assert_eq!((rec.torn, rec.records), (1, 3));
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
         // New appends after the repair read back fine.
-        log.append(&batch(3), 1, 0).unwrap();
+        log.append(&batch(3), 1, 0, 0).unwrap();
         assert_eq!(drain(&mut log), (0..4).map(batch).collect::<Vec<_>>());
     }
 
@@ -642,7 +655,7 @@ mod tests {
         {
             let (mut log, _) = open(d.path());
             for i in 0..12 {
-                log.append(&batch(i), 7, 0).unwrap();
+                log.append(&batch(i), 7, 0, 0).unwrap();
             }
         }
         // Flip a byte inside the second record of segment 1 (a closed one).
@@ -669,7 +682,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..20 {
-                log.append(&batch(i), 55, 0).unwrap();
+                log.append(&batch(i), 55, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -706,7 +719,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..10 {
-                log.append(&batch(i), 3, 0).unwrap();
+                log.append(&batch(i), 3, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -739,7 +752,7 @@ mod tests {
         let (mut log, rec) = open(d.path());
         assert_eq!((rec.records, rec.samples), (3, 6));
         // New records go to a new segment in the new format.
-        assert_eq!(log.append(&batch(4), 1, 0).unwrap(), 4);
+        assert_eq!(log.append(&batch(4), 1, 0, 0).unwrap(), 4);
         assert_eq!(drain(&mut log), (1..=4).map(batch).collect::<Vec<_>>());
     }
 
@@ -770,7 +783,7 @@ mod tests {
         let (mut appended, mut dropped) = (0u64, 0u64);
         // Nothing acknowledged (a receiver that never answers): 5 MiB in.
         for i in 0..500 {
-            log.append(&big, 10, i).unwrap();
+            log.append(&big, 10, i, 0).unwrap();
             appended += 10;
             dropped += log.take_drops().max_size.1;
             let on_disk: u64 = std::fs::read_dir(d.path())
@@ -798,7 +811,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 16 << 20, 1 << 30).unwrap();
             for i in 0..10 {
-                log.append(&batch(i), 2, 0).unwrap();
+                log.append(&batch(i), 2, 0, 0).unwrap();
             }
             // Six delivered, four not: the segment cannot be deleted.
             let sixth = log.records().nth(5).unwrap().seq;
@@ -828,7 +841,7 @@ mod tests {
         let (mut log, _) = SegmentLog::open(d.path(), 16 << 20, max).unwrap();
         let big = vec![7u8; 10_000];
         for i in 0..500 {
-            let seq = log.append(&big, 10, i).unwrap();
+            let seq = log.append(&big, 10, i, 0).unwrap();
             log.ack(seq).unwrap();
             assert!(
                 log.disk_bytes() <= max / 16 + 20_000,
@@ -849,7 +862,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0).unwrap();
+                log.append(&batch(i), 1, 0, 0).unwrap();
             }
             let m = log.front().unwrap();
             log.ack(m.seq).unwrap();
@@ -874,7 +887,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0).unwrap();
+                log.append(&batch(i), 1, 0, 0).unwrap();
             }
             let m = log.front().unwrap();
             log.ack(m.seq).unwrap();
@@ -892,7 +905,7 @@ mod tests {
         write_ack(d.path(), 500).unwrap();
         let (mut log, _) = open(d.path());
         assert!(log.is_empty());
-        let seq = log.append(&batch(1), 1, 0).unwrap();
+        let seq = log.append(&batch(1), 1, 0, 0).unwrap();
         assert_eq!(seq, 501);
         assert_eq!(drain(&mut log), vec![batch(1)]);
     }
@@ -904,11 +917,11 @@ mod tests {
         // The next segment file lands on /dev/full: writes fail with ENOSPC.
         let next = log.segments.back().map_or(1, |s| s.n + 1);
         std::os::unix::fs::symlink("/dev/full", seg_name(d.path(), next)).unwrap();
-        let e = log.append(&batch(0), 1, 0).unwrap_err();
+        let e = log.append(&batch(0), 1, 0, 0).unwrap_err();
         assert!(e.to_string().contains("No space left"), "{e}");
         // The failed segment is abandoned; the next append starts a real one.
-        log.append(&batch(1), 1, 0).unwrap();
-        log.append(&batch(2), 1, 0).unwrap();
+        log.append(&batch(1), 1, 0, 0).unwrap();
+        log.append(&batch(2), 1, 0, 0).unwrap();
         assert_eq!(drain(&mut log), vec![batch(1), batch(2)]);
         assert!(
             std::fs::symlink_metadata(seg_name(d.path(), next))
@@ -923,7 +936,7 @@ mod tests {
     fn read_detects_corruption_after_open() {
         let d = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
-        log.append(&batch(0), 1, 0).unwrap();
+        log.append(&batch(0), 1, 0, 0).unwrap();
         let m = log.front().unwrap();
         let seg = seg_name(d.path(), 1);
         let mut data = std::fs::read(&seg).unwrap();

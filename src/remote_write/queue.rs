@@ -4,11 +4,15 @@
 //! uncompressed `WriteRequest` body under construction) is sealed, snappy
 //! block-compressed once, when it reaches `max_samples_per_send` or when it is
 //! older than `batch_send_deadline`. Sealed batches wait in FIFO order for the
-//! sender, which [`Queue::front`]s one, sends it (retrying as long as it
-//! takes) and [`Queue::ack`]s it by sequence number. Samples of one series
-//! are appended in scrape order by one task, and the single sender sends in
-//! queue order, so every series arrives in timestamp order, across restarts
-//! too when the queue is on disk.
+//! sender's workers, each of which [`Queue::take`]s a request (a lease on
+//! one or more batches), sends it (retrying as long as it takes) and
+//! completes it. Samples of one series are appended in scrape order by one
+//! task, under one stream (its target); a request is only taken for streams
+//! with nothing in flight, and a stream's batches are taken in queue order,
+//! so every series arrives in timestamp order while different targets are
+//! sent in parallel. Batches whose stream is unknown (found on disk at
+//! start-up) are sent alone, one at a time, so order holds across restarts
+//! too.
 //!
 //! Storage:
 //! - **disk** (with `--data-dir` or `queue.path`): a [`SegmentLog`]; every
@@ -46,6 +50,8 @@ use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 mod consume;
 mod produce;
 
+pub(crate) use consume::Lease;
+
 /// A sealed, compressed write request.
 #[derive(Clone, Debug)]
 pub(crate) struct Batch {
@@ -57,6 +63,8 @@ pub(crate) struct Batch {
     pub samples: usize,
     /// Start (ms) of the oldest scrape in the batch.
     pub oldest_ms: i64,
+    /// Its stream ([`EncodedSamples::stream`]); 0: unknown.
+    pub stream: u64,
 }
 
 impl Batch {
@@ -124,6 +132,24 @@ struct Inner {
     /// When reading the front batch last failed for a reason other than
     /// damage (it is retried).
     read_failed_at: Option<Instant>,
+    /// The stream of the open batch.
+    open_stream: u64,
+    /// What is being sent (see `consume`).
+    flight: Flight,
+}
+
+/// Batches being sent, and sent out of order.
+#[derive(Default)]
+struct Flight {
+    /// Sequence numbers in a request being sent.
+    leased: std::collections::HashSet<u64>,
+    /// Requests in flight per stream.
+    streams: std::collections::HashMap<u64, usize>,
+    /// A request that may hold any series is in flight: nothing else may be.
+    exclusive: bool,
+    /// Acknowledged, but a batch before them is not yet: removed from the
+    /// queue when everything before them is.
+    done: std::collections::BTreeSet<u64>,
 }
 
 /// See the module docs.
@@ -202,6 +228,8 @@ impl Queue {
                 encoder: snap::raw::Encoder::new(),
                 scratch: Vec::new(),
                 read_failed_at: None,
+                open_stream: 0,
+                flight: Flight::default(),
             }),
             notify: Notify::new(),
             max_samples_per_send: max_samples_per_send.max(1),
@@ -327,6 +355,7 @@ mod tests {
     use crate::remote_write::proto::WriteRequest;
     use crate::remote_write::samples::encode_labels;
     use prost::Message;
+    use std::sync::Arc;
 
     fn labels() -> RemoteLabels {
         RemoteLabels {
@@ -374,6 +403,12 @@ mod tests {
             e.push(&l, i as f64, base + i as i64);
         }
         e.scraped_at_ms = base;
+        e.stream = 7;
+        e
+    }
+
+    fn of_stream(mut e: EncodedSamples, stream: u64) -> EncodedSamples {
+        e.stream = stream;
         e
     }
 
@@ -407,36 +442,106 @@ mod tests {
     fn joined_batches_stop_at_the_limit_and_ack_together() {
         for durable in [false, true] {
             let d = tempfile::tempdir().unwrap();
-            let q = if durable {
+            let q = Arc::new(if durable {
                 disk(d.path(), 1_000, u64::MAX, None)
             } else {
                 q(1_000, 1_000_000)
-            };
+            });
             for i in 0..5 {
                 q.append(&samples(1_000, i * 10_000));
                 q.flush(true);
             }
-            assert_eq!(
-                q.join_size(3_500).map(|(n, f, _)| (n, f)),
-                Some((3_000, true))
-            );
-            let (first, full) = q.front_joined(3_500).unwrap();
+            assert_eq!(q.peek(3_500).map(|(n, f, _)| (n, f)), Some((3_000, true)));
+            let (first, full) = q.take(3_500).unwrap();
             assert!(full);
             assert_eq!(
-                first.samples, 3_000,
+                first.batch().samples,
+                3_000,
                 "three whole batches fit, the fourth does not"
             );
-            assert_eq!(decode(&first).timeseries.len(), 3_000);
-            q.ack(first.seq);
-            let (rest, full) = q.front_joined(10_000).unwrap();
+            assert_eq!(decode(first.batch()).timeseries.len(), 3_000);
+            // The stream is busy: nothing else to take.
+            assert!(q.take(10_000).is_none());
+            first.complete();
+            let (rest, full) = q.take(10_000).unwrap();
             assert!(!full);
-            assert_eq!(rest.samples, 2_000);
-            let wr = decode(&rest);
+            assert_eq!(rest.batch().samples, 2_000);
+            let wr = decode(rest.batch());
             assert_eq!(wr.timeseries[0].samples[0].timestamp, 30_000, "in order");
-            q.ack(rest.seq);
-            assert!(q.front_joined(10_000).is_none());
+            rest.complete();
+            assert!(q.take(10_000).is_none());
             assert_eq!(q.pending_samples(), 0);
         }
+    }
+
+    #[test]
+    fn streams_go_in_parallel_each_in_order_and_complete_out_of_order() {
+        for durable in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let q = Arc::new(if durable {
+                disk(d.path(), 100, u64::MAX, None)
+            } else {
+                q(100, 1_000_000)
+            });
+            // Scrapes of targets A (1) and B (2), interleaved: A1 B1 A2 B2.
+            for (stream, base) in [(1, 0), (2, 1_000), (1, 2_000), (2, 3_000)] {
+                q.append(&of_stream(samples(100, base), stream));
+                q.flush(true);
+            }
+            let ts = |l: &Lease| decode(l.batch()).timeseries[0].samples[0].timestamp;
+            let a1 = q.take(100).unwrap().0;
+            let b1 = q.take(100).unwrap().0;
+            assert_eq!((ts(&a1), ts(&b1)), (0, 1_000), "one request per stream");
+            assert!(
+                q.take(100).is_none(),
+                "A2 and B2 wait for their stream's request in flight"
+            );
+            b1.complete();
+            let b2 = q.take(100).unwrap().0;
+            assert_eq!(ts(&b2), 3_000, "B goes on while A is still in flight");
+            b2.complete();
+            assert_eq!(q.pending_samples(), 400, "nothing leaves before A1");
+            // A1 fails and goes back: it is taken again before A2.
+            a1.release();
+            let again = q.take(100).unwrap().0;
+            assert_eq!(ts(&again), 0);
+            again.complete();
+            assert_eq!(
+                q.pending_samples(),
+                200,
+                "A1 and B1 left; B2 stays queued (sent) until A2, before it, is done"
+            );
+            let a2 = q.take(100).unwrap().0;
+            assert_eq!(ts(&a2), 2_000);
+            drop(a2); // a dropped lease goes back to the queue
+            let a2 = q.take(100).unwrap().0;
+            a2.complete();
+            assert_eq!(q.pending_samples(), 0);
+            assert!(q.take(100).is_none());
+        }
+    }
+
+    #[test]
+    fn a_batch_of_unknown_stream_is_sent_alone() {
+        let q = Arc::new(q(100, 1_000_000));
+        q.append(&of_stream(samples(10, 0), 1));
+        q.flush(true);
+        q.append(&of_stream(samples(10, 100), 0));
+        q.flush(true);
+        q.append(&of_stream(samples(10, 200), 2));
+        q.flush(true);
+        let first = q.take(1_000).unwrap().0;
+        assert_eq!(first.batch().samples, 10, "stops before the unknown batch");
+        assert!(
+            q.take(1_000).is_none(),
+            "the unknown one waits for stream 1"
+        );
+        first.complete();
+        let alone = q.take(1_000).unwrap().0;
+        assert_eq!(alone.batch().samples, 10);
+        assert!(q.take(1_000).is_none(), "nothing beside it");
+        alone.complete();
+        assert_eq!(q.take(1_000).unwrap().0.batch().samples, 10);
     }
 
     #[test]
@@ -449,14 +554,13 @@ mod tests {
             }
             // Killed: no shutdown, no ack written.
         }
-        let q = disk(d.path(), 1_000, u64::MAX, None);
+        let q = Arc::new(disk(d.path(), 1_000, u64::MAX, None));
         q.append(&samples(100, 3_000));
         q.append(&samples(100, 4_000));
         let mut sizes = Vec::new();
-        while let Some((b, _)) = q.front_joined(10_000) {
-            assert_eq!(q.join_size(10_000).map(|(n, ..)| n), Some(b.samples));
-            sizes.push(b.samples);
-            q.ack(b.seq);
+        while let Some((l, _)) = q.take(10_000) {
+            sizes.push(l.batch().samples);
+            l.complete();
         }
         // Three recovered batches alone (some may have been delivered
         // before the crash), then the two new ones joined.

@@ -33,6 +33,10 @@ pub struct EncodedSamples {
     /// When the scrape that produced these samples started (ms); the queue's
     /// `max_age` measures from it (exposed timestamps do not count).
     pub scraped_at_ms: i64,
+    /// Where the samples come from (a fixed hash of their target): samples
+    /// of one stream are sent in order, different streams may be sent in
+    /// parallel. 0: unknown, sent alone. Kept by [`EncodedSamples::clear`].
+    pub stream: u64,
 }
 
 impl Default for EncodedSamples {
@@ -41,6 +45,7 @@ impl Default for EncodedSamples {
             buf: Vec::new(),
             ends: Vec::new(),
             scraped_at_ms: i64::MAX,
+            stream: 0,
         }
     }
 }

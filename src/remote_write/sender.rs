@@ -1,4 +1,5 @@
-//! The remote-write sender: one ordered sender per destination.
+//! The remote-write sender: per destination, `max_shards` workers that send
+//! in parallel, each target's series in order.
 //!
 //! POSTs each sealed batch with `Content-Encoding: snappy`,
 //! `Content-Type: application/x-protobuf`,
@@ -20,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Batch, Queue};
+use super::queue::{Batch, Lease, Queue};
 use super::retry::{Backoff, Outcome, Rejection, classify};
 use crate::config::{RemoteWriteConfig, Secret};
 use crate::events::{DropReason, SendFailed};
@@ -189,11 +190,42 @@ impl Sender {
     /// Sends until cancelled; then keeps sending what is queued for at most
     /// `grace`. What is left stays on disk (durable queue) or is counted as
     /// dropped (`reason="shutdown"`, in-memory queue).
+    ///
+    /// `queue_config.max_shards` workers send at once, each one request at a
+    /// time; the queue hands out requests so that a stream (a target) has at
+    /// most one in flight and its batches go in order (see
+    /// [`Queue::take`]): one target's series arrive in order, many targets'
+    /// requests travel in parallel.
     pub(crate) async fn run(self, cancel: CancellationToken, grace: Duration) {
+        let workers = self.cfg.queue_config.max_shards.max(1);
+        let me = Arc::new(self);
+        let seen = Arc::new(std::sync::Mutex::new(SeenReasons::default()));
+        // Dropped (a hand-over), the set aborts the workers; their leases go
+        // back to the queue.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            set.spawn(me.clone().worker(cancel.clone(), grace, seen.clone()));
+        }
+        while set.join_next().await.is_some() {}
+        let q = &me.queue;
+        let left = q.shutdown();
+        if left > 0 {
+            tracing::warn!(remote_name = %me.name, samples = left, "shutdown grace period over; unsent samples of the in-memory queue dropped");
+        } else if q.pending_samples() > 0 {
+            tracing::info!(remote_name = %me.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
+        }
+    }
+
+    /// One of the senders of [`Sender::run`].
+    async fn worker(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        grace: Duration,
+        seen_reasons: Arc<std::sync::Mutex<SeenReasons>>,
+    ) {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
         let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);
-        let mut seen_reasons = SeenReasons::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && cancel.is_cancelled() {
@@ -201,18 +233,31 @@ impl Sender {
                 q.flush(true);
             }
             let max = qc.max_samples_per_send;
-            let Some((mut batch, mut full)) = q.front_joined(max) else {
-                if deadline.is_some() {
+            let Some((mut samples, mut full, mut oldest_ms)) = q.peek(max) else {
+                if deadline.is_some() && q.pending_samples() == 0 {
                     break;
                 }
+                // Nothing to take now (empty, or every stream busy): look
+                // again when notified, when the open batch is due, or soon.
                 let wait = q
                     .open_due_at()
                     .map(|t| t.saturating_duration_since(Instant::now()))
-                    .unwrap_or(Duration::from_secs(3600));
-                tokio::select! {
-                    _ = q.notified() => {}
-                    _ = tokio::time::sleep(wait) => q.flush(false),
-                    _ = cancel.cancelled() => {}
+                    .unwrap_or(IDLE_LOOK)
+                    .min(IDLE_LOOK);
+                let sleep = tokio::time::sleep(wait);
+                match deadline {
+                    Some(d) => {
+                        if tokio::time::timeout_at(d, q.notified()).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        tokio::select! {
+                            _ = q.notified() => {}
+                            _ = sleep => q.flush(false),
+                            _ = cancel.cancelled() => {}
+                        }
+                    }
                 }
                 continue;
             };
@@ -220,12 +265,9 @@ impl Sender {
             // batches of the next scrapes join this request (fewer, larger
             // requests cost less here and at the receiver), waiting at most
             // JOIN_WAIT (or batch_send_deadline, if shorter) after the oldest
-            // scrape in it. Not on the way out.
+            // scrape in it. Not on the way out. Only the queue's index is
+            // looked at while waiting.
             let window = JOIN_WAIT.min(qc.batch_send_deadline.0).as_millis() as i64;
-            let (mut samples, mut oldest_ms) = (batch.samples, batch.oldest_ms);
-            let mut waited = false;
-            // While waiting only the queue's index is looked at; the request
-            // is built once, after.
             while deadline.is_none() && q.is_durable() && !full && samples < max {
                 let until = oldest_ms.saturating_add(window);
                 let left = until.saturating_sub(now_ms());
@@ -238,8 +280,7 @@ impl Sender {
                     _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
                     _ = cancel.cancelled() => {}
                 }
-                waited = true;
-                match q.join_size(max) {
+                match q.peek(max) {
                     Some((n, f, o)) => (samples, full, oldest_ms) = (n, f, o),
                     None => break,
                 }
@@ -247,149 +288,180 @@ impl Sender {
                     break;
                 }
             }
-            if waited {
-                match q.front_joined(max) {
-                    Some((b, _)) => batch = b,
-                    None => continue,
-                }
-            }
-            let mut retried = false;
-            loop {
-                if retried {
-                    self.metrics
-                        .samples_retried
-                        .get_or_create(&self.labels)
-                        .inc_by(batch.samples as u64);
-                    self.metrics
-                        .batches_retried
-                        .get_or_create(&self.labels)
-                        .inc();
-                }
-                let outcome = match deadline {
-                    Some(d) => match tokio::time::timeout_at(d, self.attempt(&batch)).await {
-                        Ok(o) => o,
-                        Err(_) => break,
-                    },
-                    None => self.attempt(&batch).await,
-                };
-                match outcome {
-                    Outcome::Sent => {
-                        backoff.reset();
-                        self.metrics
-                            .backoff_seconds
-                            .get_or_create(&self.labels)
-                            .set(0.0);
-                        self.metrics
-                            .samples_sent
-                            .get_or_create(&self.labels)
-                            .inc_by(batch.samples as u64);
-                        self.metrics.batches_sent.get_or_create(&self.labels).inc();
-                        self.metrics
-                            .bytes_sent
-                            .get_or_create(&self.labels)
-                            .inc_by(batch.len() as u64);
-                        let now = SystemTime::now()
-                            .duration_since(SystemTime::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs_f64();
-                        self.metrics
-                            .last_send_timestamp
-                            .get_or_create(&self.labels)
-                            .set(now);
-                        q.ack(batch.seq);
-                        break;
-                    }
-                    Outcome::Reject { message, .. } if !batch.more.is_empty() => {
-                        // A joined request: one bad part refuses it all.
-                        // Send the parts again one by one; only the part the
-                        // receiver really refuses is dropped.
-                        tracing::info!(
-                            remote_name = %self.name,
-                            samples = batch.samples,
-                            reason = %message,
-                            "remote write refused a joined request; sending its parts one by one"
-                        );
-                        q.split_until(batch.seq);
-                        break;
-                    }
-                    Outcome::Reject { failure, message } => {
-                        let reason = message;
-                        let cause = Rejection::from_message(&reason);
-                        self.metrics
-                            .rejections
-                            .get_or_create(&self.cause_labels(cause.as_str()))
-                            .inc();
-                        if seen_reasons.first_time(&reason) {
-                            let hint = cause.hint();
-                            tracing::error!(
-                                remote_name = %self.name,
-                                samples = batch.samples,
-                                kind = failure.reason(),
-                                %reason,
-                                "remote write rejected a batch; dropping it (retrying cannot succeed; further rejections like this are counted, not logged){hint}"
-                            );
-                        } else {
-                            tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
-                        }
-                        SendFailed {
-                            remote: &self.labels,
-                            failure,
-                            message: &reason,
-                            samples: batch.samples,
-                            retry_in: None,
-                        }
-                        .emit(&self.metrics);
-                        q.drop_samples(DropReason::Rejected, batch.samples, 1);
-                        q.ack(batch.seq);
-                        break;
-                    }
-                    Outcome::Retry {
-                        failure,
-                        message: reason,
-                        after,
-                    } => {
-                        let delay = after.unwrap_or_else(|| backoff.next_delay());
-                        SendFailed {
-                            remote: &self.labels,
-                            failure,
-                            message: &reason,
-                            samples: batch.samples,
-                            retry_in: Some(delay),
-                        }
-                        .emit(&self.metrics);
-                        let sleep = tokio::time::sleep(delay);
-                        match deadline {
-                            Some(d) => {
-                                if tokio::time::timeout_at(d, sleep).await.is_err() {
-                                    break;
-                                }
-                            }
-                            None => {
-                                tokio::select! {
-                                    _ = sleep => {}
-                                    _ = cancel.cancelled() => {
-                                        deadline = Some(tokio::time::Instant::now() + grace);
-                                        q.flush(true);
-                                    }
-                                }
-                            }
-                        }
-                        retried = true;
-                    }
-                }
-            }
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            // Another worker may have taken it meanwhile.
+            let Some((lease, _)) = q.take(max) else {
+                continue;
+            };
+            let ended = self
+                .send_lease(
+                    lease,
+                    &mut backoff,
+                    &mut deadline,
+                    &cancel,
+                    grace,
+                    &seen_reasons,
+                )
+                .await;
+            if ended || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 break;
             }
         }
-        let left = q.shutdown();
-        if left > 0 {
-            tracing::warn!(remote_name = %self.name, samples = left, "shutdown grace period over; unsent samples of the in-memory queue dropped");
-        } else if q.pending_samples() > 0 {
-            tracing::info!(remote_name = %self.name, samples = q.pending_samples(), "unsent samples stay in the disk queue for the next start");
+    }
+
+    /// Sends one request until the receiver has it, refuses it for good, or
+    /// the grace period ends (then the lease goes back: true).
+    async fn send_lease(
+        &self,
+        lease: Lease,
+        backoff: &mut Backoff,
+        deadline: &mut Option<tokio::time::Instant>,
+        cancel: &CancellationToken,
+        grace: Duration,
+        seen_reasons: &std::sync::Mutex<SeenReasons>,
+    ) -> bool {
+        let q = &self.queue;
+        let mut retried = false;
+        loop {
+            let batch = lease.batch();
+            if retried {
+                self.metrics
+                    .samples_retried
+                    .get_or_create(&self.labels)
+                    .inc_by(batch.samples as u64);
+                self.metrics
+                    .batches_retried
+                    .get_or_create(&self.labels)
+                    .inc();
+            }
+            let outcome = match *deadline {
+                Some(d) => match tokio::time::timeout_at(d, self.attempt(batch)).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        lease.release();
+                        return true;
+                    }
+                },
+                None => self.attempt(batch).await,
+            };
+            match outcome {
+                Outcome::Sent => {
+                    backoff.reset();
+                    self.metrics
+                        .backoff_seconds
+                        .get_or_create(&self.labels)
+                        .set(0.0);
+                    self.metrics
+                        .samples_sent
+                        .get_or_create(&self.labels)
+                        .inc_by(batch.samples as u64);
+                    self.metrics.batches_sent.get_or_create(&self.labels).inc();
+                    self.metrics
+                        .bytes_sent
+                        .get_or_create(&self.labels)
+                        .inc_by(batch.len() as u64);
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    self.metrics
+                        .last_send_timestamp
+                        .get_or_create(&self.labels)
+                        .set(now);
+                    lease.complete();
+                    return false;
+                }
+                Outcome::Reject { message, .. } if !batch.more.is_empty() => {
+                    // A joined request: one bad part refuses it all.
+                    // Send the parts again one by one; only the part the
+                    // receiver really refuses is dropped.
+                    tracing::info!(
+                        remote_name = %self.name,
+                        samples = batch.samples,
+                        reason = %message,
+                        "remote write refused a joined request; sending its parts one by one"
+                    );
+                    q.split_until(batch.seq);
+                    lease.release();
+                    return false;
+                }
+                Outcome::Reject { failure, message } => {
+                    let reason = message;
+                    let cause = Rejection::from_message(&reason);
+                    self.metrics
+                        .rejections
+                        .get_or_create(&self.cause_labels(cause.as_str()))
+                        .inc();
+                    let first = seen_reasons
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .first_time(&reason);
+                    if first {
+                        let hint = cause.hint();
+                        tracing::error!(
+                            remote_name = %self.name,
+                            samples = batch.samples,
+                            kind = failure.reason(),
+                            %reason,
+                            "remote write rejected a batch; dropping it (retrying cannot succeed; further rejections like this are counted, not logged){hint}"
+                        );
+                    } else {
+                        tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
+                    }
+                    SendFailed {
+                        remote: &self.labels,
+                        failure,
+                        message: &reason,
+                        samples: batch.samples,
+                        retry_in: None,
+                    }
+                    .emit(&self.metrics);
+                    q.drop_samples(DropReason::Rejected, batch.samples, 1);
+                    lease.complete();
+                    return false;
+                }
+                Outcome::Retry {
+                    failure,
+                    message: reason,
+                    after,
+                } => {
+                    let delay = after.unwrap_or_else(|| backoff.next_delay());
+                    SendFailed {
+                        remote: &self.labels,
+                        failure,
+                        message: &reason,
+                        samples: batch.samples,
+                        retry_in: Some(delay),
+                    }
+                    .emit(&self.metrics);
+                    let sleep = tokio::time::sleep(delay);
+                    match *deadline {
+                        Some(d) => {
+                            if tokio::time::timeout_at(d, sleep).await.is_err() {
+                                lease.release();
+                                return true;
+                            }
+                        }
+                        None => {
+                            tokio::select! {
+                                _ = sleep => {}
+                                _ = cancel.cancelled() => {
+                                    *deadline = Some(tokio::time::Instant::now() + grace);
+                                    q.flush(true);
+                                }
+                            }
+                        }
+                    }
+                    retried = true;
+                }
+            }
         }
     }
 }
+
+/// How long an idle worker sleeps before looking at the queue again without
+/// being notified (a safety net: every append, completion and release
+/// notifies, and a worker that takes a request wakes the next when more waits).
+const IDLE_LOOK: Duration = Duration::from_secs(5);
 
 /// How long a queued scrape may wait for the next ones to share its request.
 const JOIN_WAIT: Duration = Duration::from_secs(1);

@@ -35,6 +35,7 @@ impl WriteRelabelCache {
     pub(crate) fn apply(&mut self, input: &EncodedSamples, out: &mut EncodedSamples) {
         out.clear();
         out.scraped_at_ms = input.scraped_at_ms;
+        out.stream = input.stream;
         self.generation += 1;
         let generation = self.generation;
         for k in 0..input.len() {

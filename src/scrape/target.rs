@@ -36,6 +36,9 @@ pub struct Target {
     /// The shards that scrape it (see [`crate::shard`]); empty when the
     /// agent is not sharded.
     pub owners: Vec<u32>,
+    /// Its samples' stream in the remote-write queues (never 0): a fixed
+    /// hash of its URL and labels.
+    pub stream: u64,
     /// Everything that makes this target what it is; a reload keeps a
     /// running target (and its series cache) exactly when this is unchanged.
     pub identity: TargetIdentity,
@@ -170,8 +173,10 @@ pub(crate) fn resolve(
             for addr in &g.targets {
                 match resolve_target(sc, &g.labels, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
+                        let key = shard_key(&url, &tl);
+                        let stream = crate::shard::fnv1a(&key).max(1);
                         let owners = if sharding.is_sharded() {
-                            sharding.owners(&shard_key(&url, &tl))
+                            sharding.owners(&key)
                         } else {
                             Vec::new()
                         };
@@ -227,6 +232,7 @@ pub(crate) fn resolve(
                             tls: g.tls.clone(),
                             source: source.clone(),
                             owners,
+                            stream,
                             identity,
                         });
                     }

@@ -328,6 +328,11 @@ pub struct Receiver {
     pub received: Arc<Mutex<Vec<Received>>>,
     /// Until then, every request gets 429 with `Retry-After: 2`.
     pub throttle_until: Arc<Mutex<Option<Instant>>>,
+    /// Added before every answer (a distant receiver).
+    pub delay: Arc<Mutex<Duration>>,
+    /// Requests being answered now, and the most at once.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
@@ -339,17 +344,26 @@ impl Receiver {
         let script: Script = Arc::new(Mutex::new(VecDeque::new()));
         let received = Arc::new(Mutex::new(Vec::new()));
         let throttle_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let max_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (s, rc, th) = (script.clone(), received.clone(), throttle_until.clone());
+        let (dl, inf, maxf) = (delay.clone(), in_flight.clone(), max_in_flight.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let (s, rc, th) = (s.clone(), rc.clone(), th.clone());
+                let (dl, inf, maxf) = (dl.clone(), inf.clone(), maxf.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, rc, t429) = (s.clone(), rc.clone(), th.clone());
+                        let (dl, inf, maxf) = (dl.clone(), inf.clone(), maxf.clone());
                         async move {
+                            use std::sync::atomic::Ordering::SeqCst;
+                            let now = inf.fetch_add(1, SeqCst) + 1;
+                            maxf.fetch_max(now, SeqCst);
                             let headers = req.headers().clone();
                             let raw = req
                                 .into_body()
@@ -390,6 +404,11 @@ impl Receiver {
                                 }
                                 None => (400, "cannot decode snappy protobuf\n"),
                             };
+                            let wait = *dl.lock().unwrap();
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
+                            inf.fetch_sub(1, SeqCst);
                             let mut resp =
                                 Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
                             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -411,6 +430,9 @@ impl Receiver {
             script,
             received,
             throttle_until,
+            delay,
+            in_flight,
+            max_in_flight,
         }
     }
 

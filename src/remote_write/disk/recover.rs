@@ -184,6 +184,7 @@ pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Opti
         len: len as u32,
         samples: u32::from_le_bytes(p[8..12].try_into().ok()?),
         oldest_ms: i64::from_le_bytes(p[12..20].try_into().ok()?),
+        stream: 0,
         header: h as u8,
     })
 }

@@ -20,15 +20,28 @@ impl Queue {
             let mut i = 0;
             while i < enc.len() {
                 let take = self.max_samples_per_send.min(enc.len() - i);
-                self.store(&mut inner, enc.slice(i, i + take), take, enc.scraped_at_ms);
+                self.store(
+                    &mut inner,
+                    enc.slice(i, i + take),
+                    take,
+                    enc.scraped_at_ms,
+                    enc.stream,
+                );
                 i += take;
             }
             drop(inner);
             self.notify.notify_one();
             return;
         }
-        let mut i = 0;
         let mut sealed = false;
+        // A batch holds one stream: it is sent whole, in parallel with other
+        // streams' batches.
+        if inner.open_samples > 0 && inner.open_stream != enc.stream {
+            self.seal(&mut inner);
+            sealed = true;
+        }
+        inner.open_stream = enc.stream;
+        let mut i = 0;
         while i < enc.len() {
             if inner.open_samples == 0 {
                 inner.open_since = Some(Instant::now());
@@ -60,7 +73,8 @@ impl Queue {
         let samples = inner.open_samples;
         let oldest_ms = inner.open_oldest_ms;
         let open = std::mem::take(&mut inner.open);
-        self.store(inner, &open, samples, oldest_ms);
+        let stream = inner.open_stream;
+        self.store(inner, &open, samples, oldest_ms, stream);
         inner.open = open;
         inner.open.clear();
         inner.open_samples = 0;
@@ -69,7 +83,14 @@ impl Queue {
     }
 
     /// Compresses one batch (`WriteRequest` bytes) and queues it.
-    pub(super) fn store(&self, inner: &mut Inner, request: &[u8], samples: usize, oldest_ms: i64) {
+    pub(super) fn store(
+        &self,
+        inner: &mut Inner,
+        request: &[u8],
+        samples: usize,
+        oldest_ms: i64,
+        stream: u64,
+    ) {
         let Inner {
             encoder, scratch, ..
         } = inner;
@@ -105,6 +126,7 @@ impl Queue {
                     more: Vec::new(),
                     samples,
                     oldest_ms,
+                    stream,
                 });
                 *next_seq += 1;
                 *queued += samples;
@@ -123,7 +145,7 @@ impl Queue {
                 hot,
                 hot_bytes,
             } => {
-                match log.append(&data, samples as u32, oldest_ms) {
+                match log.append(&data, samples as u32, oldest_ms, stream) {
                     Ok(seq) => {
                         if *hot_bytes + data.len() <= HOT_BYTES {
                             *hot_bytes += data.len();
