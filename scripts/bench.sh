@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates BENCHMARKS.md: criterion on the hot path, the allocation count,
 # then the peer harness suite (metrics-relay, vmagent and Prometheus in agent
-# mode in one run; about 30 minutes on 2 cores).
-# Loopback only. SKIP_SUITE=1 reuses the newest results file.
+# mode in one run; about 30 minutes on 2 cores), then the fleet-scale cases
+# (scripts/bench_fleet.py: 1 M series, 200 targets, catch-up after a
+# 10-minute outage; about an hour).
+# Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 reuse the newest results files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The commit measured (before BENCHMARKS.md itself is rewritten).
@@ -28,6 +30,12 @@ else
   python3 ../shared/bench/run.py suite --agents metrics-relay,vmagent,prom-agent \
     --reps "${SUITE_REPS:-3}" --out "$out"
 fi
-python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt > BENCHMARKS.md.new
+if [ "${SKIP_FLEET:-0}" = 1 ]; then
+  fleet=$(ls -t bench-results/fleet-*.jsonl | head -n 1)
+else
+  fleet=bench-results/fleet-$(date -u +%Y%m%d-%H%M).jsonl
+  python3 scripts/bench_fleet.py "$fleet" --outage 600
+fi
+python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt "$fleet" > BENCHMARKS.md.new
 mv BENCHMARKS.md.new BENCHMARKS.md
 echo "BENCHMARKS.md written from $out"

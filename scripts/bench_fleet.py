@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def main():
                 setattr(ns, k, v)
             run.log(f"fleet bench: {agent} {case} {params}")
             res, spots = run.do_run(ns)
+            res["commit"] = os.environ.get("BENCH_COMMIT", "")
             if params.get("outage"):
                 res["catchup_s"] = round(5 + res["drain_s"], 1)
                 res["delay_ms"] = DELAY_S * 1000

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes BENCHMARKS.md from peer-harness JSONL results (and criterion output).
 
-Usage: scripts/benchmarks_md.py RESULTS.jsonl [CRITERION_DIR [ALLOC_OUTPUT]] > BENCHMARKS.md
+Usage: scripts/benchmarks_md.py RESULTS.jsonl [CRITERION_DIR [ALLOC_OUTPUT [FLEET.jsonl]]] > BENCHMARKS.md
+
+FLEET.jsonl: the fleet-scale cases of scripts/bench_fleet.py (1 M series, 200 targets, catch-up), one run of
+each agent per case, all in that one file.
 
 Medians per (agent, case) over the repeats in the file, and ratios of
 metrics-relay to each peer measured in the same suite run. Standard library only.
@@ -25,6 +28,7 @@ def main():
     path = sys.argv[1]
     crit = sys.argv[2] if len(sys.argv) > 2 else "target/criterion"
     alloc = sys.argv[3] if len(sys.argv) > 3 else None
+    fleet = sys.argv[4] if len(sys.argv) > 4 else None
     rows = [json.loads(l) for l in open(path) if l.strip()]
     groups = {}
     for r in rows:
@@ -79,6 +83,8 @@ def main():
             m = (med(ours, "rss_peak_mib") or 0) / (med(peer, "rss_peak_mib") or float("nan"))
             # Three decimals: a ratio on the goal line must not round onto it.
             out.append(f"| {case} | {sink} | {outage} | {c:.3f} | {m:.3f} |")
+    if fleet and os.path.exists(fleet):
+        out.extend(fleet_section(fleet))
     if os.path.isdir(crit):
         out.append("\n## Criterion (`cargo bench --bench hot_path`)\n")
         out.append("| benchmark | median time per iteration | throughput |")
@@ -114,6 +120,43 @@ def main():
         out.extend(l for l in open(alloc).read().splitlines() if "scrape" in l)
         out.append("```")
     print("\n".join(out))
+
+
+def fleet_section(path):
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    by = {(r["agent"], r["case"]): r for r in rows}
+    cases = sorted({r["case"] for r in rows})
+    agents = sorted({r["agent"] for r in rows}, key=lambda a: (a != "metrics-relay", a))
+    out = ["\n## Fleet scale (`scripts/bench_fleet.py`)\n"]
+    out.append(f"One run of each agent per case, all in `{path}` (commit `{rows[0].get('commit') or os.environ.get('FLEET_COMMIT', '?')}`):")
+    out.append("`fleet-50x20000` is 1 M active series at 15 s, `fleet-200x5000` 200 targets at 30 s;")
+    out.append("`catchup-50x20000` stops the receiver for the outage shown while the agent scrapes 1 M series, with")
+    out.append("the receiver behind a proxy that delays every chunk sent to it by 50 ms; catch-up is the time from")
+    out.append("the receiver's restart until every sample scraped had arrived.\n")
+    out.append("| agent | case | outage s | CPU s / M samples | peak RSS MiB | delivered | catch-up s | correct |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for case in cases:
+        for agent in agents:
+            r = by.get((agent, case))
+            if not r:
+                continue
+            out.append(f"| {agent} | {case} | {r.get('outage_s', 0)} | {r.get('cpu_s_per_msample')} | "
+                       f"{r.get('rss_peak_mib')} | {r.get('delivery_ratio')} | {r.get('catchup_s', '-')} | "
+                       f"{r.get('correct')} |")
+    ours = [a for a in agents if a == "metrics-relay"]
+    for peer in [a for a in agents if a != "metrics-relay"]:
+        out.append(f"\nRatios, metrics-relay / {peer} (same run):\n")
+        out.append("| case | CPU ratio | peak RSS ratio | catch-up ratio |")
+        out.append("|---|---|---|---|")
+        for case in cases:
+            a, b = by.get((ours[0], case)) if ours else None, by.get((peer, case))
+            if not a or not b:
+                continue
+            def ratio(f):
+                x, y = a.get(f), b.get(f)
+                return f"{x / y:.3f}" if x is not None and y else "-"
+            out.append(f"| {case} | {ratio('cpu_s_per_msample')} | {ratio('rss_peak_mib')} | {ratio('catchup_s')} |")
+    return out
 
 
 if __name__ == "__main__":
