@@ -101,9 +101,16 @@ def main():
             ns = run.run_defaults(run.DEFAULT_WORKDIR)
             for k, v in dict(params, agent=agent, case=case, out=a.out).items():
                 setattr(ns, k, v)
+            if agent == "metrics-relay" and params.get("outage"):
+                # Room for the whole outage on disk (the peers' default has
+                # no limit; ours is 512MiB).
+                ns.config_template = str(HERE / "bench-templates/metrics-relay-catchup.yml.tmpl")
+                ns.cmd = run.AGENTS["metrics-relay"].replace("{config}", "{custom_config}")
             run.log(f"fleet bench: {agent} {case} {params}")
             res, spots = run.do_run(ns)
             res["commit"] = os.environ.get("BENCH_COMMIT", "")
+            if ns.config_template:
+                res["queue_max_size"] = "4GiB"
             if params.get("outage"):
                 res["catchup_s"] = round(5 + res["drain_s"], 1)
                 res["delay_ms"] = DELAY_S * 1000

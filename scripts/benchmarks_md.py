@@ -128,26 +128,28 @@ def fleet_section(path):
     cases = sorted({r["case"] for r in rows})
     agents = sorted({r["agent"] for r in rows}, key=lambda a: (a != "metrics-relay", a))
     out = ["\n## Fleet scale (`scripts/bench_fleet.py`)\n"]
-    out.append(f"One run of each agent per case, all in `{path}` (commit `{rows[0].get('commit') or os.environ.get('FLEET_COMMIT', '?')}`):")
+    out.append(f"One run of each agent per case, in one session, all in `{path}` (commit `{rows[0].get('commit') or os.environ.get('FLEET_COMMIT', '?')}`;")
+    out.append("a metrics-relay run with a larger queue budget, where shown, was run right after the others):")
     out.append("`fleet-50x20000` is 1 M active series at 15 s, `fleet-200x5000` 200 targets at 30 s;")
     out.append("`catchup-50x20000` stops the receiver for the outage shown while the agent scrapes 1 M series, with")
     out.append("the receiver behind a proxy that delays every chunk sent to it by 50 ms; catch-up is the time from")
     out.append("the receiver's restart until every sample scraped had arrived.\n")
-    out.append("| agent | case | outage s | CPU s / M samples | peak RSS MiB | delivered | catch-up s | correct |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("Every run in the file is listed (ratios use each agent's last run of a case). metrics-relay's queue")
+    out.append("budget (`queue.max_size`) is its default, 512MiB, unless shown: the peers' defaults keep everything.\n")
+    out.append("| agent | case | queue budget | outage s | CPU s / M samples | peak RSS MiB | mean RSS MiB | delivered | catch-up s | correct |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         for agent in agents:
-            r = by.get((agent, case))
-            if not r:
-                continue
-            out.append(f"| {agent} | {case} | {r.get('outage_s', 0)} | {r.get('cpu_s_per_msample')} | "
-                       f"{r.get('rss_peak_mib')} | {r.get('delivery_ratio')} | {r.get('catchup_s', '-')} | "
-                       f"{r.get('correct')} |")
+            for r in [r for r in rows if r["agent"] == agent and r["case"] == case]:
+                budget = r.get("queue_max_size") or ("512MiB" if agent == "metrics-relay" else "-")
+                out.append(f"| {agent} | {case} | {budget} | {r.get('outage_s', 0)} | {r.get('cpu_s_per_msample')} | "
+                           f"{r.get('rss_peak_mib')} | {r.get('rss_mean_mib')} | {r.get('delivery_ratio')} | {r.get('catchup_s', '-')} | "
+                           f"{r.get('correct')} |")
     ours = [a for a in agents if a == "metrics-relay"]
     for peer in [a for a in agents if a != "metrics-relay"]:
         out.append(f"\nRatios, metrics-relay / {peer} (same run):\n")
-        out.append("| case | CPU ratio | peak RSS ratio | catch-up ratio |")
-        out.append("|---|---|---|---|")
+        out.append("| case | CPU ratio | peak RSS ratio | mean RSS ratio | catch-up ratio |")
+        out.append("|---|---|---|---|---|")
         for case in cases:
             a, b = by.get((ours[0], case)) if ours else None, by.get((peer, case))
             if not a or not b:
@@ -155,7 +157,7 @@ def fleet_section(path):
             def ratio(f):
                 x, y = a.get(f), b.get(f)
                 return f"{x / y:.3f}" if x is not None and y else "-"
-            out.append(f"| {case} | {ratio('cpu_s_per_msample')} | {ratio('rss_peak_mib')} | {ratio('catchup_s')} |")
+            out.append(f"| {case} | {ratio('cpu_s_per_msample')} | {ratio('rss_peak_mib')} | {ratio('rss_mean_mib')} | {ratio('catchup_s')} |")
     return out
 
 
