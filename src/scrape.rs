@@ -21,10 +21,9 @@
 //! config, `fetch` GETs a target, `pool` shares scrape buffers.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::failure::Failure;
@@ -37,10 +36,13 @@ use crate::telemetry::{Metrics, TargetLabels};
 
 mod fetch;
 mod pool;
+mod status;
 mod target;
 
 pub(crate) use fetch::{Fetched, fetch, fetch_wire, inflate_body};
 use pool::{BYTES, SAMPLES};
+pub(crate) use status::SharedStatus;
+pub(crate) use status::{Health, TargetStatus};
 #[cfg(test)]
 pub(crate) use target::targets;
 pub(crate) use target::{Resolved, Target, TargetIdentity, resolve};
@@ -122,64 +124,6 @@ impl ScrapeError {
             ScrapeError::Series(SeriesError::InvalidLabel(_)) => "invalid_label",
             ScrapeError::Series(SeriesError::LabelLimit(_)) => "label_limit",
             ScrapeError::SampleLimit(_) => "sample_limit",
-        }
-    }
-}
-
-/// Health of a target, as shown on `/targets`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    Unknown,
-    Up,
-    Down,
-}
-
-/// The latest state of a target (shared with the admin server).
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetStatus {
-    pub job: String,
-    pub instance: String,
-    pub url: String,
-    pub health: Health,
-    /// Unix seconds of the last scrape's start.
-    pub last_scrape: Option<f64>,
-    pub last_scrape_duration_seconds: Option<f64>,
-    pub last_error: Option<String>,
-    pub samples: u64,
-    pub series: usize,
-    /// Its labels after relabeling (`job` and `instance` included).
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// The discovery file it came from; none for a static target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discovered_from: Option<String>,
-    /// The shards that scrape it (this one among them), when sharded.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shards: Vec<u32>,
-    /// The latest successful scrape's samples (for `/relay/metrics`); none
-    /// while the target is down.
-    #[serde(skip)]
-    pub latest: Option<Arc<EncodedSamples>>,
-}
-
-pub(crate) type SharedStatus = Arc<Mutex<TargetStatus>>;
-
-impl TargetStatus {
-    pub fn new(t: &Target) -> Self {
-        TargetStatus {
-            job: t.job.clone(),
-            instance: t.instance.clone(),
-            url: t.url.to_string(),
-            health: Health::Unknown,
-            last_scrape: None,
-            last_scrape_duration_seconds: None,
-            last_error: None,
-            samples: 0,
-            series: 0,
-            labels: t.ctx.target_labels.iter().cloned().collect(),
-            discovered_from: t.source.clone(),
-            shards: t.owners.clone(),
-            latest: None,
         }
     }
 }

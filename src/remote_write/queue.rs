@@ -29,8 +29,8 @@
 //!   oldest batch is dropped (`reason="queue_full"`). `max_age` applies too.
 //!
 //! Layout: this file holds the types, construction, budgets and gauges;
-//! `produce` appending and sealing, `consume` what the sender takes and
-//! acknowledges.
+//! `produce` appending and sealing, `lease` the requests the sender's workers
+//! take, `consume` acknowledgement, shutdown and joining.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -48,9 +48,10 @@ use crate::http::Chunks;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
 mod consume;
+mod lease;
 mod produce;
 
-pub(crate) use consume::Lease;
+pub(crate) use lease::Lease;
 
 /// A sealed, compressed write request.
 #[derive(Clone, Debug)]
