@@ -18,13 +18,9 @@ use common::{MtlsTarget, Pki, free_port, http_get, metric_value, relay_bin};
 const INTERVAL_S: u64 = 2;
 
 fn victoria_metrics_bin() -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("victoria-metrics"))
-                .find(|p| p.is_file())
-        })
-        .expect("no `victoria-metrics` binary: install Debian's victoria-metrics (scripts/test.sh does)")
+    common::on_path("victoria-metrics").expect(
+        "no `victoria-metrics` binary: install Debian's victoria-metrics (scripts/test.sh does)",
+    )
 }
 
 struct Victoria {

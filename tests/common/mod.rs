@@ -92,6 +92,15 @@ pub async fn http_request_with(
 }
 
 /// The `metrics-relay` binary under test.
+/// The first `name` on `$PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 pub fn relay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metrics-relay"))
 }

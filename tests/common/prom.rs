@@ -14,11 +14,7 @@ pub fn prometheus_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PROMETHEUS_BIN") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("prometheus"))
-            .find(|p| p.is_file())
-    })
+    super::on_path("prometheus")
 }
 
 pub struct Prometheus {
