@@ -72,7 +72,8 @@ pub struct AdminState {
     /// The admin server checks client certificates: connections without a
     /// verified one are served the probe paths only.
     pub client_certs_required: bool,
-    /// Unix ms of the main runtime's last heartbeat (0: none yet). The admin
+    /// Monotonic ms of the main runtime's last heartbeat (0: none yet;
+    /// [`heartbeat_now`]). The admin
     /// server runs on a thread of its own; `/healthz` fails when the main
     /// runtime has not run for [`STALL_LIMIT`].
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -123,11 +124,10 @@ impl Readiness {
 /// fails (a liveness probe then restarts a wedged agent).
 pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Now, in Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Now on the monotonic clock, in milliseconds (what the heartbeat holds:
+/// a wall-clock step must not look like a stalled runtime).
+pub fn heartbeat_now() -> u64 {
+    crate::clock::mono_ms() as u64
 }
 
 /// Runs [`serve`] on a thread with its own single-threaded runtime; the
@@ -196,7 +196,7 @@ pub fn route(
     match path {
         "/healthz" | "/-/healthy" => {
             let beat = state.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
-            let silent = unix_ms().saturating_sub(beat);
+            let silent = heartbeat_now().saturating_sub(beat);
             if beat > 0 && silent > STALL_LIMIT.as_millis() as u64 {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,

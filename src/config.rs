@@ -36,6 +36,10 @@ pub use validate::split_userinfo;
 
 use crate::units::{ByteSize, PromDuration};
 
+/// Environment variables starting with this override the config file:
+/// `METRICS_RELAY__SERVER__LISTEN_ADDRESS` sets `server.listen_address`.
+pub const ENV_PREFIX: &str = "METRICS_RELAY__";
+
 /// Prometheus's default `global.scrape_interval`.
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(60);
 /// Prometheus's default `global.scrape_timeout`.
@@ -54,6 +58,8 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("environment override ({vars}): {message}")]
+    Env { vars: String, message: String },
     #[error("invalid config: {field}: {reason}")]
     Invalid { field: String, reason: String },
 }
@@ -217,6 +223,15 @@ pub struct RemoteWriteConfig {
     /// Extension: the durable queue of this destination.
     #[serde(default)]
     pub queue: QueueStorage,
+    /// Extension, off by default and a deviation from remote write 1.0
+    /// (a sender "MUST NOT retry write requests on HTTP 4xx responses other
+    /// than 429"): when a request that joins several scrapes is refused
+    /// with a 4xx, send its scrapes again one by one, so that only the part
+    /// the receiver refuses is dropped. A receiver that ingests partially
+    /// (Mimir, Thanos) then receives the good part twice. A 413 (too large)
+    /// is split whatever this says: it refused the size, not the data.
+    #[serde(default)]
+    pub split_refused_requests: bool,
 }
 
 /// Extension: where and how much a destination's queue may keep on disk.
@@ -399,39 +414,95 @@ impl Config {
     /// Reads `path` (YAML), applies `METRICS_RELAY__…` environment overrides,
     /// fills defaults and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let env = ::config::Environment::with_prefix("METRICS_RELAY")
-            .prefix_separator("__")
-            .separator("__");
-        Self::load_with_env(path, env)
+        let vars: std::collections::HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Self::load_with_env(path, vars)
     }
 
-    fn load_with_env(path: &Path, env: ::config::Environment) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::Parse {
-                path: path.into(),
-                message: "file not found".into(),
-            });
+    /// [`Config::load`] with the overrides given (names with their
+    /// `METRICS_RELAY__` prefix).
+    fn load_with_env(
+        path: &Path,
+        vars: std::collections::HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
+        let text = crate::fsread::read_text(path, crate::fsread::MAX_DOCUMENT).map_err(|e| {
+            parse_error(match e {
+                crate::fsread::ReadError::NotFound { .. } => "file not found".into(),
+                e => format!("cannot read: {}", e.reason()),
+            })
+        })?;
+        if text.trim().is_empty() {
+            return Err(parse_error(
+                "the file is empty: it configures no scrape_configs and no remote_write (an empty Prometheus config is valid, but an agent running it does nothing)".into(),
+            ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: format!("cannot read: {e}"),
-        })?;
         let text = expand_env(&text, |k| std::env::var(k).ok());
-        let raw = ::config::Config::builder()
-            .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml))
-            .add_source(env)
-            .build()
-            .map_err(|source| ConfigError::Load {
-                path: path.into(),
-                source,
-            })?;
-        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        // As Prometheus: discovery files are relative to the config file.
+        crate::yaml::check(&text).map_err(|e| parse_error(format!("not valid YAML: {e}")))?;
+        let build = |vars: Option<std::collections::HashMap<String, String>>| {
+            let mut b = ::config::Config::builder()
+                .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml));
+            if let Some(vars) = vars {
+                b = b.add_source(
+                    ::config::Environment::with_prefix("METRICS_RELAY")
+                        .prefix_separator("__")
+                        .separator("__")
+                        .source(Some(vars)),
+                );
+            }
+            b.build()
+                .and_then(|raw| raw.try_deserialize::<Config>())
+                .map_err(|e| e.to_string())
+        };
+        let mut cfg = match build((!vars.is_empty()).then(|| vars.clone())) {
+            Ok(c) => c,
+            Err(message) => {
+                // Whose mistake: the file's, or an environment override's?
+                if !vars.is_empty() && build(None).is_ok() {
+                    let mut names: Vec<&str> = vars.keys().map(String::as_str).collect();
+                    names.sort_unstable();
+                    return Err(ConfigError::Env {
+                        vars: names.join(", "),
+                        message: crate::yaml::redact_quoted(&message),
+                    });
+                }
+                return Err(parse_error(crate::yaml::redact_quoted(&message)));
+            }
+        };
+        // As Prometheus: files a config names (discovery files, TLS files,
+        // credentials) are relative to the config file's directory.
         let base = path.parent().unwrap_or(Path::new(""));
-        for sc in &mut cfg.scrape_configs {
+        cfg.resolve_paths(base);
+        cfg.finalize()?;
+        Ok(cfg)
+    }
+
+    /// Makes every relative file path in the config relative to `base` (the
+    /// config file's directory), as Prometheus does.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        let tls = |t: &mut TlsConfig| {
+            for p in [
+                &mut t.ca_file,
+                &mut t.cert_file,
+                &mut t.key_file,
+                &mut t.kubeconfig,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                join(p);
+            }
+        };
+        for sc in &mut self.scrape_configs {
             for sd in sc
                 .file_sd_configs
                 .iter_mut()
@@ -443,13 +514,47 @@ impl Config {
                     }
                 }
             }
+            if let Some(t) = &mut sc.tls_config {
+                tls(t);
+            }
         }
-        cfg.finalize()?;
-        Ok(cfg)
+        for rw in &mut self.remote_write {
+            if let Some(t) = &mut rw.tls_config {
+                tls(t);
+            }
+            if let Some(p) = rw
+                .basic_auth
+                .as_mut()
+                .and_then(|b| b.password_file.as_mut())
+            {
+                join(p);
+            }
+            if let Some(p) = rw
+                .authorization
+                .as_mut()
+                .and_then(|a| a.credentials_file.as_mut())
+            {
+                join(p);
+            }
+        }
+        if let Some(a) = &mut self.server.relay_auth {
+            join(&mut a.credentials_file);
+        }
+        if let Some(t) = &mut self.server.tls_server_config {
+            join(&mut t.cert_file);
+            join(&mut t.key_file);
+            if let Some(p) = &mut t.client_ca_file {
+                join(p);
+            }
+        }
     }
 
     /// Parses YAML text (no environment overrides); used by tests and tools.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        crate::yaml::check(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: format!("not valid YAML: {e}"),
+        })?;
         let raw = ::config::Config::builder()
             .add_source(::config::File::from_str(text, ::config::FileFormat::Yaml))
             .build()
@@ -806,12 +911,20 @@ server:
             "METRICS_RELAY__SERVER__LISTEN_ADDRESS".to_string(),
             "127.0.0.1:2".to_string(),
         );
-        let env = ::config::Environment::with_prefix("METRICS_RELAY")
-            .prefix_separator("__")
-            .separator("__")
-            .source(Some(vars));
-        let c = Config::load_with_env(&p, env).unwrap();
+        let c = Config::load_with_env(&p, vars).unwrap();
         assert_eq!(c.server.listen_address, "127.0.0.1:2");
+        // A typo in an override is blamed on the override, not the file.
+        let mut vars = std::collections::HashMap::new();
+        vars.insert(
+            "METRICS_RELAY__SERVER__LISTEN_ADRESS".to_string(),
+            "127.0.0.1:2".to_string(),
+        );
+        let e = Config::load_with_env(&p, vars).unwrap_err().to_string();
+        assert!(
+            e.starts_with("environment override (METRICS_RELAY__SERVER__LISTEN_ADRESS): ")
+                && e.contains("listen_adress"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! volume's `..data` swap counts as a change; a changed, new or removed file
 //! is read again at once, and every file is read again every
 //! `refresh_interval` whatever its stamp says. Entries named `..*` (the
-//! atomic writer's own) and directories are skipped.
+//! atomic writer's own) are skipped. Listing and reading run on a
+//! blocking-pool thread; files are read with [`crate::fsread`] (regular
+//! files only, never blocking on a FIFO, at most 16 MiB), and YAML passes
+//! [`crate::yaml::check`] first. A directory, FIFO or device matching a
+//! pattern, a dangling link or a link loop is a failing file like any other.
 //!
 //! A file that cannot be read or parsed keeps its last good targets and is
 //! reported (a warning once per new error, `metrics_relay_sd_file_errors_total`,
@@ -178,23 +182,21 @@ impl Discoverer {
         });
         changed |= self.files.len() != before;
         for (path, kind) in found {
-            let Ok(md) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if md.is_dir() {
-                continue;
-            }
-            let stamp = Stamp::of(&md);
+            // Following symlinks (a `..data` swap changes the target's
+            // stamp). What cannot be stat'ed (a dangling link, a loop) or is
+            // not a regular file is a failing file like any other: reported,
+            // never skipped in silence.
+            let stamp = std::fs::metadata(&path).ok().map(|md| Stamp::of(&md));
             let st = self.files.entry(path.clone()).or_insert(FileState {
                 kind,
                 stamp: None,
                 groups: Vec::new(),
                 error: None,
             });
-            if !full && st.stamp == Some(stamp) {
+            if !full && stamp.is_some() && st.stamp == stamp {
                 continue;
             }
-            st.stamp = Some(stamp);
+            st.stamp = stamp;
             let read = match kind {
                 Kind::Targets => read_target_file(&path),
                 Kind::Kubeconfig => {
@@ -246,6 +248,30 @@ impl Discoverer {
         }
     }
 
+    /// What would make this job run with fewer targets than meant, in
+    /// words: a pattern that matches no file, a file that fails.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (kind, pattern) in &self.patterns {
+            if expand(pattern).is_empty() {
+                out.push(format!(
+                    "{}_sd_configs: {pattern:?} matches no file",
+                    kind.mechanism()
+                ));
+            }
+        }
+        for (path, f) in &self.files {
+            if let Some(e) = &f.error {
+                out.push(format!(
+                    "{}_sd_configs: {}: {e}",
+                    f.kind.mechanism(),
+                    path.display()
+                ));
+            }
+        }
+        out
+    }
+
     /// Every file's last good targets, in path order.
     pub(crate) fn groups(&self) -> Vec<Group> {
         self.files
@@ -274,8 +300,23 @@ impl Discoverer {
                 if full {
                     last_full = Instant::now();
                 }
-                // Reading files blocks; a few small files per second.
-                if self.scan(full) {
+                // Listing and reading files blocks (a slow volume, a file of
+                // 16 MiB): on a blocking-pool thread, never the runtime's.
+                let scanned = tokio::task::spawn_blocking(move || {
+                    let changed = self.scan(full);
+                    (self, changed)
+                })
+                .await;
+                let changed;
+                (self, changed) = match scanned {
+                    Ok(r) => r,
+                    // Only a panic gets here: stop watching, loudly.
+                    Err(e) => {
+                        tracing::error!(error = %e, "file discovery stopped");
+                        return;
+                    }
+                };
+                if changed {
                     let update = Update {
                         index,
                         generation,
@@ -338,7 +379,8 @@ fn expand(pattern: &str) -> Vec<PathBuf> {
         return Vec::new();
     };
     if !name.contains(['*', '?']) {
-        return if path.exists() {
+        // A dangling link is listed (and reported), not taken for absent.
+        return if path.symlink_metadata().is_ok() {
             vec![path.to_path_buf()]
         } else {
             Vec::new()
@@ -372,20 +414,9 @@ struct RawGroup {
     labels: BTreeMap<String, String>,
 }
 
-/// Most bytes read from one discovery file.
-const MAX_FILE_SIZE: u64 = 16 << 20;
-
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut buf = Vec::new();
-    f.take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if buf.len() as u64 > MAX_FILE_SIZE {
-        return Err(format!("larger than {MAX_FILE_SIZE} bytes"));
-    }
-    Ok(buf)
+    crate::fsread::read_regular(path, crate::fsread::MAX_DOCUMENT)
+        .map_err(|e| format!("cannot read: {}", e.reason()))
 }
 
 /// A `file_sd` file: JSON (`.json`) or YAML.
@@ -395,6 +426,7 @@ fn read_target_file(path: &Path) -> Result<Vec<Group>, String> {
         serde_json::from_slice(&bytes).map_err(|e| format!("not a JSON target list: {e}"))?
     } else {
         let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8".to_string())?;
+        crate::yaml::check(text).map_err(|e| format!("not valid YAML: {e}"))?;
         let docs = yaml_rust2::YamlLoader::load_from_str(text)
             .map_err(|e| format!("not valid YAML: {e}"))?;
         match docs.into_iter().next() {

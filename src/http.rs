@@ -271,6 +271,27 @@ pub async fn read_body_limited(
     Ok(())
 }
 
+/// Reads at most `max` bytes of a body (the start of a peer's answer, for
+/// the message it carries) and drops the rest unread, so that a huge reply
+/// costs `max` bytes, never its size. A connection whose body was not read
+/// to its end is closed by hyper, not reused. A frame larger than what is
+/// left is cut.
+pub async fn read_body_prefix(mut body: hyper::body::Incoming, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(max - out.len());
+                    out.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out
+}
+
 /// Builds (and discards) the TLS configuration: loads and validates every
 /// referenced file, for `metrics-relay check`.
 pub fn client_config_check(tls_cfg: Option<&TlsConfig>) -> Result<(), TlsError> {

@@ -163,13 +163,29 @@ fn invalid(path: &Path, message: impl Into<String>) -> KubeconfigError {
 
 /// Reads the credentials of `context` (or the current context).
 pub fn load(path: &Path, context: Option<&str>) -> Result<Credentials, KubeconfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| invalid(path, format!("cannot read: {e}")))?;
+    let text = crate::fsread::read_text(path, crate::fsread::MAX_DOCUMENT)
+        .map_err(|e| invalid(path, format!("cannot read: {}", e.reason())))?;
+    if text.trim_start().starts_with("-----BEGIN") {
+        // Never quote it: it may be a private key.
+        return Err(invalid(
+            path,
+            "is a PEM file (a certificate or a key), not a kubeconfig",
+        ));
+    }
+    crate::yaml::check(&text).map_err(|e| invalid(path, format!("not a valid kubeconfig: {e}")))?;
     let kc: Kubeconfig = ::config::Config::builder()
         .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml))
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| invalid(path, format!("not a valid kubeconfig: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                path,
+                format!(
+                    "not a valid kubeconfig: {}",
+                    crate::yaml::redact_quoted(&e.to_string())
+                ),
+            )
+        })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let ctx_name = match context.or(kc.current_context.as_deref()) {
         Some(c) => c.to_string(),
@@ -218,9 +234,9 @@ pub fn load(path: &Path, context: Option<&str>) -> Result<Credentials, Kubeconfi
         } else {
             base.join(p)
         };
-        std::fs::read(&full)
+        crate::fsread::read_regular(&full, crate::fsread::MAX_PEM)
             .map(|b| (format!("{} ({what} {})", path.display(), full.display()), b))
-            .map_err(|e| invalid(path, format!("{what} {}: {e}", full.display())))
+            .map_err(|e| invalid(path, format!("{what} {e}")))
     };
     let decode = |data: &str, what: &str| -> Result<Pem, KubeconfigError> {
         base64_decode(data)

@@ -21,11 +21,13 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+pub(crate) mod clock;
 pub mod config;
 pub(crate) mod discovery;
 pub(crate) mod events;
 pub mod exposition;
 pub(crate) mod failure;
+pub mod fsread;
 pub mod gzip;
 pub mod http;
 pub mod kubeconfig;
@@ -38,8 +40,10 @@ pub mod render;
 pub(crate) mod scrape;
 pub mod series;
 pub mod shard;
+pub(crate) mod snappy;
 pub(crate) mod telemetry;
 pub mod tls;
 pub mod units;
 pub(crate) mod web_tls;
 pub(crate) mod x509;
+pub mod yaml;

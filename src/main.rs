@@ -329,7 +329,7 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<String> {
     let cfg = Config::load(path)?;
-    let n = relay::check(&cfg)?;
+    let n = relay::check(&cfg)?.targets;
     Ok(format!(
         "{}: OK ({} scrape config(s), {} target(s), {} remote_write destination(s))",
         path.display(),

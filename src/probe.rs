@@ -236,6 +236,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 more: Vec::new(),
                 samples: 1,
                 oldest_ms: now() * 1000,
+                born: crate::clock::mono_ms(),
                 stream: 0,
             };
             Ok::<_, String>(sender.attempt(&batch).await)
@@ -248,7 +249,9 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             Ok(Outcome::Retry {
                 failure, message, ..
             })
-            | Ok(Outcome::Reject { failure, message }) => {
+            | Ok(Outcome::Reject {
+                failure, message, ..
+            }) => {
                 let _ = writeln!(out, "FAILED ({}): {message}", failure.reason());
                 ok = false;
             }

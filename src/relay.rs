@@ -45,8 +45,8 @@ mod prepare;
 
 use handles::{DestinationHandle, TargetHandle};
 
-use prepare::Built;
-pub use prepare::check;
+use prepare::{Built, preflight};
+pub use prepare::{Checked, check};
 
 /// Errors that stop the relay from starting (or reject a reload).
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,12 @@ pub enum RelayError {
     Target(String),
     #[error("remote_write[{index}].queue: {message}")]
     Queue { index: usize, message: String },
+    #[error("remote_write[{index}].url: {message}")]
+    RemoteUrl { index: usize, message: String },
+    #[error("{field}: {message}")]
+    Credentials { field: String, message: String },
+    #[error("{0}")]
+    Discovery(String),
     #[error("server.listen_address {addr}: {source}")]
     Listen {
         addr: String,
@@ -369,7 +375,11 @@ impl Runtime {
                 status.clone(),
             );
             let handle = TargetHandle::spawn(&self.scrapers, sl, self.shutdown.clone(), status);
-            self.targets.insert(identity, handle);
+            // Targets are unique by identity (`scrape::resolve`); were one
+            // not, the handle replaced here would stop its loop on drop.
+            if let Some(replaced) = self.targets.insert(identity, handle) {
+                replaced.remove();
+            }
         }
         for (_, t) in old {
             t.remove();
@@ -387,6 +397,8 @@ impl Runtime {
 
     async fn reload(&mut self, path: &Path) -> Result<Config, RelayError> {
         let cfg = load(path, &self.external_labels)?;
+        // The admin server stays on the address it was started on.
+        preflight(&cfg, Some("0.0.0.0:0"))?;
         let built = Self::build(&cfg, &self.metrics, self.tls_every, &self.sharding)?;
         self.apply(&cfg, built)?;
         Ok(cfg)
@@ -401,6 +413,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), RelayError> {
     let cfg = load(&path, &opts.external_labels)?;
+    preflight(&cfg, opts.listen_address.as_deref())?;
     let metrics = Metrics::new();
     if let Some(dir) = &opts.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
@@ -521,7 +534,7 @@ pub async fn run(
     let heartbeat = state.heartbeat.clone();
     tokio::spawn(async move {
         loop {
-            heartbeat.store(admin::unix_ms(), std::sync::atomic::Ordering::Relaxed);
+            heartbeat.store(admin::heartbeat_now(), std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

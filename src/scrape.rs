@@ -102,7 +102,6 @@ impl ScrapeError {
         "gzip",
         "parse",
         "duplicate_label",
-        "duplicate_series",
         "invalid_label",
         "label_limit",
         "sample_limit",
@@ -120,7 +119,6 @@ impl ScrapeError {
             ScrapeError::Gzip(_) => "gzip",
             ScrapeError::Parse(_) => "parse",
             ScrapeError::Series(SeriesError::DuplicateLabel { .. }) => "duplicate_label",
-            ScrapeError::Series(SeriesError::DuplicateSeries(_)) => "duplicate_series",
             ScrapeError::Series(SeriesError::InvalidLabel(_)) => "invalid_label",
             ScrapeError::Series(SeriesError::LabelLimit(_)) => "label_limit",
             ScrapeError::SampleLimit(_) => "sample_limit",
@@ -280,7 +278,10 @@ impl ScrapeLoop {
         let mut ticker = tokio::time::interval_at(start, self.target.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Biased: a shutdown (no markers) wins over a removal when both
+            // happened (the runtime drops its handles after stopping).
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = remove.cancelled() => break,
                 _ = ticker.tick() => {}
@@ -288,8 +289,12 @@ impl ScrapeLoop {
             // A removal waits for the scrape under way (whose series it marks
             // stale); a shutdown does not wait.
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = self.scrape_once() => {}
+            }
+            if stop.is_cancelled() {
+                return;
             }
             if remove.is_cancelled() {
                 break;
@@ -571,7 +576,6 @@ mod tests {
             ScrapeError::Body(BodyError::Read("x".into())),
             ScrapeError::Gzip("x".into()),
             ScrapeError::SampleLimit(1),
-            ScrapeError::Series(SeriesError::DuplicateSeries("x".into())),
             ScrapeError::Series(SeriesError::InvalidLabel("x".into())),
             ScrapeError::Series(SeriesError::LabelLimit("x".into())),
             ScrapeError::Series(SeriesError::DuplicateLabel {

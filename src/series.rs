@@ -59,8 +59,6 @@ pub enum SeriesError {
     DuplicateLabel { name: String, series: String },
     #[error("{0}")]
     InvalidLabel(String),
-    #[error("duplicate sample for series {0} in one scrape")]
-    DuplicateSeries(String),
     #[error("{0}")]
     LabelLimit(String),
 }
@@ -87,6 +85,8 @@ pub struct Ingested {
     pub added: u64,
     /// Samples dropped for an explicit timestamp outside the bounds.
     pub out_of_bounds: u64,
+    /// Samples dropped as a repeat of a series already in this scrape.
+    pub duplicates: u64,
 }
 
 /// What metric relabeling made of one exposed series (cached: relabeling
@@ -108,6 +108,9 @@ struct LastBody {
     snappy: bool,
     present: bool,
     format: Format,
+    /// It exposed a series more than once (its replay then meets keys
+    /// twice).
+    repeats: bool,
 }
 
 /// Uncompressed bodies larger than this are kept snappy-compressed between
@@ -117,9 +120,11 @@ const KEEP_PLAIN_MAX: usize = 8 << 20;
 
 impl LastBody {
     fn store(&mut self, body: &[u8], gzip: bool) {
+        // Piece by piece, exactly the compressed size: never a worst-case
+        // buffer, never kept past what the result needs.
         if !gzip
             && body.len() > KEEP_PLAIN_MAX
-            && let Ok(c) = snap::raw::Encoder::new().compress_vec(body)
+            && let Ok(c) = crate::snappy::compress(body)
         {
             self.bytes = c;
             self.gzip = false;
@@ -184,6 +189,8 @@ pub struct SeriesCache {
     scratch: Scratch,
     /// The format of the body being ingested.
     format: Format,
+    /// The body being ingested repeats a series.
+    repeats: bool,
 }
 
 impl Default for SeriesCache {
@@ -198,6 +205,7 @@ impl Default for SeriesCache {
             last: LastBody::default(),
             scratch: Scratch::default(),
             format: Format::Text,
+            repeats: false,
         }
     }
 }
@@ -263,6 +271,7 @@ impl SeriesCache {
     ) -> Result<Ingested, IngestError> {
         self.generation = self.generation.wrapping_add(1);
         self.track.start();
+        self.repeats = false;
         self.format = format;
         let mut parser =
             Parser::with_spans(body, std::mem::take(&mut self.scratch.spans)).with_format(format);
@@ -310,10 +319,15 @@ impl SeriesCache {
             match self.track.see(key) {
                 Some(new) => n.added += u64::from(new),
                 None => {
-                    return Err(SeriesError::DuplicateSeries(
-                        String::from_utf8_lossy(s.series).into_owned(),
-                    )
-                    .into());
+                    // A second sample of one series in one scrape: the first
+                    // is kept, this one dropped and counted, as Prometheus's
+                    // scrape loop does (`sample_duplicate_timestamp`). Sent,
+                    // it would make a Prometheus receiver refuse the whole
+                    // request (400: duplicate sample for timestamp).
+                    out.buf.truncate(entry);
+                    n.duplicates += 1;
+                    self.repeats = true;
+                    continue;
                 }
             }
             if let Some(t) = s.timestamp
@@ -366,6 +380,7 @@ impl SeriesCache {
         }
         self.last.store(body, gzip);
         self.last.format = self.format;
+        self.last.repeats = self.repeats;
         self.scratch.trim();
         stale
     }
@@ -404,6 +419,8 @@ impl SeriesCache {
         all: bool,
     ) -> u64 {
         let mut stale = 0;
+        // A series the last body repeats is met twice: one marker each.
+        let mut marked = self.last.repeats.then(track::KeySet::default);
         let SeriesCache {
             track,
             relabeled,
@@ -419,7 +436,10 @@ impl SeriesCache {
             scratch,
             relabeled,
             |key, labels, explicit| {
-                if !explicit && (all || track.vanished(&key)) {
+                if !explicit
+                    && (all || track.vanished(&key))
+                    && marked.as_mut().is_none_or(|m| m.insert(key))
+                {
                     out.push(labels, f64::from_bits(STALE_NAN), ts);
                     stale += 1;
                 }
@@ -705,24 +725,62 @@ mod tests {
         }
     }
 
+    /// Scrapes `body` and returns the samples sent and the duplicates
+    /// dropped.
+    fn scrape_counting(
+        cache: &mut SeriesCache,
+        c: &TargetContext,
+        body: &str,
+        ts: i64,
+    ) -> (Vec<(Vec<(String, String)>, f64)>, u64) {
+        let mut out = EncodedSamples::default();
+        let n = cache.ingest(c, body.as_bytes(), ts, &mut out, 0).unwrap();
+        cache.end(c, ts, &mut out, body.as_bytes(), false);
+        let wr = decode(&out);
+        let got = wr
+            .timeseries
+            .iter()
+            .map(|t| (label_pairs(t), t.samples[0].value))
+            .collect();
+        (got, n.duplicates)
+    }
+
     #[test]
-    fn two_spellings_of_one_series_are_a_duplicate() {
-        let e = scrape(
-            &mut SeriesCache::new(),
-            &ctx(false),
+    fn a_repeated_series_keeps_its_first_sample() {
+        // Two spellings of one series, and an empty label that is no label:
+        // each time the first sample is sent, the repeat dropped and counted
+        // (Prometheus's sample_duplicate_timestamp), the scrape is not failed.
+        for body in [
             "m{a=\"1\"} 1\nm{a=\"1\",} 2\n",
-            1,
-        )
-        .unwrap_err();
-        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
-        let e = scrape(
-            &mut SeriesCache::new(),
-            &ctx(false),
             "m 1\nm{a=\"\"} 2\n",
-            1,
-        )
-        .unwrap_err();
-        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
+            "m 1\nm 2\n",
+        ] {
+            let mut cache = SeriesCache::new();
+            let (got, dups) = scrape_counting(&mut cache, &ctx(true), body, 1);
+            assert_eq!(dups, 1, "{body:?}");
+            assert_eq!(got.len(), 1, "{body:?}");
+            assert_eq!(got[0].1, 1.0, "{body:?}: the first is kept");
+            assert_eq!(cache.len(), 1);
+        }
+        // Scrape after scrape, the repeat never reaches the request and the
+        // series never goes stale.
+        let mut cache = SeriesCache::new();
+        for ts in 1..4 {
+            let (got, dups) = scrape_counting(&mut cache, &ctx(true), "a 1\nb 1\na 2\nc 1\n", ts);
+            assert_eq!(dups, 1);
+            assert_eq!(
+                got.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+                [1.0, 1.0, 1.0],
+                "scrape {ts}"
+            );
+        }
+        // The repeated series vanishing gets one marker, not two.
+        let mut out = EncodedSamples::default();
+        cache
+            .ingest(&ctx(true), b"b 1\nc 1\n", 9, &mut out, 0)
+            .unwrap();
+        let stale = cache.end(&ctx(true), 9, &mut out, b"b 1\nc 1\n", false);
+        assert_eq!(stale, 1);
     }
 
     /// Encodes every sample of `body` both ways: the fast encoder (when it
@@ -949,11 +1007,8 @@ m{z=\"1\",y=\"2\"} 1\n";
         }
         // A repeat after a prefix that matched the last scrape.
         out.clear();
-        let e = cache.ingest(&c, b"c 1\nc 2\n", 1, &mut out, 0).unwrap_err();
-        assert!(
-            matches!(e, IngestError::Series(SeriesError::DuplicateSeries(_))),
-            "{e}"
-        );
+        let n = cache.ingest(&c, b"c 1\nc 2\n", 1, &mut out, 0).unwrap();
+        assert_eq!((n.kept, n.duplicates), (1, 1));
     }
 
     #[test]
@@ -994,13 +1049,6 @@ m{z=\"1\",y=\"2\"} 1\n";
         let mut cache = SeriesCache::new();
         let e = scrape(&mut cache, &ctx(false), "m{a=\"1\",a=\"2\"} 1\n", 1).unwrap_err();
         assert!(matches!(e, SeriesError::DuplicateLabel { .. }), "{e}");
-    }
-
-    #[test]
-    fn duplicate_series_fails() {
-        let mut cache = SeriesCache::new();
-        let e = scrape(&mut cache, &ctx(false), "m 1\nm 2\n", 1).unwrap_err();
-        assert!(matches!(e, SeriesError::DuplicateSeries(_)), "{e}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Sharding {
 pub enum ShardError {
     #[error("--shard-count must be at least 1")]
     NoShards,
+    #[error(
+        "--shard-count {0} is more than {MAX_SHARDS} (one agent per shard: a fleet that large wants another layout)"
+    )]
+    TooManyShards(u32),
     #[error("--shard-index {index} is not below --shard-count {count}")]
     IndexTooHigh { index: u32, count: u32 },
     #[error("--replication-factor {rf} must be between 1 and --shard-count {count}")]
@@ -35,6 +39,10 @@ pub enum ShardError {
     )]
     Hostname(String),
 }
+
+/// Most shards: each target ranks every shard, so the count bounds the
+/// work per target.
+pub const MAX_SHARDS: u32 = 1024;
 
 impl Default for Sharding {
     /// One agent that scrapes everything.
@@ -78,6 +86,9 @@ impl Sharding {
     pub fn new(count: u32, index: u32, replication_factor: u32) -> Result<Sharding, ShardError> {
         if count == 0 {
             return Err(ShardError::NoShards);
+        }
+        if count > MAX_SHARDS {
+            return Err(ShardError::TooManyShards(count));
         }
         if index >= count {
             return Err(ShardError::IndexTooHigh { index, count });

@@ -23,12 +23,11 @@ use crate::config::TlsConfig;
 /// Errors loading TLS material; each names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{field}: reading {path}: {source}")]
+    #[error("{field}: reading {source}")]
     Read {
         field: &'static str,
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::fsread::ReadError,
     },
     #[error("{field}: {origin}: {reason}")]
     Pem {
@@ -50,13 +49,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(field: &'static str, path: &Path) -> Result<(String, Vec<u8>), TlsError> {
-    std::fs::read(path)
+    crate::fsread::read_regular(path, crate::fsread::MAX_PEM)
         .map(|b| (path.display().to_string(), b))
-        .map_err(|source| TlsError::Read {
-            field,
-            path: path.into(),
-            source,
-        })
+        .map_err(|source| TlsError::Read { field, source })
 }
 
 /// Parses every certificate of PEM bytes (at least one).

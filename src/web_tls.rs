@@ -43,11 +43,8 @@ fn read_all(c: &TlsServerConfig) -> Result<Files, TlsError> {
         ),
     ] {
         let Some(p) = p else { continue };
-        let data = std::fs::read(p).map_err(|source| TlsError::Read {
-            field,
-            path: p.clone(),
-            source,
-        })?;
+        let data = crate::fsread::read_regular(p, crate::fsread::MAX_PEM)
+            .map_err(|source| TlsError::Read { field, source })?;
         out.push((p.display().to_string(), data));
     }
     Ok(out)
@@ -86,6 +83,12 @@ fn build(c: &TlsServerConfig, files: &Files) -> Result<ServerConfig, TlsError> {
         .map_err(|e| TlsError::ClientAuth(format!("server certificate and key: {e}")))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// Reads and builds the server configuration once (what `check` and the
+/// start of `run` both do).
+pub(crate) fn load(c: &TlsServerConfig) -> Result<ServerConfig, TlsError> {
+    build(c, &read_all(c)?)
 }
 
 /// The server configuration for `c`, kept current: the files are re-read

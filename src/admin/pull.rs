@@ -15,9 +15,12 @@ pub(super) fn check_bearer(
     else {
         return Ok(());
     };
-    let Ok(token) = std::fs::read_to_string(&path) else {
-        tracing::error!(file = %path.display(), "cannot read server.relay_auth.credentials_file; refusing /relay/metrics");
-        return Err("credentials unavailable");
+    let token = match crate::fsread::read_text(&path, crate::fsread::MAX_SECRET) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read server.relay_auth.credentials_file; refusing /relay/metrics");
+            return Err("credentials unavailable");
+        }
     };
     let token = token.trim();
     let given = headers

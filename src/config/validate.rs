@@ -20,14 +20,26 @@ const RESERVED_HEADERS: [&str; 6] = [
     "user-agent",
 ];
 
+/// Most admin connections served at once (each is a descriptor).
+pub(crate) const MAX_CONNECTIONS: usize = 65_536;
+/// Most senders per destination.
+pub(crate) const MAX_SHARDS: usize = 1_024;
+/// Most samples in one request.
+pub(crate) const MAX_SAMPLES_PER_SEND: usize = 1_000_000;
+/// Most samples buffered per sender (`capacity`).
+pub(crate) const MAX_CAPACITY: usize = 10_000_000;
+
 /// Fills defaults and checks `cfg`, section by section.
 pub(super) fn finalize(cfg: &mut Config) -> Result<(), ConfigError> {
     if let Some(t) = &cfg.server.tls_server_config {
         t.validate()
             .map_err(|e| invalid("server.tls_server_config", e))?;
     }
-    if cfg.server.max_connections == 0 {
-        return Err(invalid("server.max_connections", "must be at least 1"));
+    if !(1..=MAX_CONNECTIONS).contains(&cfg.server.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        ));
     }
     let (interval, timeout) = finalize_global(&mut cfg.global)?;
     let mut jobs = HashSet::new();
@@ -274,16 +286,22 @@ fn finalize_remote_write(
             .map_err(|e| invalid(at(&format!("write_relabel_configs[{j}]")), e))?;
     }
     let q = &rw.queue_config;
-    if q.max_samples_per_send == 0 {
+    if !(1..=MAX_SAMPLES_PER_SEND).contains(&q.max_samples_per_send) {
         return Err(invalid(
             at("queue_config.max_samples_per_send"),
-            "must be greater than 0",
+            format!("must be between 1 and {MAX_SAMPLES_PER_SEND}"),
         ));
     }
-    if q.capacity == 0 {
+    if !(1..=MAX_CAPACITY).contains(&q.capacity) {
         return Err(invalid(
             at("queue_config.capacity"),
-            "must be greater than 0",
+            format!("must be between 1 and {MAX_CAPACITY}"),
+        ));
+    }
+    if q.max_shards > MAX_SHARDS {
+        return Err(invalid(
+            at("queue_config.max_shards"),
+            format!("must be at most {MAX_SHARDS}"),
         ));
     }
     if q.max_shards == 0 || q.min_shards == 0 || q.min_shards > q.max_shards {

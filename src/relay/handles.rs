@@ -13,9 +13,11 @@ use crate::config::RemoteWriteConfig;
 use crate::remote_write::sender::Sender;
 use crate::scrape::{ScrapeLoop, SharedStatus, Sink};
 
-/// A running scrape loop.
+/// A running scrape loop. Dropping the handle ends the loop as
+/// [`TargetHandle::remove`] does (the token is cancelled on drop), so no
+/// code path can lose a handle and leave its loop running.
 pub(super) struct TargetHandle {
-    remove: CancellationToken,
+    _remove: tokio_util::sync::DropGuard,
     status: SharedStatus,
 }
 
@@ -30,7 +32,10 @@ impl TargetHandle {
     ) -> Self {
         let remove = CancellationToken::new();
         tasks.spawn(scrape.run(shutdown, remove.clone()));
-        TargetHandle { remove, status }
+        TargetHandle {
+            _remove: remove.drop_guard(),
+            status,
+        }
     }
 
     pub(super) fn status(&self) -> &SharedStatus {
@@ -38,9 +43,10 @@ impl TargetHandle {
     }
 
     /// Ends the loop the way a removed target ends: staleness markers for
-    /// its series, its per-target metrics removed.
+    /// its series, its per-target metrics removed. (Dropping the handle
+    /// does the same; this names the intent.)
     pub(super) fn remove(self) {
-        self.remove.cancel();
+        drop(self);
     }
 }
 

@@ -6,8 +6,20 @@
 use super::*;
 use crate::discovery::{Discoverer, discover_once};
 
-/// Checks what `check` checks: every TLS file loads and every target URL is valid.
-pub fn check(cfg: &Config) -> Result<usize, RelayError> {
+/// What `metrics-relay check` found in a config that passed.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Targets (static and discovered) after relabeling.
+    pub targets: usize,
+}
+
+/// `metrics-relay check`: everything `run` checks before it starts (the same
+/// functions: [`preflight`], the TLS material of every scrape config and
+/// destination, discovery, target resolution), without starting anything;
+/// plus what `run` would only retry forever (a credentials file that is not
+/// there). The error is the one `run` would stop with.
+pub fn check(cfg: &Config) -> Result<Checked, RelayError> {
+    preflight(cfg, None)?;
     for (index, sc) in cfg.scrape_configs.iter().enumerate() {
         http::client_config_check(sc.tls_config.as_ref()).map_err(|source| {
             RelayError::ScrapeTls {
@@ -20,10 +32,89 @@ pub fn check(cfg: &Config) -> Result<usize, RelayError> {
     for (index, rw) in cfg.remote_write.iter().enumerate() {
         http::client_config_check(rw.tls_config.as_ref())
             .map_err(|source| RelayError::RemoteTls { index, source })?;
+        for (field, file) in [
+            (
+                "basic_auth.password_file",
+                rw.basic_auth
+                    .as_ref()
+                    .and_then(|b| b.password_file.as_ref()),
+            ),
+            (
+                "authorization.credentials_file",
+                rw.authorization
+                    .as_ref()
+                    .and_then(|a| a.credentials_file.as_ref()),
+            ),
+        ] {
+            if let Some(f) = file {
+                crate::fsread::read_text(f, crate::fsread::MAX_SECRET).map_err(|e| {
+                    RelayError::Credentials {
+                        field: format!("remote_write[{index}].{field}"),
+                        message: format!(
+                            "{e} (the agent would retry every send until it is readable)"
+                        ),
+                    }
+                })?;
+            }
+        }
     }
-    let (found, _) = discover_once(cfg, &Metrics::new());
+    if let Some(a) = &cfg.server.relay_auth {
+        crate::fsread::read_text(&a.credentials_file, crate::fsread::MAX_SECRET).map_err(|e| {
+            RelayError::Credentials {
+                field: "server.relay_auth.credentials_file".into(),
+                message: format!("{e} (every /relay/metrics request would be refused)"),
+            }
+        })?;
+    }
+    let metrics = Metrics::new();
+    let (found, discoverers) = discover_once(cfg, &metrics);
+    // `run` would start with these, and go on with fewer targets than the
+    // config means without a word beyond a warning: `check` says so.
+    let mut problems = Vec::new();
+    for (index, d) in &discoverers {
+        let job = &cfg.scrape_configs[*index].job_name;
+        problems.extend(
+            d.problems()
+                .into_iter()
+                .map(|p| format!("job {job:?}: {p}")),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(RelayError::Discovery(problems.join("; ")));
+    }
     let t = scrape::resolve(cfg, &found, &Sharding::default()).map_err(RelayError::Target)?;
-    Ok(t.owned.len())
+    if t.owned.is_empty() && !cfg.scrape_configs.is_empty() {
+        return Err(RelayError::Target(
+            "the scrape configs give no target (after relabel_configs): the agent would run and scrape nothing".into(),
+        ));
+    }
+    Ok(Checked {
+        targets: t.owned.len(),
+    })
+}
+
+/// The checks `run` makes before anything starts, at start and at every
+/// reload, and `check` makes too: the admin server's address (`listen`, the
+/// command line's, else the config's) and TLS, and every destination's URL.
+pub(super) fn preflight(cfg: &Config, listen: Option<&str>) -> Result<(), RelayError> {
+    let listen = listen.unwrap_or(&cfg.server.listen_address);
+    listen
+        .parse::<SocketAddr>()
+        .map_err(|e| RelayError::Listen {
+            addr: listen.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{e} (expected HOST:PORT, e.g. 0.0.0.0:9464)"),
+            ),
+        })?;
+    if let Some(t) = &cfg.server.tls_server_config {
+        crate::web_tls::load(t).map_err(RelayError::ServerTls)?;
+    }
+    for (index, rw) in cfg.remote_write.iter().enumerate() {
+        crate::remote_write::sender::parse_url(&rw.url)
+            .map_err(|message| RelayError::RemoteUrl { index, message })?;
+    }
+    Ok(())
 }
 
 /// Everything built from one config, ready to swap in.

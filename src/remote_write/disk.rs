@@ -105,6 +105,9 @@ pub(crate) struct RecordMeta {
     pub len: u32,
     pub samples: u32,
     pub oldest_ms: i64,
+    /// When its oldest sample came to be on the monotonic clock
+    /// ([`crate::clock::mono_born`]): its age against `queue.max_age`.
+    pub born: i64,
     /// The record's stream (its target; see [`crate::remote_write::samples::EncodedSamples::stream`]),
     /// kept in memory only: 0 for a record found on disk at start-up.
     pub stream: u64,
@@ -303,6 +306,7 @@ impl SegmentLog {
             len: payload_len as u32,
             samples,
             oldest_ms,
+            born: crate::clock::mono_born(oldest_ms),
             stream,
             header: HEADER as u8,
         });

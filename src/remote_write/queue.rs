@@ -35,7 +35,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -64,6 +64,8 @@ pub(crate) struct Batch {
     pub samples: usize,
     /// Start (ms) of the oldest scrape in the batch.
     pub oldest_ms: i64,
+    /// Its oldest scrape on the monotonic clock ([`crate::clock::mono_born`]).
+    pub born: i64,
     /// Its stream ([`EncodedSamples::stream`]); 0: unknown.
     pub stream: u64,
 }
@@ -72,6 +74,11 @@ impl Batch {
     /// Size of the request body.
     pub(crate) fn len(&self) -> usize {
         self.data.len() + self.more.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// How many queued batches (scrape records) the request holds.
+    pub(crate) fn parts(&self) -> usize {
+        self.more.len().max(1)
     }
 
     /// The request body, its parts in order (nothing copied).
@@ -128,8 +135,10 @@ struct Inner {
     open_oldest_ms: i64,
     storage: Storage,
     encoder: snap::raw::Encoder,
-    /// Compression output, reused.
+    /// The encoder's output for one piece, reused (see [`crate::snappy`]).
     scratch: Vec<u8>,
+    /// A batch's compressed bytes, reused.
+    compressed: Vec<u8>,
     /// When reading the front batch last failed for a reason other than
     /// damage (it is retried).
     read_failed_at: Option<Instant>,
@@ -172,11 +181,9 @@ pub(crate) struct Queue {
     alone_until: std::sync::atomic::AtomicU64,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Whether data born at `born` (monotonic ms) is past `max_age`.
+fn too_old(born: i64, max_age: Option<Duration>) -> bool {
+    max_age.is_some_and(|a| crate::clock::mono_ms().saturating_sub(born) > a.as_millis() as i64)
 }
 
 impl Queue {
@@ -228,6 +235,7 @@ impl Queue {
                 storage,
                 encoder: snap::raw::Encoder::new(),
                 scratch: Vec::new(),
+                compressed: Vec::new(),
                 read_failed_at: None,
                 open_stream: 0,
                 flight: Flight::default(),
@@ -701,7 +709,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = disk(d.path(), 2, 1 << 30, Some(Duration::from_secs(3600)));
         q.append(&samples(2, 1_000)); // 1970: far too old
-        let fresh = now_ms();
+        let fresh = crate::clock::unix_ms();
         q.append(&samples(2, fresh));
         let b = q.front().unwrap();
         assert_eq!(decode(&b).timeseries[0].samples[0].timestamp, fresh);

@@ -19,88 +19,62 @@ pub(crate) enum Outcome {
         message: String,
         after: Option<Duration>,
     },
-    /// Never retry; drop and count.
+    /// Never retry (remote write 1.0: a sender "MUST NOT retry write
+    /// requests on HTTP 4xx responses other than 429"); drop and count.
     Reject {
         failure: Failure,
         message: String,
+        rejection: Rejection,
     },
 }
 
-/// Classifies a response status as the remote-write spec asks.
+/// Classifies a response status as the remote-write spec asks; `body` is
+/// (the start of) the receiver's answer.
 pub(crate) fn classify(
     status: StatusCode,
     retry_after: Option<&HeaderValue>,
     retry_on_429: bool,
     body: &str,
 ) -> Outcome {
-    let msg = |s: StatusCode| {
-        let b = body.trim();
-        if b.is_empty() {
-            format!("server returned HTTP status {s}")
-        } else {
-            format!("server returned HTTP status {s}: {b}")
-        }
-    };
     if status.is_success() {
         return Outcome::Sent;
     }
+    let b = body.trim();
+    let message = if b.is_empty() {
+        format!("server returned HTTP status {status}")
+    } else {
+        format!("server returned HTTP status {status}: {b}")
+    };
     let failure = Failure::Status(status.as_u16());
     if failure.retryable(retry_on_429) {
         Outcome::Retry {
             failure,
-            message: msg(status),
+            message,
             after: retry_after.and_then(parse_retry_after),
         }
     } else {
         Outcome::Reject {
             failure,
-            message: msg(status),
+            message,
+            rejection: Rejection::from_response(status, b),
         }
     }
 }
 
-/// `Retry-After` as delay-seconds or an HTTP-date (IMF-fixdate).
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110: IMF-fixdate,
+/// and the obsolete RFC 850 and asctime forms), read by `httpdate`. A date
+/// in the past is no delay; one too far ahead to represent is no answer.
 pub(crate) fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    parse_retry_after_at(v, SystemTime::now())
+}
+
+fn parse_retry_after_at(v: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = parse_http_date(s)?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// Parses `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let rest = s.split_once(", ")?.1;
-    let mut it = rest.split(' ');
-    let day: u64 = it.next()?.parse().ok()?;
-    let mon = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if it.next()? != "GMT" {
-        return None;
-    }
-    let days = crate::units::days_from_civil(year, mon, day as i64)?;
-    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + sec) as i64;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+    let when = httpdate::parse_http_date(s).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Jittered exponential backoff.
@@ -132,10 +106,11 @@ impl Backoff {
     }
 }
 
-/// The kind of a receiver's refusal, read from its message: remote write
-/// has no codes for these, so the receiver's words are the one thing to go
-/// by (Prometheus, Mimir and VictoriaMetrics word them alike). A bounded
-/// set, for the `cause` label and the hint in the log.
+/// The kind of a receiver's refusal, from its answer: the status where it
+/// says enough (413, 401, 403), else the receiver's own words (remote write
+/// has no codes for out-of-order or too-old samples; Prometheus, Mimir and
+/// VictoriaMetrics word them alike). Never read from our own messages. A
+/// bounded set, for the `cause` label and the hint in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
     OutOfBounds,
@@ -148,8 +123,14 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
-    pub(crate) fn from_message(message: &str) -> Rejection {
-        let r = message.to_ascii_lowercase();
+    /// The kind of refusal of a response with `status` and `body`.
+    pub(crate) fn from_response(status: StatusCode, body: &str) -> Rejection {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => return Rejection::TooLarge,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => return Rejection::Unauthorized,
+            _ => {}
+        }
+        let r = body.to_ascii_lowercase();
         if r.contains("out of bounds") {
             Rejection::OutOfBounds
         } else if r.contains("too old") {
@@ -158,10 +139,6 @@ impl Rejection {
             Rejection::OutOfOrder
         } else if r.contains("duplicate") {
             Rejection::Duplicate
-        } else if r.contains("status 413") {
-            Rejection::TooLarge
-        } else if r.contains("status 401") || r.contains("status 403") {
-            Rejection::Unauthorized
         } else {
             Rejection::Other
         }
@@ -227,12 +204,17 @@ mod tests {
             Outcome::Reject { .. }
         ));
         match classify(StatusCode::BAD_REQUEST, None, true, "out of bounds\n") {
-            Outcome::Reject { failure, message } => {
+            Outcome::Reject {
+                failure,
+                message,
+                rejection,
+            } => {
                 assert_eq!(failure, Failure::Status(400));
                 assert_eq!(
                     message,
                     "server returned HTTP status 400 Bad Request: out of bounds"
                 );
+                assert_eq!(rejection, Rejection::OutOfBounds);
             }
             o => panic!("{o:?}"),
         }
@@ -249,19 +231,34 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_700);
+        let at = |s: &'static str| parse_retry_after_at(&HeaderValue::from_static(s), now);
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
         assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("7")),
-            Some(Duration::from_secs(7))
+            at("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::from_secs(77))
+        );
+        // RFC 850 and asctime, which RFC 9110 says a recipient must accept.
+        assert_eq!(
+            at("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(Duration::from_secs(77))
         );
         assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT")),
-            Some(Duration::ZERO)
+            at("Sun Nov  6 08:49:37 1994"),
+            Some(Duration::from_secs(77))
         );
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
-        );
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        assert_eq!(at("Sat, 05 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("soon"), None);
+        // Far in the future: no overflow, no panic (the hand-written parser
+        // this replaced overflowed here).
+        for far in [
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Tue, 31 Dec 99999 23:59:59 GMT",
+            "18446744073709551616",
+        ] {
+            let _ = at(far);
+        }
+        assert!(at("Fri, 31 Dec 9999 23:59:59 GMT").is_some_and(|d| d.as_secs() > 200_000_000_000));
     }
 
     #[test]
@@ -280,35 +277,27 @@ mod tests {
     }
 
     #[test]
-    fn rejection_causes_come_from_the_receivers_message() {
-        for (msg, cause) in [
-            (
-                "server returned HTTP status 400 Bad Request: out of bounds",
-                "out_of_bounds",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: out of order sample",
-                "out_of_order",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: duplicate sample for timestamp",
-                "duplicate",
-            ),
-            (
-                "server returned HTTP status 400 Bad Request: too old sample",
-                "too_old",
-            ),
-            (
-                "server returned HTTP status 413 Payload Too Large",
-                "too_large",
-            ),
-            (
-                "server returned HTTP status 401 Unauthorized",
-                "unauthorized",
-            ),
-            ("server returned HTTP status 404 Not Found", "other"),
+    fn rejection_causes_come_from_the_receivers_answer() {
+        for (status, body, cause) in [
+            (400, "out of bounds", "out_of_bounds"),
+            (400, "out of order sample", "out_of_order"),
+            (400, "duplicate sample for timestamp", "duplicate"),
+            (400, "too old sample", "too_old"),
+            (413, "", "too_large"),
+            (413, "body too big: out of order", "too_large"),
+            (401, "", "unauthorized"),
+            (403, "out of bounds", "unauthorized"),
+            (404, "", "other"),
+            // Our own wording never decides: a 400 whose body happens to
+            // say "status 413" is not a 413.
+            (400, "server returned HTTP status 413", "other"),
         ] {
-            assert_eq!(Rejection::from_message(msg).as_str(), cause, "{msg}");
+            let s = StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                Rejection::from_response(s, body).as_str(),
+                cause,
+                "{status} {body}"
+            );
         }
     }
 }

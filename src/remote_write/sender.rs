@@ -15,10 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Batch, Lease, Queue};
@@ -29,6 +28,21 @@ use crate::failure::Failure;
 use crate::http::{Chunks, HttpClient};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::describe_error;
+
+/// A destination URL as the sender uses it (`http` or `https`, a host).
+pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
+    let u: Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match u.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?}: the scheme must be http or https")),
+    }
+    if u.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(u)
+}
 
 /// Sends one destination's queue; see the module docs.
 pub(crate) struct Sender {
@@ -50,10 +64,7 @@ impl Sender {
         queue: Arc<Queue>,
         metrics: Metrics,
     ) -> Result<Self, String> {
-        let url: Uri = cfg
-            .url
-            .parse()
-            .map_err(|e| format!("remote_write url {:?}: {e}", cfg.url))?;
+        let url = parse_url(&cfg.url)?;
         let labels = RemoteLabels {
             remote_name: name.clone(),
             url: cfg.url.clone(),
@@ -77,9 +88,9 @@ impl Sender {
 
     fn auth_header(&self) -> Result<Option<HeaderValue>, String> {
         fn from_file(p: &std::path::Path) -> Result<Secret, String> {
-            std::fs::read_to_string(p)
+            crate::fsread::read_text(p, crate::fsread::MAX_SECRET)
                 .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-                .map_err(|e| format!("reading {}: {e}", p.display()))
+                .map_err(|e| format!("reading {e}"))
         }
         let value = if let Some(b) = &self.cfg.basic_auth {
             let pw = match (&b.password, &b.password_file) {
@@ -164,13 +175,15 @@ impl Sender {
         };
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
-        // Read (a bounded part of) the body: it carries the receiver's reason,
-        // and reading it lets the connection be reused.
-        let body = match tokio::time::timeout(timeout, resp.into_body().collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => Bytes::new(),
-        };
-        let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        // The start of the body carries the receiver's reason; the rest is
+        // not read (a receiver's 256 MiB answer costs us 1 KiB).
+        let body = tokio::time::timeout(
+            timeout,
+            crate::http::read_body_prefix(resp.into_body(), REPLY_KEEP),
+        )
+        .await
+        .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
         classify(
             status,
             retry_after.as_ref(),
@@ -370,10 +383,16 @@ impl Sender {
                     lease.complete();
                     return false;
                 }
-                Outcome::Reject { message, .. } if !batch.more.is_empty() => {
-                    // A joined request: one bad part refuses it all.
-                    // Send the parts again one by one; only the part the
-                    // receiver really refuses is dropped.
+                Outcome::Reject {
+                    message, rejection, ..
+                } if !batch.more.is_empty()
+                    && (rejection == Rejection::TooLarge || self.cfg.split_refused_requests) =>
+                {
+                    // A joined request (several scrapes). 413 refused its
+                    // size, not its data: its scrapes go again one by one.
+                    // Any other 4xx is never sent again (remote write 1.0:
+                    // a sender MUST NOT retry on 4xx other than 429), unless
+                    // the user opted into `split_refused_requests`.
                     tracing::info!(
                         remote_name = %self.name,
                         samples = batch.samples,
@@ -384,9 +403,11 @@ impl Sender {
                     lease.release();
                     return false;
                 }
-                Outcome::Reject { failure, message } => {
-                    let reason = message;
-                    let cause = Rejection::from_message(&reason);
+                Outcome::Reject {
+                    failure,
+                    message: reason,
+                    rejection: cause,
+                } => {
                     self.metrics
                         .rejections
                         .get_or_create(&self.cause_labels(cause.as_str()))
@@ -402,10 +423,10 @@ impl Sender {
                             samples = batch.samples,
                             kind = failure.reason(),
                             %reason,
-                            "remote write rejected a batch; dropping it (retrying cannot succeed; further rejections like this are counted, not logged){hint}"
+                            "remote write refused a request (4xx); dropping its samples (remote write never retries a 4xx other than 429; further refusals like this are counted, not logged){hint}"
                         );
                     } else {
-                        tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write rejected a batch");
+                        tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write refused a request");
                     }
                     SendFailed {
                         remote: &self.labels,
@@ -415,7 +436,7 @@ impl Sender {
                         retry_in: None,
                     }
                     .emit(&self.metrics);
-                    q.drop_samples(DropReason::Rejected, batch.samples, 1);
+                    q.drop_samples(DropReason::Rejected, batch.samples, batch.parts() as u64);
                     lease.complete();
                     return false;
                 }
@@ -465,6 +486,10 @@ const IDLE_LOOK: Duration = Duration::from_secs(5);
 
 /// How long a queued scrape may wait for the next ones to share its request.
 const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes of a receiver's answer read (as Prometheus, which reads 1 KiB of
+/// an error body for its log line).
+const REPLY_KEEP: usize = 1024;
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -139,6 +139,10 @@ pub(crate) fn resolve(
         .collect();
     ext.sort();
     let mut out = Resolved::default();
+    // One target, one loop: a target listed twice (twice in static_configs,
+    // in two discovery files, or both) is scraped once, as Prometheus
+    // merges targets with the same labels and URL; the first one is kept.
+    let mut seen: std::collections::HashSet<(usize, Vec<u8>)> = std::collections::HashSet::new();
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
         let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
             sc.metric_relabel_configs.clone().into();
@@ -174,6 +178,10 @@ pub(crate) fn resolve(
                 match resolve_target(sc, &g.labels, addr) {
                     Ok(Some((tl, url, interval, timeout))) => {
                         let key = shard_key(&url, &tl);
+                        if !seen.insert((i, key.clone())) {
+                            tracing::debug!(job = %sc.job_name, target = %addr, "target listed more than once; scraped once");
+                            continue;
+                        }
                         let stream = crate::shard::fnv1a(&key).max(1);
                         let owners = if sharding.is_sharded() {
                             sharding.owners(&key)

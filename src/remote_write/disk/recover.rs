@@ -177,13 +177,15 @@ pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Opti
         return None;
     }
     let p = &rec[h..];
+    let oldest_ms = i64::from_le_bytes(p[12..20].try_into().ok()?);
     Some(RecordMeta {
         seq: u64::from_le_bytes(p[0..8].try_into().ok()?),
         segment,
         offset: off as u64,
         len: len as u32,
         samples: u32::from_le_bytes(p[8..12].try_into().ok()?),
-        oldest_ms: i64::from_le_bytes(p[12..20].try_into().ok()?),
+        oldest_ms,
+        born: crate::clock::mono_born(oldest_ms),
         stream: 0,
         header: h as u8,
     })

@@ -25,7 +25,6 @@ impl Queue {
     pub(crate) fn front(&self) -> Option<Batch> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let cutoff = self.max_age.map(|a| now_ms() - a.as_millis() as i64);
         let mut changed = false;
         let out = loop {
             match &mut inner.storage {
@@ -33,7 +32,7 @@ impl Queue {
                     batches, samples, ..
                 } => {
                     let b = batches.front()?.clone();
-                    if cutoff.is_some_and(|c| b.oldest_ms < c) {
+                    if too_old(b.born, self.max_age) {
                         batches.pop_front();
                         *samples -= b.samples;
                         self.drop_samples(DropReason::MaxAge, b.samples, 1);
@@ -55,7 +54,7 @@ impl Queue {
                             *hot_bytes -= b.len();
                         }
                     }
-                    let too_old = cutoff.is_some_and(|c| m.oldest_ms < c);
+                    let too_old = too_old(m.born, self.max_age);
                     let in_memory = hot
                         .front()
                         .filter(|(seq, _)| *seq == m.seq)
@@ -91,6 +90,7 @@ impl Queue {
                                 more: Vec::new(),
                                 samples: m.samples as usize,
                                 oldest_ms: m.oldest_ms,
+                                born: m.born,
                                 stream: m.stream,
                             });
                         }

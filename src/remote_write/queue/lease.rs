@@ -80,6 +80,7 @@ impl Queue {
         let last = &taken[taken.len() - 1];
         let samples = taken.iter().map(|e| e.samples).sum();
         let oldest_ms = taken.iter().map(|e| e.oldest_ms).min().unwrap_or(i64::MAX);
+        let born = taken.iter().map(|e| e.born).min().unwrap_or(i64::MAX);
         let (data, more) = if parts.len() == 1 {
             (parts.pop().unwrap_or_default(), Vec::new())
         } else {
@@ -99,6 +100,7 @@ impl Queue {
                         more: Vec::new(),
                         samples: first.samples,
                         oldest_ms: first.oldest_ms,
+                        born: first.born,
                         stream: first.stream,
                     };
                     return Some((
@@ -120,6 +122,7 @@ impl Queue {
             more,
             samples,
             oldest_ms,
+            born,
             stream: if streams.len() == 1 { streams[0] } else { 0 },
         };
         Some((
@@ -141,12 +144,14 @@ impl Queue {
                 seq: b.seq,
                 samples: b.samples,
                 oldest_ms: b.oldest_ms,
+                born: b.born,
                 stream: b.stream,
             })),
             Storage::Disk { log, .. } => Box::new(log.records().map(|m| Entry {
                 seq: m.seq,
                 samples: m.samples as usize,
                 oldest_ms: m.oldest_ms,
+                born: m.born,
                 stream: m.stream,
             })),
         }
@@ -243,10 +248,9 @@ impl Queue {
     /// Drops (and counts) batches over `max_age` at the front of the queue,
     /// unless being sent; from the index alone.
     fn drop_aged_front(&self) {
-        let Some(max_age) = self.max_age else {
+        if self.max_age.is_none() {
             return;
-        };
-        let cutoff = now_ms() - max_age.as_millis() as i64;
+        }
         loop {
             let inner = self.lock();
             let Some(e) = Self::entries(&inner).next() else {
@@ -254,7 +258,7 @@ impl Queue {
             };
             let busy = inner.flight.leased.contains(&e.seq) || inner.flight.done.contains(&e.seq);
             drop(inner);
-            if busy || e.oldest_ms >= cutoff {
+            if busy || !too_old(e.born, self.max_age) {
                 return;
             }
             self.drop_samples(DropReason::MaxAge, e.samples, 1);
@@ -332,6 +336,7 @@ struct Entry {
     seq: u64,
     samples: usize,
     oldest_ms: i64,
+    born: i64,
     stream: u64,
 }
 

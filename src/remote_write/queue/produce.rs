@@ -92,17 +92,21 @@ impl Queue {
         stream: u64,
     ) {
         let Inner {
-            encoder, scratch, ..
+            encoder,
+            scratch,
+            compressed,
+            ..
         } = inner;
-        scratch.resize(snap::raw::max_compress_len(request.len()), 0);
-        let data = match encoder.compress(request, scratch) {
-            // Exactly the compressed bytes: the scratch buffer (sized for the
-            // worst case) stays for the next batch.
-            Ok(n) => {
-                let data = Bytes::copy_from_slice(&scratch[..n]);
+        compressed.clear();
+        // Piece by piece: no worst-case output buffer (see crate::snappy).
+        let data = match crate::snappy::compress_into(encoder, scratch, request, compressed) {
+            // Exactly the compressed bytes; the buffers stay for the next
+            // batch.
+            Ok(()) => {
+                let data = Bytes::copy_from_slice(compressed);
                 // Give back what one huge batch needed.
-                if scratch.capacity() > POOL_KEEP_MAX {
-                    *scratch = Vec::new();
+                if compressed.capacity() > POOL_KEEP_MAX {
+                    *compressed = Vec::new();
                 }
                 data
             }
@@ -126,6 +130,7 @@ impl Queue {
                     more: Vec::new(),
                     samples,
                     oldest_ms,
+                    born: crate::clock::mono_born(oldest_ms),
                     stream,
                 });
                 *next_seq += 1;
