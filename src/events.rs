@@ -4,7 +4,7 @@
 //! build the event and call `emit`; they do not touch counters or write log
 //! lines for these themselves.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::failure::Failure;
 use crate::telemetry::{
@@ -89,44 +89,155 @@ impl SamplesDropped<'_> {
     }
 }
 
-/// One failed send attempt of a batch; `retry_in` when it will be retried.
+/// How long a run of failures goes between reminders in the log.
+pub(crate) const REMIND_EVERY: Duration = Duration::from_secs(300);
+
+/// A run of failures of one thing (a destination, a target), for the log: its
+/// first failure is logged, then a new kind of failure or a reminder at most
+/// every [`REMIND_EVERY`], and its end once, with how long it lasted and how
+/// many failures it took; the counters count every one regardless.
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    since: Option<Instant>,
+    failures: u64,
+    last_logged: Option<Instant>,
+    last_kind: Option<String>,
+}
+
+/// What the log says about one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// The first of a run, or a different kind of failure than the last.
+    Started,
+    /// Still failing: `failures` so far over `lasted`.
+    Reminder { failures: u64, lasted: Duration },
+    /// Counted only.
+    Quiet,
+}
+
+impl Outage {
+    /// One more failure of `kind` (a reason, or the error in words).
+    pub(crate) fn failed(&mut self, kind: &str) -> Notice {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        self.failures += 1;
+        let new_kind = self.last_kind.as_deref() != Some(kind);
+        let notice = if self.failures == 1 || new_kind {
+            Notice::Started
+        } else if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= REMIND_EVERY)
+        {
+            Notice::Reminder {
+                failures: self.failures,
+                lasted: now.duration_since(since),
+            }
+        } else {
+            Notice::Quiet
+        };
+        if notice != Notice::Quiet {
+            self.last_logged = Some(now);
+        }
+        if new_kind {
+            self.last_kind = Some(kind.to_string());
+        }
+        notice
+    }
+
+    /// A success: the run that ended, as (how long, failures), if any.
+    pub(crate) fn recovered(&mut self) -> Option<(Duration, u64)> {
+        let since = self.since.take()?;
+        let failures = std::mem::take(&mut self.failures);
+        self.last_logged = None;
+        self.last_kind = None;
+        Some((since.elapsed(), failures))
+    }
+}
+
+/// One failed send attempt of a request: `retry_in` when it will be retried
+/// (counted as retried, Prometheus's `samples_retried`), else given up on
+/// (counted as failed, Prometheus's `samples_failed`). Logged as `notice`
+/// says.
 pub(crate) struct SendFailed<'a> {
     pub(crate) remote: &'a RemoteLabels,
     pub(crate) failure: Failure,
     pub(crate) message: &'a str,
     pub(crate) samples: usize,
     pub(crate) retry_in: Option<Duration>,
+    pub(crate) notice: Notice,
 }
 
 impl SendFailed<'_> {
     pub(crate) fn emit(self, m: &Metrics) {
-        m.samples_failed
+        let kind = with_reason(self.remote, self.failure.reason());
+        let Some(delay) = self.retry_in else {
+            m.samples_failed
+                .get_or_create(self.remote)
+                .inc_by(self.samples as u64);
+            m.batches_failed.get_or_create(&kind).inc();
+            return;
+        };
+        m.samples_retried
             .get_or_create(self.remote)
             .inc_by(self.samples as u64);
-        m.batches_failed
-            .get_or_create(&with_reason(self.remote, self.failure.reason()))
-            .inc();
-        if let Some(delay) = self.retry_in {
-            m.backoff_seconds
-                .get_or_create(self.remote)
-                .set(delay.as_secs_f64());
-            tracing::warn!(
-                remote_name = %self.remote.remote_name,
+        m.batches_retried.get_or_create(&kind).inc();
+        m.backoff_seconds
+            .get_or_create(self.remote)
+            .set(delay.as_secs_f64());
+        let (remote, kind) = (&self.remote.remote_name, self.failure.reason());
+        match self.notice {
+            Notice::Started => tracing::warn!(
+                remote_name = %remote,
                 samples = self.samples,
-                kind = self.failure.reason(),
+                kind,
+                reason = %self.message,
+                retry_in_ms = delay.as_millis() as u64,
+                "remote write failing; retrying with backoff (further failures are counted, not logged, until it recovers; a reminder every 5 minutes)"
+            ),
+            Notice::Reminder { failures, lasted } => tracing::warn!(
+                remote_name = %remote,
+                kind,
+                reason = %self.message,
+                failures,
+                failing_for = %crate::units::format_duration(lasted),
+                "remote write still failing; retrying"
+            ),
+            Notice::Quiet => tracing::debug!(
+                remote_name = %remote,
+                kind,
                 reason = %self.message,
                 retry_in_ms = delay.as_millis() as u64,
                 "remote write failed; will retry"
-            );
+            ),
         }
     }
 }
 
-/// A scrape that failed: its `reason` label and the error in words.
+/// A destination delivering again after a run of failures.
+pub(crate) struct SendRecovered<'a> {
+    pub(crate) remote: &'a RemoteLabels,
+    pub(crate) lasted: Duration,
+    pub(crate) retries: u64,
+}
+
+impl SendRecovered<'_> {
+    pub(crate) fn emit(self) {
+        tracing::info!(
+            remote_name = %self.remote.remote_name,
+            failing_for = %crate::units::format_duration(self.lasted),
+            retries = self.retries,
+            "remote write recovered"
+        );
+    }
+}
+
+/// A scrape that failed: its `reason` label and the error in words; logged
+/// as `notice` says (a run of failures is one line, reminders aside).
 pub(crate) struct ScrapeFailed<'a> {
     pub(crate) target: &'a TargetLabels,
     pub(crate) reason: &'static str,
     pub(crate) error: &'a dyn std::fmt::Display,
+    pub(crate) notice: Notice,
 }
 
 impl ScrapeFailed<'_> {
@@ -139,7 +250,31 @@ impl ScrapeFailed<'_> {
                 reason: reason.into(),
             })
             .inc();
-        tracing::warn!(job = %self.target.job, instance = %self.target.instance, reason, error = %self.error, "scrape failed");
+        let (job, instance) = (&self.target.job, &self.target.instance);
+        match self.notice {
+            Notice::Started => {
+                tracing::warn!(%job, %instance, reason, error = %self.error, "scrape failed (further failures like this are counted, not logged, until the target is up again; a reminder every 5 minutes)")
+            }
+            Notice::Reminder { failures, lasted } => {
+                tracing::warn!(%job, %instance, reason, error = %self.error, failures, failing_for = %crate::units::format_duration(lasted), "target still down")
+            }
+            Notice::Quiet => {
+                tracing::debug!(%job, %instance, reason, error = %self.error, "scrape failed")
+            }
+        }
+    }
+}
+
+/// A target scraped again after a run of failed scrapes.
+pub(crate) struct ScrapeRecovered<'a> {
+    pub(crate) target: &'a TargetLabels,
+    pub(crate) lasted: Duration,
+    pub(crate) failures: u64,
+}
+
+impl ScrapeRecovered<'_> {
+    pub(crate) fn emit(self) {
+        tracing::info!(job = %self.target.job, instance = %self.target.instance, down_for = %crate::units::format_duration(self.lasted), failed_scrapes = self.failures, "target is up again");
     }
 }
 
@@ -232,6 +367,16 @@ mod tests {
             message: "server returned HTTP status 503",
             samples: 5,
             retry_in: Some(Duration::from_millis(250)),
+            notice: Notice::Started,
+        }
+        .emit(&m);
+        SendFailed {
+            remote: &r,
+            failure: Failure::Status(400),
+            message: "server returned HTTP status 400",
+            samples: 3,
+            retry_in: None,
+            notice: Notice::Quiet,
         }
         .emit(&m);
         let tls = TlsLabels {
@@ -249,13 +394,37 @@ mod tests {
         for line in [
             "metrics_relay_remote_write_samples_dropped_total{remote_name=\"r\",url=\"u\",reason=\"max_age\"} 7",
             "metrics_relay_remote_write_batches_dropped_total{remote_name=\"r\",url=\"u\",reason=\"max_age\"} 2",
-            "metrics_relay_remote_write_samples_failed_total{remote_name=\"r\",url=\"u\"} 5",
-            "metrics_relay_remote_write_batches_failed_total{remote_name=\"r\",url=\"u\",reason=\"http_5xx\"} 1",
+            "metrics_relay_remote_write_samples_retried_total{remote_name=\"r\",url=\"u\"} 5",
+            "metrics_relay_remote_write_batches_retried_total{remote_name=\"r\",url=\"u\",reason=\"http_5xx\"} 1",
+            "metrics_relay_remote_write_samples_failed_total{remote_name=\"r\",url=\"u\"} 3",
+            "metrics_relay_remote_write_batches_failed_total{remote_name=\"r\",url=\"u\",reason=\"http_4xx\"} 1",
             "metrics_relay_remote_write_backoff_seconds{remote_name=\"r\",url=\"u\"} 0.25",
             "metrics_relay_tls_reloads_total{scope=\"scrape\",name=\"j\",result=\"success\"} 1",
             "metrics_relay_tls_reloads_total{scope=\"scrape\",name=\"j\",result=\"failure\"} 1",
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn a_run_of_failures_is_one_line_reminders_aside_and_its_end_another() {
+        let mut o = Outage::default();
+        assert_eq!(o.recovered(), None, "no run, no recovery line");
+        assert_eq!(o.failed("timeout"), Notice::Started);
+        for _ in 0..100 {
+            assert_eq!(o.failed("timeout"), Notice::Quiet);
+        }
+        assert_eq!(o.failed("http_5xx"), Notice::Started, "a new kind is said");
+        assert_eq!(o.failed("http_5xx"), Notice::Quiet);
+        // Five minutes on: a reminder with the count.
+        o.last_logged = Some(Instant::now() - REMIND_EVERY);
+        match o.failed("http_5xx") {
+            Notice::Reminder { failures, .. } => assert_eq!(failures, 104),
+            n => panic!("{n:?}"),
+        }
+        let (_, failures) = o.recovered().unwrap();
+        assert_eq!(failures, 104);
+        assert_eq!(o.recovered(), None);
+        assert_eq!(o.failed("timeout"), Notice::Started, "a new run");
     }
 }

@@ -40,7 +40,6 @@ pub mod render;
 pub(crate) mod scrape;
 pub mod series;
 pub mod shard;
-pub(crate) mod snappy;
 pub(crate) mod telemetry;
 pub mod tls;
 pub mod units;

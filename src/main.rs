@@ -317,9 +317,9 @@ fn main() -> ExitCode {
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Once, through the log (stderr, in the chosen format).
                     let msg = describe(&e);
                     tracing::error!(error = %msg, "metrics-relay stopped");
-                    eprintln!("error: {msg}");
                     ExitCode::FAILURE
                 }
             }

@@ -44,8 +44,13 @@ fn describe(info: &CertInfo) -> String {
     )
 }
 
-/// Handshake only: returns the server's leaf certificate and the protocol.
-async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String), String> {
+/// Handshake only, within `limit`: returns the server's leaf certificate and
+/// the protocol.
+async fn handshake(
+    t: &Target,
+    m: &Material,
+    limit: Duration,
+) -> Result<(Option<CertInfo>, String), String> {
     let cfg = tls::client_config_from(m).map_err(|e| e.to_string())?;
     let host = t
         .url
@@ -79,9 +84,18 @@ async fn handshake(t: &Target, m: &Material) -> Result<(Option<CertInfo>, String
             .unwrap_or_default();
         Ok((leaf, proto))
     };
-    tokio::time::timeout(t.timeout, connect)
-        .await
-        .map_err(|_| format!("handshake timed out after {:?}", t.timeout))?
+    tokio::time::timeout(limit, connect).await.map_err(|_| {
+        let mut m = format!(
+            "no TLS handshake within {} (scrape_timeout)",
+            crate::units::format_duration(limit)
+        );
+        if port == 6443 {
+            m.push_str(
+                "; the API server's SLB answers nothing to an address its access control list does not allow: is this machine's (or the cluster node's) address on the ACK cluster's API server whitelist?",
+            );
+        }
+        m
+    })?
 }
 
 /// Runs the probe; returns the report and whether everything worked.
@@ -90,12 +104,32 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
     let mut ok = true;
     // Discovered targets too: every kubeconfig found is probed with its own
     // credentials.
-    let (found, _) = crate::discovery::discover_once(cfg, &Metrics::new());
+    let (found, discoverers) = crate::discovery::discover_once(cfg, &Metrics::new());
+    for (index, d) in &discoverers {
+        for p in d.problems() {
+            let _ = writeln!(
+                out,
+                "job {:?}: discovery: {p}",
+                cfg.scrape_configs[*index].job_name
+            );
+            ok = false;
+        }
+    }
     let targets = match scrape::resolve(cfg, &found, &Default::default()) {
         Ok(t) => t.owned,
-        Err(e) => return (format!("targets: {e}\n"), false),
+        Err(e) => return (format!("{out}targets: {e}\n"), false),
     };
+    if targets.is_empty() && !cfg.scrape_configs.is_empty() {
+        let _ = writeln!(
+            out,
+            "no targets: every target was dropped by relabel_configs, or discovery found none"
+        );
+        ok = false;
+    }
     for t in &targets {
+        // One scrape_timeout for the whole target, as a scrape has: the
+        // handshake and the request share it.
+        let deadline = tokio::time::Instant::now() + t.timeout;
         let sc = &cfg.scrape_configs[t.config_index];
         let _ = writeln!(out, "target {} (job {:?})", t.url, t.job);
         if let Some(src) = &t.source {
@@ -111,11 +145,12 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             }
         };
         if t.url.scheme_str() == Some("https") {
-            match handshake(t, &material).await {
+            let handshook = handshake(t, &material, t.timeout).await;
+            match &handshook {
                 Ok((leaf, proto)) => {
                     let _ = writeln!(out, "  TLS handshake: ok ({proto})");
                     if let Some(l) = leaf {
-                        let _ = writeln!(out, "  server certificate: {}", describe(&l));
+                        let _ = writeln!(out, "  server certificate: {}", describe(l));
                     }
                 }
                 Err(e) => {
@@ -131,6 +166,11 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                     let _ = writeln!(out, "  client certificate: none configured");
                 }
             }
+            if handshook.is_err() {
+                // The request would fail (or time out) the same way.
+                let _ = writeln!(out, "  HTTP: skipped (no TLS connection)");
+                continue;
+            }
         }
         let client = match crate::http::client_from(&material, t.timeout) {
             Ok(c) => c,
@@ -141,14 +181,15 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             }
         };
         let (mut body, mut scratch) = (Vec::new(), Vec::new());
-        match tokio::time::timeout(
-            t.timeout,
-            scrape::fetch(&client, t, &mut body, &mut scratch),
-        )
-        .await
+        match tokio::time::timeout_at(deadline, scrape::fetch(&client, t, &mut body, &mut scratch))
+            .await
         {
             Err(_) => {
-                let _ = writeln!(out, "  HTTP: FAILED: timed out after {:?}", t.timeout);
+                let _ = writeln!(
+                    out,
+                    "  HTTP: FAILED: no answer within {} (scrape_timeout)",
+                    crate::units::format_duration(t.timeout)
+                );
                 ok = false;
             }
             Ok(Err(e)) => {

@@ -83,30 +83,6 @@ impl From<IngestError> for ScrapeError {
 }
 
 impl ScrapeError {
-    /// Every value [`ScrapeError::reason`] can take.
-    pub(crate) const REASONS: &[&str] = &[
-        "dns",
-        "connection_refused",
-        "connection",
-        "server_certificate",
-        "client_certificate",
-        "tls_handshake",
-        "timeout",
-        "http_429",
-        "http_4xx",
-        "http_5xx",
-        "credentials",
-        "internal",
-        "body_size_limit",
-        "read_body",
-        "gzip",
-        "parse",
-        "duplicate_label",
-        "invalid_label",
-        "label_limit",
-        "sample_limit",
-    ];
-
     /// A short, stable reason for metrics.
     pub(crate) fn reason(&self) -> &'static str {
         match self {
@@ -201,6 +177,13 @@ pub(crate) struct ScrapeLoop {
     metrics: Metrics,
     labels: TargetLabels,
     status: SharedStatus,
+    /// The current run of failed scrapes (for the log).
+    outage: crate::events::Outage,
+    /// The failure reasons this target was counted under (its series go
+    /// when it is removed).
+    failure_reasons: Vec<&'static str>,
+    /// Repeated series in its last scrape (logged when it changes).
+    duplicates: u64,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -253,6 +236,9 @@ impl ScrapeLoop {
             metrics,
             labels,
             status,
+            outage: Default::default(),
+            failure_reasons: Vec::new(),
+            duplicates: 0,
         }
     }
 
@@ -324,7 +310,7 @@ impl ScrapeLoop {
         }
         self.deliver();
         self.metrics
-            .remove_target(&self.labels, ScrapeError::REASONS);
+            .remove_target(&self.labels, &self.failure_reasons);
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
 
@@ -500,6 +486,22 @@ impl ScrapeLoop {
                 };
                 self.cache
                     .end(ctx, ts, &mut self.out, received, fetched.gzip);
+                // The body is done with: given back before the samples are
+                // compressed and queued, so a huge page is not held twice.
+                BYTES.give(std::mem::take(&mut self.body));
+                BYTES.give(std::mem::take(&mut self.inflated));
+                if n.duplicates != self.duplicates {
+                    if n.duplicates > 0 {
+                        tracing::warn!(job = %self.target.job, instance = %self.target.instance, samples = n.duplicates, "the target exposes series more than once; the first sample of each is kept, the repeats dropped (Prometheus: sample_duplicate_timestamp). Logged again when the number changes");
+                    }
+                    self.duplicates = n.duplicates;
+                }
+                if n.duplicates > 0 {
+                    self.metrics
+                        .samples_duplicate
+                        .get_or_create(&self.labels)
+                        .inc_by(n.duplicates);
+                }
                 if n.out_of_bounds > 0 {
                     self.metrics
                         .samples_out_of_bounds
@@ -537,13 +539,27 @@ impl ScrapeLoop {
             .set(self.cache.len() as i64);
         let msg = err.as_ref().map(|e| e.to_string());
         if let Some(e) = &err {
+            // A new error (in words) is said; the same again is counted.
+            let notice = self.outage.failed(msg.as_deref().unwrap_or_default());
+            if !self.failure_reasons.contains(&e.reason()) {
+                self.failure_reasons.push(e.reason());
+            }
             crate::events::ScrapeFailed {
                 target: &self.labels,
                 reason: e.reason(),
                 error: e,
+                notice,
             }
             .emit(m);
         } else {
+            if let Some((lasted, failures)) = self.outage.recovered() {
+                crate::events::ScrapeRecovered {
+                    target: &self.labels,
+                    lasted,
+                    failures,
+                }
+                .emit();
+            }
             tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = scraped, duration, "scrape ok");
         }
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -562,52 +578,6 @@ impl ScrapeLoop {
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    #[test]
-    fn every_reason_is_listed_for_removal() {
-        use crate::failure::Failure;
-        let mut errors = vec![
-            ScrapeError::Timeout("1s".into()),
-            ScrapeError::Status(http::StatusCode::NOT_FOUND),
-            ScrapeError::Status(http::StatusCode::TOO_MANY_REQUESTS),
-            ScrapeError::Status(http::StatusCode::BAD_GATEWAY),
-            ScrapeError::Internal("x".into()),
-            ScrapeError::Body(BodyError::TooLarge { limit: 1 }),
-            ScrapeError::Body(BodyError::Read("x".into())),
-            ScrapeError::Gzip("x".into()),
-            ScrapeError::SampleLimit(1),
-            ScrapeError::Series(SeriesError::InvalidLabel("x".into())),
-            ScrapeError::Series(SeriesError::LabelLimit("x".into())),
-            ScrapeError::Series(SeriesError::DuplicateLabel {
-                name: "a".into(),
-                series: "x".into(),
-            }),
-        ];
-        for kind in [
-            Failure::Dns,
-            Failure::ConnectionRefused,
-            Failure::Connection,
-            Failure::ServerCertificate,
-            Failure::ClientCertificate,
-            Failure::TlsHandshake,
-            Failure::Timeout,
-            Failure::Credentials,
-        ] {
-            errors.push(ScrapeError::Transport {
-                kind,
-                message: String::new(),
-            });
-        }
-        if let Err(e) = crate::exposition::Parser::new(b"bad line\n")
-            .next()
-            .unwrap()
-        {
-            errors.push(ScrapeError::Parse(e));
-        }
-        for e in &errors {
-            assert!(ScrapeError::REASONS.contains(&e.reason()), "{}", e.reason());
-        }
-    }
 
     #[test]
     fn url_carries_scheme_path_and_params() {

@@ -114,9 +114,10 @@ struct LastBody {
 }
 
 /// Uncompressed bodies larger than this are kept snappy-compressed between
-/// scrapes (a page of text is typically a quarter of it; a hostile page of
-/// one repeated character almost nothing).
-const KEEP_PLAIN_MAX: usize = 8 << 20;
+/// scrapes (a page of text is typically a quarter to a third of it; a
+/// hostile page of one repeated character almost nothing). Smaller ones are
+/// kept as they are: compressing costs a pass over the page every scrape.
+pub(crate) const KEEP_PLAIN_MAX: usize = 1 << 20;
 
 impl LastBody {
     fn store(&mut self, body: &[u8], gzip: bool) {
@@ -124,7 +125,7 @@ impl LastBody {
         // buffer, never kept past what the result needs.
         if !gzip
             && body.len() > KEEP_PLAIN_MAX
-            && let Ok(c) = crate::snappy::compress(body)
+            && let Ok(c) = crate::remote_write::snappy::compress(body)
         {
             self.bytes = c;
             self.gzip = false;
@@ -725,6 +726,9 @@ mod tests {
         }
     }
 
+    /// Labels and value of each sample sent.
+    type Sent = Vec<(Vec<(String, String)>, f64)>;
+
     /// Scrapes `body` and returns the samples sent and the duplicates
     /// dropped.
     fn scrape_counting(
@@ -732,7 +736,7 @@ mod tests {
         c: &TargetContext,
         body: &str,
         ts: i64,
-    ) -> (Vec<(Vec<(String, String)>, f64)>, u64) {
+    ) -> (Sent, u64) {
         let mut out = EncodedSamples::default();
         let n = cache.ingest(c, body.as_bytes(), ts, &mut out, 0).unwrap();
         cache.end(c, ts, &mut out, body.as_bytes(), false);

@@ -118,7 +118,7 @@ pub struct Metrics {
     pub samples_failed: Family<RemoteLabels, Counter>,
     pub batches_failed: Family<RemoteReasonLabels, Counter>,
     pub samples_retried: Family<RemoteLabels, Counter>,
-    pub batches_retried: Family<RemoteLabels, Counter>,
+    pub batches_retried: Family<RemoteReasonLabels, Counter>,
     pub samples_dropped: Family<RemoteReasonLabels, Counter>,
     pub batches_dropped: Family<RemoteReasonLabels, Counter>,
     pub queue_batches: Family<RemoteLabels, Gauge>,
@@ -134,6 +134,7 @@ pub struct Metrics {
     pub tls_reloads: Family<TlsResultLabels, Counter>,
     pub rejections: Family<RemoteCauseLabels, Counter>,
     pub samples_out_of_bounds: Family<TargetLabels, Counter>,
+    pub samples_duplicate: Family<TargetLabels, Counter>,
     pub sd_files: Family<SdLabels, Gauge>,
     pub sd_files_failing: Family<SdLabels, Gauge>,
     pub sd_file_errors: Family<SdLabels, Counter>,
@@ -215,22 +216,22 @@ impl Metrics {
             ),
             samples_failed: reg!(
                 "remote_write_samples_failed",
-                "Samples in send attempts that failed (each attempt counts).",
+                "Samples given up on after a send error that retrying cannot fix (a 4xx other than 429), as Prometheus's prometheus_remote_storage_samples_failed_total; also counted in samples_dropped_total{reason=\"rejected\"}.",
                 Family::default()
             ),
             batches_failed: reg!(
                 "remote_write_batches_failed",
-                "Send attempts that failed, by reason.",
+                "Write requests given up on after a send error that retrying cannot fix, by kind of failure.",
                 Family::default()
             ),
             samples_retried: reg!(
                 "remote_write_samples_retried",
-                "Samples sent again after a failed attempt.",
+                "Samples in send attempts that failed with an error worth retrying (5xx, 429, timeouts, connection errors) and are retried, as Prometheus's prometheus_remote_storage_samples_retried_total; every failed attempt counts.",
                 Family::default()
             ),
             batches_retried: reg!(
                 "remote_write_batches_retried",
-                "Write requests sent again after a failed attempt.",
+                "Send attempts that failed with an error worth retrying, by kind of failure (each is retried).",
                 Family::default()
             ),
             samples_dropped: reg!(
@@ -333,6 +334,11 @@ impl Metrics {
                 "Samples dropped at scrape time for an explicit timestamp outside explicit_timestamp_max_age / explicit_timestamp_max_ahead.",
                 Family::default()
             ),
+            samples_duplicate: reg!(
+                "scrape_samples_duplicate",
+                "Samples dropped at scrape time as a repeat of a series already in the same scrape (the first is kept), as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total.",
+                Family::default()
+            ),
             // Last: every registration above has borrowed `r` already.
             registry: std::sync::Arc::new(r),
         }
@@ -341,13 +347,16 @@ impl Metrics {
     /// Removes a target's children from every per-target family, so a target
     /// that goes away (a reload, a discovery change) leaves no series behind
     /// on `/metrics`. `reasons`: every failure reason its scrapes can carry.
-    pub fn remove_target(&self, t: &TargetLabels, reasons: &[&str]) {
+    /// Removes a target's series; `reasons` are the failure reasons it was
+    /// counted under.
+    pub fn remove_target(&self, t: &TargetLabels, reasons: &[&'static str]) {
         self.scrapes.remove(t);
         self.samples_scraped.remove(t);
         self.target_up.remove(t);
         self.scrape_duration.remove(t);
         self.series.remove(t);
         self.samples_out_of_bounds.remove(t);
+        self.samples_duplicate.remove(t);
         for reason in reasons {
             self.scrape_failures.remove(&FailureLabels {
                 job: t.job.clone(),

@@ -293,6 +293,9 @@ pub fn describe_rustls(e: &rustls::Error) -> String {
         | Error::AlertReceived(rustls::AlertDescription::UnknownCA) => {
             format!("the server rejected our client certificate ({e}); is it issued by the CA the server trusts?")
         }
+        Error::InvalidCertificate(CertificateError::BadSignature) => {
+            "x509: the server certificate names the configured CA as its issuer, but that CA did not sign it: it was issued by another CA of the same name (every Kubernetes cluster CA is called \"kubernetes\"), so this is another cluster: the wrong SLB IP, or another cluster's kubeconfig".into()
+        }
         Error::InconsistentKeys(_) => "the private key does not match the certificate".into(),
         _ => e.to_string(),
     }
@@ -307,6 +310,14 @@ pub fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
             let raw = r.to_string();
             parts.retain(|p| !p.contains(&raw));
             parts.push(describe_rustls(r));
+            break;
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            parts.push(format!(
+                "{h}: the server's answer is not HTTP; is this a TLS port spoken to in plain HTTP (set scheme: https)?"
+            ));
             break;
         }
         let s = err.to_string();

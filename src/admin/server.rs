@@ -38,12 +38,74 @@ pub(super) fn probe_path(path: &str) -> bool {
 /// How long a connection over the cap may take to send its request.
 pub(super) const OVER_CAP_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a new connection may take to become one: its TLS handshake
+/// (client certificate included), or its first byte without TLS.
+pub(super) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connections over the cap served one answer on the probe paths at once.
+const OVER_CAP_SLOTS: usize = 32;
+
+/// Descriptors the admin server may hold: half the soft open-file limit
+/// (the other half is the scrapes', the queue's and the senders'), at least
+/// 64, and no more than its connections can use.
+fn descriptor_share(max_connections: usize, handshakes: usize) -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let half = usize::try_from(soft / 2).unwrap_or(usize::MAX).max(64);
+    half.min(max_connections + handshakes + OVER_CAP_SLOTS)
+}
+
+/// Connections still in their handshake, oldest first. When there are too
+/// many, the oldest is closed to make room: a client that completes its
+/// handshake in milliseconds cannot be kept out by sockets that say
+/// nothing, however many are opened.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    order: std::collections::VecDeque<(u64, CancellationToken)>,
+}
+
+impl Pending {
+    fn insert(&mut self) -> (u64, CancellationToken) {
+        self.next += 1;
+        let t = CancellationToken::new();
+        self.order.push_back((self.next, t.clone()));
+        (self.next, t)
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(i) = self.order.iter().position(|(x, _)| *x == id) {
+            self.order.remove(i);
+        }
+    }
+
+    /// Closes the oldest pending connection; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        match self.order.pop_front() {
+            Some((_, t)) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves until `cancel`, over TLS when `tls` is given (its current
-/// configuration for each new connection: rotation needs no restart). At most `max_connections` connections are served
-/// as usual (keep-alive); a connection beyond them gets one answer, and only
-/// on the probe paths (others: 503), then is closed, and is dropped after
-/// two seconds if it sends nothing. Accept errors (out of file descriptors)
-/// back off and are logged once per ten seconds with a count.
+/// configuration for each new connection: rotation needs no restart).
+///
+/// A connection first has [`HANDSHAKE_TIMEOUT`] to become one (its TLS
+/// handshake and client-certificate check, or its first byte); at most
+/// `max_connections` connections wait so at once, and a new one beyond that
+/// closes the oldest waiting. Only then does it count against
+/// `max_connections`: that many are served as usual (keep-alive); one
+/// beyond them gets one answer, on the probe paths only (others: 503), then
+/// is closed. The admin server holds at most its share of descriptors
+/// (half the open-file limit): past it, a new connection closes the oldest
+/// waiting one, or is closed at once, so a flood of connections never takes
+/// the descriptors the disk queue and the scrapes need. Accept errors (out
+/// of file descriptors) back off and are logged once per ten seconds.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
@@ -51,7 +113,12 @@ pub async fn serve(
     max_connections: usize,
     tls: Option<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let max_connections = max_connections.max(1);
+    let handshakes = max_connections.max(16);
+    let share = descriptor_share(max_connections, handshakes);
+    let served = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let over_cap = Arc::new(tokio::sync::Semaphore::new(OVER_CAP_SLOTS));
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
     let mut accept_errors = 0u64;
     let mut last_error_log: Option<std::time::Instant> = None;
     loop {
@@ -71,23 +138,62 @@ pub async fn serve(
                 }
             },
         };
+        let (id, evicted) = {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Descriptors in use: connections served, over the cap, and
+            // waiting. An evicted one is no longer counted (its task closes
+            // its socket as soon as it runs).
+            let in_use = (max_connections - served.available_permits())
+                + (OVER_CAP_SLOTS - over_cap.available_permits())
+                + p.order.len();
+            if (in_use >= share || p.order.len() >= handshakes) && !p.evict_oldest() {
+                // Every descriptor of the share is a working connection:
+                // this one is closed at once.
+                drop(p);
+                drop(stream);
+                tracing::debug!(
+                    "admin server: closed a new connection at once (its descriptor share is in use)"
+                );
+                continue;
+            }
+            p.insert()
+        };
         let state = state.clone();
         let cancel = cancel.clone();
-        let permit = permits.clone().try_acquire_owned().ok();
         let tls = tls.as_ref().map(|rx| rx.borrow().clone());
+        let (served, over_cap, pending) = (served.clone(), over_cap.clone(), pending.clone());
         tokio::spawn(async move {
-            let over_cap = permit.is_none();
+            let done = |p: &std::sync::Mutex<Pending>| {
+                p.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+            };
             match tls {
-                None => serve_conn(stream, state, cancel, over_cap, true).await,
+                None => {
+                    // The first byte ends the "handshake" of plain HTTP
+                    // (peeked, not read: hyper reads it; `readable()` alone
+                    // may wake before any byte came).
+                    let mut first = [0u8; 1];
+                    let ready = tokio::select! {
+                        _ = evicted.cancelled() => false,
+                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+                    };
+                    done(&pending);
+                    if ready {
+                        serve_established(stream, state, cancel, &served, &over_cap, true).await;
+                    } else {
+                        tracing::debug!(
+                            "admin server closed a connection that sent nothing (timed out, or to make room)"
+                        );
+                    }
+                }
                 Some(cfg) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                    let limit = if over_cap {
-                        OVER_CAP_HEADER_TIMEOUT
-                    } else {
-                        HANDSHAKE_TIMEOUT
+                    let handshake = tokio::select! {
+                        _ = evicted.cancelled() => None,
+                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(r),
                     };
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                    done(&pending);
+                    match handshake {
+                        Some(Ok(Ok(tls))) => {
                             // With a client CA, a connection without a
                             // verified certificate (VerifyClientCertIfGiven:
                             // a kubelet probe) gets the probe paths only.
@@ -95,17 +201,57 @@ pub async fn serve(
                             let verified =
                                 session.peer_certificates().is_some_and(|c| !c.is_empty());
                             let needs_cert = state.client_certs_required;
-                            serve_conn(tls, state, cancel, over_cap, verified || !needs_cert).await
+                            serve_established(
+                                tls,
+                                state,
+                                cancel,
+                                &served,
+                                &over_cap,
+                                verified || !needs_cert,
+                            )
+                            .await;
                         }
-                        Ok(Err(e)) => {
+                        Some(Ok(Err(e))) => {
                             tracing::debug!(error = %e, "admin server TLS handshake failed")
                         }
-                        Err(_) => tracing::debug!("admin server TLS handshake timed out"),
+                        Some(Err(_)) => tracing::debug!("admin server TLS handshake timed out"),
+                        None => tracing::debug!(
+                            "admin server closed a connection still in its handshake to make room"
+                        ),
                     }
                 }
             }
-            drop(permit);
         });
+    }
+}
+
+/// A connection past its handshake: served as usual with a permit, else
+/// one answer on the probe paths if an over-cap slot is free, else closed.
+async fn serve_established<I>(
+    io: I,
+    state: AdminState,
+    cancel: CancellationToken,
+    served: &Arc<tokio::sync::Semaphore>,
+    over_cap: &Arc<tokio::sync::Semaphore>,
+    authenticated: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match served.clone().try_acquire_owned() {
+        Ok(permit) => {
+            serve_conn(io, state, cancel, false, authenticated).await;
+            drop(permit);
+        }
+        Err(_) => {
+            if let Ok(slot) = over_cap.clone().try_acquire_owned() {
+                serve_conn(io, state, cancel, true, authenticated).await;
+                drop(slot);
+            } else {
+                tracing::debug!(
+                    "admin server: closed a connection past max_connections and the probe slots"
+                );
+            }
+        }
     }
 }
 
@@ -150,9 +296,6 @@ async fn serve_probes_only<I>(
         let _ = tokio::time::timeout(OVER_CAP_HEADER_TIMEOUT * 2, conn).await;
     }
 }
-
-/// How long a client may take for the TLS handshake.
-pub(super) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves one connection: as usual, or `over_cap` (one answer, probe paths
 /// only, see [`serve`]). Unless `authenticated`, only the probe paths are

@@ -10,4 +10,5 @@ pub(crate) mod queue;
 pub(crate) mod retry;
 pub mod samples;
 pub(crate) mod sender;
+pub(crate) mod snappy;
 pub(crate) mod write_relabel;

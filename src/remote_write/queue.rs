@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 
 use super::disk::{DiskError, Recovery, SegmentLog};
 use super::proto::read_varint;
-use super::samples::{EncodedSamples, POOL_KEEP_MAX};
+use super::samples::EncodedSamples;
 use crate::events::{DropReason, SamplesDropped};
 use crate::http::Chunks;
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
@@ -135,7 +135,7 @@ struct Inner {
     open_oldest_ms: i64,
     storage: Storage,
     encoder: snap::raw::Encoder,
-    /// The encoder's output for one piece, reused (see [`crate::snappy`]).
+    /// The encoder's output for one piece, reused (see [`crate::remote_write::snappy`]).
     scratch: Vec<u8>,
     /// A batch's compressed bytes, reused.
     compressed: Vec<u8>,

@@ -54,6 +54,8 @@ pub(crate) struct Sender {
     queue: Arc<Queue>,
     metrics: Metrics,
     labels: RemoteLabels,
+    /// The current run of failures, shared by the workers (for the log).
+    outage: std::sync::Mutex<crate::events::Outage>,
 }
 
 impl Sender {
@@ -77,6 +79,7 @@ impl Sender {
             queue,
             metrics,
             labels,
+            outage: Default::default(),
         })
     }
 
@@ -333,19 +336,8 @@ impl Sender {
         seen_reasons: &std::sync::Mutex<SeenReasons>,
     ) -> bool {
         let q = &self.queue;
-        let mut retried = false;
         loop {
             let batch = lease.batch();
-            if retried {
-                self.metrics
-                    .samples_retried
-                    .get_or_create(&self.labels)
-                    .inc_by(batch.samples as u64);
-                self.metrics
-                    .batches_retried
-                    .get_or_create(&self.labels)
-                    .inc();
-            }
             let outcome = match *deadline {
                 Some(d) => match tokio::time::timeout_at(d, self.attempt(batch)).await {
                     Ok(o) => o,
@@ -380,6 +372,19 @@ impl Sender {
                         .last_send_timestamp
                         .get_or_create(&self.labels)
                         .set(now);
+                    let recovered = self
+                        .outage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .recovered();
+                    if let Some((lasted, retries)) = recovered {
+                        crate::events::SendRecovered {
+                            remote: &self.labels,
+                            lasted,
+                            retries,
+                        }
+                        .emit();
+                    }
                     lease.complete();
                     return false;
                 }
@@ -434,6 +439,7 @@ impl Sender {
                         message: &reason,
                         samples: batch.samples,
                         retry_in: None,
+                        notice: crate::events::Notice::Quiet,
                     }
                     .emit(&self.metrics);
                     q.drop_samples(DropReason::Rejected, batch.samples, batch.parts() as u64);
@@ -446,12 +452,18 @@ impl Sender {
                     after,
                 } => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
+                    let notice = self
+                        .outage
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .failed(failure.reason());
                     SendFailed {
                         remote: &self.labels,
                         failure,
                         message: &reason,
                         samples: batch.samples,
                         retry_in: Some(delay),
+                        notice,
                     }
                     .emit(&self.metrics);
                     let sleep = tokio::time::sleep(delay);
@@ -472,7 +484,6 @@ impl Sender {
                             }
                         }
                     }
-                    retried = true;
                 }
             }
         }

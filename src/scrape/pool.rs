@@ -9,10 +9,14 @@ use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
 /// Scrape buffers shared by all targets. Scrapes of different targets rarely
 /// overlap, so a handful of buffers serves any number of targets instead of
 /// every target keeping its own body, inflate and output buffers at their
-/// largest size between scrapes.
+/// largest size between scrapes. A pool keeps at most [`POOL_BUDGET`] bytes
+/// (and 8 buffers); a buffer given back past that is freed.
 pub(super) struct Pool<T> {
     free: Mutex<Vec<T>>,
 }
+
+/// Bytes one pool keeps between scrapes, at most.
+pub(crate) const POOL_BUDGET: usize = 32 << 20;
 
 impl<T: Default> Pool<T> {
     const fn new() -> Self {
@@ -36,7 +40,8 @@ impl<T: Default> Pool<T> {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < 8 {
+        let kept: usize = free.iter().map(Retained::retained).sum();
+        if free.len() < 8 && kept + v.retained() <= POOL_BUDGET {
             free.push(v);
         }
     }

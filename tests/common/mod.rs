@@ -91,7 +91,6 @@ pub async fn http_request_with(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The `metrics-relay` binary under test.
 /// The first `name` on `$PATH`.
 pub fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -101,6 +100,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// The `metrics-relay` binary under test.
 pub fn relay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metrics-relay"))
 }
@@ -121,15 +121,26 @@ impl RelayProc {
 
     /// As [`RelayProc::start`], optionally without `--data-dir` (memory queue).
     pub async fn start_with(dir: &Path, config: &str, durable: bool) -> RelayProc {
+        Self::start_with_env(dir, config, durable, &[]).await
+    }
+
+    /// As [`RelayProc::start_with`], with extra environment variables.
+    pub async fn start_with_env(
+        dir: &Path,
+        config: &str,
+        durable: bool,
+        env: &[(&str, &str)],
+    ) -> RelayProc {
         std::fs::create_dir_all(dir).expect("relay dir");
         let cfg = dir.join("relay.yml");
         std::fs::write(&cfg, config).expect("write config");
-        let port = free_port();
         let log = dir.join("relay.log");
         let mut cmd = Command::new(relay_bin());
         cmd.args(["run", "--config"]).arg(&cfg).args([
+            // Port 0: the kernel picks one (no race with another test); the
+            // agent logs the address it bound.
             "--listen-address",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--shutdown-grace",
             "3s",
             "--log-level",
@@ -141,12 +152,23 @@ impl RelayProc {
         if durable {
             cmd.arg("--data-dir").arg(dir.join("data"));
         }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn metrics-relay");
-        let admin = format!("http://127.0.0.1:{port}");
+        let mut child = Reaped::new(child);
+        let admin = bound_address(&log, child.child(), Duration::from_secs(10))
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "metrics-relay did not come up; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         let ok = wait_async(Duration::from_secs(10), || {
             http_get_ok(format!("{admin}/healthz"))
         })
@@ -156,7 +178,11 @@ impl RelayProc {
             "metrics-relay did not come up; log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        RelayProc { child, admin, log }
+        RelayProc {
+            child: child.take(),
+            admin,
+            log,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -213,7 +239,7 @@ async fn http_get_ok(url: String) -> bool {
     matches!(http_get(&url).await, Ok((200, _)))
 }
 
-async fn wait_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+pub async fn wait_async<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -234,4 +260,68 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// (VmHWM, VmRSS) of a process, in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Reaped(Option<Child>);
+
+impl Reaped {
+    pub fn new(child: Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child until taken")
+    }
+
+    /// The child, no longer killed on drop.
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("a child until taken")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The admin address an agent started with `--listen-address HOST:0`
+/// bound, read from its `metrics-relay started` log line; None if it exited
+/// or did not log it within `limit`.
+pub fn bound_address(log: &Path, child: &mut Child, limit: Duration) -> Option<String> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("metrics-relay started")) {
+            let addr = line
+                .split("listen_address=")
+                .nth(1)?
+                .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                .find(|s| !s.is_empty())?;
+            return Some(addr.to_string());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }

@@ -277,6 +277,12 @@ impl Queue {
         drop(inner);
         self.advance();
         self.notify.notify_one();
+        if self.pending_samples() == 0 {
+            // Every worker waiting, not one: at shutdown each is waiting for
+            // the queue to empty, and none may sleep out the grace period
+            // once it has.
+            self.notify.notify_waiters();
+        }
     }
 
     /// The lease's batches are to be taken again.

@@ -98,25 +98,30 @@ impl Queue {
             ..
         } = inner;
         compressed.clear();
-        // Piece by piece: no worst-case output buffer (see crate::snappy).
-        let data = match crate::snappy::compress_into(encoder, scratch, request, compressed) {
-            // Exactly the compressed bytes; the buffers stay for the next
-            // batch.
-            Ok(()) => {
-                let data = Bytes::copy_from_slice(compressed);
-                // Give back what one huge batch needed.
-                if compressed.capacity() > POOL_KEEP_MAX {
-                    *compressed = Vec::new();
+        // Piece by piece: no worst-case output buffer (see crate::remote_write::snappy).
+        let data =
+            match crate::remote_write::snappy::compress_into(encoder, scratch, request, compressed)
+            {
+                // Exactly the compressed bytes; the buffers stay for the next
+                // batch.
+                Ok(()) => {
+                    if compressed.len() >= 1 << 20 {
+                        // A large batch: its buffer becomes the batch (no second
+                        // copy), and the next batch starts afresh.
+                        let mut v = std::mem::take(compressed);
+                        v.shrink_to_fit();
+                        Bytes::from(v)
+                    } else {
+                        Bytes::copy_from_slice(compressed)
+                    }
                 }
-                data
-            }
-            Err(e) => {
-                // Only possible for inputs over ~4 GiB; a batch is far smaller.
-                tracing::error!(error = %e, "snappy compression failed; batch dropped");
-                self.drop_samples(DropReason::Compression, samples, 1);
-                return;
-            }
-        };
+                Err(e) => {
+                    // Only possible for inputs over ~4 GiB; a batch is far smaller.
+                    tracing::error!(error = %e, "snappy compression failed; batch dropped");
+                    self.drop_samples(DropReason::Compression, samples, 1);
+                    return;
+                }
+            };
         match &mut inner.storage {
             Storage::Memory {
                 batches,

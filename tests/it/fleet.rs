@@ -6,7 +6,7 @@
 //! deduplicated series must be those of one agent, and no series may have a
 //! gap through the kill.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The command-line contract: `run`, `check`, `version`, `--help`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -161,10 +161,121 @@ fn each_cause_is_said_once_and_logs_have_no_colour_codes() {
         // stderr is a pipe here, not a terminal: no ANSI escapes.
         assert!(!err.contains('\u{1b}'), "colour codes in {err:?}");
         assert_eq!(
-            err.matches("No such file or directory").count(),
-            if args[0] == "run" { 2 } else { 1 },
-            "the cause repeated (run: one log line and one error line): {err}"
+            err.matches("file not found").count(),
+            1,
+            "the cause said more (or less) than once: {err}"
         );
         assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+    }
+}
+
+/// `check` is `run` without the running: every admin-TLS mistake and every
+/// out-of-range number `run` refuses at start, `check` refuses with the
+/// same message (it passed `check` before, then `run` exited 1 or panicked).
+#[test]
+fn check_refuses_what_run_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let server = |cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
+        format!(
+            "server:\n  tls_server_config:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    client_auth_type: RequireAndVerifyClientCert\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        )
+    };
+    let (sc, sk, ca) = (&pki.server_cert, &pki.server_key, &pki.ca);
+    let missing = std::path::Path::new("/nonexistent/tls.crt");
+    let cases = [
+        (
+            "key and certificate that do not match",
+            server(sc, &pki.client_key, ca),
+            "server.tls_server_config",
+        ),
+        ("a missing file", server(missing, sk, ca), "file not found"),
+        ("a directory", server(sc, dir.path(), ca), "a directory"),
+        (
+            "an empty file",
+            server(&empty, sk, ca),
+            "server.tls_server_config.cert_file",
+        ),
+        (
+            "the key as the certificate",
+            server(sk, sk, ca),
+            "server.tls_server_config.cert_file",
+        ),
+        (
+            "the key as the CA",
+            server(sc, sk, sk),
+            "server.tls_server_config.client_ca_file",
+        ),
+        (
+            "max_connections past any descriptor limit",
+            "server: {max_connections: 18446744073709551615}\n".to_string(),
+            "server.max_connections",
+        ),
+    ];
+    for (i, (what, yaml, want)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.yml"));
+        std::fs::write(
+            &cfg,
+            format!("scrape_configs: [{{job_name: a, static_configs: [{{targets: ['127.0.0.1:1']}}]}}]\n{yaml}"),
+        )
+        .unwrap();
+        let (code, out, check_err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: check passed: {out}");
+        assert!(check_err.contains(want), "{what}: {check_err}");
+        let (code, _, run_err) = run(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen-address",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(code, 1, "{what}: {run_err}");
+        assert!(!run_err.contains("panicked"), "{what}: {run_err}");
+        let message = check_err.trim().trim_start_matches("error: ");
+        assert!(
+            run_err.contains(message),
+            "{what}: run said\n{run_err}\ncheck said\n{message}"
+        );
+    }
+    // Out-of-range flags: a clear refusal, never an allocation of the size.
+    let cfg = dir.path().join("c0.yml");
+    let (code, _, err) = run(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--shard-count",
+        "4294967295",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than 1024"), "{err}");
+}
+
+/// What `run` would retry forever or run empty, `check` refuses: a
+/// credentials file that is not there, an empty config, a discovery pattern
+/// that matches nothing.
+#[test]
+fn check_refuses_what_run_would_retry_forever_or_run_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, want) in [
+        (
+            "scrape_configs: [{job_name: a, static_configs: [{targets: ['127.0.0.1:1']}]}]\nremote_write: [{url: 'http://127.0.0.1:1/w', basic_auth: {username: u, password_file: /nonexistent/pw}}]\n",
+            "remote_write[0].basic_auth.password_file",
+        ),
+        ("", "the file is empty"),
+        (
+            "scrape_configs: [{job_name: fleet, kubeconfig_sd_configs: [{files: ['/nonexistent/*']}]}]\n",
+            "matches no file",
+        ),
+    ] {
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let (code, out, err) = run(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{yaml}: {out}");
+        assert!(err.contains(want), "{yaml}: {err}");
     }
 }

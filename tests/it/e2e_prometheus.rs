@@ -5,7 +5,7 @@
 //! Needs `prometheus` on PATH (or `PROMETHEUS_BIN`); `scripts/test.sh`
 //! installs it. Set `METRICS_RELAY_SKIP_E2E=1` to skip deliberately.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

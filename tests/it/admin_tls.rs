@@ -4,7 +4,7 @@
 //! probes still answer a kubelet that has no certificate; rotating the
 //! server certificate needs no restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

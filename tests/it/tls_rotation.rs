@@ -2,7 +2,7 @@
 //! rotation under a running agent the way a Secret volume does it (the
 //! kubelet swaps a `..data` symlink to a new timestamped directory).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

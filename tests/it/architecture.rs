@@ -1,7 +1,8 @@
 //! The module layering (issue 14; `ARCHITECTURE.md`): no import cycles
 //! between the crate's top-level modules, nor between the sibling submodules
-//! of one module, and no source file over 600 lines of non-test code without
-//! a reason written in its module docs. Read from `src/` at test time, so a
+//! of one module, and no source file over 600 lines of code (comments and
+//! blank lines not counted, so docs never need cutting; tests not counted)
+//! without a reason written in its module docs. Read from `src/` at test time, so a
 //! change that adds a cycle or grows a file past the mark fails here, with the
 //! cycle or the file named.
 
@@ -208,7 +209,11 @@ fn no_file_over_600_lines_of_code_without_a_reason() {
     for (m, p) in modules() {
         let text = std::fs::read_to_string(&p).unwrap();
         let cut = text.find("\n#[cfg(test)]\nmod tests").unwrap_or(text.len());
-        let lines = text[..cut].lines().count();
+        let lines = text[..cut]
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .count();
         let reason = text
             .lines()
             .take_while(|l| l.starts_with("//!") || l.starts_with("#!"))
@@ -219,7 +224,7 @@ fn no_file_over_600_lines_of_code_without_a_reason() {
     }
     assert!(
         long.is_empty(),
-        "files over 600 lines of non-test code with no \"Why one file of this size:\" paragraph in their //! docs:\n{}",
+        "files over 600 lines of code with no \"Why one file of this size:\" paragraph in their //! docs:\n{}",
         long.join("\n")
     );
 }

@@ -5,7 +5,7 @@
 //! `METRICS_RELAY_OUTAGE_SECS` shortens the long receiver outage (default
 //! 120 s, as the issue asks) when running by hand.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The Kubernetes side: manifests valid against the Prometheus-Operator CRDs,
 //! `render`, `probe`, alert rules that name real metrics, per-node configs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

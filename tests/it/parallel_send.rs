@@ -5,7 +5,7 @@
 //! retried, after a backoff longer than the scrape interval, before that
 //! target's next); with `max_shards: 1`, one at a time.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::SeqCst;

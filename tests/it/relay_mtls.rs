@@ -1,7 +1,7 @@
 //! Black-box tests of `metrics-relay run` over loopback: an mTLS target with
 //! certificates made at test time, and a receiver that decodes what arrives.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -353,18 +353,26 @@ async fn sigterm_flushes_and_exits_zero() {
     })
     .await
     .expect("scraped");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         rx.received.lock().unwrap().is_empty(),
         "nothing sent before shutdown"
     );
     let code = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
         let c = relay.terminate();
-        (c, relay.log())
+        (c, relay.log(), t.elapsed())
     })
     .await
     .unwrap();
     assert_eq!(code.0, Some(0), "{}", code.1);
+    // The pending batch goes in milliseconds; shutdown ends then, not when
+    // the grace period (3 s here) is over.
+    assert!(
+        code.2 < Duration::from_millis(1500),
+        "shutdown took {:?} with nothing left to send:\n{}",
+        code.2,
+        code.1
+    );
     assert_eq!(
         rx.latest("m", &[]),
         Some(1.0),

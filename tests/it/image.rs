@@ -4,7 +4,7 @@
 //! it copies from the build context; and every image the manifests render is
 //! rewritten to the registry set in `images:`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! kubeconfig Secret volume updated by `..data` swaps, as the kubelet does),
 //! with no restart and no staleness marker for a target that stays.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! markers, kept targets keep their series (no false staleness), new targets
 //! start, and a bad config is rejected while the old one keeps running.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

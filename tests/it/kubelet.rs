@@ -31,7 +31,7 @@
 //! binary of the same code; the glibc this one needs is copied into the root
 //! filesystem next to it).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};

@@ -2,7 +2,7 @@
 //! successful scrape of every target with its labels, optionally behind a
 //! bearer token; `/targets` for people and tools.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! loopback: a target serves an exposition, `metrics-relay` scrapes it and
 //! writes to a receiver that decodes every request.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -353,14 +353,151 @@ async fn retries_500() {
     );
 }
 
+/// The samples of a request: (labels, timestamp) each.
+fn samples_of(r: &common::servers::Received) -> Vec<(Vec<(String, String)>, i64)> {
+    r.request
+        .timeseries
+        .iter()
+        .flat_map(|ts| {
+            let l: Vec<(String, String)> = ts
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            ts.samples.iter().map(move |s| (l.clone(), s.timestamp))
+        })
+        .collect()
+}
+
+/// Remote write 1.0: a sender "MUST NOT retry write requests on HTTP 4xx
+/// responses other than 429". Asserted on samples, not request bytes: no
+/// sample of the refused request is ever sent again, alone or in a later
+/// request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_400() {
     let c = start("m 1\n", false, &[(400, None)]).await;
-    c.scrapes(1).await;
+    c.scrapes(2).await;
     let all = c.rx.received.lock().unwrap().clone();
     assert_eq!(all[0].status, 400);
+    let refused: std::collections::HashSet<_> = samples_of(&all[0]).into_iter().collect();
+    assert!(!refused.is_empty());
+    for r in &all[1..] {
+        for s in samples_of(r) {
+            assert!(
+                !refused.contains(&s),
+                "a sample of the refused request was sent again: {s:?}"
+            );
+        }
+    }
+    let m = c.relay.metrics().await;
     assert!(
-        all[1..].iter().all(|r| r.raw != all[0].raw),
-        "a 400 is never retried"
+        m.lines().any(
+            |l| l.starts_with("metrics_relay_remote_write_samples_dropped_total{")
+                && l.contains("reason=\"rejected\"")
+        ),
+        "{m}"
+    );
+}
+
+/// A receiver that refuses everything (400), with several targets whose
+/// scrapes are joined into one request: every sample is sent exactly once,
+/// never again part by part, and every one is counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_joined_request_is_never_sent_again_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let mut targets = Vec::new();
+    for i in 0..3 {
+        targets.push(MtlsTarget::start(&pki, format!("m{{t=\"{i}\"}} 1\n")).await);
+    }
+    let rx = Receiver::start().await;
+    rx.script
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n((400, None), 100_000));
+    let addrs: Vec<String> = targets.iter().map(|t| format!("\"{}\"", t.addr)).collect();
+    let cfg = format!(
+        r#"
+global: {{scrape_interval: 500ms, scrape_timeout: 500ms}}
+scrape_configs:
+  - job_name: refused
+    scheme: https
+    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
+    static_configs: [{{targets: [{addrs}]}}]
+remote_write:
+  - url: {url}
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 20ms, max_backoff: 100ms}}
+"#,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+        addrs = addrs.join(", "),
+        url = rx.url(),
+    );
+    let relay = RelayProc::start(dir.path(), &cfg).await;
+    // Until at least 30 scrapes were sent, some of them joined.
+    let ok = wait_for(Duration::from_secs(30), || {
+        let r = rx.received.lock().unwrap();
+        let joined = r.iter().any(|q| {
+            q.request
+                .timeseries
+                .iter()
+                .any(|t| t.labels.iter().any(|l| l.value == "0"))
+                && q.request
+                    .timeseries
+                    .iter()
+                    .any(|t| t.labels.iter().any(|l| l.value == "1"))
+        });
+        let ups: usize = r
+            .iter()
+            .map(|q| {
+                q.request
+                    .timeseries
+                    .iter()
+                    .filter(|t| {
+                        t.labels
+                            .iter()
+                            .any(|l| l.name == "__name__" && l.value == "up")
+                    })
+                    .count()
+            })
+            .sum();
+        (ups >= 30 && joined).then_some(())
+    })
+    .await;
+    let all = rx.received.lock().unwrap().clone();
+    assert!(
+        ok.is_some(),
+        "{} requests; log:\n{}",
+        all.len(),
+        relay.log()
+    );
+    let mut seen = std::collections::HashSet::new();
+    let mut sent = 0usize;
+    for r in &all {
+        assert_eq!(r.status, 400);
+        for s in samples_of(r) {
+            sent += 1;
+            assert!(seen.insert(s.clone()), "sent twice: {s:?}");
+        }
+    }
+    let m = relay.metrics().await;
+    let dropped: usize = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("metrics_relay_remote_write_samples_dropped_total{")
+                && l.contains("reason=\"rejected\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize;
+    // (A request may be answered while the metrics are read.)
+    assert!(
+        dropped >= sent - sent.min(50) && dropped <= sent + 50,
+        "dropped {dropped}, sent {sent}\n{m}"
+    );
+    assert!(
+        !relay.log().contains("sending its parts one by one"),
+        "{}",
+        relay.log()
     );
 }

@@ -5,7 +5,7 @@
 //! that disappears and a page that changes — both TSDBs must answer the same
 //! queries with the same series and values.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! everything and one that is not there (so failures, retries, drops and
 //! refusals have data too).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -330,7 +330,7 @@ async fn every_dashboard_query_returns_data() {
     let m = relay.metrics().await;
     for family in [
         "metrics_relay_scrape_failures_total",
-        "metrics_relay_remote_write_batches_failed_total",
+        "metrics_relay_remote_write_batches_retried_total",
     ] {
         assert!(
             m.lines()

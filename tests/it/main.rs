@@ -1,0 +1,27 @@
+//! The integration and end-to-end tests, one binary (one link instead of
+//! one per file): each module is what was a file of its own under `tests/`.
+//! Shared support is `tests/common`; inputs are in `tests/data`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin_tls;
+mod architecture;
+mod cli;
+mod compliance;
+mod dashboards;
+mod differential;
+mod discovery;
+mod durability;
+mod e2e_prometheus;
+mod faults;
+mod fleet;
+mod hostile;
+mod image;
+mod k8s;
+mod kubelet;
+mod parallel_send;
+mod pull;
+mod relay_mtls;
+mod reload;
+mod tls_rotation;
