@@ -426,13 +426,13 @@ fn read_target_file(path: &Path) -> Result<Vec<Group>, String> {
         serde_json::from_slice(&bytes).map_err(|e| format!("not a JSON target list: {e}"))?
     } else {
         let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8".to_string())?;
-        crate::yaml::check(text).map_err(|e| format!("not valid YAML: {e}"))?;
-        let docs = yaml_rust2::YamlLoader::load_from_str(text)
+        let docs = crate::yaml::to_json(text, crate::yaml::Scalars::Strings)
             .map_err(|e| format!("not valid YAML: {e}"))?;
         match docs.into_iter().next() {
             None => Vec::new(),
-            Some(doc) => serde_json::from_value(yaml_to_json(doc)?)
-                .map_err(|e| format!("not a YAML target list: {e}"))?,
+            Some(doc) => {
+                serde_json::from_value(doc).map_err(|e| format!("not a YAML target list: {e}"))?
+            }
         }
     };
     let filepath = path.to_string_lossy().into_owned();
@@ -460,34 +460,6 @@ fn read_target_file(path: &Path) -> Result<Vec<Group>, String> {
         });
     }
     Ok(out)
-}
-
-/// YAML as JSON values (scalars stay strings where YAML typed them otherwise,
-/// as label values are strings).
-fn yaml_to_json(y: yaml_rust2::Yaml) -> Result<serde_json::Value, String> {
-    use serde_json::Value;
-    use yaml_rust2::Yaml;
-    Ok(match y {
-        Yaml::Null => Value::Null,
-        Yaml::String(s) | Yaml::Real(s) => Value::String(s),
-        Yaml::Integer(i) => Value::String(i.to_string()),
-        Yaml::Boolean(b) => Value::String(b.to_string()),
-        Yaml::Array(a) => Value::Array(a.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
-        Yaml::Hash(h) => {
-            let mut m = serde_json::Map::new();
-            for (k, v) in h {
-                let k = match k {
-                    Yaml::String(s) | Yaml::Real(s) => s,
-                    Yaml::Integer(i) => i.to_string(),
-                    Yaml::Boolean(b) => b.to_string(),
-                    other => return Err(format!("unsupported key {other:?}")),
-                };
-                m.insert(k, yaml_to_json(v)?);
-            }
-            Value::Object(m)
-        }
-        Yaml::Alias(_) | Yaml::BadValue => return Err("unsupported YAML value".into()),
-    })
 }
 
 /// A `kubeconfig_sd` file: one target from its current context.

@@ -19,14 +19,20 @@ use tokio_util::sync::CancellationToken;
     about = "Scrape Prometheus metrics over mutual TLS and remote-write them to a Prometheus-compatible receiver."
 )]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logging, for the commands that log.
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log filter: a level (error, warn, info, debug) or RUST_LOG syntax
+    /// such as warn,metrics_relay=debug; RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 #[derive(Subcommand)]
@@ -37,18 +43,26 @@ enum Command {
         /// Configuration file (Prometheus-shaped YAML).
         #[arg(long, short = 'c')]
         config: PathBuf,
-        /// Directory for the agent's state (created if missing).
+        /// Directory for the agent's state, the durable queue (created if
+        /// missing); without it the queue is in memory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Admin server address; overrides server.listen_address.
+        /// Admin server address (HOST:PORT; port 0 picks one, logged at
+        /// start); overrides server.listen_address.
         #[arg(long)]
         listen_address: Option<String>,
-        /// How long shutdown may spend sending what is queued (e.g. 10s).
+        /// How long shutdown may spend sending what is queued (e.g. 10s);
+        /// it ends sooner when everything is sent.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         shutdown_grace: Duration,
         /// How often TLS files and kubeconfigs are re-read for rotation.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         tls_reload_interval: Duration,
+        /// Re-read the config file this often and reload when it changed
+        /// (as Prometheus 3's flag); 0 (the default) turns it off. A mounted
+        /// ConfigMap that changes then takes effect without a restart.
+        #[arg(long = "config.auto-reload-interval", default_value = "0s", value_parser = parse_duration)]
+        config_auto_reload_interval: Duration,
         /// Async runtime threads. One is plenty for a sidecar (scraping and
         /// sending wait on the network); more only help with many large
         /// targets on a machine with idle cores.
@@ -58,7 +72,8 @@ enum Command {
         /// of the same name). Off by default: SIGHUP always reloads.
         #[arg(long = "web.enable-lifecycle")]
         web_enable_lifecycle: bool,
-        /// Replicas that split the targets: how many agents share them.
+        /// Replicas that split the targets: how many agents share them
+        /// (1 to 1024).
         #[arg(long, default_value_t = 1)]
         shard_count: u32,
         /// This agent's shard, 0 to --shard-count minus 1.
@@ -75,15 +90,21 @@ enum Command {
         /// `--external-label=__replica__=$(POD_NAME)` for an HA tracker.
         #[arg(long = "external-label", value_parser = external_label)]
         external_labels: Vec<(String, String)>,
+        #[command(flatten)]
+        log: LogArgs,
     },
-    /// Validate a configuration and every TLS file it references.
+    /// Validate a configuration as `run` would at start (every TLS file, the
+    /// admin server's TLS, discovery files, credentials files), without
+    /// running it. Exit 1 with the reason.
     Check {
+        /// Configuration file (Prometheus-shaped YAML).
         #[arg(long, short = 'c')]
         config: PathBuf,
     },
     /// Scrape each target once and send one test sample to each remote_write
     /// URL; print TLS, certificate, HTTP and parse results. Exit 1 on failure.
     Probe {
+        /// Configuration file (Prometheus-shaped YAML).
         #[arg(long, short = 'c')]
         config: PathBuf,
     },
@@ -95,24 +116,31 @@ enum Command {
         /// Context to use (default: current-context).
         #[arg(long)]
         context: Option<String>,
-        /// The API server SLB IP (default: the host of the kubeconfig's server).
+        /// The API server SLB's IP (default: the host of the kubeconfig's
+        /// server address); --mode direct needs an IP.
         #[arg(long)]
         slb_ip: Option<String>,
+        /// The namespace of every manifest (a DNS label: lowercase letters,
+        /// digits and '-').
         #[arg(long, default_value = "monitoring")]
         namespace: String,
-        /// direct: the vendor's Endpoints + Service + ServiceMonitor recipe;
-        /// agent: metrics-relay's Deployment and friends.
-        #[arg(long, default_value = "direct", value_parser = ["direct", "agent"])]
+        /// direct: the vendor's Endpoints + Service + ServiceMonitor recipe
+        /// (Prometheus scrapes the aggregator itself); agent: metrics-relay
+        /// remote-writing to your Prometheus (deploy/); pull: metrics-relay
+        /// serving /relay/metrics to a Prometheus-Operator ServiceMonitor, no
+        /// remote write (deploy/overlays/pull).
+        #[arg(long, default_value = "direct", value_parser = ["direct", "agent", "pull"])]
         mode: String,
         /// For --mode agent: the remote-write URL.
-        #[arg(
-            long,
-            default_value = "http://prometheus-operated.monitoring.svc:9090/api/v1/write"
-        )]
-        remote_write_url: String,
-        /// For --mode agent: the container image.
-        #[arg(long, default_value = "ghcr.io/example/metrics-relay:0.1.0")]
-        image: String,
+        #[arg(long)]
+        remote_write_url: Option<String>,
+        /// For --mode agent and pull: the container image.
+        #[arg(long)]
+        image: Option<String>,
+        /// For --mode pull: a file holding the pull path's token, to keep
+        /// the token of an earlier render (default: a new random token).
+        #[arg(long)]
+        pull_token_file: Option<PathBuf>,
     },
     /// Print the version.
     Version,
@@ -212,7 +240,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe { config } => {
-            if let Err(e) = init_logging(&cli.log_format, "warn") {
+            if let Err(e) = init_logging("text", "warn") {
                 eprintln!("error: {}", describe(&e));
                 return ExitCode::FAILURE;
             }
@@ -239,19 +267,22 @@ fn main() -> ExitCode {
             mode,
             remote_write_url,
             image,
+            pull_token_file,
         } => {
+            let mode = match mode.as_str() {
+                "agent" => metrics_relay::render::Mode::Agent,
+                "pull" => metrics_relay::render::Mode::Pull,
+                _ => metrics_relay::render::Mode::Direct,
+            };
             let opts = metrics_relay::render::RenderOptions {
                 kubeconfig,
                 context,
                 slb_ip,
                 namespace,
-                mode: if mode == "agent" {
-                    metrics_relay::render::Mode::Agent
-                } else {
-                    metrics_relay::render::Mode::Direct
-                },
+                mode,
                 remote_write_url,
                 image,
+                pull_token_file,
             };
             match metrics_relay::render::render(&opts) {
                 Ok(y) => {
@@ -277,8 +308,10 @@ fn main() -> ExitCode {
             shard_index_from_hostname,
             replication_factor,
             external_labels,
+            config_auto_reload_interval,
+            log,
         } => {
-            if let Err(e) = init_logging(&cli.log_format, &cli.log_level) {
+            if let Err(e) = init_logging(&log.log_format, &log.log_level) {
                 eprintln!("error: {}", describe(&e));
                 return ExitCode::FAILURE;
             }
@@ -313,6 +346,8 @@ fn main() -> ExitCode {
                     enable_lifecycle: web_enable_lifecycle,
                     sharding,
                     external_labels,
+                    config_reload_every: (!config_auto_reload_interval.is_zero())
+                        .then_some(config_auto_reload_interval),
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -110,6 +110,9 @@ pub struct RunOptions {
     /// `global.external_labels`, at every load (e.g. a replica label from the
     /// pod name, where the config file is shared by the replicas).
     pub external_labels: Vec<(String, String)>,
+    /// `--config.auto-reload-interval`: compare the config file with what
+    /// was loaded this often, and reload when it changed. Off when `None`.
+    pub config_reload_every: Option<Duration>,
 }
 
 /// Loads the config file with the command line's external labels.
@@ -131,6 +134,7 @@ impl Default for RunOptions {
             enable_lifecycle: false,
             sharding: Sharding::default(),
             external_labels: Vec::new(),
+            config_reload_every: None,
         }
     }
 }
@@ -415,12 +419,7 @@ pub async fn run(
     let cfg = load(&path, &opts.external_labels)?;
     preflight(&cfg, opts.listen_address.as_deref())?;
     let metrics = Metrics::new();
-    if let Some(dir) = &opts.data_dir {
-        std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    prepare_data_dir(opts.data_dir.as_deref())?;
     let server_tls = match &cfg.server.tls_server_config {
         Some(t) => Some(
             crate::web_tls::watched(t, opts.tls_reload_interval, metrics.clone())
@@ -428,29 +427,81 @@ pub async fn run(
         ),
         None => None,
     };
-    if server_tls.is_none() && cfg.server.relay_auth.is_none() {
+    if server_tls.is_none() && cfg.server.relay_auth.is_none() && cfg.relay_metrics_enabled() {
         tracing::warn!(
-            "the admin server (and /relay/metrics, the pull path) has neither TLS client certificates (server.tls_server_config) nor a token (server.relay_auth): anyone who reaches it can read what is scraped"
+            "the pull path (/relay/metrics) is served with neither TLS client certificates (server.tls_server_config) nor a token (server.relay_auth): anyone who reaches the admin port can read what is scraped"
         );
     }
     let built = Runtime::build(&cfg, &metrics, opts.tls_reload_interval, &opts.sharding)?;
+    export_sharding(&metrics, &opts.sharding);
+    let (listener, bound) = bind_admin(&cfg, &opts).await?;
+    let (mut rt, discovery_rx) = Runtime::new(&cfg, &opts, metrics.clone(), &cancel);
+    rt.apply(&cfg, built)?;
+    metrics.reload_success.set(1);
+    let admin = Admin::start(listener, &bound, &rt, &cfg, &opts, server_tls)?;
+    tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
+    let watch = opts
+        .config_reload_every
+        .map(|every| ConfigWatch::new(&path, every));
+    let events = Events {
+        discovery: discovery_rx,
+        reload: admin.reload_rx,
+        watch,
+    };
+    rt.serve(&path, events, &admin.relay_auth, &cancel).await;
+    rt.stop().await;
+    admin.cancel.cancel();
+    let _ = admin.task.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Creates the data directory, or says what is in its way.
+fn prepare_data_dir(dir: Option<&Path>) -> Result<(), RelayError> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    if let Ok(md) = std::fs::metadata(dir)
+        && !md.is_dir()
+    {
+        return Err(RelayError::DataDir {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file is in the way: --data-dir must name a directory (it is created if missing)",
+            ),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|source| RelayError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn export_sharding(metrics: &Metrics, sharding: &Sharding) {
     metrics
         .shard_info
         .get_or_create(&crate::telemetry::ShardLabels {
-            shard_index: opts.sharding.index.to_string(),
-            shard_count: opts.sharding.count.to_string(),
-            replication_factor: opts.sharding.replication_factor.to_string(),
+            shard_index: sharding.index.to_string(),
+            shard_count: sharding.count.to_string(),
+            replication_factor: sharding.replication_factor.to_string(),
         })
         .set(1);
-    if opts.sharding.is_sharded() {
+    if sharding.is_sharded() {
         tracing::info!(
-            shard_index = opts.sharding.index,
-            shard_count = opts.sharding.count,
-            replication_factor = opts.sharding.replication_factor,
+            shard_index = sharding.index,
+            shard_count = sharding.count,
+            replication_factor = sharding.replication_factor,
             "sharded: scraping only the targets this shard owns"
         );
     }
+}
 
+/// Binds the admin listener: (listener, the address it got).
+async fn bind_admin(
+    cfg: &Config,
+    opts: &RunOptions,
+) -> Result<(tokio::net::TcpListener, String), RelayError> {
     let listen = opts
         .listen_address
         .clone()
@@ -469,104 +520,220 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    Ok((listener, bound))
+}
 
-    let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
-    let (discovery_tx, mut discovery_rx) = mpsc::channel::<Update>(16);
-    let shutdown = cancel.child_token();
-    let keep_latest = Arc::new(std::sync::atomic::AtomicBool::new(
-        cfg.relay_metrics_enabled(),
-    ));
-    let mut rt = Runtime {
-        metrics: metrics.clone(),
-        keep_latest: keep_latest.clone(),
-        tls_every: opts.tls_reload_interval,
-        data_dir: opts.data_dir.clone(),
-        grace: opts.shutdown_grace,
-        discovery_stop: shutdown.child_token(),
-        shutdown,
-        destinations: Vec::new(),
-        sinks_tx,
-        targets: HashMap::new(),
-        cfg: Arc::new(cfg.clone()),
-        clients: Vec::new(),
-        found: Found::new(),
-        generation: 0,
-        discovery_tx,
-        sharding: opts.sharding,
-        external_labels: opts.external_labels.clone(),
-        statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
-        scrapers: TaskTracker::new(),
-        senders: TaskTracker::new(),
-    };
-    rt.apply(&cfg, built)?;
-    metrics.reload_success.set(1);
+/// The admin server, running on a thread of its own.
+struct Admin {
+    reload_rx: mpsc::Receiver<ReloadRequest>,
+    relay_auth: Arc<std::sync::RwLock<Option<PathBuf>>>,
+    cancel: CancellationToken,
+    task: oneshot::Receiver<()>,
+}
 
-    // Applied above: /readyz now waits for the first scrapes, then latches.
-    let readiness = admin::Readiness::default();
-    readiness.started();
-    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let admin_cancel = CancellationToken::new();
-    let relay_auth = Arc::new(std::sync::RwLock::new(
-        cfg.server
-            .relay_auth
-            .as_ref()
-            .map(|a| a.credentials_file.clone()),
-    ));
-    let state = AdminState {
-        metrics: metrics.clone(),
-        targets: rt.statuses.clone(),
-        reload: reload_tx,
-        relay_auth: relay_auth.clone(),
-        relay_metrics: keep_latest,
-        lifecycle: opts.enable_lifecycle,
-        heartbeat: Default::default(),
-        readiness: readiness.clone(),
-        client_certs_required: cfg
-            .server
-            .tls_server_config
-            .as_ref()
-            .is_some_and(|t| t.client_ca_file.is_some()),
-    };
-    // The admin server runs on a thread (and runtime) of its own: a long
-    // parse, a compression or a disk write on the runtime thread never
-    // delays a probe. `/healthz` still tells whether that runtime runs: it
-    // fails when the heartbeat below stops.
-    let heartbeat = state.heartbeat.clone();
-    tokio::spawn(async move {
-        loop {
-            heartbeat.store(admin::heartbeat_now(), std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-    let admin_task = admin::spawn_thread(
-        listener,
-        state,
-        admin_cancel.clone(),
-        cfg.server.max_connections,
-        server_tls,
-    )
-    .map_err(|source| RelayError::Listen {
-        addr: bound.clone(),
-        source,
-    })?;
-    tracing::info!(listen_address = %bound, version = env!("CARGO_PKG_VERSION"), "metrics-relay started");
-
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let reply: Option<oneshot::Sender<Result<(), String>>> = tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(u) = discovery_rx.recv() => {
-                rt.discovered(u);
-                continue;
-            }
-            Some(r) = reload_rx.recv() => Some(r),
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::info!(signal = "SIGHUP", "reloading config");
-                None
-            }
+impl Admin {
+    fn start(
+        listener: tokio::net::TcpListener,
+        bound: &str,
+        rt: &Runtime,
+        cfg: &Config,
+        opts: &RunOptions,
+        tls: Option<watch::Receiver<Arc<rustls::ServerConfig>>>,
+    ) -> Result<Admin, RelayError> {
+        // Applied before this: /readyz now waits for the first scrapes,
+        // then latches.
+        let readiness = admin::Readiness::default();
+        readiness.started();
+        let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(4);
+        let cancel = CancellationToken::new();
+        let relay_auth = Arc::new(std::sync::RwLock::new(
+            cfg.server
+                .relay_auth
+                .as_ref()
+                .map(|a| a.credentials_file.clone()),
+        ));
+        let state = AdminState {
+            metrics: rt.metrics.clone(),
+            targets: rt.statuses.clone(),
+            reload: reload_tx,
+            relay_auth: relay_auth.clone(),
+            relay_metrics: rt.keep_latest.clone(),
+            lifecycle: opts.enable_lifecycle,
+            heartbeat: Default::default(),
+            readiness,
+            client_certs_required: cfg
+                .server
+                .tls_server_config
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some()),
         };
-        let result = rt.reload(&path).await.map_err(|e| e.to_string()).map(|c| {
-            rt.keep_latest.store(
+        // The admin server runs on a thread (and runtime) of its own: a long
+        // parse, a compression or a disk write on the runtime thread never
+        // delays a probe. `/healthz` still tells whether that runtime runs:
+        // it fails when the heartbeat below stops.
+        let heartbeat = state.heartbeat.clone();
+        tokio::spawn(async move {
+            loop {
+                heartbeat.store(admin::heartbeat_now(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let task = admin::spawn_thread(
+            listener,
+            state,
+            cancel.clone(),
+            cfg.server.max_connections,
+            tls,
+        )
+        .map_err(|source| RelayError::Listen {
+            addr: bound.to_string(),
+            source,
+        })?;
+        Ok(Admin {
+            reload_rx,
+            relay_auth,
+            cancel,
+            task,
+        })
+    }
+}
+
+/// `--config.auto-reload-interval`: the config file's content is compared
+/// every interval with what was loaded last (as Prometheus 3 does), and a
+/// change reloads, as SIGHUP would. A file that does not load is tried
+/// again only once it changes again.
+struct ConfigWatch {
+    path: PathBuf,
+    every: tokio::time::Interval,
+    last: Option<u64>,
+}
+
+impl ConfigWatch {
+    fn new(path: &Path, every: Duration) -> ConfigWatch {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ConfigWatch {
+            path: path.to_path_buf(),
+            every: interval,
+            last: Self::digest(path),
+        }
+    }
+
+    fn digest(path: &Path) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let bytes = crate::fsread::read_regular(path, crate::fsread::MAX_DOCUMENT).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Some(h.finish())
+    }
+
+    /// Waits for the next tick; true when the file changed since last seen.
+    async fn changed(&mut self) -> bool {
+        self.every.tick().await;
+        let now = Self::digest(&self.path);
+        if now.is_some() && now != self.last {
+            self.last = now;
+            return true;
+        }
+        false
+    }
+
+    /// A reload from another source read the file as it is now.
+    fn loaded(&mut self) {
+        self.last = Self::digest(&self.path);
+    }
+}
+
+/// What the running agent reacts to besides its timers.
+struct Events {
+    discovery: mpsc::Receiver<Update>,
+    reload: mpsc::Receiver<ReloadRequest>,
+    watch: Option<ConfigWatch>,
+}
+
+impl Runtime {
+    /// The running state for `cfg`, nothing applied yet; and the channel
+    /// discovery updates arrive on.
+    fn new(
+        cfg: &Config,
+        opts: &RunOptions,
+        metrics: Metrics,
+        cancel: &CancellationToken,
+    ) -> (Runtime, mpsc::Receiver<Update>) {
+        let (sinks_tx, _) = watch::channel(Arc::new(Vec::new()));
+        let (discovery_tx, discovery_rx) = mpsc::channel::<Update>(16);
+        let shutdown = cancel.child_token();
+        let rt = Runtime {
+            metrics,
+            keep_latest: Arc::new(std::sync::atomic::AtomicBool::new(
+                cfg.relay_metrics_enabled(),
+            )),
+            tls_every: opts.tls_reload_interval,
+            data_dir: opts.data_dir.clone(),
+            grace: opts.shutdown_grace,
+            discovery_stop: shutdown.child_token(),
+            shutdown,
+            destinations: Vec::new(),
+            sinks_tx,
+            targets: HashMap::new(),
+            cfg: Arc::new(cfg.clone()),
+            clients: Vec::new(),
+            found: Found::new(),
+            generation: 0,
+            discovery_tx,
+            sharding: opts.sharding,
+            external_labels: opts.external_labels.clone(),
+            statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
+            scrapers: TaskTracker::new(),
+            senders: TaskTracker::new(),
+        };
+        (rt, discovery_rx)
+    }
+
+    /// Runs until `cancel`: discovery updates, reloads (SIGHUP, `POST
+    /// /-/reload`, a changed config file).
+    async fn serve(
+        &mut self,
+        path: &Path,
+        mut ev: Events,
+        relay_auth: &std::sync::RwLock<Option<PathBuf>>,
+        cancel: &CancellationToken,
+    ) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let reply: Option<oneshot::Sender<Result<(), String>>> = tokio::select! {
+                _ = cancel.cancelled() => return,
+                Some(u) = ev.discovery.recv() => {
+                    self.discovered(u);
+                    continue;
+                }
+                Some(r) = ev.reload.recv() => Some(r),
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!(signal = "SIGHUP", "reloading config");
+                    None
+                }
+                true = async { match ev.watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
+                    tracing::info!(config = %path.display(), "config file changed; reloading");
+                    None
+                }
+            };
+            let result = self.reload_and_report(path, relay_auth).await;
+            if let Some(w) = ev.watch.as_mut() {
+                w.loaded();
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn reload_and_report(
+        &mut self,
+        path: &Path,
+        relay_auth: &std::sync::RwLock<Option<PathBuf>>,
+    ) -> Result<(), String> {
+        let result = self.reload(path).await.map_err(|e| e.to_string()).map(|c| {
+            self.keep_latest.store(
                 c.relay_metrics_enabled(),
                 std::sync::atomic::Ordering::Relaxed,
             );
@@ -575,30 +742,28 @@ pub async fn run(
         });
         match &result {
             Ok(()) => {
-                metrics.reload_success.set(1);
-                tracing::info!(config = %path.display(), targets = rt.targets.len(), "config reloaded");
+                self.metrics.reload_success.set(1);
+                tracing::info!(config = %path.display(), targets = self.targets.len(), "config reloaded");
             }
             Err(e) => {
-                metrics.reload_success.set(0);
+                self.metrics.reload_success.set(0);
                 tracing::error!(config = %path.display(), error = %e, "config reload rejected; the running config stays");
             }
         }
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
-        }
+        result
     }
 
-    tracing::info!("shutting down: scraping stopped, sending what is queued");
-    rt.shutdown.cancel();
-    rt.scrapers.close();
-    rt.scrapers.wait().await;
-    for d in &rt.destinations {
-        d.stop();
+    /// The shutdown sequence: scraping stops (no staleness markers), every
+    /// destination sends what it holds within the grace period.
+    async fn stop(&mut self) {
+        tracing::info!("shutting down: scraping stopped, sending what is queued");
+        self.shutdown.cancel();
+        self.scrapers.close();
+        self.scrapers.wait().await;
+        for d in &self.destinations {
+            d.stop();
+        }
+        self.senders.close();
+        self.senders.wait().await;
     }
-    rt.senders.close();
-    rt.senders.wait().await;
-    admin_cancel.cancel();
-    let _ = admin_task.await;
-    tracing::info!("shutdown complete");
-    Ok(())
 }

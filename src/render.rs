@@ -5,14 +5,23 @@
 //!   `tls.crt`, `tls.key` from the kubeconfig; a headless Service and its
 //!   Endpoints holding the SLB IP; a ServiceMonitor that scrapes
 //!   `/metrics?hosting=true` over mTLS with those Secret keys.
-//! - `agent`: the same Secret, a ConfigMap with an ACK One config for
-//!   metrics-relay, its Deployment, Service and a ServiceMonitor for both
-//!   `/metrics` (the agent's own) and `/relay/metrics` (the pull path).
+//! - `agent`: what `kubectl apply -k deploy/` installs, for this cluster:
+//!   the Secret `metrics-relay-tls` (a kubeconfig of the chosen context only),
+//!   the shipped ACK One config with the cluster's values filled in, as a
+//!   ConfigMap whose name carries a hash of its content (a changed config is
+//!   a new name, so the Deployment rolls), and the Deployment, Service,
+//!   ServiceMonitor, PrometheusRule and PodDisruptionBudget of
+//!   `deploy/base`, read from those very files with the base's labels and
+//!   image applied as kustomize applies them (a test diffs the two).
+//! - `pull`: `deploy/overlays/pull` likewise: no remote write, the pull path
+//!   served with a token (a new one, or the one of `--pull-token-file`), the
+//!   token Secret mounted, and the ServiceMonitor endpoint that presents it.
 //!
-//! The SLB IP defaults to the host of the kubeconfig's server address.
+//! The SLB address defaults to the host of the kubeconfig's server address.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
+
+use serde_json::{Value, json};
 
 use crate::kubeconfig::{self, base64_encode};
 
@@ -21,6 +30,7 @@ use crate::kubeconfig::{self, base64_encode};
 pub enum Mode {
     Direct,
     Agent,
+    Pull,
 }
 
 #[derive(Debug, Clone)]
@@ -30,10 +40,14 @@ pub struct RenderOptions {
     pub slb_ip: Option<String>,
     pub namespace: String,
     pub mode: Mode,
-    /// For `agent`: where the agent remote-writes.
-    pub remote_write_url: String,
-    /// For `agent`: the image.
-    pub image: String,
+    /// For `agent`: where the agent remote-writes (default: the operator's
+    /// Prometheus in `namespace`, `prometheus-operated`).
+    pub remote_write_url: Option<String>,
+    /// For `agent` and `pull`: the image (default: the one `deploy/base`
+    /// names).
+    pub image: Option<String>,
+    /// For `pull`: a file with the token to keep (default: a new one).
+    pub pull_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,23 +58,10 @@ pub enum RenderError {
     Invalid(String),
     #[error("cannot make a random token for the pull path: {0}")]
     Random(String),
-}
-
-/// A YAML double-quoted scalar.
-fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    #[error("--pull-token-file: {0}")]
+    Token(#[from] crate::fsread::ReadError),
+    #[error("a shipped manifest ({file}) does not read: {message}")]
+    Shipped { file: &'static str, message: String },
 }
 
 /// Host and port of `https://host:port`.
@@ -76,10 +77,8 @@ fn host_port(server: &str) -> Option<(String, u16)> {
 
 const APP: &str = "ack-control-plane-metrics";
 const SECRET: &str = "ack-control-plane-metrics-tls";
-/// The Secret holding the bearer token of the pull path (`/relay/metrics`),
-/// and where the agent finds it.
+/// The Secret holding the bearer token of the pull path (`/relay/metrics`).
 pub const PULL_SECRET: &str = "metrics-relay-pull-token";
-pub const PULL_DIR: &str = "/var/run/secrets/metrics-relay/pull-token";
 
 /// The Secret the agent reads its kubeconfig from (key `kubeconfig`), as in
 /// the README's walk-through and `deploy/`.
@@ -87,43 +86,79 @@ pub const AGENT_SECRET: &str = "metrics-relay-tls";
 
 /// The ACK One config the project ships (`config/ack-one.yml`, which is also
 /// `deploy/base/ack-one.yml`): `render --mode agent` writes this very text
-/// with the four values below replaced, so there is one config to keep true.
+/// with the values below replaced, so there is one config to keep true.
 pub const ACK_ONE_CONFIG: &str = include_str!("../config/ack-one.yml");
-/// The values of [`ACK_ONE_CONFIG`] that `render` replaces.
+/// The pull overlay's config (`render --mode pull`).
+pub const ACK_ONE_PULL_CONFIG: &str = include_str!("../deploy/overlays/pull/ack-one-pull.yml");
+/// The values of the shipped configs that `render` replaces.
 pub const ACK_ONE_TARGET: &str = "\"192.168.0.10:6443\"";
 pub const ACK_ONE_CLUSTER: &str = "cluster: ack-one-prod";
 pub const ACK_ONE_SERVER_NAME: &str = "server_name: kubernetes";
 pub const ACK_ONE_REMOTE_WRITE: &str =
     "url: http://prometheus-operated.monitoring.svc:9090/api/v1/write";
 
-/// [`ACK_ONE_CONFIG`] for this cluster. Each value must occur exactly once
-/// (an edit of the shipped config that breaks this fails here, and in the
-/// tests, rather than rendering a config that is not the one shipped).
-fn agent_config(
-    target: &str,
-    cluster: &str,
-    server_name: &str,
-    remote_write_url: &str,
+/// The shipped manifests `agent` and `pull` start from.
+const BASE: [(&str, &str); 5] = [
+    (
+        "deploy/base/deployment.yaml",
+        include_str!("../deploy/base/deployment.yaml"),
+    ),
+    (
+        "deploy/base/service.yaml",
+        include_str!("../deploy/base/service.yaml"),
+    ),
+    (
+        "deploy/base/servicemonitor.yaml",
+        include_str!("../deploy/base/servicemonitor.yaml"),
+    ),
+    (
+        "deploy/base/prometheusrule.yaml",
+        include_str!("../deploy/base/prometheusrule.yaml"),
+    ),
+    (
+        "deploy/base/poddisruptionbudget.yaml",
+        include_str!("../deploy/base/poddisruptionbudget.yaml"),
+    ),
+];
+const BASE_KUSTOMIZATION: &str = include_str!("../deploy/base/kustomization.yaml");
+const PULL_KUSTOMIZATION: &str = include_str!("../deploy/overlays/pull/kustomization.yaml");
+const PULL_TOKEN_PATCH: &str = include_str!("../deploy/overlays/pull/pull-token.yaml");
+
+fn shipped(file: &'static str, text: &str) -> Result<Vec<Value>, RenderError> {
+    crate::yaml::to_json(text, crate::yaml::Scalars::Typed).map_err(|e| RenderError::Shipped {
+        file,
+        message: e.to_string(),
+    })
+}
+
+/// A YAML double-quoted scalar.
+fn q(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// The shipped `config` text for this cluster: each placeholder must occur
+/// exactly once (an edit of the shipped config that breaks this fails here,
+/// and in the tests, rather than rendering a config that is not the one
+/// shipped); its opening comment, written for someone editing it by hand,
+/// becomes one that says where this one came from.
+fn fill_config(
+    config: &str,
+    header: &str,
+    values: &[(&str, String)],
 ) -> Result<String, RenderError> {
-    let mut text = ACK_ONE_CONFIG.to_string();
-    for (from, to) in [
-        (ACK_ONE_TARGET, q(target)),
-        (ACK_ONE_CLUSTER, format!("cluster: {}", q(cluster))),
-        (
-            ACK_ONE_SERVER_NAME,
-            format!("server_name: {}", q(server_name)),
-        ),
-        (
-            ACK_ONE_REMOTE_WRITE,
-            format!("url: {}", q(remote_write_url)),
-        ),
-    ] {
+    let body_start = config
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let mut text = format!("{header}{}", &config[body_start.min(config.len())..]);
+    for (from, to) in values {
         if text.matches(from).count() != 1 {
             return Err(RenderError::Invalid(format!(
-                "config/ack-one.yml no longer has exactly one {from:?} to fill in"
+                "the shipped config no longer has exactly one {from:?} to fill in"
             )));
         }
-        text = text.replacen(from, &to, 1);
+        text = text.replacen(from, to, 1);
     }
     crate::config::Config::from_yaml(&text)
         .map_err(|e| RenderError::Invalid(format!("the rendered config does not load: {e}")))?;
@@ -159,18 +194,62 @@ fn random_token() -> Result<String, RenderError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// A Kubernetes namespace name (RFC 1123 label).
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-')
+}
+
+/// The options that do not apply to the mode, named.
+fn check_options(o: &RenderOptions) -> Result<(), RenderError> {
+    if !valid_namespace(&o.namespace) {
+        return Err(RenderError::Invalid(format!(
+            "--namespace {:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)",
+            o.namespace
+        )));
+    }
+    let misplaced = match o.mode {
+        Mode::Direct => [
+            ("--image", o.image.is_some()),
+            ("--remote-write-url", o.remote_write_url.is_some()),
+            ("--pull-token-file", o.pull_token_file.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(f, _)| {
+            (
+                f,
+                "the vendor's recipe runs no agent (--mode agent or pull does)",
+            )
+        }),
+        Mode::Agent => o
+            .pull_token_file
+            .is_some()
+            .then_some(("--pull-token-file", "the pull path is --mode pull's")),
+        Mode::Pull => o.remote_write_url.is_some().then_some((
+            "--remote-write-url",
+            "--mode pull does not remote-write (--mode agent does)",
+        )),
+    };
+    match misplaced {
+        Some((flag, why)) => Err(RenderError::Invalid(format!("{flag}: {why}"))),
+        None => Ok(()),
+    }
+}
+
 /// Renders the manifests.
 pub fn render(o: &RenderOptions) -> Result<String, RenderError> {
+    check_options(o)?;
     let c = kubeconfig::load(&o.kubeconfig, o.context.as_deref())?;
     let (server_host, port) = c.server.as_deref().and_then(host_port).ok_or_else(|| {
         RenderError::Invalid("the kubeconfig's cluster has no usable server address".into())
     })?;
-    let ip = o.slb_ip.clone().unwrap_or(server_host);
-    if ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(RenderError::Invalid(format!(
-            "{ip:?} is not an IP address: Endpoints need the SLB IP (pass --slb-ip)"
-        )));
-    }
+    let host = o.slb_ip.clone().unwrap_or(server_host);
     let Some((_, ca)) = &c.ca else {
         return Err(RenderError::Invalid(
             "the kubeconfig's cluster has no certificate-authority(-data)".into(),
@@ -181,71 +260,320 @@ pub fn render(o: &RenderOptions) -> Result<String, RenderError> {
         .tls_server_name
         .clone()
         .unwrap_or_else(|| "kubernetes".into());
-    let mut y = format!(
-        "# Rendered by metrics-relay {} from {} (context {}).\n",
+    let header = format!(
+        "# Rendered by metrics-relay {} from {} (context {}, cluster {}).\n",
         env!("CARGO_PKG_VERSION"),
         o.kubeconfig.display(),
         c.context,
+        c.cluster,
     );
-    if o.mode == Mode::Direct {
-        // Prometheus reads PEM files: the vendor's three keys.
-        let _ = write!(
-            y,
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  ca.crt: {}\n  tls.crt: {}\n  tls.key: {}\n",
-            base64_encode(ca),
-            base64_encode(&c.cert.1),
-            base64_encode(&c.key.1),
-        );
-    } else {
-        // metrics-relay reads the kubeconfig itself: the Secret of the
-        // walk-through and of deploy/ (metrics-relay-tls, key kubeconfig),
-        // holding only the chosen context's cluster and user.
-        let _ = write!(
-            y,
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {AGENT_SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  kubeconfig: {}\n",
-            base64_encode(minimal_kubeconfig(&c, ca).as_bytes()),
-        );
-    }
-    match o.mode {
+    let docs = match o.mode {
         Mode::Direct => {
-            let _ = write!(
-                y,
-                "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {APP}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: {APP}\nspec:\n  clusterIP: None\n  ports:\n    - name: https-metrics\n      port: {port}\n      targetPort: {port}\n      protocol: TCP\n\
----\napiVersion: v1\nkind: Endpoints\nmetadata:\n  name: {APP}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: {APP}\nsubsets:\n  - addresses:\n      - ip: {ip}\n    ports:\n      - name: https-metrics\n        port: {port}\n        protocol: TCP\n\
----\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: ack-control-plane\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {APP}\n  namespaceSelector:\n    matchNames:\n      - {ns}\n  endpoints:\n    - port: https-metrics\n      scheme: https\n      path: /metrics\n      params:\n        hosting:\n          - \"true\"\n      interval: 30s\n      tlsConfig:\n        serverName: {}\n        ca:\n          secret:\n            name: {SECRET}\n            key: ca.crt\n        cert:\n          secret:\n            name: {SECRET}\n            key: tls.crt\n        keySecret:\n          name: {SECRET}\n          key: tls.key\n",
-                q(&server_name),
-            );
-        }
-        Mode::Agent => {
-            // The pull path re-exposes what only mutual TLS gets from the
-            // source: it is protected by a token made here, which the
-            // ServiceMonitor presents.
-            let _ = write!(
-                y,
-                "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {PULL_SECRET}\n  namespace: {ns}\ntype: Opaque\ndata:\n  token: {}\n",
-                base64_encode(random_token()?.as_bytes()),
-            );
-            let target = if ip.contains(':') {
-                format!("[{ip}]:{port}")
-            } else {
-                format!("{ip}:{port}")
-            };
-            let config = agent_config(&target, &c.context, &server_name, &o.remote_write_url)?;
-            let _ = write!(
-                y,
-                "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: metrics-relay-config\n  namespace: {ns}\ndata:\n  config.yml: |\n"
-            );
-            for line in config.lines() {
-                let _ = writeln!(y, "    {line}");
+            if host.parse::<std::net::IpAddr>().is_err() {
+                return Err(RenderError::Invalid(format!(
+                    "{host:?} is not an IP address: the vendor's recipe puts the SLB's IP in an Endpoints object (pass --slb-ip, or use --mode agent, which takes a host name)"
+                )));
             }
-            let _ = write!(
-                y,
-                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  replicas: 1\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: metrics-relay\n    spec:\n      automountServiceAccountToken: false\n      securityContext:\n        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532\n        seccompProfile:\n          type: RuntimeDefault\n      containers:\n        - name: metrics-relay\n          image: {}\n          args: [\"run\", \"--config=/etc/metrics-relay/config/config.yml\", \"--data-dir=/var/lib/metrics-relay\", \"--log-format=json\"]\n          ports:\n            - name: http-metrics\n              containerPort: 9464\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http-metrics}}\n          readinessProbe:\n            httpGet: {{path: /readyz, port: http-metrics}}\n            failureThreshold: 12\n          resources:\n            requests: {{cpu: 20m, memory: 32Mi}}\n            limits: {{memory: 320Mi}}\n          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n            capabilities:\n              drop: [\"ALL\"]\n          volumeMounts:\n            - {{name: config, mountPath: /etc/metrics-relay/config, readOnly: true}}\n            - {{name: tls, mountPath: /etc/metrics-relay/tls, readOnly: true}}\n            - {{name: data, mountPath: /var/lib/metrics-relay}}\n            - {{name: pull-token, mountPath: {PULL_DIR}, readOnly: true}}\n      volumes:\n        - name: config\n          configMap:\n            name: metrics-relay-config\n        - name: tls\n          secret:\n            secretName: {AGENT_SECRET}\n        - name: data\n          emptyDir:\n            sizeLimit: 1Gi\n        - name: pull-token\n          secret:\n            secretName: {PULL_SECRET}\n\
----\napiVersion: v1\nkind: Service\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: metrics-relay\nspec:\n  selector:\n    app.kubernetes.io/name: metrics-relay\n  ports:\n    - name: http-metrics\n      port: 9464\n      targetPort: http-metrics\n\
----\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: metrics-relay\n  namespace: {ns}\nspec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: metrics-relay\n  endpoints:\n    - port: http-metrics\n      path: /metrics\n      interval: 30s\n    - port: http-metrics\n      path: /relay/metrics\n      interval: 30s\n      honorLabels: true\n      authorization:\n        type: Bearer\n        credentials:\n          name: {PULL_SECRET}\n          key: token\n",
-                q(&o.image),
-            );
+            direct(ns, &host, port, &server_name, &c, ca)
         }
+        Mode::Agent | Mode::Pull => agent(o, &header, &host, port, &server_name, &c, ca)?,
+    };
+    let mut y = header;
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            y.push_str("---\n");
+        }
+        y.push_str(&crate::yaml::emit(d));
     }
     Ok(y)
+}
+
+/// The vendor's recipe: Secret, headless Service, Endpoints, ServiceMonitor.
+fn direct(
+    ns: &str,
+    ip: &str,
+    port: u16,
+    server_name: &str,
+    c: &kubeconfig::Credentials,
+    ca: &[u8],
+) -> Vec<Value> {
+    let labels = json!({"app.kubernetes.io/name": APP});
+    vec![
+        // Prometheus reads PEM files: the vendor's three keys.
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": ns},
+            "type": "Opaque",
+            "data": {
+                "ca.crt": base64_encode(ca),
+                "tls.crt": base64_encode(&c.cert.1),
+                "tls.key": base64_encode(&c.key.1),
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": APP, "namespace": ns, "labels": labels},
+            "spec": {
+                "clusterIP": "None",
+                "ports": [{"name": "https-metrics", "port": port, "targetPort": port, "protocol": "TCP"}],
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": APP, "namespace": ns, "labels": labels},
+            "subsets": [{
+                "addresses": [{"ip": ip}],
+                "ports": [{"name": "https-metrics", "port": port, "protocol": "TCP"}],
+            }],
+        }),
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "ack-control-plane", "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "namespaceSelector": {"matchNames": [ns]},
+                "endpoints": [{
+                    "port": "https-metrics",
+                    "scheme": "https",
+                    "path": "/metrics",
+                    "params": {"hosting": ["true"]},
+                    "interval": "30s",
+                    "tlsConfig": {
+                        "serverName": server_name,
+                        "ca": {"secret": {"name": SECRET, "key": "ca.crt"}},
+                        "cert": {"secret": {"name": SECRET, "key": "tls.crt"}},
+                        "keySecret": {"name": SECRET, "key": "tls.key"},
+                    },
+                }],
+            },
+        }),
+    ]
+}
+
+/// `deploy/base` (and, for `pull`, its pull overlay) for this cluster.
+fn agent(
+    o: &RenderOptions,
+    header: &str,
+    host: &str,
+    port: u16,
+    server_name: &str,
+    c: &kubeconfig::Credentials,
+    ca: &[u8],
+) -> Result<Vec<Value>, RenderError> {
+    let ns = &o.namespace;
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut values = vec![
+        (ACK_ONE_TARGET, q(&target)),
+        // The cluster's name, as the fleet overlay labels its clusters.
+        (ACK_ONE_CLUSTER, format!("cluster: {}", q(&c.cluster))),
+        (
+            ACK_ONE_SERVER_NAME,
+            format!("server_name: {}", q(server_name)),
+        ),
+    ];
+    let config = match o.mode {
+        Mode::Pull => fill_config(ACK_ONE_PULL_CONFIG, header, &values)?,
+        _ => {
+            let url = o.remote_write_url.clone().unwrap_or_else(|| {
+                format!("http://prometheus-operated.{ns}.svc:9090/api/v1/write")
+            });
+            values.push((ACK_ONE_REMOTE_WRITE, format!("url: {}", q(&url))));
+            fill_config(ACK_ONE_CONFIG, header, &values)?
+        }
+    };
+    let kustomization = shipped("deploy/base/kustomization.yaml", BASE_KUSTOMIZATION)?.remove(0);
+    // The ConfigMap, named as kustomize's generator names it: with a hash
+    // of its content.
+    let config_map = format!("metrics-relay-config-{}", content_hash(&config));
+    let mut docs = vec![
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": AGENT_SECRET},
+            "type": "Opaque",
+            "data": {"kubeconfig": base64_encode(minimal_kubeconfig(c, ca).as_bytes())},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": config_map},
+            "data": {"config.yml": config},
+        }),
+    ];
+    for (file, text) in BASE {
+        docs.extend(shipped(file, text)?);
+    }
+    if o.mode == Mode::Pull {
+        let token = match &o.pull_token_file {
+            Some(f) => crate::fsread::read_text(f, crate::fsread::MAX_SECRET)?
+                .trim()
+                .to_string(),
+            None => random_token()?,
+        };
+        if token.is_empty() {
+            return Err(RenderError::Invalid(
+                "--pull-token-file: the file is empty".into(),
+            ));
+        }
+        docs.insert(
+            1,
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": PULL_SECRET},
+                "type": "Opaque",
+                "data": {"token": base64_encode(token.as_bytes())},
+            }),
+        );
+        pull_overlay(&mut docs)?;
+    }
+    let image = match &o.image {
+        Some(i) => i.clone(),
+        None => {
+            let i = &kustomization["images"][0];
+            format!(
+                "{}:{}",
+                i["newName"].as_str().unwrap_or("metrics-relay"),
+                i["newTag"].as_str().unwrap_or("latest")
+            )
+        }
+    };
+    for d in &mut docs {
+        d["metadata"]["namespace"] = json!(ns);
+        apply_labels(d, &kustomization);
+        if d["kind"] == "Deployment" {
+            let pod = &mut d["spec"]["template"]["spec"];
+            for c in pod["containers"].as_array_mut().into_iter().flatten() {
+                if c["image"] == "metrics-relay" {
+                    c["image"] = json!(image);
+                }
+            }
+            for v in pod["volumes"].as_array_mut().into_iter().flatten() {
+                if v["configMap"]["name"] == "metrics-relay-config" {
+                    v["configMap"]["name"] = json!(config_map);
+                }
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// A short hash of `text`, as a name suffix (FNV-1a, ten base-36 digits).
+fn content_hash(text: &str) -> String {
+    let mut h = crate::shard::fnv1a(text.as_bytes());
+    let mut out = String::new();
+    for _ in 0..10 {
+        let d = (h % 36) as u32;
+        out.push(char::from_digit(d, 36).unwrap_or('0'));
+        h /= 36;
+    }
+    out
+}
+
+/// The `labels:` of a kustomization applied as kustomize applies them: to
+/// every object's `metadata.labels`, and with `includeSelectors` to the
+/// selectors and pod templates it knows (Deployment, Service,
+/// PodDisruptionBudget).
+fn apply_labels(d: &mut Value, kustomization: &Value) {
+    for entry in kustomization["labels"].as_array().into_iter().flatten() {
+        let Some(pairs) = entry["pairs"].as_object() else {
+            continue;
+        };
+        let selectors = entry["includeSelectors"] == true;
+        for (k, v) in pairs {
+            d["metadata"]["labels"][k] = v.clone();
+            if !selectors {
+                continue;
+            }
+            let kind = d["kind"].as_str().unwrap_or_default().to_string();
+            match kind.as_str() {
+                "Deployment" | "StatefulSet" | "DaemonSet" => {
+                    d["spec"]["selector"]["matchLabels"][k] = v.clone();
+                    d["spec"]["template"]["metadata"]["labels"][k] = v.clone();
+                }
+                "Service" => d["spec"]["selector"][k] = v.clone(),
+                "PodDisruptionBudget" => d["spec"]["selector"]["matchLabels"][k] = v.clone(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `deploy/overlays/pull`'s patches: the token's volume and mount on the
+/// Deployment, the `/relay/metrics` endpoint on the ServiceMonitor.
+fn pull_overlay(docs: &mut [Value]) -> Result<(), RenderError> {
+    let patch = shipped("deploy/overlays/pull/pull-token.yaml", PULL_TOKEN_PATCH)?.remove(0);
+    let k = shipped(
+        "deploy/overlays/pull/kustomization.yaml",
+        PULL_KUSTOMIZATION,
+    )?
+    .remove(0);
+    let endpoint = k["patches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["target"]["kind"] == "ServiceMonitor")
+        .and_then(|p| p["patch"].as_str())
+        .map(|text| shipped("deploy/overlays/pull/kustomization.yaml", text))
+        .transpose()?
+        .and_then(|ops| ops.into_iter().next())
+        .and_then(|ops| ops[0]["value"].as_object().cloned())
+        .ok_or_else(|| RenderError::Shipped {
+            file: "deploy/overlays/pull/kustomization.yaml",
+            message: "no ServiceMonitor endpoint patch".into(),
+        })?;
+    for d in docs.iter_mut() {
+        if d["kind"] == "Deployment" {
+            let pod = &mut d["spec"]["template"]["spec"];
+            let add = &patch["spec"]["template"]["spec"];
+            // As kustomize's strategic merge does: the patch's new list
+            // items first.
+            if let (Some(c), Some(mounts)) = (
+                pod["containers"][0]["volumeMounts"].as_array_mut(),
+                add["containers"][0]["volumeMounts"].as_array(),
+            ) {
+                c.splice(0..0, mounts.iter().cloned());
+            }
+            if let (Some(v), Some(vols)) =
+                (pod["volumes"].as_array_mut(), add["volumes"].as_array())
+            {
+                v.splice(0..0, vols.iter().cloned());
+            }
+        }
+        if d["kind"] == "ServiceMonitor"
+            && let Some(e) = d["spec"]["endpoints"].as_array_mut()
+        {
+            e.push(Value::Object(endpoint.clone()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_kubernetes_names() {
+        for ok in ["monitoring", "a", "team-1", &"a".repeat(63)] {
+            assert!(valid_namespace(ok), "{ok}");
+        }
+        for bad in ["", "Bad_NS", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(!valid_namespace(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_opening_comment_is_replaced_and_placeholders_filled() {
+        let text = fill_config(
+            ACK_ONE_CONFIG,
+            "# rendered\n",
+            &[(ACK_ONE_TARGET, "\"10.1.2.3:6443\"".into())],
+        )
+        .unwrap();
+        assert!(text.starts_with("# rendered\nglobal:"), "{text}");
+        assert!(!text.contains("192.168.0.10"), "{text}");
+        assert!(!text.contains("Replace"), "{text}");
+    }
 }

@@ -502,6 +502,13 @@ impl ScrapeLoop {
                         .get_or_create(&self.labels)
                         .inc_by(n.duplicates);
                 }
+                if n.out_of_order > 0 {
+                    self.metrics
+                        .samples_out_of_order
+                        .get_or_create(&self.labels)
+                        .inc_by(n.out_of_order);
+                    tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = n.out_of_order, "samples with explicit timestamps older than their series' last dropped");
+                }
                 if n.out_of_bounds > 0 {
                     self.metrics
                         .samples_out_of_bounds

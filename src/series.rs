@@ -87,6 +87,9 @@ pub struct Ingested {
     pub out_of_bounds: u64,
     /// Samples dropped as a repeat of a series already in this scrape.
     pub duplicates: u64,
+    /// Samples dropped for an explicit timestamp before (or at, with a
+    /// different value) the one the series last had.
+    pub out_of_order: u64,
 }
 
 /// What metric relabeling made of one exposed series (cached: relabeling
@@ -173,6 +176,10 @@ impl Scratch {
     }
 }
 
+/// Scrapes a series with its own timestamps is remembered after it left the
+/// page.
+const EXPLICIT_KEEP: u8 = 64;
+
 /// `__name__` in [`Scratch::order`].
 const NAME: u32 = u32::MAX;
 
@@ -192,6 +199,14 @@ pub struct SeriesCache {
     format: Format,
     /// The body being ingested repeats a series.
     repeats: bool,
+    /// Series exposed with their own timestamps: the last (timestamp, value
+    /// bits) sent, and the scrape (mod 256) that last saw each. Such series
+    /// are few (federation, exporters of events), and this is all that is
+    /// kept for them.
+    explicit: KeyMap<(i64, u64, u8)>,
+    /// This scrape's explicit samples, applied to `explicit` when it ends
+    /// well (a failed scrape sends nothing).
+    explicit_now: Vec<(Key, i64, u64)>,
 }
 
 impl Default for SeriesCache {
@@ -207,6 +222,8 @@ impl Default for SeriesCache {
             scratch: Scratch::default(),
             format: Format::Text,
             repeats: false,
+            explicit: KeyMap::default(),
+            explicit_now: Vec::new(),
         }
     }
 }
@@ -273,6 +290,7 @@ impl SeriesCache {
         self.generation = self.generation.wrapping_add(1);
         self.track.start();
         self.repeats = false;
+        self.explicit_now.clear();
         self.format = format;
         let mut parser =
             Parser::with_spans(body, std::mem::take(&mut self.scratch.spans)).with_format(format);
@@ -333,11 +351,26 @@ impl SeriesCache {
             }
             if let Some(t) = s.timestamp
                 && ctx.honor_timestamps
-                && (t < bounds.0 || t > bounds.1)
             {
-                out.buf.truncate(entry);
-                n.out_of_bounds += 1;
-                continue;
+                if t < bounds.0 || t > bounds.1 {
+                    out.buf.truncate(entry);
+                    n.out_of_bounds += 1;
+                    continue;
+                }
+                // A receiver refuses a sample older than its series' last
+                // (out of order), or at the same time with another value
+                // (duplicate), and the whole request with it: dropped and
+                // counted here, as Prometheus's scrape loop counts them
+                // (sample_out_of_order).
+                let bits = s.value.to_bits();
+                if let Some(&(last_t, last_v, _)) = self.explicit.get(&key)
+                    && (t < last_t || (t == last_t && bits != last_v))
+                {
+                    out.buf.truncate(entry);
+                    n.out_of_order += 1;
+                    continue;
+                }
+                self.explicit_now.push((key, t, bits));
             }
             n.kept += 1;
             // As Prometheus, the limit counts samples after metric relabeling.
@@ -378,6 +411,15 @@ impl SeriesCache {
         self.track.finish();
         if !self.relabeled.is_empty() {
             self.relabeled.retain(|_, r| r.generation == generation);
+        }
+        if !self.explicit_now.is_empty() || !self.explicit.is_empty() {
+            for (key, t, bits) in self.explicit_now.drain(..) {
+                self.explicit.insert(key, (t, bits, generation));
+            }
+            // A series gone from the page for 64 scrapes is forgotten (as
+            // its staleness is not tracked either); back, it starts afresh.
+            self.explicit
+                .retain(|_, e| generation.wrapping_sub(e.2) < EXPLICIT_KEEP);
         }
         self.last.store(body, gzip);
         self.last.format = self.format;
@@ -1134,6 +1176,46 @@ m{z=\"1\",y=\"2\"} 1\n";
             .ingest(&c, body.as_bytes(), now, &mut out, 0)
             .unwrap();
         assert_eq!((n.kept, n.out_of_bounds), (5, 0));
+    }
+
+    #[test]
+    fn explicit_timestamps_going_back_are_dropped_as_a_receiver_would_refuse_them() {
+        let c = ctx(false);
+        let now = 1_800_000_000_000i64;
+        let mut cache = SeriesCache::new();
+        let mut sent = |body: String, ts: i64| {
+            let mut out = EncodedSamples::default();
+            let n = cache.ingest(&c, body.as_bytes(), ts, &mut out, 0).unwrap();
+            cache.end(&c, ts, &mut out, body.as_bytes(), false);
+            let got: Vec<(String, i64, f64)> = decode(&out)
+                .timeseries
+                .iter()
+                .map(|t| {
+                    (
+                        t.labels[0].value.clone(),
+                        t.samples[0].timestamp,
+                        t.samples[0].value,
+                    )
+                })
+                .collect();
+            (got, n.out_of_order)
+        };
+        let (got, ooo) = sent(format!("e 1 {}\nplain 1\n", now - 10_000), now);
+        assert_eq!((got.len(), ooo), (2, 0));
+        // The same sample again: harmless (a receiver takes it), sent.
+        let (got, ooo) = sent(format!("e 1 {}\nplain 1\n", now - 10_000), now + 1000);
+        assert_eq!((got.len(), ooo), (2, 0));
+        // Same time, another value; then an older time: both refused by a
+        // receiver (duplicate, out of order), so dropped and counted.
+        let (got, ooo) = sent(format!("e 2 {}\nplain 1\n", now - 10_000), now + 2000);
+        assert_eq!(ooo, 1);
+        assert_eq!(got.iter().filter(|(n, _, _)| n == "e").count(), 0);
+        let (_, ooo) = sent(format!("e 3 {}\nplain 1\n", now - 20_000), now + 3000);
+        assert_eq!(ooo, 1);
+        // Forward again: sent.
+        let (got, ooo) = sent(format!("e 4 {}\nplain 1\n", now), now + 4000);
+        assert_eq!(ooo, 0);
+        assert!(got.contains(&("e".into(), now, 4.0)));
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub struct Metrics {
     pub rejections: Family<RemoteCauseLabels, Counter>,
     pub samples_out_of_bounds: Family<TargetLabels, Counter>,
     pub samples_duplicate: Family<TargetLabels, Counter>,
+    pub samples_out_of_order: Family<TargetLabels, Counter>,
     pub sd_files: Family<SdLabels, Gauge>,
     pub sd_files_failing: Family<SdLabels, Gauge>,
     pub sd_file_errors: Family<SdLabels, Counter>,
@@ -334,6 +335,11 @@ impl Metrics {
                 "Samples dropped at scrape time for an explicit timestamp outside explicit_timestamp_max_age / explicit_timestamp_max_ahead.",
                 Family::default()
             ),
+            samples_out_of_order: reg!(
+                "scrape_samples_out_of_order",
+                "Samples dropped at scrape time for an explicit timestamp before the one their series last had (or the same with another value), which a receiver would refuse, as Prometheus's prometheus_target_scrapes_sample_out_of_order_total.",
+                Family::default()
+            ),
             samples_duplicate: reg!(
                 "scrape_samples_duplicate",
                 "Samples dropped at scrape time as a repeat of a series already in the same scrape (the first is kept), as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total.",
@@ -357,6 +363,7 @@ impl Metrics {
         self.series.remove(t);
         self.samples_out_of_bounds.remove(t);
         self.samples_duplicate.remove(t);
+        self.samples_out_of_order.remove(t);
         for reason in reasons {
             self.scrape_failures.remove(&FailureLabels {
                 job: t.job.clone(),

@@ -12,6 +12,10 @@
 //! YAML library refuses it; so is nesting deeper than [`MAX_DEPTH`]. A
 //! config that reuses a relabeling block through an anchor expands to a
 //! few times its size and passes.
+//!
+//! Also here: YAML documents as JSON values ([`to_json`], for discovery
+//! files and the manifests `render` starts from) and JSON values back as
+//! block-style YAML ([`emit`], what `render` prints).
 
 use std::collections::HashMap;
 
@@ -120,6 +124,175 @@ pub fn check(text: &str) -> Result<(), YamlError> {
     }
 }
 
+/// How scalars become JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalars {
+    /// Every scalar a string (label values are strings whatever YAML
+    /// typed them as).
+    Strings,
+    /// Integers, floats and booleans as JSON numbers and booleans.
+    Typed,
+}
+
+/// Every document of `text` (checked by [`check`] first) as JSON values.
+pub fn to_json(text: &str, scalars: Scalars) -> Result<Vec<serde_json::Value>, YamlError> {
+    check(text)?;
+    let docs = yaml_rust2::YamlLoader::load_from_str(text)
+        .map_err(|e| YamlError::Syntax(e.to_string()))?;
+    docs.into_iter().map(|d| convert(d, scalars)).collect()
+}
+
+fn convert(y: yaml_rust2::Yaml, scalars: Scalars) -> Result<serde_json::Value, YamlError> {
+    use serde_json::Value;
+    use yaml_rust2::Yaml;
+    let typed = scalars == Scalars::Typed;
+    Ok(match y {
+        Yaml::Null => Value::Null,
+        Yaml::String(s) => Value::String(s),
+        Yaml::Real(s) if typed => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::String(s), Value::Number),
+        Yaml::Real(s) => Value::String(s),
+        Yaml::Integer(i) if typed => Value::Number(i.into()),
+        Yaml::Integer(i) => Value::String(i.to_string()),
+        Yaml::Boolean(b) if typed => Value::Bool(b),
+        Yaml::Boolean(b) => Value::String(b.to_string()),
+        Yaml::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|v| convert(v, scalars))
+                .collect::<Result<_, _>>()?,
+        ),
+        Yaml::Hash(h) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in h {
+                let k = match k {
+                    Yaml::String(s) | Yaml::Real(s) => s,
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    _ => return Err(YamlError::Syntax("a mapping key is not a scalar".into())),
+                };
+                m.insert(k, convert(v, scalars)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Alias(_) | Yaml::BadValue => {
+            return Err(YamlError::Syntax("an unsupported YAML value".into()));
+        }
+    })
+}
+
+/// A JSON value as block-style YAML (mappings in their order, strings
+/// quoted when YAML would read them as something else).
+pub fn emit(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    emit_into(v, 0, &mut out);
+    out
+}
+
+fn emit_into(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                out.push_str(&pad);
+                out.push_str(&scalar(k));
+                out.push(':');
+                block_value(v, indent, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for v in a {
+                out.push_str(&pad);
+                out.push('-');
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        // The first key on the dash's line.
+                        let mut inner = String::new();
+                        emit_into(v, indent + 2, &mut inner);
+                        out.push(' ');
+                        out.push_str(inner.trim_start());
+                    }
+                    _ => block_value(v, indent, out),
+                }
+            }
+        }
+        other => {
+            out.push_str(&pad);
+            out.push_str(&inline(other));
+            out.push('\n');
+        }
+    }
+}
+
+/// After `key:` or `-`: a scalar on the line, or a block below it.
+fn block_value(v: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            emit_into(v, indent + 2, out);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            emit_into(v, indent + 2, out);
+        }
+        Value::String(s) if s.contains('\n') => {
+            // A literal block, as a ConfigMap's file reads best.
+            out.push_str(" |");
+            if !s.ends_with('\n') {
+                out.push('-');
+            }
+            out.push('\n');
+            for line in s.lines() {
+                if !line.is_empty() {
+                    out.push_str(&" ".repeat(indent + 2));
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+        }
+        other => {
+            out.push(' ');
+            out.push_str(&inline(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn inline(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => scalar(s),
+        Value::Array(_) => "[]".into(),
+        Value::Object(_) => "{}".into(),
+    }
+}
+
+/// A string as a YAML scalar: plain when YAML reads it back as the same
+/// string, double-quoted (JSON escapes are valid YAML ones) otherwise.
+fn scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./@".contains(&b))
+        && !s.starts_with(['-', '.', '@'])
+        && s.parse::<f64>().is_err()
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "null" | "~"
+        );
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::Value::String(s.to_string()).to_string()
+    }
+}
+
 /// Replaces what a serde or YAML message quotes from the document
 /// (`invalid type: string "-----BEGIN PRIVATE KEY-----…"`) with
 /// `<redacted>`: a file given in the wrong place may be a key.
@@ -210,5 +383,21 @@ mod tests {
             "unknown field `listen_adress`, expected `listen_address`"
         );
         assert_eq!(redact_quoted("a \"never closed"), "a \"<redacted>");
+    }
+
+    #[test]
+    fn emitted_yaml_reads_back_as_the_same_values() {
+        let text = "a: 1\nb: [x, 'true', '0.5', '', null, -1, {c: d, e: [1, 2]}]\nf: {}\ng: []\nh: \"line one\\nline two\\n\"\ni: \"quote \\\" and: colon\"\nj: 1.5\nk: true\n";
+        let v = to_json(text, Scalars::Typed).unwrap().remove(0);
+        let back = to_json(&emit(&v), Scalars::Typed).unwrap().remove(0);
+        assert_eq!(v, back, "{}", emit(&v));
+        assert_eq!(v["b"][1], "true");
+        assert_eq!(v["a"], 1);
+        // Label values are strings whatever YAML made of them.
+        let v = to_json("port: 9100\nup: true\n", Scalars::Strings)
+            .unwrap()
+            .remove(0);
+        assert_eq!(v["port"], "9100");
+        assert_eq!(v["up"], "true");
     }
 }

@@ -65,6 +65,18 @@ pub(super) fn finalize(cfg: &mut Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The name of a `${NAME}` left in `value` (expansion replaces the ones
+/// that are set), if it is one: an uppercase environment-style name.
+fn unset_variable(value: &str) -> Option<&str> {
+    let start = value.find("${")? + 2;
+    let name = &value[start..start + value[start..].find('}')?];
+    let env_like = name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    env_like.then_some(name)
+}
+
 /// `global`: the scrape interval and timeout every job inherits.
 fn finalize_global(g: &mut GlobalConfig) -> Result<(Duration, Duration), ConfigError> {
     let interval = g
@@ -89,8 +101,17 @@ fn finalize_global(g: &mut GlobalConfig) -> Result<(Duration, Duration), ConfigE
     }
     g.scrape_interval = Some(PromDuration(interval));
     g.scrape_timeout = Some(PromDuration(timeout));
-    for name in g.external_labels.keys() {
-        validate_label_name(&format!("global.external_labels.{name}"), name)?;
+    for (name, value) in &g.external_labels {
+        let field = format!("global.external_labels.{name}");
+        validate_label_name(&field, name)?;
+        if let Some(var) = unset_variable(value) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{value:?} names the environment variable {var}, which is not set in the agent's environment"
+                ),
+            ));
+        }
     }
 
     Ok((interval, timeout))

@@ -18,18 +18,64 @@ pub fn yaml(text: &str) -> Value {
 /// `kubectl kustomize DIR`: the rendered manifests (kubectl is required;
 /// `scripts/test.sh` installs Debian's kubernetes-client where there is none).
 pub fn kustomize(dir: &std::path::Path) -> String {
-    let out = std::process::Command::new("kubectl")
-        .args(["kustomize"])
+    let (program, args) = kustomize_command();
+    let out = std::process::Command::new(&program)
+        .args(&args)
         .arg(dir)
         .output()
-        .expect("kubectl (scripts/test.sh installs Debian's kubernetes-client)");
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
     assert!(
         out.status.success(),
-        "kubectl kustomize {}: {}",
+        "{} {} {}: {}",
+        program.display(),
+        args.join(" "),
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Oldest kustomize the shipped kustomizations build with (README).
+pub const KUSTOMIZE_MIN_MAJOR: u32 = 5;
+
+/// How to run kustomize: `$KUSTOMIZE` (scripts/test.sh sets it), else
+/// `kustomize` on PATH, else `kubectl kustomize`; whichever it is must be
+/// kustomize v5 or newer, or the test fails saying so.
+pub fn kustomize_command() -> (std::path::PathBuf, Vec<String>) {
+    let (program, args, version_args): (std::path::PathBuf, Vec<String>, Vec<&str>) = if let Some(
+        k,
+    ) =
+        std::env::var_os("KUSTOMIZE")
+    {
+        (k.into(), vec!["build".into()], vec!["version"])
+    } else if let Some(k) = super::on_path("kustomize") {
+        (k, vec!["build".into()], vec!["version"])
+    } else if let Some(k) = super::on_path("kubectl") {
+        (k, vec!["kustomize".into()], vec!["version", "--client"])
+    } else {
+        panic!(
+            "no kustomize (v{KUSTOMIZE_MIN_MAJOR}+) and no kubectl: scripts/test.sh installs kustomize from the Go module proxy, or set KUSTOMIZE"
+        )
+    };
+    let out = std::process::Command::new(&program)
+        .args(&version_args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "v5.8.2", or kubectl's "Kustomize Version: v5.5.0".
+    let major = text
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .filter_map(|w| w.strip_prefix('v'))
+        .rfind(|w| w.contains('.'))
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= KUSTOMIZE_MIN_MAJOR => (program, args),
+        _ => panic!(
+            "{} reports kustomize {:?}: the shipped kustomizations need kustomize v{KUSTOMIZE_MIN_MAJOR} or newer (kubectl 1.27+; Debian 12's kubectl 1.20 has v2.0.3, which cannot build them): scripts/test.sh installs one, or set KUSTOMIZE",
+            program.display(),
+            text.trim()
+        ),
+    }
 }
 
 /// The file a container's `--config=` argument names.

@@ -242,6 +242,31 @@ fn check_refuses_what_run_refuses_with_the_same_message() {
             "{what}: run said\n{run_err}\ncheck said\n{message}"
         );
     }
+    // A config that is a "billion laughs": refused before it is expanded.
+    let laughs = dir.path().join("laughs.yml");
+    let mut doc = String::from(
+        "x: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (p, n) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        doc.push_str(&format!(
+            "{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+        ));
+    }
+    std::fs::write(&laughs, doc).unwrap();
+    for cmd in ["check", "run"] {
+        let (code, _, err) = run(&[
+            cmd,
+            "--config",
+            laughs.to_str().unwrap(),
+            "--listen-address",
+            "127.0.0.1:0",
+        ][..if cmd == "check" { 3 } else { 5 }]);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(err.contains("excessive aliasing"), "{cmd}: {err}");
+    }
     // Out-of-range flags: a clear refusal, never an allocation of the size.
     let cfg = dir.path().join("c0.yml");
     let (code, _, err) = run(&[

@@ -33,19 +33,24 @@ fn deploy_file(path: &str) -> String {
 
 /// The documents `render --mode agent` prints for a test kubeconfig.
 fn render_agent() -> Vec<serde_json::Value> {
+    render_mode("agent", &[])
+}
+
+/// `render --mode MODE` of a test kubeconfig (server 192.168.0.10:6443,
+/// context c1, cluster k), with `extra` arguments.
+fn render_mode(mode: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let kc = pki.kubeconfig(dir.path(), "https://192.168.0.10:6443");
-    let (code, out, err) = run(
-        &[
-            "render",
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--mode",
-            "agent",
-        ],
-        &[],
-    );
+    let mut args = vec![
+        "render",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--mode",
+        mode,
+    ];
+    args.extend(extra);
+    let (code, out, err) = run(&args, &[]);
     assert_eq!(code, 0, "{err}");
     documents(&out)
 }
@@ -67,7 +72,8 @@ fn workload_config(
         .to_string();
     let config = config
         .replace("${NODE_IP}", "127.0.0.1")
-        .replace("${NODE_NAME}", "node");
+        .replace("${NODE_NAME}", "node")
+        .replace("${CLUSTER}", "c1");
     (
         name,
         metrics_relay::config::Config::from_yaml(&config).unwrap(),
@@ -231,20 +237,49 @@ fn render_direct_and_agent() {
         kinds,
         [
             "Secret",
-            "Secret",
             "ConfigMap",
             "Deployment",
             "Service",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "PrometheusRule",
+            "PodDisruptionBudget"
         ]
     );
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "obs"));
     check_against_crds(&out);
-    // The ConfigMap's config is one metrics-relay accepts.
-    let cfg = docs[2]["data"]["config.yml"].as_str().unwrap();
+    // The ConfigMap's config is one metrics-relay accepts, every
+    // placeholder filled, the cluster named as the kubeconfig names it.
+    let cfg = docs[1]["data"]["config.yml"].as_str().unwrap();
     assert!(cfg.contains("10.9.8.7:6443"), "{cfg}");
+    assert!(
+        !cfg.contains("192.168.0.10") && !cfg.contains("Replace"),
+        "{cfg}"
+    );
+    assert!(cfg.contains("cluster: \"k\""), "{cfg}");
+    assert!(
+        cfg.contains("http://prometheus-operated.obs.svc:9090/api/v1/write"),
+        "{cfg}"
+    );
     metrics_relay::config::Config::from_yaml(cfg).unwrap();
+    // Named by its content, as kustomize's generator names it: a changed
+    // config is a new name, and the Deployment rolls.
+    let cm = docs[1]["metadata"]["name"].as_str().unwrap();
+    assert!(
+        cm.starts_with("metrics-relay-config-") && cm.len() > 22,
+        "{cm}"
+    );
+    assert_eq!(
+        docs[2]["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .unwrap()["configMap"]["name"],
+        cm
+    );
 
+    // A server given by host name: the agent takes it; the vendor's
+    // Endpoints cannot.
     let kc2 = dir.path().join("kc2");
     std::fs::write(
         &kc2,
@@ -257,6 +292,161 @@ fn render_direct_and_agent() {
     let (code, _, err) = run(&["render", "--kubeconfig", kc2.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("--slb-ip"), "{err}");
+    let (code, out, err) = run(
+        &[
+            "render",
+            "--kubeconfig",
+            kc2.to_str().unwrap(),
+            "--mode",
+            "agent",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("api.example.internal:6443"), "{out}");
+    // Options that do not apply, and names Kubernetes refuses, are errors.
+    for (args, want) in [
+        (
+            vec!["--namespace", "Bad_NS"],
+            "not a Kubernetes namespace name",
+        ),
+        (vec!["--image", "x/y:1"], "--image"),
+        (
+            vec!["--mode", "agent", "--pull-token-file", "/tmp/t"],
+            "--pull-token-file",
+        ),
+        (
+            vec!["--mode", "pull", "--remote-write-url", "http://x/w"],
+            "--remote-write-url",
+        ),
+    ] {
+        let mut a = vec!["render", "--kubeconfig", kc.to_str().unwrap()];
+        a.extend(args);
+        let (code, _, err) = run(&a, &[]);
+        assert_eq!(code, 1, "{a:?}");
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+}
+
+/// `render` writes what `kubectl apply -k` installs: for each object both
+/// have, the same object, but for what render is for (the namespace, the
+/// image, the ConfigMap's name, which carries a hash of its content either
+/// way).
+#[test]
+fn render_equals_kustomize_where_they_overlap() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for (mode, dir) in [
+        ("agent", root.clone()),
+        ("pull", root.join("overlays/pull")),
+    ] {
+        let rendered = render_mode(mode, &[]);
+        let built = documents(&kustomize(&dir));
+        let normal = |d: &serde_json::Value| {
+            let mut text = d.to_string();
+            text = regex_like_replace(&text, "metrics-relay-config-", "metrics-relay-config-HASH");
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if let Some(m) = v["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            v
+        };
+        let mut compared = 0;
+        for kind in [
+            "Deployment",
+            "Service",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "PodDisruptionBudget",
+        ] {
+            let r = rendered
+                .iter()
+                .find(|d| d["kind"] == kind)
+                .unwrap_or_else(|| panic!("render --mode {mode} has no {kind}"));
+            let k = built
+                .iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == "metrics-relay")
+                .unwrap_or_else(|| panic!("kustomize {} has no {kind}", dir.display()));
+            let diffs = differences("", &normal(r), &normal(k));
+            assert!(
+                diffs.is_empty(),
+                "render --mode {mode} and kustomize build {} differ in their {kind} (render / kustomize):\n{}",
+                dir.display(),
+                diffs.join("\n")
+            );
+            compared += 1;
+        }
+        assert_eq!(compared, 5);
+        // The config too: the shipped one with the cluster's values filled.
+        let config = |docs: &[serde_json::Value]| {
+            docs.iter()
+                .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yml"].is_string())
+                .unwrap()["data"]["config.yml"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let back = config(&rendered)
+            .replace("cluster: \"k\"", metrics_relay::render::ACK_ONE_CLUSTER)
+            .replace(
+                "server_name: \"kubernetes\"",
+                metrics_relay::render::ACK_ONE_SERVER_NAME,
+            )
+            .replace(
+                "\"192.168.0.10:6443\"",
+                metrics_relay::render::ACK_ONE_TARGET,
+            )
+            .replace(
+                "url: \"http://prometheus-operated.monitoring.svc:9090/api/v1/write\"",
+                metrics_relay::render::ACK_ONE_REMOTE_WRITE,
+            );
+        assert_eq!(back, config(&built), "render --mode {mode}'s config");
+    }
+}
+
+/// Where two JSON values differ: one line per path.
+fn differences(at: &str, a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| {
+                    differences(
+                        &format!("{at}.{k}"),
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                    )
+                })
+                .collect()
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .flat_map(|(i, (p, q))| differences(&format!("{at}[{i}]"), p, q))
+            .collect(),
+        _ if a == b => Vec::new(),
+        _ => vec![format!("  {at}: {a} / {b}")],
+    }
+}
+
+/// Every `PREFIX` followed by a run of [a-z0-9] becomes `TO`.
+fn regex_like_replace(text: &str, prefix: &str, to: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(prefix) {
+        out.push_str(&rest[..i]);
+        out.push_str(to);
+        rest = rest[i + prefix.len()..]
+            .trim_start_matches(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,12 +573,26 @@ fn daemonset_config_expands_node_ip() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/daemonset/node-local.yml");
     let (code, out, err) = run(
         &["check", "--config", path.to_str().unwrap()],
-        &[("NODE_IP", "10.1.2.3"), ("NODE_NAME", "node-a")],
+        &[
+            ("NODE_IP", "10.1.2.3"),
+            ("NODE_NAME", "node-a"),
+            ("CLUSTER", "c1"),
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = run(&["check", "--config", path.to_str().unwrap()], &[]);
+    let (code, _, err) = run(
+        &["check", "--config", path.to_str().unwrap()],
+        &[("CLUSTER", "c1")],
+    );
     assert_eq!(code, 1, "without NODE_IP the target is not an address");
     assert!(err.contains("NODE_IP"), "{err}");
+    // Without CLUSTER the `cluster` label would be the text "${CLUSTER}".
+    let (code, _, err) = run(
+        &["check", "--config", path.to_str().unwrap()],
+        &[("NODE_IP", "10.1.2.3"), ("NODE_NAME", "node-a")],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CLUSTER") && err.contains("not set"), "{err}");
 }
 
 #[test]
@@ -494,38 +698,87 @@ fn check_pull_path_protected(
     );
 }
 
+/// The pull path is its own overlay (and render mode), never on by default
+/// beside remote write (one Prometheus would count every sample twice), and
+/// wherever it ships, it is protected: the agent asks for a token, the token
+/// is a mounted Secret, and the ServiceMonitor presents it.
 #[test]
-fn the_pull_path_ships_protected() {
+fn the_pull_path_ships_protected_and_alone() {
     let read = deploy_file;
-    let sm = documents(&read("base/servicemonitor.yaml"));
-    check_pull_path_protected(
-        &documents(&read("base/deployment.yaml"))[0],
-        &read("base/ack-one.yml"),
-        &sm[0],
-    );
-    check_pull_path_protected(
-        &documents(&read("overlays/daemonset/daemonset.yaml"))[0],
-        &read("overlays/daemonset/node-local.yml"),
-        &sm[0],
-    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    // The base (and every overlay but pull): remote write, no pull path.
+    for dir in ["", "overlays/daemonset", "overlays/fleet", "overlays/ha"] {
+        let docs = documents(&kustomize(&root.join(dir)));
+        for d in &docs {
+            if d["kind"] == "ServiceMonitor" {
+                assert!(
+                    !d.to_string().contains("/relay/metrics"),
+                    "deploy/{dir} pulls /relay/metrics beside remote write: {d}"
+                );
+            }
+            if let Some(cfg) = d["data"]["config.yml"].as_str() {
+                let cfg = metrics_relay::config::expand_env(cfg, |k| {
+                    Some(match k {
+                        "NODE_IP" => "10.0.0.1".into(),
+                        _ => "x".into(),
+                    })
+                });
+                let c = metrics_relay::config::Config::from_yaml(&cfg).unwrap();
+                assert!(!c.remote_write.is_empty(), "deploy/{dir}: no remote write");
+                assert!(
+                    !c.relay_metrics_enabled(),
+                    "deploy/{dir}: the pull path is on"
+                );
+            }
+        }
+    }
+    // The pull overlay: pull only, protected.
+    let docs = documents(&kustomize(&root.join("overlays/pull")));
+    let find = |docs: &[serde_json::Value], kind: &str| {
+        docs.iter()
+            .find(|d| {
+                d["kind"] == kind && (kind != "ConfigMap" || d["data"]["config.yml"].is_string())
+            })
+            .unwrap()
+            .clone()
+    };
+    let check = |docs: &[serde_json::Value]| {
+        let cfg = find(docs, "ConfigMap")["data"]["config.yml"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let c = metrics_relay::config::Config::from_yaml(&cfg).unwrap();
+        assert!(
+            c.remote_write.is_empty(),
+            "pull and remote write both: {cfg}"
+        );
+        check_pull_path_protected(
+            &find(docs, "Deployment"),
+            &cfg,
+            &find(docs, "ServiceMonitor"),
+        );
+    };
+    check(&docs);
     assert_eq!(
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ack-one.yml"))
             .unwrap(),
         read("base/ack-one.yml"),
         "config/ack-one.yml is the config deploy/ ships"
     );
-    let docs = render_agent();
-    let find = |docs: &[serde_json::Value], kind: &str| {
-        docs.iter().find(|d| d["kind"] == kind).unwrap().clone()
+    // The pull config scrapes as the base config does.
+    let scrape = |text: &str| {
+        let c = metrics_relay::config::Config::from_yaml(text).unwrap();
+        (c.global.clone(), c.scrape_configs.clone())
     };
-    check_pull_path_protected(
-        &find(&docs, "Deployment"),
-        find(&docs, "ConfigMap")["data"]["config.yml"]
-            .as_str()
-            .unwrap(),
-        &find(&docs, "ServiceMonitor"),
+    assert_eq!(
+        scrape(&read("overlays/pull/ack-one-pull.yml")),
+        scrape(&read("base/ack-one.yml")),
+        "the pull overlay's config scrapes otherwise than the base's"
     );
-    // A token of its own, made fresh each time.
+    // render --mode pull: the same, with a token of its own, made fresh
+    // each time or kept from a file.
+    let docs = render_mode("pull", &[]);
+    check(&docs);
     let token = |docs: &[serde_json::Value]| {
         docs.iter()
             .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "metrics-relay-pull-token")
@@ -534,10 +787,27 @@ fn the_pull_path_ships_protected() {
             .unwrap()
             .to_string()
     };
-    let (a, b) = (token(&docs), token(&render_agent()));
-    assert_ne!(a, b);
+    let a = token(&docs);
+    assert_ne!(a, token(&render_mode("pull", &[])));
     let raw = metrics_relay::kubeconfig::base64_decode(&a).unwrap();
     assert_eq!(raw.len(), 64, "256 bits, hex");
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("token");
+    std::fs::write(&kept, &raw).unwrap();
+    let again = render_mode("pull", &["--pull-token-file", kept.to_str().unwrap()]);
+    assert_eq!(token(&again), a, "--pull-token-file keeps the token");
+    // And render --mode agent ships none of it.
+    let agent = render_agent();
+    assert!(
+        !agent
+            .iter()
+            .any(|d| d.to_string().contains("/relay/metrics") && d["kind"] == "ServiceMonitor")
+    );
+    assert!(
+        !agent
+            .iter()
+            .any(|d| d["metadata"]["name"] == "metrics-relay-pull-token")
+    );
 }
 
 /// One ACK One config and one Secret layout (issue 13): the README's
@@ -602,18 +872,26 @@ fn walkthrough_deploy_and_render_agree() {
         );
     };
     check_workload(&documents(&deploy_file("base/deployment.yaml"))[0], &secret);
-    // render --mode agent: the shipped text, four values replaced.
+    // render --mode agent: the shipped text, four values replaced (its
+    // opening comment, written for an editor, replaced by where it came
+    // from).
     let docs = render_agent();
     let rendered = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap()["data"]["config.yml"]
         .as_str()
         .unwrap()
         .to_string();
+    let body = |text: &str| {
+        text.lines()
+            .skip_while(|l| l.starts_with('#') || l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let back = rendered
         .replace(
             "\"192.168.0.10:6443\"",
             metrics_relay::render::ACK_ONE_TARGET,
         )
-        .replace("cluster: \"c1\"", metrics_relay::render::ACK_ONE_CLUSTER)
+        .replace("cluster: \"k\"", metrics_relay::render::ACK_ONE_CLUSTER)
         .replace(
             "server_name: \"kubernetes\"",
             metrics_relay::render::ACK_ONE_SERVER_NAME,
@@ -623,9 +901,13 @@ fn walkthrough_deploy_and_render_agree() {
             metrics_relay::render::ACK_ONE_REMOTE_WRITE,
         );
     assert_eq!(
-        back,
-        deploy_file("base/ack-one.yml"),
+        body(&back),
+        body(&deploy_file("base/ack-one.yml")),
         "render writes the shipped config"
+    );
+    assert!(
+        rendered.starts_with("# Rendered by metrics-relay"),
+        "{rendered}"
     );
     assert!(
         rendered.contains("metric_relabel_configs"),
