@@ -6,8 +6,9 @@
 //! ```sh
 //! cargo run --example aggregator -- DIR [ADDR] [EXTRA_SERIES]
 //! ```
-//! writes `ca.crt`, `client.crt`, `client.key` (and the server's pair) into
-//! DIR, listens on ADDR (default 127.0.0.1:16443) and runs until killed.
+//! writes `ca.crt`, `client.crt`, `client.key` (and the server's pair) and a
+//! `kubeconfig` holding them (as a cluster's kubeconfig does) into DIR,
+//! listens on ADDR (default 127.0.0.1:16443) and runs until killed.
 //! EXTRA_SERIES adds that many `apiserver_watch_events_total` series (for
 //! load and memory measurements).
 
@@ -39,13 +40,25 @@ async fn main() {
         text
     };
     let pki = servers::Pki::new(std::path::Path::new(&dir));
-    let target = servers::MtlsTarget::start_on(&pki, page(0), &addr).await;
+    let target = match tokio::net::TcpListener::bind(&addr).await {
+        // Free: let the target take it.
+        Ok(probe) => {
+            drop(probe);
+            servers::MtlsTarget::start_on(&pki, page(0), &addr).await
+        }
+        Err(e) => {
+            eprintln!("aggregator: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let kubeconfig = pki.kubeconfig(std::path::Path::new(&dir), &format!("https://{}", target.addr));
     println!(
         "aggregator listening on https://{}/metrics?hosting=true (client certificate required)",
         target.addr
     );
     println!(
-        "ca_file={} cert_file={} key_file={}",
+        "kubeconfig={} (ca_file={} cert_file={} key_file={})",
+        kubeconfig.display(),
         pki.ca.display(),
         pki.client_cert.display(),
         pki.client_key.display()

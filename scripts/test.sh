@@ -1,40 +1,86 @@
 #!/usr/bin/env bash
-# Runs every test of metrics-relay: formatting, lints, unit tests, loopback
-# integration tests and the end-to-end tests against a real Prometheus.
-# Installs what the tests need (Debian's `prometheus`, `openssl` and
-# `kubernetes-client` for `kubectl kustomize`, `ca-certificates` for the image's
-# root filesystem in the kubelet simulation) when missing. The fault tests
-# and the kubelet simulation need root (tmpfs and bind mounts, a mount
-# namespace) and util-linux (`prlimit`, `unshare`, `setpriv`), both on Debian.
+# Runs every test of metrics-relay: formatting, lints, unit tests, the
+# loopback integration tests and the end-to-end tests against real programs
+# (Prometheus, VictoriaMetrics, the kubelet simulation), and the demo.
+#
+# Installs what the tests need when it is missing:
+# - Debian packages: prometheus (2.42, the older receiver users still run),
+#   openssl (RSA test keys), curl (the demo), ca-certificates (the image's
+#   root filesystem in the kubelet simulation), faketime (a wall-clock step);
+# - from the Go module proxy, through scripts/peers.sh (cached in
+#   ~/.cache/metrics-relay-peers, a few minutes the first time): kustomize v5
+#   (Debian's kubectl 1.20 cannot build deploy/), the current
+#   VictoriaMetrics and vmagent, and Prometheus 3.
+# The fault tests and the kubelet simulation need root (tmpfs and bind
+# mounts, a mount namespace) and util-linux (prlimit, unshare, setpriv).
+#
+# It always ends with a `summary: N passed, M failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t0=$SECONDS
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
-# The replica tests deduplicate in a real VictoriaMetrics.
-command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
-# The kubelet simulation builds the image's root filesystem with its CA bundle.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 if ((${#need[@]})); then
-  echo "==> installing ${need[*]} (prometheus: the end-to-end receiver; victoria-metrics: deduplication of replicas; openssl: RSA test keys; kubectl: kustomize)"
+  echo "==> installing ${need[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The package may start its own service on :9090; the tests use their own
-# loopback ports and start their own Prometheus, so it is left alone.
-prometheus --version 2>&1 | head -n 1
+
+echo "==> peers and tools from their Go modules (scripts/peers.sh)"
+peers=$(scripts/peers.sh)
+peer() { echo "$peers" | sed -n "s/^$1=//p"; }
+export KUSTOMIZE VICTORIA_METRICS_BIN VMAGENT_BIN PROMETHEUS3_BIN PROMETHEUS2_BIN PROMETHEUS_BIN
+KUSTOMIZE=$(peer kustomize)
+VICTORIA_METRICS_BIN=$(peer victoria-metrics)
+VMAGENT_BIN=$(peer vmagent)
+PROMETHEUS3_BIN=$(peer prometheus)
+PROMETHEUS2_BIN=$(command -v prometheus)
+# The receiver of the end-to-end tests.
+PROMETHEUS_BIN=${PROMETHEUS_BIN:-$PROMETHEUS2_BIN}
+"$PROMETHEUS_BIN" --version 2>&1 | head -n 1
+"$PROMETHEUS3_BIN" --version 2>&1 | head -n 1
+"$VICTORIA_METRICS_BIN" --version 2>&1 | head -n 1
+"$KUSTOMIZE" version
+
+log=$(mktemp)
+summary() {
+  local rc=$?
+  # One closing line over every test binary (cargo prints one per binary).
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+  echo "test.sh: exit $rc after $((SECONDS - t0)) s"
+  rm -f "$log"
+}
+trap summary EXIT
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test (unit, integration, end-to-end, benches in test mode)"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 cargo test --locked --all-targets 2>&1 | tee "$log"
-# One closing line over every test binary (cargo prints one per binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+
+echo "==> the demo (scripts/demo.sh, debug build), and its failure when a port is taken"
+PROFILE=debug AGG=127.0.0.1:26443 PROM=127.0.0.1:29090 RELAY=127.0.0.1:29464 scripts/demo.sh >"$log.demo" 2>&1 ||
+  { cat "$log.demo"; echo "the demo failed"; exit 1; }
+tail -n 1 "$log.demo"
+python3 - <<'PY' || { echo "the demo did not fail loudly with its port taken"; exit 1; }
+import os, socket, subprocess
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+port = s.getsockname()[1]
+env = dict(os.environ, PROFILE="debug", AGG=f"127.0.0.1:{port}",
+           PROM="127.0.0.1:29091", RELAY="127.0.0.1:29465")
+r = subprocess.run(["scripts/demo.sh"], env=env, capture_output=True, text=True)
+assert r.returncode != 0, "exit 0 with the aggregator's port taken"
+assert "already in use" in r.stderr, r.stderr
+print("demo with its port taken: exit", r.returncode, "-", r.stderr.splitlines()[0])
+PY
+rm -f "$log.demo"

@@ -17,10 +17,13 @@ use common::{MtlsTarget, Pki, free_port, http_get, metric_value, relay_bin};
 
 const INTERVAL_S: u64 = 2;
 
+/// `VICTORIA_METRICS_BIN` (scripts/test.sh sets it to the current release
+/// scripts/peers.sh builds), else `victoria-metrics` on PATH.
 fn victoria_metrics_bin() -> PathBuf {
-    common::on_path("victoria-metrics").expect(
-        "no `victoria-metrics` binary: install Debian's victoria-metrics (scripts/test.sh does)",
-    )
+    std::env::var_os("VICTORIA_METRICS_BIN")
+        .map(PathBuf::from)
+        .or_else(|| common::on_path("victoria-metrics"))
+        .expect("no VictoriaMetrics: scripts/test.sh builds one (scripts/peers.sh), or set VICTORIA_METRICS_BIN")
 }
 
 struct Victoria {

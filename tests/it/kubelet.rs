@@ -172,21 +172,31 @@ struct Bundle {
 /// IP, the remote-write URL) set to the loopback stand-ins.
 fn kustomized(dir: &Path, world: &World) -> Bundle {
     let mut docs = documents(&kustomize(dir));
+    fill_in(&mut docs, world);
+    Bundle {
+        name: dir.strip_prefix(root()).unwrap().display().to_string(),
+        docs,
+    }
+}
+
+/// The values a user fills in, set to the world's stand-ins; and the
+/// shipped 30 s scrape interval shortened to 2 s, so that a pod's first
+/// scrape (up to one interval after start, as Prometheus spreads them) and
+/// its readiness come in seconds. Nothing else of the manifests changes.
+fn fill_in(docs: &mut [Value], world: &World) {
     for d in docs.iter_mut().filter(|d| d["kind"] == "ConfigMap") {
         if let Some(data) = d["data"].as_object_mut() {
             for v in data.values_mut() {
                 if let Some(s) = v.as_str() {
                     *v = Value::String(
                         s.replace(SHIPPED_SLB_IP, SLB_IP)
-                            .replace(SHIPPED_REMOTE_WRITE, &remote_write_url(world)),
+                            .replace(SHIPPED_REMOTE_WRITE, &remote_write_url(world))
+                            .replace("scrape_interval: 30s", "scrape_interval: 2s")
+                            .replace("scrape_timeout: 10s", "scrape_timeout: 2s"),
                     );
                 }
             }
         }
-    }
-    Bundle {
-        name: dir.strip_prefix(root()).unwrap().display().to_string(),
-        docs,
     }
 }
 
@@ -194,26 +204,30 @@ fn remote_write_url(world: &World) -> String {
     format!("{}/api/v1/write", world.prometheus.url)
 }
 
-/// `render --mode agent` for the world's kubeconfig (its server is the SLB).
-fn rendered(world: &World) -> Bundle {
-    let out = Command::new(relay_bin())
-        .args(["render", "--mode", "agent", "--kubeconfig"])
-        .arg(&world.kubeconfig)
-        .args(["--remote-write-url", &remote_write_url(world)])
-        .output()
-        .unwrap();
+/// `render --mode MODE` for the world's kubeconfig (its server is the SLB).
+fn rendered(world: &World, mode: &str) -> Bundle {
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(["render", "--mode", mode, "--kubeconfig"])
+        .arg(&world.kubeconfig);
+    if mode == "agent" {
+        cmd.args(["--remote-write-url", &remote_write_url(world)]);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut docs = documents(&String::from_utf8_lossy(&out.stdout));
+    fill_in(&mut docs, world);
     Bundle {
-        name: "render --mode agent".into(),
-        docs: documents(&String::from_utf8_lossy(&out.stdout)),
+        name: format!("render --mode {mode}"),
+        docs,
     }
 }
 
-/// Every bundle we ship: `deploy/`, each overlay, `render --mode agent`.
+/// Every bundle we ship: `deploy/`, each overlay, `render --mode agent` and
+/// `--mode pull`.
 fn shipped(world: &World) -> Vec<Bundle> {
     let mut out = vec![kustomized(&root().join("deploy"), world)];
     let mut overlays: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/overlays"))
@@ -224,7 +238,8 @@ fn shipped(world: &World) -> Vec<Bundle> {
     overlays.sort();
     assert!(!overlays.is_empty(), "no overlays found");
     out.extend(overlays.iter().map(|o| kustomized(o, world)));
-    out.push(rendered(world));
+    out.push(rendered(world, "agent"));
+    out.push(rendered(world, "pull"));
     out
 }
 
@@ -1487,7 +1502,7 @@ async fn broken_manifests_fail_naming_the_mistake() {
             .iter_mut()
             .find(|d| d["kind"] == "ServiceMonitor")
             .unwrap();
-        sm["spec"]["endpoints"][1]["port"] = json!("metrics");
+        sm["spec"]["endpoints"][0]["port"] = json!("metrics");
     })
     .unwrap();
     expect_err(
