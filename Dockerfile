@@ -25,6 +25,8 @@ COPY src ./src
 COPY benches ./benches
 COPY proto ./proto
 COPY config ./config
+# `render` prints the shipped manifests: it embeds them.
+COPY deploy ./deploy
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --target "$(cat /rust-target)" --bin metrics-relay \
  && mkdir -p /out/var/lib/metrics-relay \

@@ -51,7 +51,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let kubeconfig = pki.kubeconfig(std::path::Path::new(&dir), &format!("https://{}", target.addr));
+    let kubeconfig = pki.kubeconfig(
+        std::path::Path::new(&dir),
+        &format!("https://{}", target.addr),
+    );
     println!(
         "aggregator listening on https://{}/metrics?hosting=true (client certificate required)",
         target.addr

@@ -7,6 +7,7 @@
 #   prometheus        Prometheus 3 (cmd/prometheus; built with -tags
 #                     remove_all_sd: the cloud service discoveries left out,
 #                     file and HTTP discovery kept; no web UI assets)
+#   promtool          its promtool (cmd/promtool), next to it
 #   victoria-metrics  VictoriaMetrics single-node
 #   vmagent           vmagent
 #   kustomize         kustomize v5 (the tests build deploy/ with it)
@@ -61,10 +62,11 @@ build() {
 }
 
 prometheus() {
-  go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION"
+  local cmd=$1
+  go get "github.com/prometheus/prometheus/cmd/$cmd@$PROMETHEUS_MODULE_VERSION"
   go build -trimpath -tags remove_all_sd,netgo \
     -ldflags "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
-    -o "$out" github.com/prometheus/prometheus/cmd/prometheus
+    -o "$out" "github.com/prometheus/prometheus/cmd/$cmd"
 }
 victoria() {
   local app=$1
@@ -77,7 +79,8 @@ kustomize() {
   GOBIN=$(dirname "$out") go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 }
 
-build prometheus "prometheus-$PROMETHEUS_MODULE_VERSION" prometheus
+build prometheus "prometheus-$PROMETHEUS_MODULE_VERSION" prometheus prometheus
+build promtool "prometheus-$PROMETHEUS_MODULE_VERSION" prometheus promtool
 build victoria-metrics "victoriametrics-$VICTORIAMETRICS_VERSION" victoria victoria-metrics
 build vmagent "victoriametrics-$VICTORIAMETRICS_VERSION" victoria vmagent
 build kustomize "kustomize-$KUSTOMIZE_VERSION" kustomize

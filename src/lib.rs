@@ -15,7 +15,7 @@
 //! wires it all together.
 //!
 //! `ARCHITECTURE.md` in the repository has the layering, each module's
-//! invariants and the hot path; `tests/architecture.rs` keeps the layering
+//! invariants and the hot path; `tests/it/architecture.rs` keeps the layering
 //! free of import cycles.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]

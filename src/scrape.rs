@@ -102,6 +102,15 @@ impl ScrapeError {
     }
 }
 
+/// Counts a scrape under way (decremented however it ends).
+struct InProgress(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Bodies at least this large are parsed off the runtime thread.
 const OFF_THREAD_BODY: usize = 8 << 20;
 /// Scrapes with at least this many samples are delivered (compressed,
@@ -427,6 +436,8 @@ impl ScrapeLoop {
 
     /// One scrape, start to finish; returns the error if it failed.
     pub(crate) async fn scrape_once(&mut self) -> Option<String> {
+        self.metrics.scrapes_in_progress.inc();
+        let _done = InProgress(self.metrics.scrapes_in_progress.clone());
         self.body = BYTES.take();
         let msg = self.scrape_with_buffers().await;
         BYTES.give(std::mem::take(&mut self.body));

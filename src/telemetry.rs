@@ -126,6 +126,7 @@ pub struct Metrics {
     pub backoff_seconds: Family<RemoteLabels, FGauge>,
     pub last_send_timestamp: Family<RemoteLabels, FGauge>,
     pub reload_success: Gauge,
+    pub scrapes_in_progress: Gauge,
     pub queue_bytes: Family<RemoteLabels, Gauge>,
     pub queue_segments: Family<RemoteLabels, Gauge>,
     pub queue_oldest_timestamp: Family<RemoteLabels, FGauge>,
@@ -268,6 +269,11 @@ impl Metrics {
             reload_success: reg!(
                 "config_last_reload_successful",
                 "1 if the last config (re)load succeeded, else 0.",
+                Gauge::default()
+            ),
+            scrapes_in_progress: reg!(
+                "scrapes_in_progress",
+                "Scrapes under way now (each holds its body and its encoded samples: see the README's memory formula).",
                 Gauge::default()
             ),
             queue_bytes: reg!(

@@ -25,3 +25,4 @@ mod pull;
 mod relay_mtls;
 mod reload;
 mod tls_rotation;
+mod user_path;
