@@ -64,7 +64,7 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test (unit, integration, end-to-end, benches in test mode)"
-cargo test --locked --all-targets 2>&1 | tee "$log"
+cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 
 echo "==> the demo (scripts/demo.sh, debug build), and its failure when a port is taken"
 PROFILE=debug AGG=127.0.0.1:26443 PROM=127.0.0.1:29090 RELAY=127.0.0.1:29464 scripts/demo.sh >"$log.demo" 2>&1 ||

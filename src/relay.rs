@@ -529,7 +529,7 @@ impl Runtime {
                     tracing::info!(signal = "SIGHUP", "reloading config");
                     None
                 }
-                true = async { match ev.watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
+                () = async { match ev.watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
                     tracing::info!(config = %path.display(), "config file changed; reloading");
                     None
                 }

@@ -175,15 +175,17 @@ impl ConfigWatch {
         Some(h.finish())
     }
 
-    /// Waits for the next tick; true when the file changed since last seen.
-    pub(super) async fn changed(&mut self) -> bool {
-        self.every.tick().await;
-        let now = Self::digest(&self.path);
-        if now.is_some() && now != self.last {
-            self.last = now;
-            return true;
+    /// Waits until the file's content differs from what was seen last (it
+    /// is looked at every interval).
+    pub(super) async fn changed(&mut self) {
+        loop {
+            self.every.tick().await;
+            let now = Self::digest(&self.path);
+            if now.is_some() && now != self.last {
+                self.last = now;
+                return;
+            }
         }
-        false
     }
 
     /// A reload from another source read the file as it is now.
