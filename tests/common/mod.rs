@@ -19,12 +19,55 @@ use hyper::Request;
 #[allow(unused_imports)]
 pub use servers::{MtlsTarget, Pki, Receiver};
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so nobody else gets it) but not listening. For a
+/// target that is down or a receiver that is not there.
+pub fn refused_port() -> (rustix::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType, bind, getsockname, ipproto, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).expect("socket");
+    bind(
+        &fd,
+        &std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+    )
+    .expect("bind");
+    let port = match getsockname(&fd).expect("getsockname").try_into() {
+        Ok(std::net::SocketAddr::V4(a)) => a.port(),
+        other => panic!("getsockname: {other:?}"),
+    };
+    (fd, port)
+}
+
+/// The TCP port process `pid` listens on (its first listening socket),
+/// read from /proc: for programs started on port 0 that do not say which
+/// port they got. Waits up to `limit`.
+pub fn listening_port(pid: u32, limit: Duration) -> Option<u16> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter_map(|l| {
+                let l = l.to_string_lossy().into_owned();
+                l.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .map(String::from)
+            })
+            .collect();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local address, state 0A = LISTEN, inode.
+                if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                    let port = f[1].rsplit(':').next()?;
+                    return u16::from_str_radix(port, 16).ok();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// Polls `f` every 100 ms until it returns Some or `timeout` passes.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, http_get};
+use super::http_get;
 
 /// `PROMETHEUS_BIN`, else `prometheus` on PATH.
 pub fn prometheus_bin() -> Option<PathBuf> {
@@ -32,6 +32,34 @@ impl Prometheus {
         let _ = self.child.wait();
     }
 
+    /// Replaces its config file with `config` and reloads it (SIGHUP),
+    /// waiting until the running config is the new one.
+    pub async fn reload(&self, dir: &Path, config: &str) {
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
+        let want: String = config.split_whitespace().collect();
+        for _ in 0..100 {
+            if let Ok((200, body)) = http_get(&format!("{}/api/v1/status/config", self.url)).await
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
+                && let Some(yaml) = v["data"]["yaml"].as_str()
+                && want.contains("job_name:")
+                && config
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("- job_name: "))
+                    .all(|job| yaml.contains(job))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "prometheus did not take its new config:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
     pub fn port(&self) -> u16 {
         self.url
             .rsplit(':')
@@ -48,12 +76,14 @@ impl Drop for Prometheus {
     }
 }
 
-/// Starts Prometheus with `config` (YAML) as a remote-write receiver too.
+/// Starts Prometheus with `config` (YAML) as a remote-write receiver too,
+/// on a port the kernel picks.
 pub async fn start_prometheus(bin: &Path, dir: &Path, config: &str) -> Prometheus {
-    start_prometheus_on(bin, dir, config, free_port()).await
+    start_prometheus_on(bin, dir, config, 0).await
 }
 
-/// As [`start_prometheus`], on a given port (to restart one in place).
+/// As [`start_prometheus`], on a given port (to restart one in place; 0:
+/// the kernel picks one, read back from /proc).
 pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16) -> Prometheus {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("prometheus.yml");
@@ -71,8 +101,20 @@ pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start prometheus");
+    let mut child = super::Reaped::new(child);
+    let port = match port {
+        0 => super::listening_port(child.child().id(), Duration::from_secs(30)).unwrap_or_else(
+            || {
+                panic!(
+                    "prometheus did not listen:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            },
+        ),
+        p => p,
+    };
     let p = Prometheus {
-        child,
+        child: child.take(),
         url: format!("http://127.0.0.1:{port}"),
         log,
     };

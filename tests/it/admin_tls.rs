@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{MtlsTarget, Pki, Receiver, free_port, relay_bin, wait_for};
+use common::{MtlsTarget, Pki, Receiver, relay_bin, wait_for};
 use metrics_relay::config::TlsConfig;
 
 /// GET over HTTPS as a client with this CA and (maybe) this certificate:
@@ -54,7 +54,6 @@ async fn the_admin_server_lets_in_only_verified_clients() {
     std::fs::copy(&pki.server_key, srv.join("tls.key")).unwrap();
     let target = MtlsTarget::start(&pki, "secret_metric 42\n".into()).await;
     let rx = Receiver::start().await;
-    let port = free_port();
     let cfg = format!(
         r#"
 global: {{scrape_interval: 300ms, scrape_timeout: 300ms}}
@@ -83,13 +82,13 @@ server:
     let cfg_path = dir.path().join("relay.yml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let log = dir.path().join("relay.log");
-    let _relay = Proc(
+    let mut relay = Proc(
         Command::new(relay_bin())
             .args(["run", "--config"])
             .arg(&cfg_path)
             .args([
                 "--listen-address",
-                &format!("127.0.0.1:{port}"),
+                "127.0.0.1:0",
                 "--tls-reload-interval",
                 "500ms",
                 "--web.enable-lifecycle",
@@ -99,7 +98,9 @@ server:
             .spawn()
             .unwrap(),
     );
-    let base = format!("https://127.0.0.1:{port}");
+    let addr = common::bound_address(&log, &mut relay.0, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let base = format!("https://{addr}");
     let me = Some((pki.client_cert.as_path(), pki.client_key.as_path()));
     let stranger = Some((
         pki.other_client_cert.as_path(),
@@ -140,7 +141,7 @@ server:
     let e = get(&format!("{base}/relay/metrics"), &pki.ca, stranger).await;
     assert!(e.is_err(), "a stranger's certificate was accepted: {e:?}");
     // Plain HTTP gets nothing.
-    let plain = common::http_get(&format!("http://127.0.0.1:{port}/relay/metrics")).await;
+    let plain = common::http_get(&format!("http://{addr}/relay/metrics")).await;
     assert!(
         !matches!(&plain, Ok((200, b)) if b.contains("secret_metric")),
         "{plain:?}"

@@ -20,7 +20,7 @@ use serde_json::Value;
 use common::payload::control_plane;
 use common::prom::{prometheus_bin, query, require_prometheus, start_prometheus_on};
 use common::schema::{documents, kustomize};
-use common::{MtlsTarget, Pki, Receiver, RelayProc, free_port, http_get};
+use common::{MtlsTarget, Pki, Receiver, RelayProc, http_get};
 
 const DASHBOARDS: [&str; 2] = ["metrics-relay.json", "ack-control-plane.json"];
 
@@ -237,9 +237,8 @@ async fn every_dashboard_query_returns_data() {
         .lock()
         .unwrap()
         .extend(std::iter::repeat_n((400, None), 100_000));
-    let absent = free_port();
-    let dead_target = free_port();
-    let prom_port = free_port();
+    let (_absent_fd, absent) = common::refused_port();
+    let (_dead_fd, dead_target) = common::refused_port();
     let kubeconfig = pki.kubeconfig(dir.path(), "https://127.0.0.1:6443");
 
     // The shipped ACK One config, scraping every second, with a target that
@@ -268,14 +267,8 @@ async fn every_dashboard_query_returns_data() {
     let (head, rest) = cfg.split_once("\nremote_write:\n").unwrap();
     let server = &rest[rest.find("\nserver:\n").unwrap()..];
     let q = "queue_config: {batch_send_deadline: 200ms, min_backoff: 50ms, max_backoff: 500ms}";
-    let cfg = format!(
-        "{head}\nremote_write:\n  - {{url: \"http://127.0.0.1:{prom_port}/api/v1/write\", name: prometheus, {q}}}\n  - {{url: \"{}\", name: refusing, {q}}}\n  - {{url: \"http://127.0.0.1:{absent}/api/v1/write\", name: absent, {q}, queue: {{max_age: 3s}}}}\n{server}",
-        refusing.url()
-    );
-    let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
-    let relay_port = relay.admin.rsplit(':').next().unwrap().to_string();
-    // The shipped alert rules, evaluated by this Prometheus (it scrapes the
-    // agent as the ServiceMonitor does: job metrics-relay).
+    // The receiving (and rule-evaluating) Prometheus first; it scrapes the
+    // agent once the agent has its port.
     let rule_doc = documents(
         &std::fs::read_to_string(root().join("deploy/base/prometheusrule.yaml")).unwrap(),
     )
@@ -286,14 +279,28 @@ async fn every_dashboard_query_returns_data() {
         serde_json::json!({"groups": rule_doc["spec"]["groups"]}).to_string(),
     )
     .unwrap();
-    let prom = start_prometheus_on(
-        &prom_bin,
-        &dir.path().join("prometheus"),
-        &format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: metrics-relay\n    static_configs: [{{targets: ['127.0.0.1:{relay_port}']}}]\n",
+    let prom_dir = dir.path().join("prometheus");
+    let prom_config = |scrape: &str| {
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\n{scrape}",
             rules.display()
-        ),
-        prom_port,
+        )
+    };
+    let prom = start_prometheus_on(&prom_bin, &prom_dir, &prom_config(""), 0).await;
+    let cfg = format!(
+        "{head}\nremote_write:\n  - {{url: \"{}/api/v1/write\", name: prometheus, {q}}}\n  - {{url: \"{}\", name: refusing, {q}}}\n  - {{url: \"http://127.0.0.1:{absent}/api/v1/write\", name: absent, {q}, queue: {{max_age: 3s}}}}\n{server}",
+        prom.url,
+        refusing.url()
+    );
+    let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
+    let relay_addr = relay.admin.trim_start_matches("http://").to_string();
+    // The shipped alert rules, evaluated by this Prometheus, which scrapes
+    // the agent as the ServiceMonitor does (job metrics-relay).
+    prom.reload(
+        &prom_dir,
+        &prom_config(&format!(
+            "scrape_configs:\n  - job_name: metrics-relay\n    static_configs: [{{targets: ['{relay_addr}']}}]\n"
+        )),
     )
     .await;
 

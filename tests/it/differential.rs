@@ -114,9 +114,12 @@ scrape_configs:
         )
         .await;
     }
-    // Page 2: counters move and vanishing_series is gone.
+    // Page 2: counters move and vanishing_series is gone: both sides have
+    // scraped it once it has its staleness marker.
     target.set_body(payload::control_plane(2).text);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for p in [&direct, &receiver] {
+        wait_until(p, "absent(vanishing_series)", "page 2 scraped").await;
+    }
     for p in [&direct, &receiver] {
         wait_until(
             p,
@@ -211,7 +214,10 @@ rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
         wait_until(p, "count_over_time(up{job=\"om\"}[1m]) >= 2", "two scrapes").await;
     }
     target.set_body(page(2));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Page 2 on both sides: its counter is 7 x 2.
+    for p in [&direct, &receiver] {
+        wait_until(p, "requests_total{code=\"200\"} == 14", "page 2 scraped").await;
+    }
     let q = "{__name__=~\".+\", __name__!=\"scrape_duration_seconds\"}";
     let a = answer(&direct, q).await;
     let b = answer(&receiver, q).await;
@@ -265,9 +271,17 @@ async fn series_added_after_failed_scrapes_as_prometheus_counts_it() {
     for p in [&direct, &receiver] {
         wait_until(p, "up{job=\"flaky\"} == 0", "a failed scrape").await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A few more failures (at 500 ms), then back.
+    let failed = target.requests.lock().unwrap().len();
+    common::wait_for(Duration::from_secs(10), || {
+        (target.requests.lock().unwrap().len() >= failed + 4).then_some(())
+    })
+    .await
+    .expect("scrapes go on");
     target.behavior.lock().unwrap().status = 200;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for p in [&direct, &receiver] {
+        wait_until(p, "up{job=\"flaky\"} == 1", "back up").await;
+    }
     let q = "sum_over_time(scrape_series_added{job=\"flaky\"}[10m])";
     let a = answer(&direct, q).await;
     let b = answer(&receiver, q).await;

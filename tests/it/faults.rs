@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    MtlsTarget, Pki, Receiver, RelayProc, free_port, http_get, http_post, memory_kib, relay_bin,
-    wait_for,
+    MtlsTarget, Pki, Receiver, RelayProc, http_get, http_post, memory_kib, relay_bin, wait_for,
 };
 
 fn tls(pki: &Pki) -> String {
@@ -135,17 +134,18 @@ async fn failed_reload_changes_nothing_and_sigterm_still_exits() {
         m.contains("metrics_relay_config_last_reload_successful 0"),
         "{m}"
     );
-    // Nothing changed: the new target is not scraped, the old destination
-    // still delivers.
+    // Nothing changed: the old destination still delivers (five more
+    // scrapes of the old target), and meanwhile the new target is not
+    // scraped.
     let before = counter_values(&rx, "fault_counter").len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = wait_for(Duration::from_secs(15), || {
+        (counter_values(&rx, "fault_counter").len() >= before + 5).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "old destination stopped");
     assert!(
         b.requests.lock().unwrap().is_empty(),
         "new target started by a failed reload"
-    );
-    assert!(
-        counter_values(&rx, "fault_counter").len() > before,
-        "old destination stopped"
     );
 
     // A good reload that changes the destination (new header): its queue is
@@ -170,7 +170,6 @@ async fn failed_reload_changes_nothing_and_sigterm_still_exits() {
     })
     .await
     .expect("the changed destination sends");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let t0 = Instant::now();
     let code = relay.terminate();
@@ -207,7 +206,7 @@ async fn a_second_agent_on_the_same_queue_directory_is_refused() {
         .arg(dir.path().join("relay.yml"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--listen-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--listen-address", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -442,18 +441,21 @@ async fn reload_over_http_needs_the_lifecycle_flag() {
     let rw = format!("  - url: {}\n", rx.url());
     let cfg = dir.path().join("relay.yml");
     std::fs::write(&cfg, config(&pki, &[&a], "300ms", &rw)).unwrap();
-    let port = free_port();
+    let log = dir.path().join("relay.log");
     let mut child = common::Reaped::new(
         Command::new(relay_bin())
             .args(["run", "--config"])
             .arg(&cfg)
-            .args(["--listen-address", &format!("127.0.0.1:{port}")])
+            .args(["--listen-address", "127.0.0.1:0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    let admin = format!("http://127.0.0.1:{port}");
+    let admin = format!(
+        "http://{}",
+        common::bound_address(&log, child.child(), Duration::from_secs(10)).expect("started")
+    );
     let mut up = false;
     for _ in 0..100 {
         if matches!(http_get(&format!("{admin}/healthz")).await, Ok((200, _))) {
@@ -472,7 +474,13 @@ async fn reload_over_http_needs_the_lifecycle_flag() {
     }
     assert_eq!(refused, 20);
     eprintln!("POST /-/reload without --web.enable-lifecycle: 403 for {refused} of 20");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Three more scrapes of the old target, and none of the new one.
+    let seen = a.requests.lock().unwrap().len();
+    wait_for(Duration::from_secs(10), || {
+        (a.requests.lock().unwrap().len() >= seen + 3).then_some(())
+    })
+    .await
+    .expect("the old target is scraped");
     assert!(b.requests.lock().unwrap().is_empty(), "reloaded over HTTP");
     signal(child.child().id(), "-HUP");
     wait_for(Duration::from_secs(10), || {
@@ -656,11 +664,10 @@ async fn one_bad_timestamp_costs_no_other_target_its_data() {
             );
         }
         let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        // Every clean target: counter values 1..=n, none missing.
+        // Every clean target: counter values 1..=n, none missing, n >= 8.
         let mut complete = false;
         let mut last = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..150 {
             let counts = common::prom::query(&prom, "count_over_time(fault_counter[10m])").await;
             let maxes = common::prom::query(&prom, "max_over_time(fault_counter[10m])").await;
             last = counts.iter().zip(&maxes).map(|(c, m)| (c.1, m.1)).collect();
@@ -730,7 +737,6 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
     );
     let cfg_path = dir.path().join("relay.yml");
     std::fs::write(&cfg_path, config(&pki, &[&a], "300ms", &rw)).unwrap();
-    let port = free_port();
     let log = dir.path().join("relay.log");
     let spawn = |soft: u32, hard: u32| {
         Command::new("prlimit")
@@ -740,13 +746,12 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
             .arg(&cfg_path)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen-address", &format!("127.0.0.1:{port}")])
+            .args(["--listen-address", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("prlimit (util-linux)")
     };
-    let admin = format!("http://127.0.0.1:{port}");
     let up = |admin: String| async move {
         for _ in 0..100 {
             if matches!(http_get(&format!("{admin}/healthz")).await, Ok((200, _))) {
@@ -756,9 +761,18 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
         }
         false
     };
+    let started = |child: &mut common::Reaped| {
+        let addr = common::bound_address(&log, child.child(), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&log).unwrap_or_default()));
+        (
+            addr.rsplit(':').next().unwrap().parse::<u16>().unwrap(),
+            format!("http://{addr}"),
+        )
+    };
 
     // Soft 256, hard 4096: raised to 4096 at start.
     let mut child = common::Reaped::new(spawn(256, 4096));
+    let (_, admin) = started(&mut child);
     assert!(up(admin.clone()).await);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.child().id())).unwrap();
     let line = limits
@@ -775,6 +789,7 @@ async fn idle_connection_flood_leaves_health_and_delivery_working() {
 
     // Soft = hard = 1024, a thousand idle connections.
     let mut child = common::Reaped::new(spawn(1024, 1024));
+    let (port, admin) = started(&mut child);
     assert!(up(admin.clone()).await);
     let mut idle = Vec::new();
     for _ in 0..1000 {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{MtlsTarget, Pki, free_port, http_get, metric_value, relay_bin};
+use common::{MtlsTarget, Pki, http_get, metric_value, relay_bin, wait_for};
 
 const INTERVAL_S: u64 = 2;
 
@@ -39,10 +39,10 @@ impl Drop for Victoria {
 }
 
 async fn start_victoria(dir: &Path) -> Victoria {
-    let port = free_port();
-    let child = Command::new(victoria_metrics_bin())
+    let mut child = Command::new(victoria_metrics_bin())
         .arg(format!("-storageDataPath={}", dir.join("vm").display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        // Port 0: the kernel picks; the test reads the port from /proc.
+        .arg("-httpListenAddr=127.0.0.1:0")
         // Samples of one series closer than the scrape interval are one.
         .arg(format!("-dedup.minScrapeInterval={INTERVAL_S}s"))
         .args([
@@ -54,6 +54,13 @@ async fn start_victoria(dir: &Path) -> Victoria {
         .stderr(std::fs::File::create(dir.join("vm.log")).unwrap())
         .spawn()
         .expect("start victoria-metrics");
+    let Some(port) = common::listening_port(child.id(), Duration::from_secs(30)) else {
+        let _ = child.kill();
+        panic!(
+            "victoria-metrics did not listen: {}",
+            std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default()
+        );
+    };
     let url = format!("http://127.0.0.1:{port}");
     let mut vm = Victoria { child, url };
     for _ in 0..100 {
@@ -85,16 +92,15 @@ impl Drop for Agent {
 }
 
 fn start_agent(dir: &Path, config: &Path, count: u32, index: u32, rf: u32) -> Agent {
-    let port = free_port();
     let log = dir.join(format!("agent-{index}.log"));
-    let child = Command::new(relay_bin())
+    let mut child = Command::new(relay_bin())
         .args(["run", "--config"])
         .arg(config)
         .arg("--data-dir")
         .arg(dir.join(format!("data-{index}")))
         .args([
             "--listen-address",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--shard-count",
             &count.to_string(),
             "--replication-factor",
@@ -107,11 +113,26 @@ fn start_agent(dir: &Path, config: &Path, count: u32, index: u32, rf: u32) -> Ag
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn metrics-relay");
+    let Some(addr) = common::bound_address(&log, &mut child, Duration::from_secs(30)) else {
+        let _ = child.kill();
+        panic!(
+            "agent {index} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
     Agent {
         child,
-        admin: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://{addr}"),
         log,
     }
+}
+
+async fn wait_async_bool<F, Fut>(limit: Duration, f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    common::wait_async(limit, f).await
 }
 
 fn now_s() -> f64 {
@@ -256,15 +277,50 @@ remote_write:
         assert_eq!(o.len(), rf as usize, "{inst} is scraped by {o:?}");
     }
 
-    tokio::time::sleep(Duration::from_secs(5 * INTERVAL_S)).await;
+    // Five scrape intervals of every target before the kill, five after:
+    // counted in scrapes the targets served (each served by rf agents).
+    let served = |targets: &[MtlsTarget]| -> Vec<usize> {
+        targets
+            .iter()
+            .map(|t| t.requests.lock().unwrap().len())
+            .collect()
+    };
+    let rounds = |from: &[usize], per_target: usize| {
+        let now = served(&targets);
+        now.iter().zip(from).all(|(n, f)| *n >= f + per_target)
+    };
+    let start = served(&targets);
+    wait_for(Duration::from_secs(30 * INTERVAL_S), || {
+        rounds(&start, 5 * rf as usize).then_some(())
+    })
+    .await
+    .expect("five intervals of scrapes before the kill");
     let t_kill = now_s();
     let victim = &mut agents[kill as usize];
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
-    tokio::time::sleep(Duration::from_secs(5 * INTERVAL_S)).await;
+    // After the kill, a target the victim shared has the survivors only.
+    let after = served(&targets);
+    wait_for(Duration::from_secs(30 * INTERVAL_S), || {
+        rounds(&after, 5 * (rf as usize - 1).max(1)).then_some(())
+    })
+    .await
+    .expect("five intervals of scrapes after the kill");
     let t_end = now_s() - 1.0;
-    // What was sent has arrived (the survivors' queues are short).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What was sent has arrived: every survivor's queue is empty.
+    for (i, a) in agents.iter().enumerate() {
+        if i as u32 == kill {
+            continue;
+        }
+        let drained = wait_async_bool(Duration::from_secs(20), || async {
+            let Ok((_, m)) = http_get(&format!("{}/metrics", a.admin)).await else {
+                return false;
+            };
+            metric_value(&m, "metrics_relay_remote_write_queue_samples{") == Some(0.0)
+        })
+        .await;
+        assert!(drained, "agent {i} did not drain its queue");
+    }
 
     // From the first full interval on, every target's series has a sample
     // in every interval, through the kill, and about one per interval after

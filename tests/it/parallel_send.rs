@@ -54,7 +54,29 @@ remote_write:
         url = rx.url()
     );
     let relay = RelayProc::start(dir.path(), &config).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Until refusals were retried and every target's counter has arrived
+    // several times (each a retried stream included).
+    let enough = common::wait_for(Duration::from_secs(60), || {
+        let accepted = rx.accepted();
+        let per_target = (0..8).all(|i| {
+            let name = format!("n_{i}");
+            accepted
+                .iter()
+                .filter(|(l, _, _)| l.iter().any(|(k, v)| k == "__name__" && *v == name))
+                .count()
+                >= 6
+        });
+        let refused = rx
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == 503)
+            .count();
+        (per_target && refused >= 3).then_some(())
+    })
+    .await;
+    assert!(enough.is_some(), "{}", relay.log());
     drop(relay);
 
     // Per series, in the order the receiver accepted them: increasing
