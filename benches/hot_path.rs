@@ -63,6 +63,24 @@ fn bench(c: &mut Criterion) {
                 out.len()
             })
         });
+        // The same with `global.prometheus_compatibility: 2`: `le` and
+        // `quantile` values as written, not in Prometheus 3's float form
+        // (what the default costs).
+        let v2_ctx = TargetContext {
+            float_label_values: false,
+            ..ctx.clone()
+        };
+        let mut v2_cache = SeriesCache::new();
+        let mut v2_out = EncodedSamples::default();
+        g.bench_function("parse+encode+staleness/prometheus-2-forms", |b| {
+            b.iter(|| {
+                v2_out.clear();
+                let ts = 1_700_000_000_000;
+                let _ = v2_cache.ingest(&v2_ctx, black_box(&body), ts, &mut v2_out, 0);
+                v2_cache.end(&v2_ctx, ts, &mut v2_out, &body, false);
+                v2_out.len()
+            })
+        });
         // The same with a metric_relabel_configs rule: relabeled label sets
         // come from the per-series relabeling cache.
         let relabel_ctx = TargetContext {

@@ -4,9 +4,13 @@
 # (Prometheus, VictoriaMetrics, the kubelet simulation), and the demo.
 #
 # Installs what the tests need when it is missing:
-# - Debian packages: prometheus (2.42, the older receiver users still run),
+# - Debian packages: prometheus (2.42, the older receiver users still run:
+#   the differential tests and a compatibility pass of the core end-to-end
+#   cases run against it as well as against Prometheus 3),
 #   openssl (RSA test keys), curl (the demo), ca-certificates (the image's
-#   root filesystem in the kubelet simulation), faketime (a wall-clock step);
+#   root filesystem in the kubelet simulation), faketime (a wall-clock step),
+#   etcd-server and prometheus-node-exporter (real programs for the
+#   differential test, tests/it/real_programs.rs);
 # - from the Go module proxy, through scripts/peers.sh (cached in
 #   ~/.cache/metrics-relay-peers, a few minutes the first time): kustomize v5
 #   (Debian's kubectl 1.20 cannot build deploy/), the current
@@ -25,6 +29,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 if ((${#need[@]})); then
   echo "==> installing ${need[*]}"
   sudo=""
@@ -42,10 +48,12 @@ VICTORIA_METRICS_BIN=$(peer victoria-metrics)
 VMAGENT_BIN=$(peer vmagent)
 PROMETHEUS3_BIN=$(peer prometheus)
 PROMETHEUS2_BIN=$(command -v prometheus)
-# The receiver of the end-to-end tests.
-PROMETHEUS_BIN=${PROMETHEUS_BIN:-$PROMETHEUS2_BIN}
+# The receiver of the end-to-end tests: today's Prometheus. The
+# differential tests run against both versions themselves; Debian's 2.42
+# gets the compatibility pass below.
+PROMETHEUS_BIN=${PROMETHEUS_BIN:-$PROMETHEUS3_BIN}
 "$PROMETHEUS_BIN" --version 2>&1 | head -n 1
-"$PROMETHEUS3_BIN" --version 2>&1 | head -n 1
+"$PROMETHEUS2_BIN" --version 2>&1 | head -n 1
 "$VICTORIA_METRICS_BIN" --version 2>&1 | head -n 1
 "$KUSTOMIZE" version
 
@@ -64,7 +72,15 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test (unit, integration, end-to-end, benches in test mode)"
-cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
+failed=0
+cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log" || failed=1
+
+echo "==> compatibility pass: the core end-to-end cases against Debian's Prometheus 2.42"
+PROMETHEUS_BIN=$PROMETHEUS2_BIN cargo test --locked --test it --no-fail-fast -- \
+  e2e_prometheus:: durability:: pull::servicemonitor_style_prometheus_keeps_target_labels \
+  faults::one_bad_timestamp_costs_no_other_target_its_data \
+  dashboards::every_dashboard_query_returns_data 2>&1 | tee -a "$log" || failed=1
+((failed == 0)) || { echo "tests failed"; exit 1; }
 
 echo "==> the demo (scripts/demo.sh, debug build), and its failure when a port is taken"
 PROFILE=debug AGG=127.0.0.1:26443 PROM=127.0.0.1:29090 RELAY=127.0.0.1:29464 scripts/demo.sh >"$log.demo" 2>&1 ||

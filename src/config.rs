@@ -92,6 +92,50 @@ pub struct GlobalConfig {
     pub scrape_timeout: Option<PromDuration>,
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
+    /// Extension: the Prometheus major version whose scrape semantics are
+    /// followed where 2 and 3 store different things (`3`, the default: `le`
+    /// and `quantile` values of histograms and summaries in float form,
+    /// `1` stored as `1.0`; `2`: as the target wrote them).
+    #[serde(default)]
+    pub prometheus_compatibility: PrometheusCompatibility,
+}
+
+/// `global.prometheus_compatibility`: `2` or `3`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(try_from = "u64", into = "u64")]
+pub enum PrometheusCompatibility {
+    V2,
+    #[default]
+    V3,
+}
+
+impl PrometheusCompatibility {
+    /// Whether `le`/`quantile` values are stored in float form.
+    pub fn float_label_values(self) -> bool {
+        self == PrometheusCompatibility::V3
+    }
+}
+
+impl TryFrom<u64> for PrometheusCompatibility {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        match v {
+            2 => Ok(PrometheusCompatibility::V2),
+            3 => Ok(PrometheusCompatibility::V3),
+            _ => Err(format!(
+                "prometheus_compatibility must be 2 or 3 (a Prometheus major version), not {v}"
+            )),
+        }
+    }
+}
+
+impl From<PrometheusCompatibility> for u64 {
+    fn from(v: PrometheusCompatibility) -> u64 {
+        match v {
+            PrometheusCompatibility::V2 => 2,
+            PrometheusCompatibility::V3 => 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]

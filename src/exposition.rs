@@ -34,11 +34,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
+mod canonical;
 mod escape;
 mod float;
 mod lexer;
 mod openmetrics;
 
+pub use canonical::{Rewrite, append_float, canonical_float_label, parse_go_float};
 pub use escape::{unescape, unescape_into};
 pub use float::parse_float;
 pub use lexer::MASKS;
@@ -78,6 +80,13 @@ pub struct Sample<'a> {
     pub timestamp: Option<i64>,
     /// Byte offset of the line, for error messages.
     pub offset: usize,
+    /// The label whose value Prometheus 3 stores in float form for this
+    /// sample (`le` under a histogram `# TYPE`, `quantile` under a summary),
+    /// when the parser was asked to ([`Parser::float_label_values`]).
+    pub float_label: Option<&'static [u8]>,
+    /// Some label value of this sample is stored other than as written
+    /// (its [`LabelSpan::rewrite`] is set).
+    pub rewrites: bool,
 }
 
 /// Where one label of the last parsed sample sits in the body (absolute
@@ -92,6 +101,8 @@ pub struct LabelSpan {
     pub value_end: usize,
     /// The value contains a backslash (needs unescaping).
     pub escaped: bool,
+    /// The value is stored in another form ([`canonical_float_label`]).
+    pub rewrite: Rewrite,
 }
 
 impl LabelSpan {
@@ -102,6 +113,39 @@ impl LabelSpan {
     #[inline]
     pub fn raw_value<'a>(&self, body: &'a [u8]) -> &'a [u8] {
         &body[self.value_start..self.value_end]
+    }
+
+    /// The value as stored: unescaped and in float form where flagged
+    /// (then written to `tmp`), else the bytes between the quotes.
+    #[inline]
+    pub fn stored_value<'a>(&self, body: &'a [u8], tmp: &'a mut Vec<u8>) -> &'a [u8] {
+        let raw = self.raw_value(body);
+        if !self.escaped && self.rewrite == Rewrite::No {
+            return raw;
+        }
+        tmp.clear();
+        if self.escaped {
+            unescape_into(raw, tmp);
+            if self.rewrite != Rewrite::No {
+                let value = std::mem::take(tmp);
+                if !canonical_float_label(&value, tmp) {
+                    *tmp = value;
+                }
+            }
+            return tmp;
+        }
+        match self.rewrite {
+            Rewrite::Integer => {
+                tmp.extend_from_slice(raw);
+                tmp.extend_from_slice(b".0");
+            }
+            _ => {
+                if !canonical_float_label(raw, tmp) {
+                    tmp.extend_from_slice(raw);
+                }
+            }
+        }
+        tmp
     }
 }
 
@@ -122,6 +166,17 @@ pub struct Parser<'a> {
     om: bool,
     /// OpenMetrics: `# EOF` was read.
     eof: bool,
+    /// Prometheus 3's `le`/`quantile` forms are wanted.
+    float_labels: bool,
+    /// The label in float form under the last `# TYPE` (see
+    /// [`Sample::float_label`]).
+    float_label: Option<&'static [u8]>,
+    /// The sample being parsed rewrites a label value.
+    rewrites: bool,
+    /// Scratch for the float form of a value.
+    canon: Vec<u8>,
+    /// Values already decided (see [`canonical::Decisions`]).
+    decisions: canonical::Decisions,
 }
 
 /// The exposition format of a body, from its `Content-Type`.
@@ -155,9 +210,10 @@ impl Format {
     }
 }
 
-/// Label span buffers a [`Parser`] reuses from scrape to scrape.
+/// Label span buffers a [`Parser`] reuses from scrape to scrape (and the
+/// `le`/`quantile` decisions it has made, 2 KiB).
 #[derive(Debug, Default)]
-pub struct SpanBufs(Vec<LabelSpan>, Vec<LabelSpan>);
+pub struct SpanBufs(Vec<LabelSpan>, Vec<LabelSpan>, canonical::Decisions);
 
 /// Up to 64 bytes of `b`, quoted, for an error message.
 fn show(b: &[u8]) -> String {
@@ -225,10 +281,12 @@ impl<'a> Iterator for Parser<'a> {
 impl<'a> Sample<'a> {
     /// The sample's labels (name, unescaped value), in exposition order.
     /// Validates UTF-8; allocates only for values containing a backslash.
+    /// The value of [`Sample::float_label`] comes in the stored form.
     pub fn labels(&self) -> LabelIter<'a> {
         LabelIter {
             b: self.raw_labels,
             i: 0,
+            float_label: self.float_label,
         }
     }
 }
@@ -237,6 +295,7 @@ impl<'a> Sample<'a> {
 pub struct LabelIter<'a> {
     b: &'a [u8],
     i: usize,
+    float_label: Option<&'static [u8]>,
 }
 
 impl<'a> Iterator for LabelIter<'a> {
@@ -269,7 +328,16 @@ impl<'a> Iterator for LabelIter<'a> {
         }
         let raw = &b[vs..self.i.min(b.len())];
         self.i += 1;
-        Some(unescape(raw).map(|v| (name, v)))
+        Some(unescape(raw).map(|v| {
+            if self.float_label == Some(name.as_bytes()) {
+                let mut out = Vec::new();
+                if canonical_float_label(v.as_bytes(), &mut out) {
+                    // Digits, signs, `.`, `e`, `Inf`, `NaN`: ASCII.
+                    return (name, Cow::Owned(String::from_utf8_lossy(&out).into_owned()));
+                }
+            }
+            (name, v)
+        }))
     }
 }
 

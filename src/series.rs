@@ -292,8 +292,9 @@ impl SeriesCache {
         self.repeats = false;
         self.explicit_now.clear();
         self.format = format;
-        let mut parser =
-            Parser::with_spans(body, std::mem::take(&mut self.scratch.spans)).with_format(format);
+        let mut parser = Parser::with_spans(body, std::mem::take(&mut self.scratch.spans))
+            .with_format(format)
+            .float_label_values(ctx.float_label_values);
         let r = self.ingest_all(ctx, &mut parser, body, ts, out, sample_limit);
         self.scratch.spans = parser.into_spans();
         r
@@ -529,8 +530,9 @@ fn replay(
     } else {
         &last.bytes
     };
-    let mut parser =
-        Parser::with_spans(body, std::mem::take(&mut scratch.spans)).with_format(last.format);
+    let mut parser = Parser::with_spans(body, std::mem::take(&mut scratch.spans))
+        .with_format(last.format)
+        .float_label_values(ctx.float_label_values);
     let mut labels = std::mem::take(&mut scratch.labels);
     scratch.plans.prepare(ctx);
     while let Some(Ok(s)) = parser.next() {
@@ -581,6 +583,7 @@ mod tests {
             metric_relabel: std::sync::Arc::from(Vec::new()),
             limits: LabelLimits::default(),
             timestamp_bounds: TimestampBounds::default(),
+            float_label_values: false,
         }
     }
 
@@ -838,7 +841,7 @@ mod tests {
         let mut sc = Scratch::default();
         sc.plans.prepare(c);
         for round in 0..2 {
-            let mut parser = Parser::new(body);
+            let mut parser = Parser::new(body).float_label_values(c.float_label_values);
             while let Some(s) = parser.next() {
                 let s = s.unwrap();
                 let spans = parser.label_spans();
@@ -954,6 +957,92 @@ m{z=\"1\",y=\"2\"} 1\n";
         );
         let fixture = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let (fast, general, planned) = fast_matches_general(&ctx(false), &fixture);
+        assert!(fast > 1000 && general == 0, "{fast} {general}");
+        assert_eq!(planned, 2 * fast);
+    }
+
+    #[test]
+    fn le_and_quantile_values_are_stored_as_the_named_prometheus_stores_them() {
+        let body = "# TYPE h histogram\n\
+h_bucket{le=\"1\"} 1\n\
+h_bucket{le=\"2.50\"} 2\n\
+h_bucket{le=\"1e3\",quantile=\"1\"} 3\n\
+h_bucket{le=\"+Inf\"} 4\n\
+h_bucket{le=\"x\"} 4\n\
+h_bucket{le=\"1\",instance=\"exposed\"} 4\n\
+# TYPE s summary\n\
+s{quantile=\"0\",le=\"1\"} 1\n\
+s{quantile=\"0.50\"} 1\n\
+# TYPE g gauge\n\
+h_bucket{le=\"1\"} 5\n\
+g{quantile=\"1\"} 1\n";
+        let stored = |c: &TargetContext| -> Vec<String> {
+            let mut cache = SeriesCache::new();
+            let mut out = EncodedSamples::default();
+            cache.ingest(c, body.as_bytes(), 10, &mut out, 0).unwrap();
+            decode(&out)
+                .timeseries
+                .iter()
+                .map(|t| {
+                    let l = |n| t.label(n).unwrap_or("-").to_string();
+                    format!("{} le={} q={}", l("__name__"), l("le"), l("quantile"))
+                })
+                .collect()
+        };
+        let v3 = TargetContext {
+            float_label_values: true,
+            ..ctx(false)
+        };
+        // The same text under a histogram TYPE and under a gauge TYPE is
+        // two series (Prometheus 3 stores them so), not a duplicate.
+        assert_eq!(
+            stored(&v3),
+            [
+                "h_bucket le=1.0 q=-",
+                "h_bucket le=2.5 q=-",
+                "h_bucket le=1000.0 q=1",
+                "h_bucket le=+Inf q=-",
+                "h_bucket le=x q=-",
+                "h_bucket le=1.0 q=-",
+                "s le=1 q=0.0",
+                "s le=- q=0.5",
+                "h_bucket le=1 q=-",
+                "g le=- q=1",
+            ]
+        );
+        let v2 = stored(&ctx(false));
+        assert_eq!(v2[0], "h_bucket le=1 q=-");
+        assert_eq!(v2[2], "h_bucket le=1e3 q=1");
+        assert_eq!(v2[7], "s le=- q=0.50");
+        // Every encoder writes the same bytes, relabeling sees the stored
+        // form (it runs after the parser, as in Prometheus 3).
+        for honor in [false, true] {
+            let c = TargetContext {
+                honor_labels: honor,
+                ..v3.clone()
+            };
+            let (fast, _, planned) = fast_matches_general(&c, body.as_bytes());
+            assert!(fast >= 8 && planned > 0, "{fast} {planned}");
+        }
+        let relabeled = TargetContext {
+            metric_relabel: std::sync::Arc::from(vec![
+                serde_json::from_str::<crate::relabel::RelabelConfig>(
+                    r#"{"source_labels": ["le"], "regex": "1\\.0", "action": "drop"}"#,
+                )
+                .unwrap(),
+            ]),
+            ..v3.clone()
+        };
+        let kept = stored(&relabeled);
+        assert!(kept.iter().all(|k| !k.contains("le=1.0")), "{kept:?}");
+        assert!(kept.contains(&"h_bucket le=1 q=-".to_string()), "{kept:?}");
+        // A real page: the same bytes every way, both settings.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/prometheus-server.237mfs.prom.txt"
+        );
+        let fixture = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (fast, general, planned) = fast_matches_general(&v3, &fixture);
         assert!(fast > 1000 && general == 0, "{fast} {general}");
         assert_eq!(planned, 2 * fast);
     }

@@ -39,5 +39,7 @@ pub fn target_context() -> TargetContext {
         metric_relabel: Default::default(),
         limits: Default::default(),
         timestamp_bounds: Default::default(),
+        // The default (`global.prometheus_compatibility: 3`).
+        float_label_values: true,
     }
 }

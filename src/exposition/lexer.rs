@@ -2,6 +2,7 @@
 //! names with the previous sample's 16 bytes at a time and recording label
 //! spans; nothing here allocates.
 
+use super::canonical::{Rewrite, canonical_float_label};
 use super::*;
 
 /// `MASKS[n]` keeps the first `n` bytes of a little-endian 16-byte word (a
@@ -101,7 +102,7 @@ impl<'a> Parser<'a> {
     /// A parser that records label positions in `bufs` (cleared first),
     /// buffers reused across scrapes; [`Parser::into_spans`] gives them back.
     pub fn with_spans(body: &'a [u8], bufs: SpanBufs) -> Self {
-        let SpanBufs(mut spans, mut prev) = bufs;
+        let SpanBufs(mut spans, mut prev, decisions) = bufs;
         spans.clear();
         prev.clear();
         Parser {
@@ -113,12 +114,27 @@ impl<'a> Parser<'a> {
             same_names: false,
             om: false,
             eof: false,
+            float_labels: false,
+            float_label: None,
+            rewrites: false,
+            canon: Vec::new(),
+            decisions,
         }
     }
 
     /// Reads `format` (the default is [`Format::Text`]).
     pub fn with_format(mut self, format: Format) -> Self {
         self.om = format == Format::OpenMetrics;
+        self
+    }
+
+    /// Flags `le` values under a histogram `# TYPE` and `quantile` values
+    /// under a summary's (the last TYPE line, whatever its metric, as
+    /// Prometheus reads it) that Prometheus 3 stores in float form
+    /// ([`Sample::float_label`], [`LabelSpan::rewrite`]); Prometheus 2 keeps
+    /// them as written (`false`, the default).
+    pub fn float_label_values(mut self, on: bool) -> Self {
+        self.float_labels = on;
         self
     }
 
@@ -136,7 +152,7 @@ impl<'a> Parser<'a> {
     }
 
     pub fn into_spans(self) -> SpanBufs {
-        SpanBufs(self.spans, self.prev)
+        SpanBufs(self.spans, self.prev, self.decisions)
     }
 
     pub(super) fn err(&self, at: usize, message: String) -> ParseError {
@@ -230,6 +246,13 @@ impl<'a> Parser<'a> {
                 _ => {
                     return Err(self.err(start, format!("invalid metric type {}", show(text))));
                 }
+            }
+            if self.float_labels {
+                self.float_label = match text {
+                    b"histogram" => Some(b"le"),
+                    b"summary" => Some(b"quantile"),
+                    _ => None,
+                };
             }
         } else if std::str::from_utf8(text).is_err() {
             return Err(self.err(
@@ -336,12 +359,22 @@ impl<'a> Parser<'a> {
                         ));
                     }
                     Some(b'"') => {
+                        let rewrite = if self
+                            .float_label
+                            .is_some_and(|l| b[name_start..name_end] == *l)
+                        {
+                            self.rewrites_value(&b[value_start..self.i], escaped)
+                        } else {
+                            Rewrite::No
+                        };
+                        self.rewrites |= rewrite != Rewrite::No;
                         self.spans.push(LabelSpan {
                             name_start,
                             name_end,
                             value_start,
                             value_end: self.i,
                             escaped,
+                            rewrite,
                         });
                         self.i += 1;
                         break;
@@ -394,6 +427,7 @@ impl<'a> Parser<'a> {
         let mut raw_labels: &[u8] = &[];
         std::mem::swap(&mut self.spans, &mut self.prev);
         self.spans.clear();
+        self.rewrites = false;
         // The first sample has none before it.
         self.same_names = pl > 0;
         if b.get(self.i) == Some(&b'{') {
@@ -495,6 +529,24 @@ impl<'a> Parser<'a> {
             value,
             timestamp,
             offset: line,
+            float_label: self.float_label,
+            rewrites: self.rewrites,
         })
+    }
+
+    /// Whether Prometheus 3 stores this `le`/`quantile` value (between the
+    /// quotes) in another form.
+    fn rewrites_value(&mut self, raw: &[u8], escaped: bool) -> Rewrite {
+        if escaped {
+            let mut plain = Vec::new();
+            super::unescape_into(raw, &mut plain);
+            if canonical_float_label(&plain, &mut self.canon) {
+                Rewrite::Convert
+            } else {
+                Rewrite::No
+            }
+        } else {
+            self.decisions.rewrites(raw, &mut self.canon)
+        }
     }
 }

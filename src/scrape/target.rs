@@ -52,6 +52,8 @@ pub struct TargetIdentity {
     /// targets).
     config: Arc<ScrapeConfig>,
     external_labels: Vec<(String, String)>,
+    /// `global.prometheus_compatibility` changes what is stored.
+    float_label_values: bool,
     url: Uri,
     labels: Vec<(String, String)>,
     interval: Duration,
@@ -138,6 +140,7 @@ pub(crate) fn resolve(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     ext.sort();
+    let float_labels = cfg.global.prometheus_compatibility.float_label_values();
     let mut out = Resolved::default();
     // One target, one loop: a target listed twice (twice in static_configs,
     // in two discovery files, or both) is scraped once, as Prometheus
@@ -195,6 +198,7 @@ pub(crate) fn resolve(
                         let identity = TargetIdentity {
                             config: config.clone(),
                             external_labels: ext.clone(),
+                            float_label_values: float_labels,
                             url: url.clone(),
                             labels: tl.clone(),
                             interval,
@@ -227,6 +231,7 @@ pub(crate) fn resolve(
                                     max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis()
                                         as i64,
                                 },
+                                float_label_values: float_labels,
                             },
                             interval,
                             timeout,

@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use crate::exposition::{LabelSpan, Sample, unescape_into};
+use crate::exposition::{LabelSpan, Sample};
 use crate::remote_write::proto::encode_label_bytes;
 
 use crate::labels::LabelLimits;
@@ -52,7 +52,13 @@ pub(super) fn resolve(
         }
         return Ok(Some(hashers.key(&dst[start..])));
     }
-    let raw = hashers.key(s.series);
+    // A series text stored rewritten under one `# TYPE` and as written
+    // under another is two series.
+    let raw = if s.rewrites {
+        hashers.key_rewritten(s.series)
+    } else {
+        hashers.key(s.series)
+    };
     if let Some(r) = relabeled.get_mut(&raw) {
         if let Some(g) = touch {
             r.generation = g;
@@ -225,13 +231,7 @@ pub(super) fn encode_fast(
                 if !raw.is_ascii() && std::str::from_utf8(raw).is_err() {
                     return false;
                 }
-                if sp.escaped {
-                    tmp.clear();
-                    unescape_into(raw, tmp);
-                    emit(out, name, tmp)
-                } else {
-                    emit(out, name, raw)
-                }
+                emit(out, name, sp.stored_value(body, tmp))
             }
         } else {
             let (_, v) = &targets[j];

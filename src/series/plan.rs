@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use super::{KeyHasher, TargetContext};
-use crate::exposition::{LabelSpan, MASKS, Sample, unescape_into};
+use crate::exposition::{LabelSpan, MASKS, Rewrite, Sample};
 use crate::labels::{LabelLimits, Labels};
 use crate::remote_write::proto::encode_label_bytes;
 
@@ -252,15 +252,9 @@ impl Plans {
                     }
                     let head = head as usize;
                     let nlen = usize::from(shape.heads[head + 3]);
-                    if sp.escaped || nlen + raw.len() + 4 >= 0x80 {
+                    if sp.escaped || sp.rewrite != Rewrite::No || nlen + raw.len() + 4 >= 0x80 {
                         let name = &shape.heads[head + 4..head + 4 + nlen];
-                        if sp.escaped {
-                            tmp.clear();
-                            unescape_into(raw, tmp);
-                            encode_label_bytes(out, name, tmp);
-                        } else {
-                            encode_label_bytes(out, name, raw);
-                        }
+                        encode_label_bytes(out, name, sp.stored_value(body, tmp));
                         continue;
                     }
                     let at = out.len();

@@ -24,6 +24,9 @@ pub struct TargetContext {
     pub limits: LabelLimits,
     /// Which explicit timestamps are accepted.
     pub timestamp_bounds: TimestampBounds,
+    /// `le`/`quantile` values in Prometheus 3's float form
+    /// (`global.prometheus_compatibility: 3`).
+    pub float_label_values: bool,
 }
 
 /// The window around the scrape time in which explicit timestamps are

@@ -158,4 +158,10 @@ impl Hashers {
     pub(super) fn key(&self, bytes: &[u8]) -> Key {
         Key::new(self.a.hash_one(bytes), bytes.len() as u64)
     }
+
+    /// The key of an exposed series whose labels are stored rewritten
+    /// ([`crate::exposition::Sample::rewrites`]): other than its text's.
+    pub(super) fn key_rewritten(&self, bytes: &[u8]) -> Key {
+        Key::new(self.a.hash_one((bytes, 0x5eu8)), bytes.len() as u64)
+    }
 }

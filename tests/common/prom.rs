@@ -17,6 +17,53 @@ pub fn prometheus_bin() -> Option<PathBuf> {
     super::on_path("prometheus")
 }
 
+/// The major version of the Prometheus at `bin` (`prometheus, version
+/// 3.16.0 …` → 3).
+pub fn major_version(bin: &Path) -> u8 {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.split("version ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no version in {text:?}", bin.display()))
+}
+
+/// Every Prometheus the tests are given, one per major version, with it:
+/// `PROMETHEUS3_BIN` and `PROMETHEUS2_BIN` (scripts/test.sh sets both:
+/// Prometheus 3 built by scripts/peers.sh, Debian's 2.42), and
+/// `PROMETHEUS_BIN` / PATH. Fails when there is none; says which ran.
+pub fn every_major_version() -> Vec<(PathBuf, u8)> {
+    let mut out: Vec<(PathBuf, u8)> = Vec::new();
+    let given = ["PROMETHEUS3_BIN", "PROMETHEUS2_BIN"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .chain(prometheus_bin());
+    for bin in given {
+        let major = major_version(&bin);
+        if !out.iter().any(|(_, m)| *m == major) {
+            out.push((bin, major));
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "no `prometheus` binary: scripts/test.sh sets PROMETHEUS3_BIN and PROMETHEUS2_BIN"
+    );
+    eprintln!(
+        "against Prometheus {}",
+        out.iter()
+            .map(|(b, m)| format!("{m} ({})", b.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    out
+}
+
 pub struct Prometheus {
     child: Child,
     pub url: String,
@@ -85,6 +132,29 @@ pub async fn start_prometheus(bin: &Path, dir: &Path, config: &str) -> Prometheu
 /// As [`start_prometheus`], on a given port (to restart one in place; 0:
 /// the kernel picks one, read back from /proc).
 pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16) -> Prometheus {
+    let p = spawn_prometheus(bin, dir, config, port, &[]);
+    for _ in 0..300 {
+        if matches!(http_get(&format!("{}/-/ready", p.url)).await, Ok((200, _))) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "prometheus did not become ready:\n{}",
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
+}
+
+/// Starts Prometheus with `config` and `extra` flags, returning once it
+/// listens (not once it is ready: with a `--web.config.file` asking for
+/// client certificates, plain HTTP cannot ask). `url` is `http://`.
+pub fn spawn_prometheus(
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+    port: u16,
+    extra: &[String],
+) -> Prometheus {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -97,6 +167,7 @@ pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -113,21 +184,11 @@ pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16
         ),
         p => p,
     };
-    let p = Prometheus {
+    Prometheus {
         child: child.take(),
         url: format!("http://127.0.0.1:{port}"),
         log,
-    };
-    for _ in 0..300 {
-        if matches!(http_get(&format!("{}/-/ready", p.url)).await, Ok((200, _))) {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "prometheus did not become ready:\n{}",
-        std::fs::read_to_string(&p.log).unwrap_or_default()
-    );
 }
 
 pub fn escape(s: &str) -> String {

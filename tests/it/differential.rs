@@ -4,13 +4,17 @@
 //! several scrapes — with a relabel config, a dropped metric family, a series
 //! that disappears and a page that changes — both TSDBs must answer the same
 //! queries with the same series and values.
+//!
+//! Each comparison runs once per Prometheus major version the tests are
+//! given (scripts/test.sh: Prometheus 3 and Debian's 2.42), both sides the
+//! same version and the agent set to it (`global.prometheus_compatibility`).
 
 use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::prom::{Prometheus, query, require_prometheus, start_prometheus};
+use common::prom::{Prometheus, every_major_version, query, start_prometheus};
 use common::{MtlsTarget, Pki, RelayProc, payload};
 
 type Answer = BTreeMap<BTreeMap<String, String>, u64>;
@@ -49,6 +53,7 @@ fn simple_scrape(job: &str, interval: &str, pki: &Pki, target: &MtlsTarget) -> S
 /// second Prometheus.
 async fn both(
     bin: &std::path::Path,
+    major: u8,
     dir: &std::path::Path,
     scrape: &str,
 ) -> (Prometheus, Prometheus, RelayProc) {
@@ -60,7 +65,7 @@ async fn both(
     )
     .await;
     let relay_cfg = format!(
-        "{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        "global:\n  prometheus_compatibility: {major}\n{scrape}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
         receiver.url
     );
     let relay = RelayProc::start(&dir.join("relay"), &relay_cfg).await;
@@ -69,9 +74,12 @@ async fn both(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_prometheus_store_the_same() {
-    let Some(bin) = require_prometheus() else {
-        return;
-    };
+    for (bin, major) in every_major_version() {
+        store_the_same(&bin, major).await;
+    }
+}
+
+async fn store_the_same(bin: &std::path::Path, major: u8) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let page = |round| {
@@ -103,7 +111,7 @@ scrape_configs:
         key = pki.client_key.display(),
         addr = target.addr,
     );
-    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
+    let (direct, receiver, relay) = both(bin, major, dir.path(), &scrape).await;
 
     // A few scrapes of page 1 on both sides.
     for p in [&direct, &receiver] {
@@ -148,7 +156,7 @@ scrape_configs:
         assert_eq!(
             a,
             b,
-            "query {q} differs:\nPrometheus: {a:?}\nrelay:      {b:?}\nrelay log:\n{}",
+            "query {q} differs (Prometheus {major}):\nPrometheus: {a:?}\nrelay:      {b:?}\nrelay log:\n{}",
             relay.log()
         );
     }
@@ -185,20 +193,25 @@ scrape_configs:
 /// metrics-relay must store the same series and values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openmetrics_pages_are_stored_as_prometheus_stores_them() {
-    let Some(bin) = require_prometheus() else {
-        return;
-    };
+    for (bin, major) in every_major_version() {
+        openmetrics_stored_the_same(&bin, major).await;
+    }
+}
+
+async fn openmetrics_stored_the_same(bin: &std::path::Path, major: u8) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let page = |round: u64| {
         format!(
             "# HELP rpc_seconds RPC latency.\n# TYPE rpc_seconds histogram\n# UNIT rpc_seconds seconds\n\
 rpc_seconds_bucket{{le=\"0.1\"}} {a} # {{trace_id=\"abc{round}\"}} 0.05 1520879607.789\n\
+rpc_seconds_bucket{{le=\"1\"}} {a}\n\
 rpc_seconds_bucket{{le=\"+Inf\"}} {b} # {{}} 3\n\
 rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
 # TYPE requests counter\nrequests_total{{code=\"200\"}} {b} # {{trace_id=\"t\"}} 1\nrequests_created{{code=\"200\"}} 1520879001\n\
 # TYPE build info\nbuild_info{{version=\"1.2\"}} 1\n\
 # TYPE feature stateset\nfeature{{feature=\"a\"}} 1\nfeature{{feature=\"b\"}} 0\n\
+# TYPE lat summary\nlat{{quantile=\"1\"}} 2\nlat{{quantile=\"0.50\"}} 1\nlat_sum 3\nlat_count {b}\n\
 # TYPE temp gauge\ntemp{{room=\"x\\\\y\\\"z\"}} -1.5e3\n# EOF\n",
             a = 5 * round,
             b = 7 * round,
@@ -209,7 +222,7 @@ rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
     target.behavior.lock().unwrap().content_type =
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8".into());
     let scrape = simple_scrape("om", "1s", &pki, &target);
-    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
+    let (direct, receiver, relay) = both(bin, major, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(p, "count_over_time(up{job=\"om\"}[1m]) >= 2", "two scrapes").await;
     }
@@ -224,7 +237,7 @@ rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
     assert_eq!(
         a,
         b,
-        "OpenMetrics page stored differently; relay log:\n{}",
+        "OpenMetrics page stored differently (Prometheus {major}); relay log:\n{}",
         relay.log()
     );
     assert_eq!(
@@ -251,14 +264,12 @@ rpc_seconds_count {b}\nrpc_seconds_sum {s}\nrpc_seconds_created 1520879000.5\n\
 /// and so must ours be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_added_after_failed_scrapes_as_prometheus_counts_it() {
-    let Some(bin) = require_prometheus() else {
-        return;
-    };
+    let (bin, major) = every_major_version().remove(0);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let target = MtlsTarget::start(&pki, "a 1\nb 2\nc{x=\"1\"} 3\n".into()).await;
     let scrape = simple_scrape("flaky", "500ms", &pki, &target);
-    let (direct, receiver, relay) = both(&bin, dir.path(), &scrape).await;
+    let (direct, receiver, relay) = both(&bin, major, dir.path(), &scrape).await;
     for p in [&direct, &receiver] {
         wait_until(
             p,
@@ -291,4 +302,97 @@ async fn series_added_after_failed_scrapes_as_prometheus_counts_it() {
         Some(3.0),
         "three series, added once"
     );
+}
+
+/// Prometheus 2 and 3 store `le` and `quantile` values differently (3:
+/// `1` → `1.0`, `1e3` → `1000.0`); the agent follows the major version its
+/// config names. One Prometheus of each version given scrapes the page
+/// itself and receives from two agents, one set to 2 and one to 3: the
+/// agent set to its version stores what it stores, the other does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_named_major_version_decides_le_and_quantile_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let page = "# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1\"} 2\n\
+h_bucket{le=\"1e3\"} 3\nh_bucket{le=\"+Inf\"} 3\nh_sum 4\nh_count 3\n\
+# TYPE s summary\ns{quantile=\"0.50\"} 1\ns{quantile=\"1\"} 2\ns_sum 3\ns_count 2\n\
+# TYPE g gauge\ng{le=\"1\"} 1\n";
+    let target = MtlsTarget::start(&pki, page.into()).await;
+    for (bin, major) in every_major_version() {
+        let here = dir.path().join(format!("v{major}"));
+        let prom = start_prometheus(
+            &bin,
+            &here.join("prom"),
+            &simple_scrape("direct", "1s", &pki, &target),
+        )
+        .await;
+        let mut relays = Vec::new();
+        for named in [2, 3] {
+            let cfg = format!(
+                "global:\n  prometheus_compatibility: {named}\n{}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+                simple_scrape(&format!("v{named}"), "1s", &pki, &target),
+                prom.url
+            );
+            relays.push(RelayProc::start(&here.join(format!("relay{named}")), &cfg).await);
+        }
+        let forms = |job: &'static str| {
+            let prom = &prom;
+            async move {
+                let mut out: Vec<String> = query(
+                    prom,
+                    &format!("{{job=\"{job}\", __name__=~\"h_bucket|s|g\"}}"),
+                )
+                .await
+                .into_iter()
+                .map(|(l, _)| {
+                    let get = |n: &str| l.get(n).cloned().unwrap_or_default();
+                    format!(
+                        "{} le={} quantile={}",
+                        get("__name__"),
+                        get("le"),
+                        get("quantile")
+                    )
+                })
+                .collect();
+                out.sort();
+                out
+            }
+        };
+        for job in ["direct", "v2", "v3"] {
+            wait_until(
+                &prom,
+                &format!("count({{job=\"{job}\", __name__=~\"h_bucket|s|g\"}}) == 7"),
+                job,
+            )
+            .await;
+        }
+        let direct = forms("direct").await;
+        let same = forms(if major == 3 { "v3" } else { "v2" }).await;
+        let other = forms(if major == 3 { "v2" } else { "v3" }).await;
+        let logs = || {
+            relays
+                .iter()
+                .map(|r| r.log())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            direct,
+            same,
+            "Prometheus {major} and the agent set to {major}:\n{}",
+            logs()
+        );
+        assert_ne!(direct, other, "the other setting must show the difference");
+        let want_le = if major == 3 { "le=1.0 " } else { "le=1 " };
+        assert!(
+            direct
+                .iter()
+                .any(|f| f.starts_with("h_bucket") && f.contains(want_le)),
+            "{direct:?}"
+        );
+        assert!(
+            direct.contains(&"g le=1 quantile=".to_string()),
+            "a gauge's le stays: {direct:?}"
+        );
+    }
 }

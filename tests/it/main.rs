@@ -22,6 +22,7 @@ mod k8s;
 mod kubelet;
 mod parallel_send;
 mod pull;
+mod real_programs;
 mod relay_mtls;
 mod reload;
 mod tls_rotation;

@@ -1,0 +1,3 @@
+module omfloats
+
+go 1.22
