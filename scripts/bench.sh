@@ -7,6 +7,19 @@
 # Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 reuse the newest results files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Today's peers, built from their Go modules (scripts/peers.sh, cached): the
+# harness takes vmagent, Prometheus (agent mode) and the VictoriaMetrics
+# receiver from these variables; BENCHMARKS.md names their versions.
+# PEERS=debian measures Debian's packages (vmagent 1.79, Prometheus 2.42)
+# instead.
+if [ "${PEERS:-current}" = current ]; then
+  peers=$(scripts/peers.sh)
+  peer() { echo "$peers" | sed -n "s/^$1=//p"; }
+  export VMAGENT_BIN PROMETHEUS_BIN VICTORIA_METRICS_BIN
+  VMAGENT_BIN=$(peer vmagent)
+  PROMETHEUS_BIN=$(peer prometheus)
+  VICTORIA_METRICS_BIN=$(peer victoria-metrics)
+fi
 # The commit measured (before BENCHMARKS.md itself is rewritten).
 export BENCH_COMMIT=${BENCH_COMMIT:-$(git describe --always --dirty)}
 cargo build --release --locked --bin metrics-relay

@@ -24,6 +24,15 @@ def sh(cmd):
         return ""
 
 
+def peer_version(env, binary, package):
+    """The version a peer binary reports (the one the harness ran: `env` names it, else Debian's package)."""
+    path = os.environ.get(env)
+    if path:
+        first = sh(f"'{path}' --version 2>&1 | head -n 1")
+        return f"`{first}` (built from its Go module by scripts/peers.sh)"
+    return f"`{sh(f'dpkg-query -W -f=${{Version}} {package}')}` (Debian {package})"
+
+
 def main():
     path = sys.argv[1]
     crit = sys.argv[2] if len(sys.argv) > 2 else "target/criterion"
@@ -49,9 +58,9 @@ def main():
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     out.append(f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}")
     ours = os.environ.get("BENCH_COMMIT") or sh("git describe --always --dirty")
-    vm = sh("dpkg-query -W -f='${Version}' victoria-metrics")
-    prom = sh("dpkg-query -W -f='${Version}' prometheus")
-    out.append(f"- metrics-relay: `{ours}`; vmagent: `{vm}` (Debian victoria-metrics); prom-agent: Prometheus `{prom}`")
+    out.append(f"- metrics-relay: `{ours}`; vmagent: {peer_version('VMAGENT_BIN', 'vmagent', 'victoria-metrics')}; "
+               f"prom-agent: Prometheus {peer_version('PROMETHEUS_BIN', 'prometheus', 'prometheus')}; receiver: "
+               f"VictoriaMetrics {peer_version('VICTORIA_METRICS_BIN', 'victoria-metrics', 'victoria-metrics')}")
     out.append(f"- Results file: `{path}` ({len(rows)} runs)\n")
     out.append("## Peer harness\n")
     out.append("| agent | case | sink | outage s | runs | CPU s / M samples | peak RSS MiB | delivered | correct |")

@@ -23,6 +23,22 @@ pub struct Payload {
 struct W {
     text: String,
     series: Vec<Series>,
+    /// The type of the last `# TYPE` line.
+    kind: String,
+}
+
+/// A label value as Prometheus 3 (and the agent by default,
+/// `global.prometheus_compatibility: 3`) stores it: `le` under a histogram
+/// and `quantile` under a summary in float form. This page's bounds are
+/// plain decimals, `+Inf` or integers; integers gain `.0`.
+fn stored(kind: &str, name: &str, value: &str) -> String {
+    let float_label =
+        (kind == "histogram" && name == "le") || (kind == "summary" && name == "quantile");
+    if float_label && !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) {
+        format!("{value}.0")
+    } else {
+        value.to_string()
+    }
 }
 
 fn esc(v: &str) -> String {
@@ -47,6 +63,7 @@ fn fmt_value(v: f64) -> String {
 
 impl W {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.kind = kind.to_string();
         self.text
             .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
     }
@@ -68,7 +85,7 @@ impl W {
         let mut l: BTreeMap<String, String> = labels
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), stored(&self.kind, k, v)))
             .collect();
         l.insert("__name__".into(), name.into());
         self.series.push(Series { labels: l, value });
@@ -80,6 +97,7 @@ pub fn control_plane(round: u64) -> Payload {
     let mut w = W {
         text: String::new(),
         series: Vec::new(),
+        kind: String::new(),
     };
     let r = round as f64;
     let verbs = ["GET", "LIST", "WATCH", "POST", "PATCH", "DELETE"];

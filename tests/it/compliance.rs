@@ -134,9 +134,14 @@ async fn histogram() {
         .map(|(l, v, _)| (label(l, "le").unwrap().to_string(), *v))
         .collect();
     les.sort_by(|a, b| a.1.total_cmp(&b.1));
+    // Prometheus 3's float form (the default `prometheus_compatibility: 3`).
     assert_eq!(
         les,
-        vec![("0.1".into(), 3.0), ("1".into(), 5.0), ("+Inf".into(), 6.0)]
+        vec![
+            ("0.1".into(), 3.0),
+            ("1.0".into(), 5.0),
+            ("+Inf".into(), 6.0)
+        ]
     );
     assert_eq!(c.series("rpc_duration_seconds_sum")[0].1, 4.2);
     assert_eq!(c.series("rpc_duration_seconds_count")[0].1, 6.0);

@@ -326,9 +326,26 @@ remote_write:
     // in every interval, through the kill, and about one per interval after
     // deduplication (two agents' samples of one interval are one).
     let start = t0 + 2.0 * INTERVAL_S as f64;
-    let got = exported(&vm, start, t_end).await;
-    assert_eq!(got.len(), n, "series of fleet_value: {:?}", got.keys());
     let iv = INTERVAL_S as i64 * 1000;
+    // What VictoriaMetrics accepted becomes searchable a moment later: wait
+    // until every series reaches the end of the window (or give up and let
+    // the gap check say what is missing).
+    let mut got = HashMap::new();
+    let caught_up = |got: &HashMap<String, Vec<i64>>| {
+        got.len() == n
+            && got.values().all(|ts| {
+                ts.last()
+                    .is_some_and(|&l| l >= (t_end * 1000.0) as i64 - 2 * iv)
+            })
+    };
+    for _ in 0..50 {
+        got = exported(&vm, start, t_end).await;
+        if caught_up(&got) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(got.len(), n, "series of fleet_value: {:?}", got.keys());
     for (inst, ts) in &got {
         let mut edges = vec![(start * 1000.0) as i64];
         edges.extend(ts.iter().copied());

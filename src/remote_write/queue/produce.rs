@@ -60,6 +60,8 @@ impl Queue {
             self.seal(&mut inner);
             sealed = true;
         }
+        // The open batch counts in `queue_samples` as soon as it grows.
+        self.update_gauges(&inner);
         drop(inner);
         if sealed || was_empty {
             self.notify.notify_one();
