@@ -51,7 +51,10 @@ pub use pull::render_text;
 pub use server::{bind, raise_open_file_limit, serve};
 
 /// A reload request: the relay answers with the outcome.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), ReloadRejected>>;
+
+/// Why a reload was refused (the relay's error; this module sits below it).
+pub type ReloadRejected = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the admin server reads.
 #[derive(Clone)]
@@ -348,7 +351,6 @@ mod tests {
             )
             .unwrap(),
         )
-        .unwrap()
         .remove(0);
         let mut st = crate::scrape::TargetStatus::new(&t);
         st.health = health;

@@ -116,15 +116,18 @@ impl PrometheusCompatibility {
     }
 }
 
+/// A `prometheus_compatibility` that is not a Prometheus major version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("prometheus_compatibility must be 2 or 3 (a Prometheus major version), not {0}")]
+pub struct UnknownMajorVersion(pub u64);
+
 impl TryFrom<u64> for PrometheusCompatibility {
-    type Error = String;
-    fn try_from(v: u64) -> Result<Self, String> {
+    type Error = UnknownMajorVersion;
+    fn try_from(v: u64) -> Result<Self, UnknownMajorVersion> {
         match v {
             2 => Ok(PrometheusCompatibility::V2),
             3 => Ok(PrometheusCompatibility::V3),
-            _ => Err(format!(
-                "prometheus_compatibility must be 2 or 3 (a Prometheus major version), not {v}"
-            )),
+            _ => Err(UnknownMajorVersion(v)),
         }
     }
 }
@@ -705,24 +708,33 @@ pub enum ClientAuthType {
     RequireAndVerifyClientCert,
 }
 
+/// A `tls_server_config` whose settings do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsServerConfigError {
+    #[error(
+        "client_auth_type {0:?} accepts certificates without verifying them; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
+    )]
+    Unverified(ClientAuthType),
+    #[error("client_auth_type {0:?} needs client_ca_file")]
+    NoClientCa(ClientAuthType),
+    #[error(
+        "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type: RequireAndVerifyClientCert"
+    )]
+    UnusedClientCa,
+}
+
 impl TlsServerConfig {
-    /// Checks the combination (not the files), with a message that names
-    /// the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the combination (not the files).
+    pub fn validate(&self) -> Result<(), TlsServerConfigError> {
         use ClientAuthType::*;
         match (self.client_auth_type, &self.client_ca_file) {
-            (RequestClientCert | RequireAnyClientCert, _) => Err(format!(
-                "client_auth_type {:?} accepts certificates without verifying them; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file",
-                self.client_auth_type
-            )),
-            (VerifyClientCertIfGiven | RequireAndVerifyClientCert, None) => Err(format!(
-                "client_auth_type {:?} needs client_ca_file",
-                self.client_auth_type
-            )),
-            (NoClientCert, Some(_)) => Err(
-                "client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type: RequireAndVerifyClientCert"
-                    .into(),
-            ),
+            (RequestClientCert | RequireAnyClientCert, _) => {
+                Err(TlsServerConfigError::Unverified(self.client_auth_type))
+            }
+            (VerifyClientCertIfGiven | RequireAndVerifyClientCert, None) => {
+                Err(TlsServerConfigError::NoClientCa(self.client_auth_type))
+            }
+            (NoClientCert, Some(_)) => Err(TlsServerConfigError::UnusedClientCa),
             _ => Ok(()),
         }
     }
@@ -919,6 +931,14 @@ server:
             (
                 "server: {listen_address: 'nope'}\n",
                 "server.listen_address",
+            ),
+            (
+                "scrape_configs: [{job_name: a, file_sd_configs: [{files: ['/sd/tg_[0-9.json']}]}]\n",
+                "scrape_configs[0].file_sd_configs[0].files[0]",
+            ),
+            (
+                "global: {prometheus_compatibility: 4}\n",
+                "prometheus_compatibility",
             ),
             (
                 "scrape_configs: [{job_name: a, metric_relabel_configs: [{action: hashmod, target_label: h}]}]\n",

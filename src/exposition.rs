@@ -41,8 +41,8 @@ mod lexer;
 mod openmetrics;
 
 pub use canonical::{Rewrite, append_float, canonical_float_label, parse_go_float};
-pub use escape::{unescape, unescape_into};
-pub use float::parse_float;
+pub use escape::{InvalidUtf8, unescape, unescape_into};
+pub use float::{FloatError, parse_float};
 pub use lexer::MASKS;
 use lexer::is_blank;
 
@@ -211,9 +211,14 @@ impl Format {
 }
 
 /// Label span buffers a [`Parser`] reuses from scrape to scrape (and the
-/// `le`/`quantile` decisions it has made, 2 KiB).
+/// `le`/`quantile` decisions it has made, 2 KiB, with their scratch).
 #[derive(Debug, Default)]
-pub struct SpanBufs(Vec<LabelSpan>, Vec<LabelSpan>, canonical::Decisions);
+pub struct SpanBufs(
+    Vec<LabelSpan>,
+    Vec<LabelSpan>,
+    canonical::Decisions,
+    Vec<u8>,
+);
 
 /// Up to 64 bytes of `b`, quoted, for an error message.
 fn show(b: &[u8]) -> String {
@@ -299,7 +304,7 @@ pub struct LabelIter<'a> {
 }
 
 impl<'a> Iterator for LabelIter<'a> {
-    type Item = Result<(&'a str, Cow<'a, str>), String>;
+    type Item = Result<(&'a str, Cow<'a, str>), InvalidUtf8>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let b = self.b;
@@ -363,7 +368,7 @@ mod tests {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|m| ParseError {
                     line: 0,
-                    message: m,
+                    message: m.to_string(),
                 })?;
             out.push((
                 String::from_utf8_lossy(smp.name).into_owned(),
@@ -699,7 +704,14 @@ utf8{v=\"ünïcödé ✓\"} 2\n";
     fn invalid_utf8_label_value_is_an_error() {
         let body = b"m{a=\"\xff\"} 1\n";
         let s = Parser::new(body).next().unwrap().unwrap();
-        assert!(s.labels().next().unwrap().unwrap_err().contains("UTF-8"));
+        assert!(
+            s.labels()
+                .next()
+                .unwrap()
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(crate) mod events;
 pub mod exposition;
 pub(crate) mod failure;
 pub mod fsread;
+pub(crate) mod glob;
 pub mod gzip;
 pub mod http;
 pub mod kubeconfig;

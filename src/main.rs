@@ -146,7 +146,7 @@ enum Command {
     Version,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, metrics_relay::units::UnitError> {
     metrics_relay::units::parse_duration(s)
 }
 

@@ -44,14 +44,41 @@ fn describe(info: &CertInfo) -> String {
     )
 }
 
+/// Why a probe step failed (printed in the report).
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{host:?} is not a valid server name: {reason}")]
+    ServerName { host: String, reason: String },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake failed; the explanation of [`tls::describe_error`].
+    #[error("{0}")]
+    Handshake(String),
+    #[error("no TLS handshake within {limit} (scrape_timeout){hint}")]
+    Timeout { limit: String, hint: &'static str },
+    #[error("{0}")]
+    Sender(#[from] crate::remote_write::SenderError),
+    #[error("compressing the test sample: {0}")]
+    Snappy(#[from] snap::Error),
+}
+
+/// What a probe says when the API server's SLB never answers a handshake.
+const SLB_HINT: &str = "; the API server's SLB answers nothing to an address its access control list does not allow: is this machine's (or the cluster node's) address on the ACK cluster's API server whitelist?";
+
 /// Handshake only, within `limit`: returns the server's leaf certificate and
 /// the protocol.
 async fn handshake(
     t: &Target,
     m: &Material,
     limit: Duration,
-) -> Result<(Option<CertInfo>, String), String> {
-    let cfg = tls::client_config_from(m).map_err(|e| e.to_string())?;
+) -> Result<(Option<CertInfo>, String), ProbeError> {
+    let cfg = tls::client_config_from(m)?;
     let host = t
         .url
         .host()
@@ -60,19 +87,24 @@ async fn handshake(
         .trim_end_matches(']')
         .to_string();
     let port = t.url.port_u16().unwrap_or(443);
-    let name = match tls::server_name_of(m.server_name.as_deref()).map_err(|e| e.to_string())? {
+    let name = match tls::server_name_of(m.server_name.as_deref())? {
         Some(n) => n,
-        None => ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host:?} is not a valid server name: {e}"))?,
+        None => ServerName::try_from(host.clone()).map_err(|e| ProbeError::ServerName {
+            host: host.clone(),
+            reason: e.to_string(),
+        })?,
     };
     let connect = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+            .map_err(|source| ProbeError::Connect {
+                addr: format!("{host}:{port}"),
+                source,
+            })?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(name, tcp)
             .await
-            .map_err(|e| tls::describe_error(&e))?;
+            .map_err(|e| ProbeError::Handshake(tls::describe_error(&e)))?;
         let (_, conn) = tls.get_ref();
         let leaf = conn
             .peer_certificates()
@@ -84,18 +116,12 @@ async fn handshake(
             .unwrap_or_default();
         Ok((leaf, proto))
     };
-    tokio::time::timeout(limit, connect).await.map_err(|_| {
-        let mut m = format!(
-            "no TLS handshake within {} (scrape_timeout)",
-            crate::units::format_duration(limit)
-        );
-        if port == 6443 {
-            m.push_str(
-                "; the API server's SLB answers nothing to an address its access control list does not allow: is this machine's (or the cluster node's) address on the ACK cluster's API server whitelist?",
-            );
-        }
-        m
-    })?
+    tokio::time::timeout(limit, connect)
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            limit: crate::units::format_duration(limit),
+            hint: if port == 6443 { SLB_HINT } else { "" },
+        })?
 }
 
 /// Runs the probe; returns the report and whether everything worked.
@@ -115,10 +141,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             ok = false;
         }
     }
-    let targets = match scrape::resolve(cfg, &found, &Default::default()) {
-        Ok(t) => t.owned,
-        Err(e) => return (format!("{out}targets: {e}\n"), false),
-    };
+    let targets = scrape::resolve(cfg, &found, &Default::default()).owned;
     if targets.is_empty() && !cfg.scrape_configs.is_empty() {
         let _ = writeln!(
             out,
@@ -242,9 +265,8 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
         let name = rw.queue_name(index);
         let _ = write!(out, "remote_write {name} {}: ", rw.url);
         let result = async {
-            let material = Material::load(rw.tls_config.as_ref()).map_err(|e| e.to_string())?;
-            let client = crate::http::client_from(&material, rw.remote_timeout.0)
-                .map_err(|e| e.to_string())?;
+            let material = Material::load(rw.tls_config.as_ref())?;
+            let client = crate::http::client_from(&material, rw.remote_timeout.0)?;
             let (_tx, rx) = tokio::sync::watch::channel(client);
             let labels = RemoteLabels {
                 remote_name: name.clone(),
@@ -268,9 +290,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             lbls.sort();
             let mut enc = EncodedSamples::default();
             enc.push(&encode_labels(&lbls), 1.0, now() * 1000);
-            let data = snap::raw::Encoder::new()
-                .compress_vec(&enc.buf)
-                .map_err(|e| e.to_string())?;
+            let data = snap::raw::Encoder::new().compress_vec(&enc.buf)?;
             let batch = Batch {
                 seq: 1,
                 data: data.into(),
@@ -280,7 +300,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 born: crate::clock::mono_ms(),
                 stream: 0,
             };
-            Ok::<_, String>(sender.attempt(&batch).await)
+            Ok::<_, ProbeError>(sender.attempt(&batch).await)
         }
         .await;
         match result {

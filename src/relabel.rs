@@ -128,42 +128,54 @@ fn default_replacement() -> String {
     "$1".into()
 }
 
+/// A relabel rule Prometheus would refuse, in Prometheus's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelabelError {
+    #[error("relabel configuration for {0:?} action requires 'target_label' value")]
+    NoTargetLabel(&'static str),
+    #[error("{label:?} is invalid 'target_label' for {action} action")]
+    TargetLabel { label: String, action: &'static str },
+    #[error("relabel configuration for hashmod requires non-zero modulus")]
+    ZeroModulus,
+    #[error("{0} action requires only 'regex', and no other fields")]
+    OnlyRegex(&'static str),
+    #[error("{0} action requires only 'source_labels' and 'target_label', and no other fields")]
+    OnlyLabels(&'static str),
+    #[error("{0:?} is not a valid label name in source_labels")]
+    SourceLabel(String),
+}
+
 impl RelabelConfig {
     /// Prometheus's per-action checks; the error is the reason only.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RelabelError> {
         use Action::*;
+        let name = action_name(self.action);
         let needs_target = matches!(
             self.action,
             Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual
         );
         if needs_target && self.target_label.is_empty() {
-            return Err(format!(
-                "relabel configuration for {:?} action requires 'target_label' value",
-                action_name(self.action)
-            ));
+            return Err(RelabelError::NoTargetLabel(name));
         }
+        let bad_target = || RelabelError::TargetLabel {
+            label: self.target_label.clone(),
+            action: name,
+        };
         if matches!(
             self.action,
             Lowercase | Uppercase | KeepEqual | DropEqual | HashMod
         ) && !is_valid_label_name(&self.target_label)
         {
-            return Err(format!(
-                "{:?} is invalid 'target_label' for {} action",
-                self.target_label,
-                action_name(self.action)
-            ));
+            return Err(bad_target());
         }
         if self.action == Replace
             && !self.target_label.contains('$')
             && !is_valid_label_name(&self.target_label)
         {
-            return Err(format!(
-                "{:?} is invalid 'target_label' for replace action",
-                self.target_label
-            ));
+            return Err(bad_target());
         }
         if self.action == HashMod && self.modulus == 0 {
-            return Err("relabel configuration for hashmod requires non-zero modulus".into());
+            return Err(RelabelError::ZeroModulus);
         }
         if matches!(self.action, LabelDrop | LabelKeep)
             && (!self.source_labels.is_empty()
@@ -172,10 +184,7 @@ impl RelabelConfig {
                 || self.separator != default_separator()
                 || self.replacement != default_replacement())
         {
-            return Err(format!(
-                "{} action requires only 'regex', and no other fields",
-                action_name(self.action)
-            ));
+            return Err(RelabelError::OnlyRegex(name));
         }
         if matches!(self.action, KeepEqual | DropEqual)
             && (self.regex != AnchoredRegex::default()
@@ -183,14 +192,11 @@ impl RelabelConfig {
                 || self.separator != default_separator()
                 || self.replacement != default_replacement())
         {
-            return Err(format!(
-                "{} action requires only 'source_labels' and 'target_label', and no other fields",
-                action_name(self.action)
-            ));
+            return Err(RelabelError::OnlyLabels(name));
         }
         for l in &self.source_labels {
             if !is_valid_label_name(l) {
-                return Err(format!("{l:?} is not a valid label name in source_labels"));
+                return Err(RelabelError::SourceLabel(l.clone()));
             }
         }
         Ok(())

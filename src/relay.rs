@@ -71,12 +71,18 @@ pub enum RelayError {
         #[source]
         source: TlsError,
     },
-    #[error("{0}")]
-    Target(String),
+    #[error(
+        "the scrape configs give no target (after relabel_configs): the agent would run and scrape nothing"
+    )]
+    NoTargets,
     #[error("remote_write[{index}].queue: {message}")]
     Queue { index: usize, message: String },
-    #[error("remote_write[{index}].url: {message}")]
-    RemoteUrl { index: usize, message: String },
+    #[error("remote_write[{index}].url: {source}")]
+    RemoteUrl {
+        index: usize,
+        #[source]
+        source: crate::remote_write::sender::SenderError,
+    },
     #[error("{field}: {message}")]
     Credentials { field: String, message: String },
     #[error("{0}")]
@@ -240,7 +246,7 @@ impl Runtime {
                 queue.clone(),
                 self.metrics.clone(),
             )
-            .map_err(RelayError::Target)?;
+            .map_err(|source| RelayError::RemoteUrl { index, source })?;
             plans.push(Plan::Start(Box::new(Start {
                 name,
                 config: rw.clone(),
@@ -331,13 +337,9 @@ impl Runtime {
             return;
         }
         self.found.insert(u.index, u.groups);
-        match scrape::resolve(&self.cfg, &self.found, &self.sharding) {
-            Ok(targets) => {
-                self.apply_targets(targets);
-                tracing::info!(targets = self.targets.len(), "discovered targets changed");
-            }
-            Err(e) => tracing::error!(error = %e, "discovered targets not applied"),
-        }
+        let targets = scrape::resolve(&self.cfg, &self.found, &self.sharding);
+        self.apply_targets(targets);
+        tracing::info!(targets = self.targets.len(), "discovered targets changed");
     }
 
     /// Targets: keep the unchanged (series cache and all), start the new,
@@ -518,7 +520,7 @@ impl Runtime {
     ) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
-            let reply: Option<oneshot::Sender<Result<(), String>>> = tokio::select! {
+            let reply: Option<ReloadRequest> = tokio::select! {
                 _ = cancel.cancelled() => return,
                 Some(u) = ev.discovery.recv() => {
                     self.discovered(u);
@@ -539,7 +541,7 @@ impl Runtime {
                 w.loaded();
             }
             if let Some(reply) = reply {
-                let _ = reply.send(result);
+                let _ = reply.send(result.map_err(Into::into));
             }
         }
     }
@@ -548,8 +550,8 @@ impl Runtime {
         &mut self,
         path: &Path,
         relay_auth: &std::sync::RwLock<Option<PathBuf>>,
-    ) -> Result<(), String> {
-        let result = self.reload(path).await.map_err(|e| e.to_string()).map(|c| {
+    ) -> Result<(), RelayError> {
+        let result = self.reload(path).await.map(|c| {
             self.keep_latest.store(
                 c.relay_metrics_enabled(),
                 std::sync::atomic::Ordering::Relaxed,

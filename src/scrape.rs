@@ -603,7 +603,7 @@ mod tests {
             "scrape_configs:\n  - job_name: cp\n    scheme: https\n    params: {hosting: ['true'], x: ['a b', 'c&d']}\n    static_configs: [{targets: ['10.0.0.1:6443']}]\n",
         )
         .unwrap();
-        let t = targets(&cfg).unwrap();
+        let t = targets(&cfg);
         assert_eq!(
             t[0].url.to_string(),
             "https://10.0.0.1:6443/metrics?hosting=true&x=a%20b&x=c%26d"
@@ -627,7 +627,7 @@ scrape_configs:
 "#,
         )
         .unwrap();
-        let t = targets(&cfg).unwrap();
+        let t = targets(&cfg);
         assert_eq!(t.len(), 1, "one target dropped");
         assert_eq!(
             t[0].url.to_string(),
@@ -653,7 +653,7 @@ scrape_configs:
             "global: {external_labels: {cluster: c}}\nscrape_configs:\n  - job_name: cp\n    static_configs:\n      - targets: ['h:1', 'h:2']\n        labels: {env: prod, empty: '', __meta: x}\n      - targets: ['h:3']\n        labels: {job: override, instance: named}\n",
         )
         .unwrap();
-        let t = targets(&cfg).unwrap();
+        let t = targets(&cfg);
         assert_eq!(t.len(), 3);
         assert_eq!(
             t[0].ctx.target_labels,

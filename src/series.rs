@@ -122,19 +122,36 @@ struct LastBody {
 /// kept as they are: compressing costs a pass over the page every scrape.
 pub(crate) const KEEP_PLAIN_MAX: usize = 1 << 20;
 
+thread_local! {
+    /// The snappy encoder and its one-piece scratch (about 1.2 MiB once a
+    /// large plain body was kept), shared by the targets scraped on this
+    /// thread: bounded by the runtime's threads, not by the targets, and
+    /// reused, so keeping a large body compressed allocates nothing in the
+    /// steady state.
+    static KEEP_SNAPPY: std::cell::RefCell<(snap::raw::Encoder, Vec<u8>)> =
+        std::cell::RefCell::new((snap::raw::Encoder::new(), Vec::new()));
+}
+
 impl LastBody {
     fn store(&mut self, body: &[u8], gzip: bool) {
-        // Piece by piece, exactly the compressed size: never a worst-case
-        // buffer, never kept past what the result needs.
-        if !gzip
-            && body.len() > KEEP_PLAIN_MAX
-            && let Ok(c) = crate::remote_write::snappy::compress(body)
-        {
-            self.bytes = c;
-            self.gzip = false;
-            self.snappy = true;
-            self.present = true;
-            return;
+        // Piece by piece, into the buffer the last body used: never a
+        // worst-case buffer, never kept past twice what the result needs.
+        if !gzip && body.len() > KEEP_PLAIN_MAX {
+            self.bytes.clear();
+            let kept = KEEP_SNAPPY.with(|k| {
+                let (encoder, scratch) = &mut *k.borrow_mut();
+                crate::remote_write::snappy::compress_into(encoder, scratch, body, &mut self.bytes)
+                    .is_ok()
+            });
+            if kept {
+                if self.bytes.capacity() > 2 * self.bytes.len() + 4096 {
+                    self.bytes.shrink_to_fit();
+                }
+                self.gzip = false;
+                self.snappy = true;
+                self.present = true;
+                return;
+            }
         }
         self.snappy = false;
         // Reuse the buffer, unless the page shrank for good.

@@ -19,6 +19,23 @@ pub struct PromDuration(pub Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
 
+/// A duration or size that does not parse; says what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("empty duration string")]
+    EmptyDuration,
+    #[error("not a valid duration string: {0:?} (expected e.g. 1m30s, 500ms)")]
+    Duration(String),
+    #[error("duration out of range: {0:?}")]
+    DurationRange(String),
+    #[error("not a valid size: {0:?} (expected e.g. 64MiB)")]
+    Size(String),
+    #[error("size out of range: {0:?}")]
+    SizeRange(String),
+    #[error("not a valid size unit in {0:?} (use B, KiB, MiB, GiB, TiB)")]
+    SizeUnit(String),
+}
+
 const DURATION_UNITS: [(&str, u64); 7] = [
     ("y", 365 * 24 * 3600 * 1000),
     ("w", 7 * 24 * 3600 * 1000),
@@ -31,12 +48,12 @@ const DURATION_UNITS: [(&str, u64); 7] = [
 
 /// Parses `1h30m`, `30s`, `500ms`, `0`. Units must appear at most once and in
 /// decreasing order, as in Prometheus.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration string".into());
+        return Err(UnitError::EmptyDuration);
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -48,11 +65,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("not a valid duration string: {s:?}"));
+            return Err(UnitError::Duration(s.into()));
         }
         let n: u64 = s[start..i]
             .parse()
-            .map_err(|_| format!("duration out of range: {s:?}"))?;
+            .map_err(|_| UnitError::DurationRange(s.into()))?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -62,12 +79,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .iter()
             .position(|(u, _)| *u == unit)
             .map(|p| p + next_unit)
-            .ok_or_else(|| format!("not a valid duration string: {s:?}"))?;
+            .ok_or_else(|| UnitError::Duration(s.into()))?;
         next_unit = pos + 1;
         total = n
             .checked_mul(DURATION_UNITS[pos].1)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration out of range: {s:?}"))?;
+            .ok_or_else(|| UnitError::DurationRange(s.into()))?;
     }
     Ok(Duration::from_millis(total))
 }
@@ -89,16 +106,14 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Parses `512MiB`, `64MB`, `1024`, `10KiB`. Bare numbers are bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
-        return Err(format!("not a valid size: {s:?} (expected e.g. 64MiB)"));
+        return Err(UnitError::Size(s.into()));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("size out of range: {s:?}"))?;
+    let n: u64 = num.parse().map_err(|_| UnitError::SizeRange(s.into()))?;
     let mult: u64 = match unit {
         "" | "B" => 1,
         "KB" | "KiB" | "K" | "Ki" => 1 << 10,
@@ -106,13 +121,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" | "GiB" | "G" | "Gi" => 1 << 30,
         "TB" | "TiB" | "T" | "Ti" => 1 << 40,
         _ => {
-            return Err(format!(
-                "not a valid size unit in {s:?} (use B, KiB, MiB, GiB, TiB)"
-            ));
+            return Err(UnitError::SizeUnit(s.into()));
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size out of range: {s:?}"))
+        .ok_or_else(|| UnitError::SizeRange(s.into()))
 }
 
 /// Formats bytes with the largest exact base-2 unit.

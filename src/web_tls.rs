@@ -51,7 +51,7 @@ fn read_all(c: &TlsServerConfig) -> Result<Files, TlsError> {
 }
 
 fn build(c: &TlsServerConfig, files: &Files) -> Result<ServerConfig, TlsError> {
-    c.validate().map_err(TlsError::Config)?;
+    c.validate().map_err(|e| TlsError::Config(e.to_string()))?;
     let certs = parse_certs("server.tls_server_config.cert_file", &files[0])?;
     let key = parse_key(&files[1])?;
     let builder = ServerConfig::builder_with_provider(provider())

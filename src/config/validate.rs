@@ -33,7 +33,7 @@ pub(crate) const MAX_CAPACITY: usize = 10_000_000;
 pub(super) fn finalize(cfg: &mut Config) -> Result<(), ConfigError> {
     if let Some(t) = &cfg.server.tls_server_config {
         t.validate()
-            .map_err(|e| invalid("server.tls_server_config", e))?;
+            .map_err(|e| invalid("server.tls_server_config", e.to_string()))?;
     }
     if !(1..=MAX_CONNECTIONS).contains(&cfg.server.max_connections) {
         return Err(invalid(
@@ -176,11 +176,11 @@ fn finalize_scrape_config(
     }
     for (j, r) in sc.relabel_configs.iter().enumerate() {
         r.validate()
-            .map_err(|e| invalid(at(&format!("relabel_configs[{j}]")), e))?;
+            .map_err(|e| invalid(at(&format!("relabel_configs[{j}]")), e.to_string()))?;
     }
     for (j, r) in sc.metric_relabel_configs.iter().enumerate() {
         r.validate()
-            .map_err(|e| invalid(at(&format!("metric_relabel_configs[{j}]")), e))?;
+            .map_err(|e| invalid(at(&format!("metric_relabel_configs[{j}]")), e.to_string()))?;
     }
     for (what, sds) in [
         ("file_sd_configs", &sc.file_sd_configs),
@@ -304,7 +304,7 @@ fn finalize_remote_write(
     }
     for (j, r) in rw.write_relabel_configs.iter().enumerate() {
         r.validate()
-            .map_err(|e| invalid(at(&format!("write_relabel_configs[{j}]")), e))?;
+            .map_err(|e| invalid(at(&format!("write_relabel_configs[{j}]")), e.to_string()))?;
     }
     let q = &rw.queue_config;
     if !(1..=MAX_SAMPLES_PER_SEND).contains(&q.max_samples_per_send) {
@@ -451,15 +451,18 @@ fn validate_sd(at: &str, target_files: bool, sd: &FileSdConfig) -> Result<(), Co
         let p = Path::new(f);
         let dir_has_wildcard = p
             .parent()
-            .is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[']));
+            .is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[', '\\']));
         if dir_has_wildcard {
             return Err(invalid(
                 field,
                 format!("{f:?}: only the last path segment may contain wildcards"),
             ));
         }
-        if p.file_name().is_none() {
+        let Some(name) = p.file_name() else {
             return Err(invalid(field, format!("{f:?} names no file")));
+        };
+        if let Err(e) = crate::glob::Pattern::new(&name.to_string_lossy()) {
+            return Err(invalid(field, e.to_string()));
         }
         if target_files && ![".json", ".yml", ".yaml"].iter().any(|e| f.ends_with(e)) {
             return Err(invalid(

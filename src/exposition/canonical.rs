@@ -371,6 +371,8 @@ struct Slot {
     len: u8,
     bytes: [u8; SLOT_BYTES],
     rewrite: Rewrite,
+    /// In the first slot of a pair: it was used last.
+    recent: bool,
 }
 
 /// How a label value is stored (see [`crate::exposition::LabelSpan`]).
@@ -413,12 +415,21 @@ impl Decisions {
         let h = value.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
             (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
         });
-        let ix = (h >> 58) as usize % SLOTS;
-        let slot = &mut self.slots[ix];
-        if usize::from(slot.len) == value.len() && slot.bytes[..value.len()] == *value {
-            return slot.rewrite;
+        // Two ways per set: a value lives in either slot of its pair; a
+        // miss replaces the one not used last.
+        let set = (h >> 59) as usize % (SLOTS / 2) * 2;
+        for ix in [set, set + 1] {
+            let slot = &self.slots[ix];
+            if usize::from(slot.len) == value.len() && slot.bytes[..value.len()] == *value {
+                let rewrite = slot.rewrite;
+                self.slots[set].recent = ix == set;
+                return rewrite;
+            }
         }
         let rewrite = convert(value, scratch);
+        let ix = if self.slots[set].recent { set + 1 } else { set };
+        self.slots[set].recent = ix == set;
+        let slot = &mut self.slots[ix];
         slot.len = value.len() as u8;
         slot.bytes[..value.len()].copy_from_slice(value);
         slot.rewrite = rewrite;

@@ -29,10 +29,14 @@ pub fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A label value that is not UTF-8 (the first 64 bytes of it, quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid UTF-8 label value: {0}")]
+pub struct InvalidUtf8(pub String);
+
 /// Unescapes a label value as Prometheus does (`\"`, `\\`, `\n`).
-pub fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, String> {
-    let s = std::str::from_utf8(raw)
-        .map_err(|_| format!("invalid UTF-8 label value: {}", show(raw)))?;
+pub fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, InvalidUtf8> {
+    let s = std::str::from_utf8(raw).map_err(|_| InvalidUtf8(show(raw)))?;
     if !raw.contains(&b'\\') {
         return Ok(Cow::Borrowed(s));
     }

@@ -4,8 +4,19 @@
 
 use super::show;
 
+/// A sample value Prometheus would not read, in its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FloatError {
+    #[error("unsupported character in float")]
+    Unsupported,
+    #[error("strconv.ParseFloat: parsing {0}: invalid syntax")]
+    Syntax(String),
+    #[error("strconv.ParseFloat: parsing {0}: value out of range")]
+    Range(String),
+}
+
 /// Go's `strconv.ParseFloat` restricted as Prometheus restricts it.
-pub fn parse_float(t: &[u8]) -> Result<f64, String> {
+pub fn parse_float(t: &[u8]) -> Result<f64, FloatError> {
     // Plain integers (most counters) up to 15 digits convert exactly.
     if !t.is_empty() && t.len() <= 15 && t.iter().all(u8::is_ascii_digit) {
         let v = t.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'));
@@ -14,9 +25,9 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
     if let Some(v) = exact_decimal(t) {
         return Ok(v);
     }
-    let bad = || format!("strconv.ParseFloat: parsing {}: invalid syntax", show(t));
+    let bad = || FloatError::Syntax(show(t));
     if t.iter().any(|&c| matches!(c, b'p' | b'P' | b'_')) {
-        return Err("unsupported character in float".into());
+        return Err(FloatError::Unsupported);
     }
     let s = std::str::from_utf8(t).map_err(|_| bad())?;
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
@@ -53,10 +64,7 @@ pub fn parse_float(t: &[u8]) -> Result<f64, String> {
     }
     let v: f64 = s.parse().map_err(|_| bad())?;
     if v.is_infinite() {
-        return Err(format!(
-            "strconv.ParseFloat: parsing {}: value out of range",
-            show(t)
-        ));
+        return Err(FloatError::Range(show(t)));
     }
     Ok(v)
 }

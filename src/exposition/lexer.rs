@@ -102,7 +102,7 @@ impl<'a> Parser<'a> {
     /// A parser that records label positions in `bufs` (cleared first),
     /// buffers reused across scrapes; [`Parser::into_spans`] gives them back.
     pub fn with_spans(body: &'a [u8], bufs: SpanBufs) -> Self {
-        let SpanBufs(mut spans, mut prev, decisions) = bufs;
+        let SpanBufs(mut spans, mut prev, decisions, canon) = bufs;
         spans.clear();
         prev.clear();
         Parser {
@@ -117,7 +117,7 @@ impl<'a> Parser<'a> {
             float_labels: false,
             float_label: None,
             rewrites: false,
-            canon: Vec::new(),
+            canon,
             decisions,
         }
     }
@@ -152,7 +152,7 @@ impl<'a> Parser<'a> {
     }
 
     pub fn into_spans(self) -> SpanBufs {
-        SpanBufs(self.spans, self.prev, self.decisions)
+        SpanBufs(self.spans, self.prev, self.decisions, self.canon)
     }
 
     pub(super) fn err(&self, at: usize, message: String) -> ParseError {

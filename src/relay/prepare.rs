@@ -82,11 +82,9 @@ pub fn check(cfg: &Config) -> Result<Checked, RelayError> {
     if !problems.is_empty() {
         return Err(RelayError::Discovery(problems.join("; ")));
     }
-    let t = scrape::resolve(cfg, &found, &Sharding::default()).map_err(RelayError::Target)?;
+    let t = scrape::resolve(cfg, &found, &Sharding::default());
     if t.owned.is_empty() && !cfg.scrape_configs.is_empty() {
-        return Err(RelayError::Target(
-            "the scrape configs give no target (after relabel_configs): the agent would run and scrape nothing".into(),
-        ));
+        return Err(RelayError::NoTargets);
     }
     Ok(Checked {
         targets: t.owned.len(),
@@ -112,7 +110,7 @@ pub(super) fn preflight(cfg: &Config, listen: Option<&str>) -> Result<(), RelayE
     }
     for (index, rw) in cfg.remote_write.iter().enumerate() {
         crate::remote_write::sender::parse_url(&rw.url)
-            .map_err(|message| RelayError::RemoteUrl { index, message })?;
+            .map_err(|source| RelayError::RemoteUrl { index, source })?;
     }
     Ok(())
 }
@@ -174,7 +172,7 @@ impl Runtime {
         // Discovery files are read now, so a start or a reload begins with
         // every discovered target (none is dropped and re-added).
         let (found, discoverers) = discover_once(cfg, metrics);
-        let targets = scrape::resolve(cfg, &found, sharding).map_err(RelayError::Target)?;
+        let targets = scrape::resolve(cfg, &found, sharding);
         Ok(Built {
             clients,
             targets,

@@ -12,3 +12,5 @@ pub mod samples;
 pub(crate) mod sender;
 pub(crate) mod snappy;
 pub(crate) mod write_relabel;
+
+pub use sender::SenderError;

@@ -29,17 +29,37 @@ use crate::http::{Chunks, HttpClient};
 use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::describe_error;
 
+/// What keeps a request to a destination from being made.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("{url:?} is not a URL: {reason}")]
+    NotUrl { url: String, reason: String },
+    #[error("{0:?}: the scheme must be http or https")]
+    Scheme(String),
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    #[error("reading {0}")]
+    CredentialsFile(#[source] crate::fsread::ReadError),
+    #[error("credentials contain characters not allowed in a header")]
+    CredentialsCharacters,
+    #[error("building the request: {0}")]
+    Request(#[from] http::Error),
+}
+
 /// A destination URL as the sender uses it (`http` or `https`, a host).
-pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Uri, SenderError> {
     let u: Uri = url
         .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        .map_err(|e: http::uri::InvalidUri| SenderError::NotUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
     match u.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("{url:?}: the scheme must be http or https")),
+        _ => return Err(SenderError::Scheme(url.into())),
     }
     if u.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err(SenderError::NoHost(url.into()));
     }
     Ok(u)
 }
@@ -65,7 +85,7 @@ impl Sender {
         client: tokio::sync::watch::Receiver<HttpClient>,
         queue: Arc<Queue>,
         metrics: Metrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SenderError> {
         let url = parse_url(&cfg.url)?;
         let labels = RemoteLabels {
             remote_name: name.clone(),
@@ -89,11 +109,11 @@ impl Sender {
         &self.cfg.url
     }
 
-    fn auth_header(&self) -> Result<Option<HeaderValue>, String> {
-        fn from_file(p: &std::path::Path) -> Result<Secret, String> {
+    fn auth_header(&self) -> Result<Option<HeaderValue>, SenderError> {
+        fn from_file(p: &std::path::Path) -> Result<Secret, SenderError> {
             crate::fsread::read_text(p, crate::fsread::MAX_SECRET)
                 .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-                .map_err(|e| format!("reading {e}"))
+                .map_err(SenderError::CredentialsFile)
         }
         let value = if let Some(b) = &self.cfg.basic_auth {
             let pw = match (&b.password, &b.password_file) {
@@ -113,20 +133,19 @@ impl Sender {
         } else {
             return Ok(None);
         };
-        let mut v = HeaderValue::from_str(&value)
-            .map_err(|_| "credentials contain characters not allowed in a header".to_string())?;
+        let mut v =
+            HeaderValue::from_str(&value).map_err(|_| SenderError::CredentialsCharacters)?;
         v.set_sensitive(true);
         Ok(Some(v))
     }
 
-    fn request(&self, body: Chunks) -> Result<Request<Full<Chunks>>, String> {
+    fn request(&self, body: Chunks) -> Result<Request<Full<Chunks>>, SenderError> {
         let mut req = Request::post(self.url.clone())
             .header(CONTENT_ENCODING, "snappy")
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
             .header(USER_AGENT, crate::http::USER_AGENT)
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .body(Full::new(body))?;
         let h: &mut HeaderMap = req.headers_mut();
         for (k, v) in &self.cfg.headers {
             if let (Ok(k), Ok(v)) = (
@@ -146,10 +165,10 @@ impl Sender {
     pub(crate) async fn attempt(&self, batch: &Batch) -> Outcome {
         let req = match self.request(batch.body()) {
             Ok(r) => r,
-            Err(message) => {
+            Err(e) => {
                 return Outcome::Retry {
                     failure: Failure::Credentials,
-                    message,
+                    message: e.to_string(),
                     after: None,
                 };
             }

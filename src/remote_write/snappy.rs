@@ -53,6 +53,7 @@ pub(crate) fn compress_into(
 }
 
 /// [`compress_into`] a new vector of exactly the compressed size.
+#[cfg(test)]
 pub(crate) fn compress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
     let mut out = Vec::new();
     compress_into(

@@ -74,13 +74,42 @@ fn query_escape(s: &str) -> String {
     out
 }
 
+/// Why a target gives no scrape (it is dropped with a warning naming the
+/// job and address, as Prometheus drops it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TargetError {
+    #[error("no address after relabeling")]
+    NoAddress,
+    #[error("{0:?} is not a valid address")]
+    Address(String),
+    #[error("invalid scheme {0:?} after relabeling (http or https)")]
+    Scheme(String),
+    #[error("{label}: {source}")]
+    Duration {
+        label: &'static str,
+        #[source]
+        source: crate::units::UnitError,
+    },
+    #[error("scrape timeout {timeout:?} must be >0 and at most the interval {interval:?}")]
+    Timeout {
+        timeout: Duration,
+        interval: Duration,
+    },
+    #[error("target {address:?} gives an invalid URL {url:?}: {reason}")]
+    Url {
+        address: String,
+        url: String,
+        reason: String,
+    },
+}
+
 /// The scrape URL from the post-relabeling meta labels.
 fn url_from(
     scheme: &str,
     address: &str,
     path: &str,
     params: &std::collections::BTreeMap<String, Vec<String>>,
-) -> Result<Uri, String> {
+) -> Result<Uri, TargetError> {
     let mut url = format!("{scheme}://{address}{path}");
     let mut first = true;
     for (k, vs) in params {
@@ -93,7 +122,11 @@ fn url_from(
         }
     }
     url.parse()
-        .map_err(|e| format!("target {address:?} gives an invalid URL {url:?}: {e}"))
+        .map_err(|e: http::uri::InvalidUri| TargetError::Url {
+            address: address.into(),
+            reason: e.to_string(),
+            url,
+        })
 }
 
 /// The targets of a config this shard scrapes, and how many it leaves to
@@ -119,19 +152,15 @@ fn shard_key(url: &Uri, labels: &[(String, String)]) -> Vec<u8> {
 /// Every static target of the config, in config order, after
 /// `relabel_configs` (no discovery, one shard); see [`resolve`].
 #[cfg(test)]
-pub(crate) fn targets(cfg: &Config) -> Result<Vec<Target>, String> {
-    Ok(resolve(cfg, &Default::default(), &Sharding::default())?.owned)
+pub(crate) fn targets(cfg: &Config) -> Vec<Target> {
+    resolve(cfg, &Default::default(), &Sharding::default()).owned
 }
 
 /// Every target of the config (static, then discovered, per scrape config in
 /// config order) after `relabel_configs`, that this shard owns.
 /// A target that relabeling drops is left out; one whose labels cannot make
 /// a scrape URL is left out with a warning (Prometheus drops it likewise).
-pub(crate) fn resolve(
-    cfg: &Config,
-    discovered: &Found,
-    sharding: &Sharding,
-) -> Result<Resolved, String> {
+pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> Resolved {
     let mut ext: Vec<(String, String)> = cfg
         .global
         .external_labels
@@ -259,7 +288,7 @@ pub(crate) fn resolve(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 type OneTarget = (Vec<(String, String)>, Uri, Duration, Duration);
@@ -270,7 +299,7 @@ fn resolve_target(
     sc: &ScrapeConfig,
     group_labels: &[(String, String)],
     addr: &str,
-) -> Result<Option<OneTarget>, String> {
+) -> Result<Option<OneTarget>, TargetError> {
     let mut lbls: Vec<(String, String)> = group_labels
         .iter()
         .filter(|(_, v)| !v.is_empty())
@@ -311,10 +340,10 @@ fn resolve_target(
     };
     let address = get(&lbls, "__address__");
     if address.is_empty() {
-        return Err("no address after relabeling".into());
+        return Err(TargetError::NoAddress);
     }
     if address.contains('/') {
-        return Err(format!("{address:?} is not a valid address"));
+        return Err(TargetError::Address(address));
     }
     if get(&lbls, "instance").is_empty() {
         lbls.push(("instance".into(), address.clone()));
@@ -332,16 +361,24 @@ fn resolve_target(
     }
     let scheme = get(&lbls, "__scheme__");
     if scheme != "http" && scheme != "https" {
-        return Err(format!("invalid scheme {scheme:?} after relabeling"));
+        return Err(TargetError::Scheme(scheme));
     }
-    let interval = crate::units::parse_duration(&get(&lbls, "__scrape_interval__"))
-        .map_err(|e| format!("__scrape_interval__: {e}"))?;
-    let timeout = crate::units::parse_duration(&get(&lbls, "__scrape_timeout__"))
-        .map_err(|e| format!("__scrape_timeout__: {e}"))?;
+    let interval =
+        crate::units::parse_duration(&get(&lbls, "__scrape_interval__")).map_err(|source| {
+            TargetError::Duration {
+                label: "__scrape_interval__",
+                source,
+            }
+        })?;
+    let timeout =
+        crate::units::parse_duration(&get(&lbls, "__scrape_timeout__")).map_err(|source| {
+            TargetError::Duration {
+                label: "__scrape_timeout__",
+                source,
+            }
+        })?;
     if interval.is_zero() || timeout.is_zero() || timeout > interval {
-        return Err(format!(
-            "scrape timeout {timeout:?} must be >0 and at most the interval {interval:?}"
-        ));
+        return Err(TargetError::Timeout { timeout, interval });
     }
     let url = url_from(&scheme, &address, &get(&lbls, "__metrics_path__"), &params)?;
     lbls.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());

@@ -66,7 +66,7 @@ impl TargetContext {
             String::from_utf8_lossy(s.name).into_owned(),
         ));
         for l in s.labels() {
-            let (name, value) = l.map_err(SeriesError::InvalidLabel)?;
+            let (name, value) = l.map_err(|e| SeriesError::InvalidLabel(e.to_string()))?;
             if exposed.iter().any(|(n, _)| n == name) {
                 return Err(SeriesError::DuplicateLabel {
                     name: name.to_string(),
