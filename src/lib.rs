@@ -34,6 +34,8 @@ pub mod http;
 pub mod kubeconfig;
 pub mod labels;
 pub mod probe;
+#[cfg(test)]
+mod proptests;
 pub mod relabel;
 pub mod relay;
 pub mod remote_write;

@@ -48,7 +48,7 @@ mod plan;
 mod target;
 mod track;
 
-use encode::resolve;
+use encode::{EncodeState, Parsed, resolve};
 pub use target::{TargetContext, TimestampBounds};
 use track::{Hashers, Key, KeyHasher, KeyMap, Track};
 
@@ -337,19 +337,18 @@ impl SeriesCache {
             // The labels go straight into the request, after a placeholder
             // for the entry's length.
             let entry = start_series(&mut out.buf);
-            let Some(key) = resolve(
-                ctx,
-                &s,
-                parser.label_spans(),
-                parser.same_label_names(),
+            let parsed = Parsed {
+                s: &s,
+                spans: parser.label_spans(),
+                same_names: parser.same_label_names(),
                 body,
-                &self.hashers,
-                &mut self.scratch,
-                &mut self.relabeled,
-                Some(generation),
-                &mut out.buf,
-            )?
-            else {
+            };
+            let mut st = EncodeState {
+                hashers: &self.hashers,
+                scratch: &mut self.scratch,
+                relabeled: &mut self.relabeled,
+            };
+            let Some(key) = resolve(ctx, &parsed, &mut st, Some(generation), &mut out.buf)? else {
                 out.buf.truncate(entry);
                 continue;
             };
@@ -555,18 +554,18 @@ fn replay(
     while let Some(Ok(s)) = parser.next() {
         let explicit = s.timestamp.is_some() && ctx.honor_timestamps;
         labels.clear();
-        match resolve(
-            ctx,
-            &s,
-            parser.label_spans(),
-            parser.same_label_names(),
+        let parsed = Parsed {
+            s: &s,
+            spans: parser.label_spans(),
+            same_names: parser.same_label_names(),
             body,
+        };
+        let mut st = EncodeState {
             hashers,
-            scratch,
-            relabeled,
-            None,
-            &mut labels,
-        ) {
+            scratch: &mut *scratch,
+            relabeled: &mut *relabeled,
+        };
+        match resolve(ctx, &parsed, &mut st, None, &mut labels) {
             Ok(Some(key)) => each(key, &labels, explicit),
             Ok(None) => {}
             Err(_) => break,

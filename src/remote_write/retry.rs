@@ -68,7 +68,7 @@ pub(crate) fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
     parse_retry_after_at(v, SystemTime::now())
 }
 
-fn parse_retry_after_at(v: &HeaderValue, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after_at(v: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let s = v.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -14,24 +14,40 @@ use crate::remote_write::samples::{encode_into, encode_labels};
 use super::track::{Hashers, Key, KeyMap};
 use super::{NAME, Relabeled, Scratch, SeriesError, TargetContext};
 
-/// The final labels of sample `s`, encoded and appended to `dst`, and their
+/// A parsed sample as the encoders read it: the sample, where its labels
+/// sit in `body`, and whether its label names are the previous sample's.
+pub(super) struct Parsed<'p, 'b> {
+    pub s: &'p Sample<'b>,
+    pub spans: &'p [LabelSpan],
+    pub same_names: bool,
+    pub body: &'b [u8],
+}
+
+/// The parts of a series cache the encoder works with.
+pub(super) struct EncodeState<'c> {
+    pub hashers: &'c Hashers,
+    pub scratch: &'c mut Scratch,
+    pub relabeled: &'c mut KeyMap<Relabeled>,
+}
+
+/// The final labels of sample `p`, encoded and appended to `dst`, and their
 /// key; `None` when metric relabeling drops the series (`dst` may then hold
 /// part of them). `touch` is the generation to record in the relabeling
 /// cache (`None`: read only).
-#[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn resolve(
     ctx: &TargetContext,
-    s: &Sample<'_>,
-    spans: &[LabelSpan],
-    same_names: bool,
-    body: &[u8],
-    hashers: &Hashers,
-    scratch: &mut Scratch,
-    relabeled: &mut KeyMap<Relabeled>,
+    p: &Parsed<'_, '_>,
+    st: &mut EncodeState<'_>,
     touch: Option<u8>,
     dst: &mut Vec<u8>,
 ) -> Result<Option<Key>, SeriesError> {
+    let Parsed {
+        s,
+        spans,
+        same_names,
+        body,
+    } = *p;
     let start = dst.len();
     if ctx.metric_relabel.is_empty() {
         let Scratch {
@@ -39,7 +55,7 @@ pub(super) fn resolve(
             order,
             plans,
             ..
-        } = scratch;
+        } = &mut *st.scratch;
         if !plans.encode(s, spans, same_names, body, dst, value) {
             dst.truncate(start);
             if !encode_fast(ctx, s, spans, body, dst, value, order) {
@@ -50,16 +66,16 @@ pub(super) fn resolve(
                 }
             }
         }
-        return Ok(Some(hashers.key(&dst[start..])));
+        return Ok(Some(st.hashers.key(&dst[start..])));
     }
     // A series text stored rewritten under one `# TYPE` and as written
     // under another is two series.
     let raw = if s.rewrites {
-        hashers.key_rewritten(s.series)
+        st.hashers.key_rewritten(s.series)
     } else {
-        hashers.key(s.series)
+        st.hashers.key(s.series)
     };
-    if let Some(r) = relabeled.get_mut(&raw) {
+    if let Some(r) = st.relabeled.get_mut(&raw) {
         if let Some(g) = touch {
             r.generation = g;
         }
@@ -69,12 +85,12 @@ pub(super) fn resolve(
         }));
     }
     let labels = ctx.series_labels(s)?.map(|l| encode_labels(&l));
-    let key = labels.as_deref().map(|l| hashers.key(l));
+    let key = labels.as_deref().map(|l| st.hashers.key(l));
     if let Some(l) = &labels {
         dst.extend_from_slice(l);
     }
     if let Some(generation) = touch {
-        relabeled.insert(
+        st.relabeled.insert(
             raw,
             Relabeled {
                 labels,
