@@ -18,7 +18,6 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::TlsConfig;
 use tokio::sync::watch;
 
-use crate::events::TlsReloaded;
 use crate::telemetry::{Metrics, TlsLabels};
 use crate::tls::{self, Material, TlsError};
 
@@ -184,51 +183,29 @@ pub fn watched_client(
     let Some(tls_cfg) = tls_cfg.cloned() else {
         return Ok(rx);
     };
-    let mut fingerprint = material.fingerprint();
-    let metrics = metrics.clone();
+    let metrics2 = metrics.clone();
     let labels2 = labels.clone();
-    tokio::spawn(async move {
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(every) => {}
+    tls::spawn_reloader(
+        tx,
+        material.fingerprint(),
+        every,
+        labels,
+        metrics,
+        move |fingerprint| {
+            let m = Material::load(Some(&tls_cfg))?;
+            if m.fingerprint() == *fingerprint {
+                return Ok(None);
             }
-            let result = Material::load(Some(&tls_cfg)).and_then(|m| {
-                if m.fingerprint() == fingerprint {
-                    return Ok(None);
-                }
-                let c = client_from(&m, connect_timeout)?;
-                Ok(Some((m, c)))
-            });
-            match result {
-                Ok(None) => {}
-                Ok(Some((m, c))) => {
-                    fingerprint = m.fingerprint();
-                    if let Some(info) = m.client_cert_info() {
-                        metrics
-                            .tls_cert_expiry
-                            .get_or_create(&labels2)
-                            .set(info.not_after as f64);
-                    }
-                    tx.send_replace(c);
-                    last_error = None;
-                    TlsReloaded::Success { labels: &labels2 }.emit(&metrics);
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    let new = last_error.as_deref() != Some(msg.as_str());
-                    TlsReloaded::Failure {
-                        labels: &labels2,
-                        error: &msg,
-                        log_failure: new,
-                    }
-                    .emit(&metrics);
-                    last_error = Some(msg);
-                }
+            let c = client_from(&m, connect_timeout)?;
+            if let Some(info) = m.client_cert_info() {
+                metrics2
+                    .tls_cert_expiry
+                    .get_or_create(&labels2)
+                    .set(info.not_after as f64);
             }
-        }
-    });
+            Ok(Some((m.fingerprint(), c)))
+        },
+    );
     Ok(rx)
 }
 

@@ -377,6 +377,56 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// Watches TLS files for a holder of what they build (the HTTP client of a
+/// scrape config or destination, the admin server's TLS): every `every`,
+/// `reload` is given what is in use and answers `None` (the files did not
+/// change), the new state and value, or why the new files cannot be used.
+/// A new value is published to `tx` and counted; a failure keeps the value
+/// in use, is counted, and is logged when it differs from the last one.
+/// Ends when every receiver is gone.
+pub(crate) fn spawn_reloader<S, T>(
+    tx: tokio::sync::watch::Sender<T>,
+    mut current: S,
+    every: std::time::Duration,
+    labels: crate::telemetry::TlsLabels,
+    metrics: crate::telemetry::Metrics,
+    mut reload: impl FnMut(&S) -> Result<Option<(S, T)>, TlsError> + Send + 'static,
+) where
+    S: Send + 'static,
+    T: Send + Sync + 'static,
+{
+    use crate::events::TlsReloaded;
+    tokio::spawn(async move {
+        let mut last_error: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match reload(&current) {
+                Ok(None) => {}
+                Ok(Some((state, value))) => {
+                    current = state;
+                    tx.send_replace(value);
+                    last_error = None;
+                    TlsReloaded::Success { labels: &labels }.emit(&metrics);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let new = last_error.as_deref() != Some(msg.as_str());
+                    TlsReloaded::Failure {
+                        labels: &labels,
+                        error: &msg,
+                        log_failure: new,
+                    }
+                    .emit(&metrics);
+                    last_error = Some(msg);
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,6 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::sync::watch;
 
 use crate::config::{ClientAuthType, TlsServerConfig};
-use crate::events::TlsReloaded;
 use crate::telemetry::{Metrics, TlsLabels};
 use crate::tls::{TlsError, parse_certs, parse_key, provider};
 
@@ -107,42 +106,13 @@ pub(crate) fn watched(
         scope: "server".into(),
         name: "admin".into(),
     };
-    tokio::spawn(async move {
-        let mut current = files;
-        let mut last_error: Option<String> = None;
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let result = read_all(&c).and_then(|f| {
-                if f == current {
-                    return Ok(None);
-                }
-                let cfg = build(&c, &f)?;
-                Ok(Some((f, cfg)))
-            });
-            match result {
-                Ok(None) => {}
-                Ok(Some((f, cfg))) => {
-                    current = f;
-                    tx.send_replace(Arc::new(cfg));
-                    last_error = None;
-                    TlsReloaded::Success { labels: &labels }.emit(&metrics);
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    let new = last_error.as_deref() != Some(msg.as_str());
-                    TlsReloaded::Failure {
-                        labels: &labels,
-                        error: &msg,
-                        log_failure: new,
-                    }
-                    .emit(&metrics);
-                    last_error = Some(msg);
-                }
-            }
+    crate::tls::spawn_reloader(tx, files, every, labels, metrics, move |current| {
+        let f = read_all(&c)?;
+        if f == *current {
+            return Ok(None);
         }
+        let cfg = build(&c, &f)?;
+        Ok(Some((f, Arc::new(cfg))))
     });
     Ok(rx)
 }

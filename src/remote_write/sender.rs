@@ -354,7 +354,6 @@ impl Sender {
         grace: Duration,
         seen_reasons: &std::sync::Mutex<SeenReasons>,
     ) -> bool {
-        let q = &self.queue;
         loop {
             let batch = lease.batch();
             let outcome = match *deadline {
@@ -370,40 +369,7 @@ impl Sender {
             match outcome {
                 Outcome::Sent => {
                     backoff.reset();
-                    self.metrics
-                        .backoff_seconds
-                        .get_or_create(&self.labels)
-                        .set(0.0);
-                    self.metrics
-                        .samples_sent
-                        .get_or_create(&self.labels)
-                        .inc_by(batch.samples as u64);
-                    self.metrics.batches_sent.get_or_create(&self.labels).inc();
-                    self.metrics
-                        .bytes_sent
-                        .get_or_create(&self.labels)
-                        .inc_by(batch.len() as u64);
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs_f64();
-                    self.metrics
-                        .last_send_timestamp
-                        .get_or_create(&self.labels)
-                        .set(now);
-                    let recovered = self
-                        .outage
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .recovered();
-                    if let Some((lasted, retries)) = recovered {
-                        crate::events::SendRecovered {
-                            remote: &self.labels,
-                            lasted,
-                            retries,
-                        }
-                        .emit();
-                    }
+                    self.delivered(batch);
                     lease.complete();
                     return false;
                 }
@@ -423,87 +389,148 @@ impl Sender {
                         reason = %message,
                         "remote write refused a joined request; sending its parts one by one"
                     );
-                    q.split_until(batch.seq);
+                    self.queue.split_until(batch.seq);
                     lease.release();
                     return false;
                 }
                 Outcome::Reject {
                     failure,
-                    message: reason,
-                    rejection: cause,
+                    message,
+                    rejection,
                 } => {
-                    self.metrics
-                        .rejections
-                        .get_or_create(&self.cause_labels(cause.as_str()))
-                        .inc();
-                    let first = seen_reasons
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .first_time(&reason);
-                    if first {
-                        let hint = cause.hint();
-                        tracing::error!(
-                            remote_name = %self.name,
-                            samples = batch.samples,
-                            kind = failure.reason(),
-                            %reason,
-                            "remote write refused a request (4xx); dropping its samples (remote write never retries a 4xx other than 429; further refusals like this are counted, not logged){hint}"
-                        );
-                    } else {
-                        tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write refused a request");
-                    }
-                    SendFailed {
-                        remote: &self.labels,
-                        failure,
-                        message: &reason,
-                        samples: batch.samples,
-                        retry_in: None,
-                        notice: crate::events::Notice::Quiet,
-                    }
-                    .emit(&self.metrics);
-                    q.drop_samples(DropReason::Rejected, batch.samples, batch.parts() as u64);
+                    self.refused(batch, failure, &message, rejection, seen_reasons);
                     lease.complete();
                     return false;
                 }
                 Outcome::Retry {
                     failure,
-                    message: reason,
+                    message,
                     after,
                 } => {
                     let delay = after.unwrap_or_else(|| backoff.next_delay());
-                    let notice = self
-                        .outage
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .failed(failure.reason());
-                    SendFailed {
-                        remote: &self.labels,
-                        failure,
-                        message: &reason,
-                        samples: batch.samples,
-                        retry_in: Some(delay),
-                        notice,
-                    }
-                    .emit(&self.metrics);
-                    let sleep = tokio::time::sleep(delay);
-                    match *deadline {
-                        Some(d) => {
-                            if tokio::time::timeout_at(d, sleep).await.is_err() {
-                                lease.release();
-                                return true;
-                            }
-                        }
-                        None => {
-                            tokio::select! {
-                                _ = sleep => {}
-                                _ = cancel.cancelled() => {
-                                    *deadline = Some(tokio::time::Instant::now() + grace);
-                                    q.flush(true);
-                                }
-                            }
-                        }
+                    self.failed(batch, failure, &message, delay);
+                    if !self.wait_to_retry(delay, deadline, cancel, grace).await {
+                        lease.release();
+                        return true;
                     }
                 }
+            }
+        }
+    }
+
+    /// The receiver has the request: counters, and the end of an outage.
+    fn delivered(&self, batch: &Batch) {
+        let m = &self.metrics;
+        m.backoff_seconds.get_or_create(&self.labels).set(0.0);
+        m.samples_sent
+            .get_or_create(&self.labels)
+            .inc_by(batch.samples as u64);
+        m.batches_sent.get_or_create(&self.labels).inc();
+        m.bytes_sent
+            .get_or_create(&self.labels)
+            .inc_by(batch.len() as u64);
+        m.last_send_timestamp
+            .get_or_create(&self.labels)
+            .set(now_ms() as f64 / 1000.0);
+        let recovered = self
+            .outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recovered();
+        if let Some((lasted, retries)) = recovered {
+            crate::events::SendRecovered {
+                remote: &self.labels,
+                lasted,
+                retries,
+            }
+            .emit();
+        }
+    }
+
+    /// The receiver refused the request for good (a 4xx other than 429):
+    /// its samples are dropped and counted, each kind of reason logged once.
+    fn refused(
+        &self,
+        batch: &Batch,
+        failure: Failure,
+        reason: &str,
+        cause: Rejection,
+        seen_reasons: &std::sync::Mutex<SeenReasons>,
+    ) {
+        self.metrics
+            .rejections
+            .get_or_create(&self.cause_labels(cause.as_str()))
+            .inc();
+        let first = seen_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_time(reason);
+        if first {
+            let hint = cause.hint();
+            tracing::error!(
+                remote_name = %self.name,
+                samples = batch.samples,
+                kind = failure.reason(),
+                %reason,
+                "remote write refused a request (4xx); dropping its samples (remote write never retries a 4xx other than 429; further refusals like this are counted, not logged){hint}"
+            );
+        } else {
+            tracing::debug!(remote_name = %self.name, samples = batch.samples, %reason, "remote write refused a request");
+        }
+        SendFailed {
+            remote: &self.labels,
+            failure,
+            message: reason,
+            samples: batch.samples,
+            retry_in: None,
+            notice: crate::events::Notice::Quiet,
+        }
+        .emit(&self.metrics);
+        self.queue
+            .drop_samples(DropReason::Rejected, batch.samples, batch.parts() as u64);
+    }
+
+    /// An attempt that will be retried after `delay`: counted, and said
+    /// once per outage.
+    fn failed(&self, batch: &Batch, failure: Failure, reason: &str, delay: Duration) {
+        let notice = self
+            .outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(failure.reason());
+        SendFailed {
+            remote: &self.labels,
+            failure,
+            message: reason,
+            samples: batch.samples,
+            retry_in: Some(delay),
+            notice,
+        }
+        .emit(&self.metrics);
+    }
+
+    /// Waits `delay` before the next attempt; false when the grace period
+    /// ends first. A shutdown starting during the wait starts the grace
+    /// period and flushes the queue.
+    async fn wait_to_retry(
+        &self,
+        delay: Duration,
+        deadline: &mut Option<tokio::time::Instant>,
+        cancel: &CancellationToken,
+        grace: Duration,
+    ) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        match *deadline {
+            Some(d) => tokio::time::timeout_at(d, sleep).await.is_ok(),
+            None => {
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = cancel.cancelled() => {
+                        *deadline = Some(tokio::time::Instant::now() + grace);
+                        self.queue.flush(true);
+                    }
+                }
+                true
             }
         }
     }
