@@ -12,8 +12,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics_relay::remote_write::samples::EncodedSamples;
-use metrics_relay::series::SeriesCache;
+use metrics_relay::EncodedSamples;
+use metrics_relay::SeriesCache;
 
 mod common;
 

@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metrics_relay::exposition::Parser;
-use metrics_relay::remote_write::samples::EncodedSamples;
-use metrics_relay::series::{SeriesCache, TargetContext};
+use metrics_relay::EncodedSamples;
+use metrics_relay::Parser;
+use metrics_relay::{SeriesCache, TargetContext};
 
 mod common;
 
@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
         // The same with a metric_relabel_configs rule: relabeled label sets
         // come from the per-series relabeling cache.
         let relabel_ctx = TargetContext {
-            metric_relabel: serde_json::from_str::<Vec<metrics_relay::relabel::RelabelConfig>>(
+            metric_relabel: serde_json::from_str::<Vec<metrics_relay::RelabelConfig>>(
                 r#"[{"source_labels": ["__name__"], "regex": "zzz_.*", "action": "drop"}]"#,
             )
             .expect("valid rule")

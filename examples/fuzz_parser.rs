@@ -19,9 +19,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use metrics_relay::exposition::Parser;
-use metrics_relay::remote_write::samples::{EncodedSamples, encode_labels, split_entry};
-use metrics_relay::series::{SeriesCache, TargetContext};
+use metrics_relay::Parser;
+use metrics_relay::{EncodedSamples, encode_labels, split_entry};
+use metrics_relay::{SeriesCache, TargetContext};
 
 const SPECIAL: &[u8] = b"{}\",=\\\n #\t:_e+-.0123456789NaInfHELPTYPE\x00\xff\r";
 

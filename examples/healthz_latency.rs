@@ -35,7 +35,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn poll_health(url: &str, seconds: u64) -> Vec<f64> {
-    let client = metrics_relay::http::client(None, Duration::from_secs(2)).expect("client");
+    let client = metrics_relay::http_client(None, Duration::from_secs(2)).expect("client");
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut lat = Vec::new();
     while Instant::now() < end {
@@ -132,7 +132,7 @@ async fn main() {
     let loaded = poll_health(&url, seconds).await;
     let scrapes = big.requests.lock().unwrap().len();
     // What the agent made of the big target: health, samples, duration.
-    let client = metrics_relay::http::client(None, Duration::from_secs(2)).expect("client");
+    let client = metrics_relay::http_client(None, Duration::from_secs(2)).expect("client");
     let req = Request::get(format!("http://127.0.0.1:{port}/targets?format=json"))
         .body(Full::default())
         .unwrap();

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use metrics_relay::remote_write::samples::EncodedSamples;
-use metrics_relay::series::SeriesCache;
+use metrics_relay::EncodedSamples;
+use metrics_relay::SeriesCache;
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -39,7 +39,7 @@ fn main() {
         let t0 = Instant::now();
         let body: &[u8] = if gzip {
             plain.clear();
-            metrics_relay::gzip::inflate(&wire, &mut plain, u64::MAX)
+            metrics_relay::gzip_inflate(&wire, &mut plain, u64::MAX)
                 .unwrap_or_else(|e| panic!("{e}"));
             &plain
         } else {

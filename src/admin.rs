@@ -47,18 +47,19 @@ mod server;
 
 use pages::targets_html;
 use pull::check_bearer;
-pub use pull::render_text;
-pub use server::{bind, raise_open_file_limit, serve};
+pub(crate) use pull::render_text;
+pub use server::raise_open_file_limit;
+pub(crate) use server::{bind, serve};
 
 /// A reload request: the relay answers with the outcome.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), ReloadRejected>>;
+pub(crate) type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), ReloadRejected>>;
 
 /// Why a reload was refused (the relay's error; this module sits below it).
-pub type ReloadRejected = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ReloadRejected = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the admin server reads.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub metrics: Metrics,
     pub targets: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
@@ -91,21 +92,21 @@ pub struct AdminState {
 /// reload adding a target never takes the pod out of its Service (and the
 /// pull path out of Prometheus's reach).
 #[derive(Clone, Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     started: Arc<std::sync::atomic::AtomicBool>,
     ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Readiness {
     /// The relay's first config is applied: its targets are being scraped.
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         self.started
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Ready, or the targets still waiting for their first scrape (latched
     /// once there are none).
-    pub fn check(&self, waiting: impl FnOnce() -> Vec<String>) -> Result<(), Vec<String>> {
+    pub(crate) fn check(&self, waiting: impl FnOnce() -> Vec<String>) -> Result<(), Vec<String>> {
         use std::sync::atomic::Ordering;
         if self.ready.load(Ordering::Acquire) {
             return Ok(());
@@ -125,17 +126,17 @@ impl Readiness {
 
 /// How long the main runtime may go without a heartbeat before `/healthz`
 /// fails (a liveness probe then restarts a wedged agent).
-pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Now on the monotonic clock, in milliseconds (what the heartbeat holds:
 /// a wall-clock step must not look like a stalled runtime).
-pub fn heartbeat_now() -> u64 {
+pub(crate) fn heartbeat_now() -> u64 {
     crate::clock::mono_ms() as u64
 }
 
 /// Runs [`serve`] on a thread with its own single-threaded runtime; the
 /// returned receiver fires when it has stopped.
-pub fn spawn_thread(
+pub(crate) fn spawn_thread(
     listener: TcpListener,
     state: AdminState,
     cancel: CancellationToken,
@@ -182,7 +183,7 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 /// Routes one request.
-pub fn route(
+pub(crate) fn route(
     state: &AdminState,
     method: &Method,
     path: &str,

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ScrapeConfig, TlsConfig};
 use crate::events::DiscoveryFailed;
+use crate::metric_labels::SdMechanism;
 use crate::telemetry::Metrics;
 
 /// How often the files' stamps are compared.
@@ -67,10 +68,10 @@ enum Kind {
 }
 
 impl Kind {
-    fn mechanism(self) -> &'static str {
+    fn mechanism(self) -> SdMechanism {
         match self {
-            Kind::Targets => "file",
-            Kind::Kubeconfig => "kubeconfig",
+            Kind::Targets => SdMechanism::File,
+            Kind::Kubeconfig => SdMechanism::Kubeconfig,
         }
     }
 }
@@ -235,7 +236,7 @@ impl Discoverer {
             let files = self.files.values().filter(|f| f.kind == kind);
             let labels = crate::telemetry::SdLabels {
                 job: self.job.clone(),
-                mechanism: kind.mechanism().into(),
+                mechanism: kind.mechanism(),
             };
             self.metrics
                 .sd_files

@@ -12,53 +12,14 @@ use crate::telemetry::{
     TlsResultLabels,
 };
 
-/// Why samples were given up on (the `reason` label of the drop counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DropReason {
-    /// The receiver refused them for good (a 4xx).
-    Rejected,
-    /// Older than `queue.max_age`.
-    MaxAge,
-    /// To keep the disk queue within `queue.max_size`.
-    MaxSize,
-    /// To make room on a full disk.
-    DiskFull,
-    /// The disk queue could not be written.
-    DiskError,
-    /// A record read back damaged.
-    Corrupt,
-    /// Damaged records skipped when the disk queue was opened.
-    CorruptRecord,
-    /// The memory queue was full (`capacity * max_shards`).
-    QueueFull,
-    /// Compressing a batch failed.
-    Compression,
-    /// Still queued in memory when the shutdown grace period ended.
-    Shutdown,
-}
+pub(crate) use crate::metric_labels::DropReason;
+use crate::metric_labels::{RemoteReason, ScrapeReason, TlsResult};
 
-impl DropReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Rejected => "rejected",
-            DropReason::MaxAge => "max_age",
-            DropReason::MaxSize => "max_size",
-            DropReason::DiskFull => "disk_full",
-            DropReason::DiskError => "disk_error",
-            DropReason::Corrupt => "corrupt",
-            DropReason::CorruptRecord => "corrupt_record",
-            DropReason::QueueFull => "queue_full",
-            DropReason::Compression => "compression",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-fn with_reason(l: &RemoteLabels, reason: &str) -> RemoteReasonLabels {
+fn with_reason(l: &RemoteLabels, reason: RemoteReason) -> RemoteReasonLabels {
     RemoteReasonLabels {
         remote_name: l.remote_name.clone(),
         url: l.url.clone(),
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -74,7 +35,7 @@ pub(crate) struct SamplesDropped<'a> {
 
 impl SamplesDropped<'_> {
     pub(crate) fn emit(self, m: &Metrics) {
-        let l = with_reason(self.remote, self.reason.as_str());
+        let l = with_reason(self.remote, RemoteReason::Drop(self.reason));
         m.samples_dropped
             .get_or_create(&l)
             .inc_by(self.samples as u64);
@@ -169,7 +130,7 @@ pub(crate) struct SendFailed<'a> {
 
 impl SendFailed<'_> {
     pub(crate) fn emit(self, m: &Metrics) {
-        let kind = with_reason(self.remote, self.failure.reason());
+        let kind = with_reason(self.remote, RemoteReason::Failure(self.failure.kind()));
         let Some(delay) = self.retry_in else {
             m.samples_failed
                 .get_or_create(self.remote)
@@ -184,7 +145,7 @@ impl SendFailed<'_> {
         m.backoff_seconds
             .get_or_create(self.remote)
             .set(delay.as_secs_f64());
-        let (remote, kind) = (&self.remote.remote_name, self.failure.reason());
+        let (remote, kind) = (&self.remote.remote_name, self.failure.kind().as_str());
         match self.notice {
             Notice::Started => tracing::warn!(
                 remote_name = %remote,
@@ -235,22 +196,22 @@ impl SendRecovered<'_> {
 /// as `notice` says (a run of failures is one line, reminders aside).
 pub(crate) struct ScrapeFailed<'a> {
     pub(crate) target: &'a TargetLabels,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: ScrapeReason,
     pub(crate) error: &'a dyn std::fmt::Display,
     pub(crate) notice: Notice,
 }
 
 impl ScrapeFailed<'_> {
     pub(crate) fn emit(self, m: &Metrics) {
-        let reason = self.reason;
         m.scrape_failures
             .get_or_create(&FailureLabels {
                 job: self.target.job.clone(),
                 instance: self.target.instance.clone(),
-                reason: reason.into(),
+                reason: self.reason,
             })
             .inc();
         let (job, instance) = (&self.target.job, &self.target.instance);
+        let reason = self.reason.as_str();
         match self.notice {
             Notice::Started => {
                 tracing::warn!(%job, %instance, reason, error = %self.error, "scrape failed (further failures like this are counted, not logged, until the target is up again; a reminder every 5 minutes)")
@@ -297,7 +258,7 @@ impl TlsReloaded<'_> {
         match self {
             TlsReloaded::Success { labels } => {
                 m.tls_reloads
-                    .get_or_create(&TlsResultLabels::new(labels, "success"))
+                    .get_or_create(&TlsResultLabels::new(labels, TlsResult::Success))
                     .inc();
                 tracing::info!(scope = %labels.scope, name = %labels.name, "TLS material changed; new connections use it");
             }
@@ -307,7 +268,7 @@ impl TlsReloaded<'_> {
                 log_failure,
             } => {
                 m.tls_reloads
-                    .get_or_create(&TlsResultLabels::new(labels, "failure"))
+                    .get_or_create(&TlsResultLabels::new(labels, TlsResult::Failure))
                     .inc();
                 if log_failure {
                     tracing::error!(scope = %labels.scope, name = %labels.name, error, "new TLS material rejected; still using the previous certificates");
@@ -320,7 +281,7 @@ impl TlsReloaded<'_> {
 /// A discovery file's content could not be used.
 pub(crate) struct DiscoveryFailed<'a> {
     pub job: &'a str,
-    pub mechanism: &'a str,
+    pub mechanism: crate::metric_labels::SdMechanism,
     pub file: &'a std::path::Path,
     pub error: &'a str,
     /// Targets kept from its last good content.
@@ -332,7 +293,7 @@ impl DiscoveryFailed<'_> {
         m.sd_file_errors
             .get_or_create(&crate::telemetry::SdLabels {
                 job: self.job.into(),
-                mechanism: self.mechanism.into(),
+                mechanism: self.mechanism,
             })
             .inc();
         tracing::warn!(job = %self.job, mechanism = %self.mechanism, file = %self.file.display(), error = %self.error, kept_targets = self.kept, "discovery file not used; its last good targets stay");
@@ -380,7 +341,7 @@ mod tests {
         }
         .emit(&m);
         let tls = TlsLabels {
-            scope: "scrape".into(),
+            scope: crate::metric_labels::TlsScope::Scrape,
             name: "j".into(),
         };
         TlsReloaded::Success { labels: &tls }.emit(&m);

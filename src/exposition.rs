@@ -40,10 +40,10 @@ mod float;
 mod lexer;
 mod openmetrics;
 
-pub use canonical::{Rewrite, append_float, canonical_float_label, parse_go_float};
-pub use escape::{InvalidUtf8, unescape, unescape_into};
-pub use float::{FloatError, parse_float};
-pub use lexer::MASKS;
+pub(crate) use canonical::{Rewrite, canonical_float_label};
+pub(crate) use escape::{InvalidUtf8, unescape, unescape_into};
+pub(crate) use float::parse_float;
+pub(crate) use lexer::MASKS;
 use lexer::is_blank;
 
 use crate::labels::{
@@ -52,7 +52,7 @@ use crate::labels::{
 };
 
 /// Prometheus's normal NaN; every NaN read from an exposition becomes this.
-pub const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
+pub(crate) const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
 
 /// A parse failure, with the 1-based line where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

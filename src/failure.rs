@@ -12,6 +12,8 @@
 
 use std::error::Error;
 
+use crate::metric_labels::FailureKind;
+
 /// What went wrong, as far as a scrape or a send is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Failure {
@@ -38,20 +40,20 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// The `reason` label value (a bounded set).
-    pub(crate) fn reason(self) -> &'static str {
+    /// The `reason` label value (statuses by class).
+    pub(crate) fn kind(self) -> FailureKind {
         match self {
-            Failure::Dns => "dns",
-            Failure::ConnectionRefused => "connection_refused",
-            Failure::Connection => "connection",
-            Failure::ServerCertificate => "server_certificate",
-            Failure::ClientCertificate => "client_certificate",
-            Failure::TlsHandshake => "tls_handshake",
-            Failure::Timeout => "timeout",
-            Failure::Status(429) => "http_429",
-            Failure::Status(s) if s >= 500 => "http_5xx",
-            Failure::Status(_) => "http_4xx",
-            Failure::Credentials => "credentials",
+            Failure::Dns => FailureKind::Dns,
+            Failure::ConnectionRefused => FailureKind::ConnectionRefused,
+            Failure::Connection => FailureKind::Connection,
+            Failure::ServerCertificate => FailureKind::ServerCertificate,
+            Failure::ClientCertificate => FailureKind::ClientCertificate,
+            Failure::TlsHandshake => FailureKind::TlsHandshake,
+            Failure::Timeout => FailureKind::Timeout,
+            Failure::Status(429) => FailureKind::Http429,
+            Failure::Status(s) if s >= 500 => FailureKind::Http5xx,
+            Failure::Status(_) => FailureKind::Http4xx,
+            Failure::Credentials => FailureKind::Credentials,
         }
     }
 
@@ -195,8 +197,11 @@ mod tests {
         assert!(Failure::Status(429).retryable(true));
         assert!(!Failure::Status(429).retryable(false));
         assert!(Failure::ConnectionRefused.retryable(false));
-        assert_eq!(Failure::Status(502).reason(), "http_5xx");
-        assert_eq!(Failure::Status(404).reason(), "http_4xx");
-        assert_eq!(Failure::ServerCertificate.reason(), "server_certificate");
+        assert_eq!(Failure::Status(502).kind().as_str(), "http_5xx");
+        assert_eq!(Failure::Status(404).kind().as_str(), "http_4xx");
+        assert_eq!(
+            Failure::ServerCertificate.kind().as_str(),
+            "server_certificate"
+        );
     }
 }

@@ -60,11 +60,11 @@ impl ReadError {
 }
 
 /// Most bytes of a config file, a discovery file or a kubeconfig.
-pub const MAX_DOCUMENT: u64 = 16 << 20;
+pub(crate) const MAX_DOCUMENT: u64 = 16 << 20;
 /// Most bytes of a PEM file (a CA bundle of a few hundred roots is ~250 KiB).
-pub const MAX_PEM: u64 = 4 << 20;
+pub(crate) const MAX_PEM: u64 = 4 << 20;
 /// Most bytes of a token or password file.
-pub const MAX_SECRET: u64 = 64 << 10;
+pub(crate) const MAX_SECRET: u64 = 64 << 10;
 
 /// What a file that is not a regular file is, in words.
 fn kind_of(ft: std::fs::FileType) -> &'static str {
@@ -85,7 +85,7 @@ fn kind_of(ft: std::fs::FileType) -> &'static str {
 
 /// Reads the regular file at `path` (symlinks followed), at most `max`
 /// bytes; see the module docs.
-pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     let io = |source: std::io::Error| ReadError::Io {
         path: path.to_path_buf(),
         source,
@@ -126,7 +126,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 /// [`read_regular`] as UTF-8 text.
-pub fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
+pub(crate) fn read_text(path: &Path, max: u64) -> Result<String, ReadError> {
     String::from_utf8(read_regular(path, max)?).map_err(|_| ReadError::NotUtf8 {
         path: path.to_path_buf(),
     })

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::TlsConfig;
 use tokio::sync::watch;
 
+use crate::metric_labels::TlsScope;
 use crate::telemetry::{Metrics, TlsLabels};
 use crate::tls::{self, Material, TlsError};
 
@@ -113,7 +114,7 @@ impl bytes::Buf for Chunks {
 }
 
 /// `User-Agent` we send.
-pub const USER_AGENT: &str = concat!("metrics-relay/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("metrics-relay/", env!("CARGO_PKG_VERSION"));
 
 /// Builds a client for one `tls_config` (or none).
 pub fn client(
@@ -124,7 +125,7 @@ pub fn client(
 }
 
 /// Builds a client from loaded TLS material.
-pub fn client_from(m: &Material, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
+pub(crate) fn client_from(m: &Material, connect_timeout: Duration) -> Result<HttpClient, TlsError> {
     let rustls_cfg = tls::client_config_from(m)?;
     let server_name = tls::server_name_of(m.server_name.as_deref())?;
     let mut http = HttpConnector::new();
@@ -146,7 +147,7 @@ pub fn client_from(m: &Material, connect_timeout: Duration) -> Result<HttpClient
 }
 
 /// How often TLS files (or the kubeconfig) are checked for new content.
-pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A client that follows certificate rotation: the TLS material is read
 /// again every `every`; when its content changed (a Kubernetes Secret volume
@@ -156,18 +157,18 @@ pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// with it its pooled connections, goes away once the last user drops it. A
 /// bad new set keeps the old client and is reported. Also exports the client
 /// certificate's expiry. The watcher ends when every receiver is gone.
-pub fn watched_client(
+pub(crate) fn watched_client(
     tls_cfg: Option<&TlsConfig>,
     connect_timeout: Duration,
     metrics: Metrics,
-    scope: &str,
+    scope: TlsScope,
     name: &str,
     every: Duration,
 ) -> Result<watch::Receiver<HttpClient>, TlsError> {
     let material = Material::load(tls_cfg)?;
     let client = client_from(&material, connect_timeout)?;
     let labels = TlsLabels {
-        scope: scope.to_string(),
+        scope,
         name: name.to_string(),
     };
     let export_expiry = |m: &Material| {
@@ -211,7 +212,7 @@ pub fn watched_client(
 
 /// Why a response body could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("body size limit of {limit} bytes exceeded")]
     TooLarge { limit: u64 },
     #[error("reading body: {0}")]
@@ -220,7 +221,7 @@ pub enum BodyError {
 
 /// Reads a body into `out` (cleared first, its capacity reused), failing as
 /// soon as it passes `limit` bytes.
-pub async fn read_body_limited(
+pub(crate) async fn read_body_limited(
     mut body: hyper::body::Incoming,
     limit: Option<u64>,
     out: &mut Vec<u8>,
@@ -253,7 +254,7 @@ pub async fn read_body_limited(
 /// costs `max` bytes, never its size. A connection whose body was not read
 /// to its end is closed by hyper, not reused. A frame larger than what is
 /// left is cut.
-pub async fn read_body_prefix(mut body: hyper::body::Incoming, max: usize) -> Vec<u8> {
+pub(crate) async fn read_body_prefix(mut body: hyper::body::Incoming, max: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < max {
         match body.frame().await {
@@ -271,7 +272,7 @@ pub async fn read_body_prefix(mut body: hyper::body::Incoming, max: usize) -> Ve
 
 /// Builds (and discards) the TLS configuration: loads and validates every
 /// referenced file, for `metrics-relay check`.
-pub fn client_config_check(tls_cfg: Option<&TlsConfig>) -> Result<(), TlsError> {
+pub(crate) fn client_config_check(tls_cfg: Option<&TlsConfig>) -> Result<(), TlsError> {
     tls::client_config(tls_cfg)?;
     tls::server_name_override(tls_cfg)?;
     Ok(())

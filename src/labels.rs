@@ -9,10 +9,10 @@
 //! another module of the crate.
 
 /// A label set sorted by name.
-pub type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
 /// The NaN Prometheus uses as a staleness marker.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+pub(crate) const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// A `label_limit`, `label_name_length_limit` or `label_value_length_limit`
 /// exceeded, in Prometheus's words.
@@ -71,7 +71,7 @@ pub fn is_valid_label_name(name: &str) -> bool {
 }
 
 /// Prometheus 2.x metric names: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_valid_metric_name(n: &str) -> bool {
+pub(crate) fn is_valid_metric_name(n: &str) -> bool {
     let b = n.as_bytes();
     b.first().is_some_and(|&c| is_name_start(c)) && b.iter().all(|&c| is_name_char(c))
 }

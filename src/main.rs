@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use metrics_relay::RunOptions;
+use metrics_relay::Sharding;
 use metrics_relay::config::Config;
-use metrics_relay::relay::{self, RunOptions};
-use metrics_relay::shard::Sharding;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -146,8 +146,8 @@ enum Command {
     Version,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, metrics_relay::units::UnitError> {
-    metrics_relay::units::parse_duration(s)
+fn parse_duration(s: &str) -> Result<Duration, metrics_relay::UnitError> {
+    metrics_relay::parse_duration(s)
 }
 
 /// Sets up logging; an invalid `--log-level` (or `RUST_LOG`) is an error,
@@ -270,11 +270,11 @@ fn main() -> ExitCode {
             pull_token_file,
         } => {
             let mode = match mode.as_str() {
-                "agent" => metrics_relay::render::Mode::Agent,
-                "pull" => metrics_relay::render::Mode::Pull,
-                _ => metrics_relay::render::Mode::Direct,
+                "agent" => metrics_relay::Mode::Agent,
+                "pull" => metrics_relay::Mode::Pull,
+                _ => metrics_relay::Mode::Direct,
             };
-            let opts = metrics_relay::render::RenderOptions {
+            let opts = metrics_relay::RenderOptions {
                 kubeconfig,
                 context,
                 slb_ip,
@@ -284,7 +284,7 @@ fn main() -> ExitCode {
                 image,
                 pull_token_file,
             };
-            match metrics_relay::render::render(&opts) {
+            match metrics_relay::render(&opts) {
                 Ok(y) => {
                     print!("{y}");
                     ExitCode::SUCCESS
@@ -328,7 +328,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 };
-            match metrics_relay::admin::raise_open_file_limit() {
+            match metrics_relay::raise_open_file_limit() {
                 Ok((before, after)) if before != after => {
                     tracing::info!(before = ?before, after = ?after, "raised the soft open-file limit to the hard limit")
                 }
@@ -364,7 +364,7 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<String> {
     let cfg = Config::load(path)?;
-    let n = relay::check(&cfg)?.targets;
+    let n = metrics_relay::check(&cfg)?.targets;
     Ok(format!(
         "{}: OK ({} scrape config(s), {} target(s), {} remote_write destination(s))",
         path.display(),
@@ -380,7 +380,7 @@ fn probe(path: &std::path::Path) -> anyhow::Result<(String, bool)> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    Ok(rt.block_on(metrics_relay::probe::probe(&cfg)))
+    Ok(rt.block_on(metrics_relay::probe(&cfg)))
 }
 
 fn run(config: PathBuf, workers: usize, opts: RunOptions) -> anyhow::Result<()> {
@@ -400,7 +400,7 @@ fn run(config: PathBuf, workers: usize, opts: RunOptions) -> anyhow::Result<()> 
     rt.block_on(async {
         let cancel = CancellationToken::new();
         tokio::spawn(shutdown_signal(cancel.clone()));
-        relay::run(config, opts, cancel).await?;
+        metrics_relay::run(config, opts, cancel).await?;
         Ok(())
     })
 }
@@ -421,7 +421,7 @@ fn external_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    if !metrics_relay::labels::is_valid_label_name(k) {
+    if !metrics_relay::is_valid_label_name(k) {
         return Err(format!("{k:?} is not a valid label name"));
     }
     Ok((k.to_string(), v.to_string()))

@@ -313,7 +313,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             | Ok(Outcome::Reject {
                 failure, message, ..
             }) => {
-                let _ = writeln!(out, "FAILED ({}): {message}", failure.reason());
+                let _ = writeln!(out, "FAILED ({}): {message}", failure.kind());
                 ok = false;
             }
             Err(e) => {

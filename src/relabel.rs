@@ -238,7 +238,7 @@ fn set(lbls: &mut Labels, name: &str, value: String) {
 }
 
 /// MD5 of `s`, last 8 bytes as a big-endian integer (Prometheus's `sum64`).
-pub fn hash_mod(s: &str, modulus: u64) -> u64 {
+pub(crate) fn hash_mod(s: &str, modulus: u64) -> u64 {
     let d = Md5::digest(s.as_bytes());
     let mut last = [0u8; 8];
     last.copy_from_slice(&d[8..16]);
@@ -246,7 +246,7 @@ pub fn hash_mod(s: &str, modulus: u64) -> u64 {
 }
 
 /// Applies `rules` in order. Returns `None` when the set is dropped.
-pub fn process(mut lbls: Labels, rules: &[RelabelConfig]) -> Option<Labels> {
+pub(crate) fn process(mut lbls: Labels, rules: &[RelabelConfig]) -> Option<Labels> {
     use Action::*;
     for r in rules {
         let val = r

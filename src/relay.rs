@@ -227,7 +227,7 @@ impl Runtime {
                 rw.tls_config.as_ref(),
                 rw.remote_timeout.0,
                 self.metrics.clone(),
-                "remote_write",
+                crate::metric_labels::TlsScope::RemoteWrite,
                 &name,
                 self.tls_every,
             )
@@ -362,7 +362,7 @@ impl Runtime {
                     Some(tls),
                     t.timeout,
                     self.metrics.clone(),
-                    "scrape",
+                    crate::metric_labels::TlsScope::Scrape,
                     &format!("{}/{}", t.job, t.instance),
                     self.tls_every,
                 ) {

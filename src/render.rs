@@ -78,18 +78,19 @@ fn host_port(server: &str) -> Option<(String, u16)> {
 const APP: &str = "ack-control-plane-metrics";
 const SECRET: &str = "ack-control-plane-metrics-tls";
 /// The Secret holding the bearer token of the pull path (`/relay/metrics`).
-pub const PULL_SECRET: &str = "metrics-relay-pull-token";
+pub(crate) const PULL_SECRET: &str = "metrics-relay-pull-token";
 
 /// The Secret the agent reads its kubeconfig from (key `kubeconfig`), as in
 /// the README's walk-through and `deploy/`.
-pub const AGENT_SECRET: &str = "metrics-relay-tls";
+pub(crate) const AGENT_SECRET: &str = "metrics-relay-tls";
 
 /// The ACK One config the project ships (`config/ack-one.yml`, which is also
 /// `deploy/base/ack-one.yml`): `render --mode agent` writes this very text
 /// with the values below replaced, so there is one config to keep true.
-pub const ACK_ONE_CONFIG: &str = include_str!("../config/ack-one.yml");
+pub(crate) const ACK_ONE_CONFIG: &str = include_str!("../config/ack-one.yml");
 /// The pull overlay's config (`render --mode pull`).
-pub const ACK_ONE_PULL_CONFIG: &str = include_str!("../deploy/overlays/pull/ack-one-pull.yml");
+pub(crate) const ACK_ONE_PULL_CONFIG: &str =
+    include_str!("../deploy/overlays/pull/ack-one-pull.yml");
 /// The values of the shipped configs that `render` replaces.
 pub const ACK_ONE_TARGET: &str = "\"192.168.0.10:6443\"";
 pub const ACK_ONE_CLUSTER: &str = "cluster: ack-one-prod";

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::failure::Failure;
 use crate::http::{BodyError, HttpClient};
+use crate::metric_labels::{FailureKind, ScrapeFault, ScrapeReason};
 use crate::remote_write::queue::Queue;
 use crate::remote_write::samples::EncodedSamples;
 use crate::remote_write::write_relabel::WriteRelabelCache;
@@ -83,22 +84,26 @@ impl From<IngestError> for ScrapeError {
 }
 
 impl ScrapeError {
-    /// A short, stable reason for metrics.
-    pub(crate) fn reason(&self) -> &'static str {
-        match self {
-            ScrapeError::Transport { kind, .. } => kind.reason(),
-            ScrapeError::Timeout(_) => Failure::Timeout.reason(),
-            ScrapeError::Status(s) => Failure::Status(s.as_u16()).reason(),
-            ScrapeError::Internal(_) => "internal",
-            ScrapeError::Body(BodyError::TooLarge { .. }) => "body_size_limit",
-            ScrapeError::Body(_) => "read_body",
-            ScrapeError::Gzip(_) => "gzip",
-            ScrapeError::Parse(_) => "parse",
-            ScrapeError::Series(SeriesError::DuplicateLabel { .. }) => "duplicate_label",
-            ScrapeError::Series(SeriesError::InvalidLabel(_)) => "invalid_label",
-            ScrapeError::Series(SeriesError::LabelLimit(_)) => "label_limit",
-            ScrapeError::SampleLimit(_) => "sample_limit",
-        }
+    /// The `reason` label.
+    pub(crate) fn reason(&self) -> ScrapeReason {
+        use ScrapeFault as F;
+        let fault = match self {
+            ScrapeError::Transport { kind, .. } => return ScrapeReason::Failure(kind.kind()),
+            ScrapeError::Timeout(_) => return ScrapeReason::Failure(FailureKind::Timeout),
+            ScrapeError::Status(s) => {
+                return ScrapeReason::Failure(Failure::Status(s.as_u16()).kind());
+            }
+            ScrapeError::Internal(_) => F::Internal,
+            ScrapeError::Body(BodyError::TooLarge { .. }) => F::BodySizeLimit,
+            ScrapeError::Body(_) => F::ReadBody,
+            ScrapeError::Gzip(_) => F::Gzip,
+            ScrapeError::Parse(_) => F::Parse,
+            ScrapeError::Series(SeriesError::DuplicateLabel { .. }) => F::DuplicateLabel,
+            ScrapeError::Series(SeriesError::InvalidLabel(_)) => F::InvalidLabel,
+            ScrapeError::Series(SeriesError::LabelLimit(_)) => F::LabelLimit,
+            ScrapeError::SampleLimit(_) => F::SampleLimit,
+        };
+        ScrapeReason::Fault(fault)
     }
 }
 
@@ -188,9 +193,6 @@ pub(crate) struct ScrapeLoop {
     status: SharedStatus,
     /// The current run of failed scrapes (for the log).
     outage: crate::events::Outage,
-    /// The failure reasons this target was counted under (its series go
-    /// when it is removed).
-    failure_reasons: Vec<&'static str>,
     /// Repeated series in its last scrape (logged when it changes).
     duplicates: u64,
 }
@@ -246,7 +248,6 @@ impl ScrapeLoop {
             labels,
             status,
             outage: Default::default(),
-            failure_reasons: Vec::new(),
             duplicates: 0,
         }
     }
@@ -318,8 +319,7 @@ impl ScrapeLoop {
             }
         }
         self.deliver();
-        self.metrics
-            .remove_target(&self.labels, &self.failure_reasons);
+        self.metrics.remove_target(&self.labels);
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
 
@@ -559,9 +559,6 @@ impl ScrapeLoop {
         if let Some(e) = &err {
             // A new error (in words) is said; the same again is counted.
             let notice = self.outage.failed(msg.as_deref().unwrap_or_default());
-            if !self.failure_reasons.contains(&e.reason()) {
-                self.failure_reasons.push(e.reason());
-            }
             crate::events::ScrapeFailed {
                 target: &self.labels,
                 reason: e.reason(),

@@ -49,7 +49,8 @@ mod target;
 mod track;
 
 use encode::{EncodeState, Parsed, resolve};
-pub use target::{TargetContext, TimestampBounds};
+pub use target::TargetContext;
+pub(crate) use target::TimestampBounds;
 use track::{Hashers, Key, KeyHasher, KeyMap, Track};
 
 /// Why a series could not be accepted; fails the whole scrape.

@@ -42,7 +42,7 @@ pub enum ShardError {
 
 /// Most shards: each target ranks every shard, so the count bounds the
 /// work per target.
-pub const MAX_SHARDS: u32 = 1024;
+pub(crate) const MAX_SHARDS: u32 = 1024;
 
 impl Default for Sharding {
     /// One agent that scrapes everything.

@@ -15,70 +15,73 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metric_labels::{
+    Rejection, RemoteReason, ScrapeReason, SdMechanism, TlsResult, TlsScope,
+};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
+pub(crate) struct TargetLabels {
     pub job: String,
     pub instance: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
+pub(crate) struct FailureLabels {
     pub job: String,
     pub instance: String,
-    pub reason: String,
+    pub reason: ScrapeReason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RemoteLabels {
+pub(crate) struct RemoteLabels {
     pub remote_name: String,
     pub url: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RemoteReasonLabels {
+pub(crate) struct RemoteReasonLabels {
     pub remote_name: String,
     pub url: String,
-    pub reason: String,
+    pub reason: RemoteReason,
 }
 
-/// A receiver's refusal, by kind (see [`crate::remote_write::sender::Rejection`]).
+/// A receiver's refusal, by kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RemoteCauseLabels {
+pub(crate) struct RemoteCauseLabels {
     pub remote_name: String,
     pub url: String,
-    pub cause: String,
+    pub cause: Rejection,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TlsLabels {
-    /// `scrape` or `remote_write`.
-    pub scope: String,
+pub(crate) struct TlsLabels {
+    pub scope: TlsScope,
     /// The job name or the remote-write name.
     pub name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TlsResultLabels {
-    pub scope: String,
+pub(crate) struct TlsResultLabels {
+    pub scope: TlsScope,
     pub name: String,
-    pub result: String,
+    pub result: TlsResult,
 }
 
 impl TlsResultLabels {
-    pub fn new(l: &TlsLabels, result: &str) -> Self {
+    pub(crate) fn new(l: &TlsLabels, result: TlsResult) -> Self {
         TlsResultLabels {
-            scope: l.scope.clone(),
+            scope: l.scope,
             name: l.name.clone(),
-            result: result.into(),
+            result,
         }
     }
 }
 
 /// A scrape config's discovery (`mechanism`: `file` or `kubeconfig`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SdLabels {
+pub(crate) struct SdLabels {
     pub job: String,
-    pub mechanism: String,
+    pub mechanism: SdMechanism,
 }
 
 /// This agent's place among its replicas.
@@ -104,7 +107,7 @@ type FGauge = Gauge<f64, AtomicU64>;
 
 /// All self-metrics; cheap to clone (families are shared handles).
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: std::sync::Arc<Registry>,
     pub scrapes: Family<TargetLabels, Counter>,
     pub scrape_failures: Family<FailureLabels, Counter>,
@@ -151,7 +154,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut r = Registry::with_prefix("metrics_relay");
         macro_rules! reg {
             ($name:literal, $help:literal, $m:expr) => {{
@@ -358,10 +361,8 @@ impl Metrics {
 
     /// Removes a target's children from every per-target family, so a target
     /// that goes away (a reload, a discovery change) leaves no series behind
-    /// on `/metrics`. `reasons`: every failure reason its scrapes can carry.
-    /// Removes a target's series; `reasons` are the failure reasons it was
-    /// counted under.
-    pub fn remove_target(&self, t: &TargetLabels, reasons: &[&'static str]) {
+    /// on `/metrics` (its failures under every reason there is).
+    pub(crate) fn remove_target(&self, t: &TargetLabels) {
         self.scrapes.remove(t);
         self.samples_scraped.remove(t);
         self.target_up.remove(t);
@@ -370,18 +371,18 @@ impl Metrics {
         self.samples_out_of_bounds.remove(t);
         self.samples_duplicate.remove(t);
         self.samples_out_of_order.remove(t);
-        for reason in reasons {
+        for reason in ScrapeReason::all() {
             self.scrape_failures.remove(&FailureLabels {
                 job: t.job.clone(),
                 instance: t.instance.clone(),
-                reason: reason.to_string(),
+                reason,
             });
         }
     }
 
     /// The text exposition of every self-metric, and the process metrics
     /// every Prometheus client library exports (`process_*`).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -44,7 +44,7 @@ pub enum TlsError {
 }
 
 /// The crypto provider used everywhere (ring).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -55,7 +55,7 @@ fn read(field: &'static str, path: &Path) -> Result<(String, Vec<u8>), TlsError>
 }
 
 /// Parses every certificate of PEM bytes (at least one).
-pub fn parse_certs(
+pub(crate) fn parse_certs(
     field: &'static str,
     (origin, data): &(String, Vec<u8>),
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -77,7 +77,9 @@ pub fn parse_certs(
 }
 
 /// Parses the first private key of PEM bytes (PKCS#8, PKCS#1 or SEC1).
-pub fn parse_key((origin, data): &(String, Vec<u8>)) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn parse_key(
+    (origin, data): &(String, Vec<u8>),
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(data).map_err(|e| TlsError::Pem {
         field: "key_file",
         origin: origin.clone(),
@@ -87,7 +89,7 @@ pub fn parse_key((origin, data): &(String, Vec<u8>)) -> Result<PrivateKeyDer<'st
 
 /// The TLS material of a `tls_config`, read from its files or kubeconfig.
 #[derive(Debug, Clone, Default)]
-pub struct Material {
+pub(crate) struct Material {
     pub ca: Option<(String, Vec<u8>)>,
     pub cert: Option<(String, Vec<u8>)>,
     pub key: Option<(String, Vec<u8>)>,
@@ -97,7 +99,7 @@ pub struct Material {
 
 impl Material {
     /// Reads everything a `tls_config` references.
-    pub fn load(tls: Option<&TlsConfig>) -> Result<Material, TlsError> {
+    pub(crate) fn load(tls: Option<&TlsConfig>) -> Result<Material, TlsError> {
         let Some(tls) = tls else {
             return Ok(Material::default());
         };
@@ -129,7 +131,7 @@ impl Material {
     }
 
     /// A fingerprint of the bytes, to notice rotation.
-    pub fn fingerprint(&self) -> u64 {
+    pub(crate) fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for part in [&self.ca, &self.cert, &self.key] {
@@ -139,7 +141,7 @@ impl Material {
     }
 
     /// The client certificate's validity, if there is one.
-    pub fn client_cert_info(&self) -> Option<crate::x509::CertInfo> {
+    pub(crate) fn client_cert_info(&self) -> Option<crate::x509::CertInfo> {
         let certs = parse_certs("cert_file", self.cert.as_ref()?).ok()?;
         crate::x509::CertInfo::parse(certs.first()?)
     }
@@ -171,13 +173,13 @@ fn system_roots() -> RootCertStore {
 }
 
 /// Builds the rustls client configuration for a `tls_config` (or none).
-pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> {
+pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> {
     client_config_from(&Material::load(tls)?)
 }
 
 /// Builds the rustls client configuration from loaded material, refusing a
 /// client certificate that has expired or is not yet valid.
-pub fn client_config_from(m: &Material) -> Result<ClientConfig, TlsError> {
+pub(crate) fn client_config_from(m: &Material) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -249,14 +251,14 @@ pub fn client_config_from(m: &Material) -> Result<ClientConfig, TlsError> {
 }
 
 /// The server name to verify, when `server_name` overrides the target host.
-pub fn server_name_override(
+pub(crate) fn server_name_override(
     tls: Option<&TlsConfig>,
 ) -> Result<Option<ServerName<'static>>, TlsError> {
     server_name_of(tls.and_then(|t| t.server_name.as_deref()))
 }
 
 /// Parses a server name override (`None` or empty: the URL's host).
-pub fn server_name_of(name: Option<&str>) -> Result<Option<ServerName<'static>>, TlsError> {
+pub(crate) fn server_name_of(name: Option<&str>) -> Result<Option<ServerName<'static>>, TlsError> {
     match name {
         None | Some("") => Ok(None),
         Some(n) => ServerName::try_from(n.to_string()).map(Some).map_err(|e| {
@@ -268,7 +270,7 @@ pub fn server_name_of(name: Option<&str>) -> Result<Option<ServerName<'static>>,
 }
 
 /// Words a person can act on for a rustls error.
-pub fn describe_rustls(e: &rustls::Error) -> String {
+pub(crate) fn describe_rustls(e: &rustls::Error) -> String {
     use rustls::{CertificateError, Error};
     match e {
         Error::InvalidCertificate(CertificateError::UnknownIssuer) => {

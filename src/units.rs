@@ -90,7 +90,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 }
 
 /// Formats a duration the way Prometheus prints one (`1m30s`, `0s`).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis() as u64;
     if ms == 0 {
         return "0s".into();
@@ -106,7 +106,7 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 /// Parses `512MiB`, `64MB`, `1024`, `10KiB`. Bare numbers are bytes.
-pub fn parse_size(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, UnitError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -129,7 +129,7 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
 }
 
 /// Formats bytes with the largest exact base-2 unit.
-pub fn format_size(n: u64) -> String {
+pub(crate) fn format_size(n: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
         if n != 0 && n.is_multiple_of(1u64 << shift) {
             return format!("{}{}", n >> shift, unit);
@@ -139,7 +139,7 @@ pub fn format_size(n: u64) -> String {
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
@@ -153,7 +153,7 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
 }
 
 /// The civil date (year, month, day) of days since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;

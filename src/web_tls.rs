@@ -103,7 +103,7 @@ pub(crate) fn watched(
     let (tx, rx) = watch::channel(Arc::new(cfg));
     let c = c.clone();
     let labels = TlsLabels {
-        scope: "server".into(),
+        scope: crate::metric_labels::TlsScope::Server,
         name: "admin".into(),
     };
     crate::tls::spawn_reloader(tx, files, every, labels, metrics, move |current| {

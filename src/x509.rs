@@ -7,7 +7,7 @@ use rustls_pki_types::CertificateDer;
 
 /// What we report about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
+pub(crate) struct CertInfo {
     /// `CN=...` (or the first attribute) of the subject.
     pub subject: String,
     pub issuer: String,
@@ -85,7 +85,7 @@ fn name(b: &[u8]) -> String {
 }
 
 impl CertInfo {
-    pub fn parse(der: &CertificateDer<'_>) -> Option<CertInfo> {
+    pub(crate) fn parse(der: &CertificateDer<'_>) -> Option<CertInfo> {
         let (_, cert, _) = element(der.as_ref())?;
         let (_, tbs, _) = element(cert)?;
         let mut rest = tbs;

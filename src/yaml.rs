@@ -23,15 +23,15 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
 /// Deepest nesting of sequences and mappings accepted.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 /// Aliases may add at most this many times the nodes written out...
-pub const ALIAS_BUDGET_RATIO: u64 = 10;
+pub(crate) const ALIAS_BUDGET_RATIO: u64 = 10;
 /// ...or this many, whichever is more.
-pub const ALIAS_BUDGET_MIN: u64 = 100_000;
+pub(crate) const ALIAS_BUDGET_MIN: u64 = 100_000;
 
 /// Why a document was refused before loading.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum YamlError {
+pub(crate) enum YamlError {
     #[error(
         "excessive aliasing: its aliases expand to {expanded} nodes from {written} written out (a \"billion laughs\" document?)"
     )]
@@ -112,7 +112,7 @@ impl MarkedEventReceiver for Counter {
 
 /// Checks `text` (every document in it) against the limits in the module
 /// docs; a syntax error is reported too.
-pub fn check(text: &str) -> Result<(), YamlError> {
+pub(crate) fn check(text: &str) -> Result<(), YamlError> {
     let mut c = Counter::default();
     let mut parser = Parser::new_from_str(text);
     parser
@@ -126,7 +126,7 @@ pub fn check(text: &str) -> Result<(), YamlError> {
 
 /// How scalars become JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scalars {
+pub(crate) enum Scalars {
     /// Every scalar a string (label values are strings whatever YAML
     /// typed them as).
     Strings,
@@ -135,7 +135,7 @@ pub enum Scalars {
 }
 
 /// Every document of `text` (checked by [`check`] first) as JSON values.
-pub fn to_json(text: &str, scalars: Scalars) -> Result<Vec<serde_json::Value>, YamlError> {
+pub(crate) fn to_json(text: &str, scalars: Scalars) -> Result<Vec<serde_json::Value>, YamlError> {
     check(text)?;
     let docs = yaml_rust2::YamlLoader::load_from_str(text)
         .map_err(|e| YamlError::Syntax(e.to_string()))?;
@@ -185,7 +185,7 @@ fn convert(y: yaml_rust2::Yaml, scalars: Scalars) -> Result<serde_json::Value, Y
 
 /// A JSON value as block-style YAML (mappings in their order, strings
 /// quoted when YAML would read them as something else).
-pub fn emit(v: &serde_json::Value) -> String {
+pub(crate) fn emit(v: &serde_json::Value) -> String {
     let mut out = String::new();
     emit_into(v, 0, &mut out);
     out
@@ -296,7 +296,7 @@ fn scalar(s: &str) -> String {
 /// Replaces what a serde or YAML message quotes from the document
 /// (`invalid type: string "-----BEGIN PRIVATE KEY-----…"`) with
 /// `<redacted>`: a file given in the wrong place may be a key.
-pub fn redact_quoted(message: &str) -> String {
+pub(crate) fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(start) = rest.find(['"', '`']) {

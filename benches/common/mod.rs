@@ -4,7 +4,7 @@
 //! context they measure and check with. Each uses part of it.
 #![allow(dead_code)]
 
-use metrics_relay::series::TargetContext;
+use metrics_relay::TargetContext;
 
 /// `n` histogram buckets of `apiserver_request_duration_seconds`, labels in
 /// client_golang's order (`le` last), one `# HELP`/`# TYPE` pair.

@@ -76,7 +76,7 @@ pub(super) fn format_value(v: f64) -> String {
 /// Renders encoded samples as text-format lines (no timestamps: the scraper
 /// stamps them, and Prometheus's staleness handling keeps working).
 /// Straight from the wire bytes: nothing is decoded into `String`s.
-pub fn render_text(samples: &EncodedSamples, out: &mut String) {
+pub(crate) fn render_text(samples: &EncodedSamples, out: &mut String) {
     for k in 0..samples.len() {
         let Some((labels, value, _ts)) = split_entry(samples.slice(k, k + 1)) else {
             continue;

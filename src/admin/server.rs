@@ -25,7 +25,7 @@ pub fn raise_open_file_limit() -> std::io::Result<(Option<u64>, Option<u64>)> {
 }
 
 /// Binds the listener (so a bad address fails start-up, not later).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
@@ -106,7 +106,7 @@ impl Pending {
 /// waiting one, or is closed at once, so a flood of connections never takes
 /// the descriptors the disk queue and the scrapes need. Accept errors (out
 /// of file descriptors) back off and are logged once per ten seconds.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AdminState,
     cancel: CancellationToken,

@@ -18,7 +18,7 @@ use super::float::parse_float;
 
 /// Go's `strconv.ParseFloat(s, 64)`; `None` where it returns an error
 /// (syntax, or a value out of range).
-pub fn parse_go_float(t: &[u8]) -> Option<f64> {
+pub(crate) fn parse_go_float(t: &[u8]) -> Option<f64> {
     if t.contains(&b'_') {
         if !underscores_ok(t) {
             return None;
@@ -180,7 +180,7 @@ fn hex_float(neg: bool, t: &[u8]) -> Option<f64> {
 /// -1, 64)` (shortest digits; exponent form below 1e-4 and from 1e6, with a
 /// signed exponent of at least two digits) plus `.0` when that has neither a
 /// point nor an exponent; `NaN`, `+Inf`, `-Inf`.
-pub fn append_float(out: &mut Vec<u8>, f: f64) {
+pub(crate) fn append_float(out: &mut Vec<u8>, f: f64) {
     if f.is_nan() {
         out.extend_from_slice(b"NaN");
         return;
@@ -335,7 +335,7 @@ fn tie_to_even_exact(a: f64, digits: &mut [u8], x: i32) {
 /// The Prometheus 3 form of an `le`/`quantile` value (unescaped), written
 /// to `out` (cleared first); false when the value stays as written (not a
 /// number Go reads, or already in that form).
-pub fn canonical_float_label(value: &[u8], out: &mut Vec<u8>) -> bool {
+pub(crate) fn canonical_float_label(value: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     // Bucket bounds and quantiles are short plain decimals: decided from
     // their text, without converting.

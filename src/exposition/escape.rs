@@ -7,7 +7,7 @@ use super::show;
 
 /// Appends the unescaped bytes of a label value to `out` (see [`unescape`];
 /// the caller validates UTF-8).
-pub fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < raw.len() {
         let c = raw[i];
@@ -35,7 +35,7 @@ pub fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
 pub struct InvalidUtf8(pub String);
 
 /// Unescapes a label value as Prometheus does (`\"`, `\\`, `\n`).
-pub fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, InvalidUtf8> {
+pub(crate) fn unescape(raw: &[u8]) -> Result<Cow<'_, str>, InvalidUtf8> {
     let s = std::str::from_utf8(raw).map_err(|_| InvalidUtf8(show(raw)))?;
     if !raw.contains(&b'\\') {
         return Ok(Cow::Borrowed(s));

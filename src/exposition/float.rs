@@ -6,7 +6,7 @@ use super::show;
 
 /// A sample value Prometheus would not read, in its words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FloatError {
+pub(crate) enum FloatError {
     #[error("unsupported character in float")]
     Unsupported,
     #[error("strconv.ParseFloat: parsing {0}: invalid syntax")]
@@ -16,7 +16,7 @@ pub enum FloatError {
 }
 
 /// Go's `strconv.ParseFloat` restricted as Prometheus restricts it.
-pub fn parse_float(t: &[u8]) -> Result<f64, FloatError> {
+pub(crate) fn parse_float(t: &[u8]) -> Result<f64, FloatError> {
     // Plain integers (most counters) up to 15 digits convert exactly.
     if !t.is_empty() && t.len() <= 15 && t.iter().all(u8::is_ascii_digit) {
         let v = t.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'));

@@ -7,7 +7,7 @@ use super::*;
 
 /// `MASKS[n]` keeps the first `n` bytes of a little-endian 16-byte word (a
 /// table: variable 128-bit shifts are slow).
-pub static MASKS: [u128; 17] = {
+pub(crate) static MASKS: [u128; 17] = {
     let mut m = [0u128; 17];
     let mut n = 1;
     while n < 16 {

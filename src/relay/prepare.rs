@@ -154,7 +154,7 @@ impl Runtime {
                 sc.tls_config.as_ref(),
                 sc.timeout(),
                 metrics.clone(),
-                "scrape",
+                crate::metric_labels::TlsScope::Scrape,
                 &sc.job_name,
                 every,
             )

@@ -5,12 +5,12 @@
 //! ([`retry`]).
 
 pub(crate) mod disk;
-pub mod proto;
+pub(crate) mod proto;
 pub(crate) mod queue;
 pub(crate) mod retry;
-pub mod samples;
+pub(crate) mod samples;
 pub(crate) mod sender;
 pub(crate) mod snappy;
 pub(crate) mod write_relabel;
 
-pub use sender::SenderError;
+pub(crate) use sender::SenderError;

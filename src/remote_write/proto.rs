@@ -65,7 +65,7 @@ impl TimeSeries {
 }
 
 #[inline]
-pub fn varint_len(mut v: u64) -> usize {
+pub(crate) fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
         v >>= 7;
@@ -75,7 +75,7 @@ pub fn varint_len(mut v: u64) -> usize {
 }
 
 /// A protobuf-style varint at the start of `b`: (value, bytes used).
-pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     let mut v = 0u64;
     for (i, &c) in b.iter().take(10).enumerate() {
         v |= u64::from(c & 0x7f) << (7 * i);
@@ -87,7 +87,7 @@ pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 #[inline]
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -96,13 +96,13 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends one `Label` as field 1 of a `TimeSeries` (tag, length, message).
-pub fn encode_label(out: &mut Vec<u8>, name: &str, value: &str) {
+pub(crate) fn encode_label(out: &mut Vec<u8>, name: &str, value: &str) {
     encode_label_bytes(out, name.as_bytes(), value.as_bytes());
 }
 
 /// [`encode_label`] for names and values known to be UTF-8.
 #[inline]
-pub fn encode_label_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn encode_label_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     let (n, v) = (name.len(), value.len());
     if n + v + 4 < 0x80 {
         // Every length fits in one byte: fixed-size header writes.
@@ -133,7 +133,7 @@ pub fn encode_label_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Appends one `TimeSeries` with a single sample as field 1 of a
 /// `WriteRequest`. `labels` are the encoded `repeated Label` bytes.
 #[inline]
-pub fn write_series(out: &mut Vec<u8>, labels: &[u8], value: f64, ts: i64) {
+pub(crate) fn write_series(out: &mut Vec<u8>, labels: &[u8], value: f64, ts: i64) {
     // Sample: 0x09 + 8-byte double, then 0x10 + varint timestamp.
     let sample_len = 9 + 1 + varint_len(ts as u64);
     let series_len = labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
@@ -153,7 +153,7 @@ pub fn write_series(out: &mut Vec<u8>, labels: &[u8], value: f64, ts: i64) {
 /// tag and a two-byte placeholder for its length. Returns where it starts,
 /// for [`finish_series`].
 #[inline]
-pub fn start_series(out: &mut Vec<u8>) -> usize {
+pub(crate) fn start_series(out: &mut Vec<u8>) -> usize {
     let entry = out.len();
     out.extend_from_slice(&[0x0a, 0, 0]);
     entry
@@ -163,14 +163,14 @@ pub fn start_series(out: &mut Vec<u8>) -> usize {
 /// sample, and writes its length (moving the labels when the length does
 /// not take exactly two bytes). The result is [`write_series`]'s.
 #[inline]
-pub fn finish_series(out: &mut Vec<u8>, entry: usize, value: f64, ts: i64) {
+pub(crate) fn finish_series(out: &mut Vec<u8>, entry: usize, value: f64, ts: i64) {
     finish_series_with(out, entry, value, &SampleTail::new(ts));
 }
 
 /// The `Sample` field of a `TimeSeries` for one timestamp, its value to be
 /// filled in: built once per scrape, since its samples share the timestamp.
 #[derive(Debug, Clone, Copy)]
-pub struct SampleTail {
+pub(crate) struct SampleTail {
     /// `0x12 len 0x09 <8 value bytes> 0x10 <timestamp varint>`, zero-padded.
     bytes: [u8; 32],
     len: usize,
@@ -178,7 +178,7 @@ pub struct SampleTail {
 
 impl SampleTail {
     /// (No allocation: built once per scrape on the hot path.)
-    pub fn new(ts: i64) -> SampleTail {
+    pub(crate) fn new(ts: i64) -> SampleTail {
         let mut bytes = [0u8; 32];
         let sample_len = 9 + 1 + varint_len(ts as u64);
         // The sample message is at most 20 bytes: its length is one byte.
@@ -204,7 +204,7 @@ impl SampleTail {
 
 /// [`finish_series`] with the sample's timestamp in `tail`.
 #[inline]
-pub fn finish_series_with(out: &mut Vec<u8>, entry: usize, value: f64, tail: &SampleTail) {
+pub(crate) fn finish_series_with(out: &mut Vec<u8>, entry: usize, value: f64, tail: &SampleTail) {
     let mut b = tail.bytes;
     b[3..11].copy_from_slice(&value.to_le_bytes());
     let at = out.len();

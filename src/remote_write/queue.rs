@@ -45,6 +45,7 @@ use super::proto::read_varint;
 use super::samples::EncodedSamples;
 use crate::events::{DropReason, SamplesDropped};
 use crate::http::Chunks;
+use crate::metric_labels::{Corruption, RemoteReason};
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
 mod consume;
@@ -249,12 +250,12 @@ impl Queue {
             alone_until: recovered_until.into(),
         };
         if let Some(r) = &recovery {
-            let l = q.reason_labels("torn_tail");
+            let l = q.reason_labels(RemoteReason::Corruption(Corruption::TornTail));
             q.metrics
                 .queue_corruptions
                 .get_or_create(&l)
                 .inc_by(r.torn as u64);
-            let l = q.reason_labels("corrupt_record");
+            let l = q.reason_labels(RemoteReason::Corruption(Corruption::CorruptRecord));
             q.metrics
                 .queue_corruptions
                 .get_or_create(&l)
@@ -337,11 +338,11 @@ impl Queue {
             .set(oldest.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
 
-    fn reason_labels(&self, reason: &str) -> RemoteReasonLabels {
+    fn reason_labels(&self, reason: RemoteReason) -> RemoteReasonLabels {
         RemoteReasonLabels {
             remote_name: self.labels.remote_name.clone(),
             url: self.labels.url.clone(),
-            reason: reason.into(),
+            reason,
         }
     }
 

@@ -106,22 +106,12 @@ impl Backoff {
     }
 }
 
+pub(crate) use crate::metric_labels::Rejection;
+
 /// The kind of a receiver's refusal, from its answer: the status where it
 /// says enough (413, 401, 403), else the receiver's own words (remote write
 /// has no codes for out-of-order or too-old samples; Prometheus, Mimir and
-/// VictoriaMetrics word them alike). Never read from our own messages. A
-/// bounded set, for the `cause` label and the hint in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rejection {
-    OutOfBounds,
-    TooOld,
-    OutOfOrder,
-    Duplicate,
-    TooLarge,
-    Unauthorized,
-    Other,
-}
-
+/// VictoriaMetrics word them alike). Never read from our own messages.
 impl Rejection {
     /// The kind of refusal of a response with `status` and `body`.
     pub(crate) fn from_response(status: StatusCode, body: &str) -> Rejection {
@@ -141,19 +131,6 @@ impl Rejection {
             Rejection::Duplicate
         } else {
             Rejection::Other
-        }
-    }
-
-    /// The `cause` label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Rejection::OutOfBounds => "out_of_bounds",
-            Rejection::TooOld => "too_old",
-            Rejection::OutOfOrder => "out_of_order",
-            Rejection::Duplicate => "duplicate",
-            Rejection::TooLarge => "too_large",
-            Rejection::Unauthorized => "unauthorized",
-            Rejection::Other => "other",
         }
     }
 

@@ -8,7 +8,7 @@ use super::proto::{encode_label, read_varint, write_series};
 
 /// The largest buffer a pool keeps between uses (scrape bodies, encoded
 /// samples, compression scratch): one huge scrape does not pin its memory.
-pub const POOL_KEEP_MAX: usize = 16 << 20;
+pub(crate) const POOL_KEEP_MAX: usize = 16 << 20;
 
 /// Encodes sorted labels as the `repeated Label labels = 1` bytes of a TimeSeries.
 pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
@@ -18,7 +18,7 @@ pub fn encode_labels(lbls: &[(String, String)]) -> Box<[u8]> {
 }
 
 /// Appends sorted labels, encoded as in [`encode_labels`], to `out`.
-pub fn encode_into(lbls: &[(String, String)], out: &mut Vec<u8>) {
+pub(crate) fn encode_into(lbls: &[(String, String)], out: &mut Vec<u8>) {
     for (n, v) in lbls {
         encode_label(out, n, v);
     }
@@ -131,7 +131,7 @@ pub fn split_entry(entry: &[u8]) -> Option<(&[u8], f64, i64)> {
 /// The labels in encoded label bytes (as [`encode_labels`] writes them), in
 /// order, borrowed: no decoding into `String`s. Ends early at anything
 /// malformed ([`LabelPairs::is_complete`] tells).
-pub fn label_pairs(labels: &[u8]) -> LabelPairs<'_> {
+pub(crate) fn label_pairs(labels: &[u8]) -> LabelPairs<'_> {
     LabelPairs {
         b: labels,
         i: 0,
@@ -140,7 +140,7 @@ pub fn label_pairs(labels: &[u8]) -> LabelPairs<'_> {
 }
 
 /// See [`label_pairs`].
-pub struct LabelPairs<'a> {
+pub(crate) struct LabelPairs<'a> {
     b: &'a [u8],
     i: usize,
     broken: bool,
@@ -148,7 +148,7 @@ pub struct LabelPairs<'a> {
 
 impl LabelPairs<'_> {
     /// Every label was read (nothing malformed cut the iteration short).
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         !self.broken && self.i >= self.b.len()
     }
 }

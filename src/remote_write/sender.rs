@@ -214,11 +214,11 @@ impl Sender {
         )
     }
 
-    fn cause_labels(&self, cause: &str) -> crate::telemetry::RemoteCauseLabels {
+    fn cause_labels(&self, cause: Rejection) -> crate::telemetry::RemoteCauseLabels {
         crate::telemetry::RemoteCauseLabels {
             remote_name: self.labels.remote_name.clone(),
             url: self.labels.url.clone(),
-            cause: cause.into(),
+            cause,
         }
     }
 
@@ -459,7 +459,7 @@ impl Sender {
     ) {
         self.metrics
             .rejections
-            .get_or_create(&self.cause_labels(cause.as_str()))
+            .get_or_create(&self.cause_labels(cause))
             .inc();
         let first = seen_reasons
             .lock()
@@ -470,7 +470,7 @@ impl Sender {
             tracing::error!(
                 remote_name = %self.name,
                 samples = batch.samples,
-                kind = failure.reason(),
+                kind = failure.kind().as_str(),
                 %reason,
                 "remote write refused a request (4xx); dropping its samples (remote write never retries a 4xx other than 429; further refusals like this are counted, not logged){hint}"
             );
@@ -497,7 +497,7 @@ impl Sender {
             .outage
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .failed(failure.reason());
+            .failed(failure.kind().as_str());
         SendFailed {
             remote: &self.labels,
             failure,

@@ -11,7 +11,7 @@ use crate::remote_write::samples::EncodedSamples;
 /// Health of a target, as shown on `/targets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Health {
+pub(crate) enum Health {
     Unknown,
     Up,
     Down,
@@ -19,7 +19,7 @@ pub enum Health {
 
 /// The latest state of a target (shared with the admin server).
 #[derive(Debug, Clone, Serialize)]
-pub struct TargetStatus {
+pub(crate) struct TargetStatus {
     pub job: String,
     pub instance: String,
     pub url: String,
@@ -47,7 +47,7 @@ pub struct TargetStatus {
 pub(crate) type SharedStatus = Arc<Mutex<TargetStatus>>;
 
 impl TargetStatus {
-    pub fn new(t: &Target) -> Self {
+    pub(crate) fn new(t: &Target) -> Self {
         TargetStatus {
             job: t.job.clone(),
             instance: t.instance.clone(),

@@ -14,7 +14,7 @@ use crate::shard::Sharding;
 
 /// One scrape target, fully resolved from the config.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub job: String,
     /// `host:port` as configured.
     pub instance: String,
@@ -47,7 +47,7 @@ pub struct Target {
 /// Everything that makes a target what it is, compared as values (secrets
 /// included, which no printed form may carry).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetIdentity {
+pub(crate) struct TargetIdentity {
     /// Its scrape config, without the target list (shared by the job's
     /// targets).
     config: Arc<ScrapeConfig>,

@@ -114,7 +114,7 @@ pub async fn http_request_with(
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let client =
-        metrics_relay::http::client(tls, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        metrics_relay::http_client(tls, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -123,7 +123,7 @@ pub async fn http_request_with(
     let resp = tokio::time::timeout(timeout, client.request(req))
         .await
         .map_err(|_| "timeout".to_string())?
-        .map_err(|e| metrics_relay::tls::describe_error(&e))?;
+        .map_err(|e| metrics_relay::describe_error(&e))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()

@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_relay::remote_write::proto::WriteRequest;
+use metrics_relay::WriteRequest;
 use prost::Message;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -114,7 +114,7 @@ impl Pki {
     /// A kubeconfig of one context (`c1`) for `server`, with this CA and
     /// client certificate inline, written as `dir/kubeconfig`.
     pub fn kubeconfig(&self, dir: &Path, server: &str) -> PathBuf {
-        let b = |p: &Path| metrics_relay::kubeconfig::base64_encode(&std::fs::read(p).unwrap());
+        let b = |p: &Path| metrics_relay::base64_encode(&std::fs::read(p).unwrap());
         let p = dir.join("kubeconfig");
         std::fs::write(
             &p,

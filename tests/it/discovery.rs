@@ -234,7 +234,7 @@ impl SecretVolume {
 
 /// A kubeconfig for `server` named cluster `name`, with this client pair.
 fn kubeconfig(pki: &Pki, name: &str, server: &str, cert: &Path, key: &Path) -> String {
-    let b = |p: &Path| metrics_relay::kubeconfig::base64_encode(&std::fs::read(p).unwrap());
+    let b = |p: &Path| metrics_relay::base64_encode(&std::fs::read(p).unwrap());
     format!(
         "apiVersion: v1\nkind: Config\ncurrent-context: {name}-admin\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: {name}-admin\n  context: {{cluster: {name}, user: admin}}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
         b(&pki.ca),

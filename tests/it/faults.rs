@@ -394,7 +394,7 @@ async fn url_credentials_are_used_and_never_shown() {
     .expect("a request with Authorization");
     let want = format!(
         "Basic {}",
-        metrics_relay::kubeconfig::base64_encode(format!("relay-user:{CANARY}").as_bytes())
+        metrics_relay::base64_encode(format!("relay-user:{CANARY}").as_bytes())
     );
     assert_eq!(auth.to_str().unwrap(), want);
     let mut surfaces = vec![

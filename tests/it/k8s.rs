@@ -207,7 +207,7 @@ fn render_direct_and_agent() {
     assert_eq!(kinds, ["Secret", "Service", "Endpoints", "ServiceMonitor"]);
     assert_eq!(
         docs[0]["data"]["tls.crt"],
-        metrics_relay::kubeconfig::base64_encode(&std::fs::read(&pki.client_cert).unwrap())
+        metrics_relay::base64_encode(&std::fs::read(&pki.client_cert).unwrap())
     );
     assert_eq!(docs[2]["subsets"][0]["addresses"][0]["ip"], "192.168.0.10");
     assert_eq!(docs[1]["spec"]["clusterIP"], "None");
@@ -389,18 +389,15 @@ fn render_equals_kustomize_where_they_overlap() {
                 .join("\n")
         };
         let back = config(&rendered)
-            .replace("cluster: \"k\"", metrics_relay::render::ACK_ONE_CLUSTER)
+            .replace("cluster: \"k\"", metrics_relay::ACK_ONE_CLUSTER)
             .replace(
                 "server_name: \"kubernetes\"",
-                metrics_relay::render::ACK_ONE_SERVER_NAME,
+                metrics_relay::ACK_ONE_SERVER_NAME,
             )
-            .replace(
-                "\"192.168.0.10:6443\"",
-                metrics_relay::render::ACK_ONE_TARGET,
-            )
+            .replace("\"192.168.0.10:6443\"", metrics_relay::ACK_ONE_TARGET)
             .replace(
                 "url: \"http://prometheus-operated.monitoring.svc:9090/api/v1/write\"",
-                metrics_relay::render::ACK_ONE_REMOTE_WRITE,
+                metrics_relay::ACK_ONE_REMOTE_WRITE,
             );
         assert_eq!(back, config(&built), "render --mode {mode}'s config");
     }
@@ -789,7 +786,7 @@ fn the_pull_path_ships_protected_and_alone() {
     };
     let a = token(&docs);
     assert_ne!(a, token(&render_mode("pull", &[])));
-    let raw = metrics_relay::kubeconfig::base64_decode(&a).unwrap();
+    let raw = metrics_relay::base64_decode(&a).unwrap();
     assert_eq!(raw.len(), 64, "256 bits, hex");
     let dir = tempfile::tempdir().unwrap();
     let kept = dir.path().join("token");
@@ -887,18 +884,15 @@ fn walkthrough_deploy_and_render_agree() {
             .join("\n")
     };
     let back = rendered
-        .replace(
-            "\"192.168.0.10:6443\"",
-            metrics_relay::render::ACK_ONE_TARGET,
-        )
-        .replace("cluster: \"k\"", metrics_relay::render::ACK_ONE_CLUSTER)
+        .replace("\"192.168.0.10:6443\"", metrics_relay::ACK_ONE_TARGET)
+        .replace("cluster: \"k\"", metrics_relay::ACK_ONE_CLUSTER)
         .replace(
             "server_name: \"kubernetes\"",
-            metrics_relay::render::ACK_ONE_SERVER_NAME,
+            metrics_relay::ACK_ONE_SERVER_NAME,
         )
         .replace(
             "url: \"http://prometheus-operated.monitoring.svc:9090/api/v1/write\"",
-            metrics_relay::render::ACK_ONE_REMOTE_WRITE,
+            metrics_relay::ACK_ONE_REMOTE_WRITE,
         );
     assert_eq!(
         body(&back),
@@ -922,12 +916,11 @@ fn walkthrough_deploy_and_render_agree() {
         .iter()
         .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret.as_str())
         .unwrap();
-    let kc = metrics_relay::kubeconfig::base64_decode(s["data"]["kubeconfig"].as_str().unwrap())
-        .unwrap();
+    let kc = metrics_relay::base64_decode(s["data"]["kubeconfig"].as_str().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("kubeconfig");
     std::fs::write(&f, &kc).unwrap();
-    let c = metrics_relay::kubeconfig::load(&f, None).unwrap();
+    let c = metrics_relay::load_kubeconfig(&f, None).unwrap();
     assert_eq!(c.context, "c1");
     assert_eq!(
         String::from_utf8_lossy(&kc).matches("- name:").count(),

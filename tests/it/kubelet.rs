@@ -45,7 +45,7 @@ use common::payload::control_plane;
 use common::prom::{Prometheus, query, require_prometheus, start_prometheus};
 use common::schema::{dockerfile_instructions, documents, kustomize, quantity};
 use common::{MtlsTarget, Pki, http_request, http_request_with, relay_bin};
-use metrics_relay::kubeconfig::{base64_decode, base64_encode};
+use metrics_relay::{base64_decode, base64_encode};
 
 /// The downward API's `status.hostIP`: node-local targets live here.
 const NODE_IP: &str = "127.0.0.2";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::prom::{query, require_prometheus, start_prometheus};
 use common::{MtlsTarget, Pki, RelayProc, http_get, payload};
-use metrics_relay::exposition::Parser;
+use metrics_relay::Parser;
 
 fn config(pki: &Pki, targets: &[&MtlsTarget], extra: &str) -> String {
     let list: Vec<String> = targets.iter().map(|t| format!("\"{}\"", t.addr)).collect();
@@ -35,7 +35,7 @@ async fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
 
 async fn get_auth(url: &str, authorization: Option<String>) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
-    let client = metrics_relay::http::client(None, Duration::from_secs(2)).unwrap();
+    let client = metrics_relay::http_client(None, Duration::from_secs(2)).unwrap();
     let mut b = hyper::Request::get(url);
     if let Some(a) = authorization {
         b = b.header("authorization", a);

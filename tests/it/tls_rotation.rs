@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{MtlsTarget, Pki, Receiver, RelayProc, wait_for};
 
 fn b64(data: &[u8]) -> String {
-    metrics_relay::kubeconfig::base64_encode(data)
+    metrics_relay::base64_encode(data)
 }
 
 fn relay_config(tls: &str, target: &MtlsTarget, rw: &str) -> String {
