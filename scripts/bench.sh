@@ -4,7 +4,8 @@
 # mode in one run; about 30 minutes on 2 cores), then the fleet-scale cases
 # (scripts/bench_fleet.py: 1 M series, 200 targets, catch-up after a
 # 10-minute outage; about an hour).
-# Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 reuse the newest results files.
+# Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 reuse the newest results files;
+# SUITE_REPS, FLEET_CASES and FLEET_OUTAGE shorten a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Today's peers, built from their Go modules (scripts/peers.sh, cached): the
@@ -47,7 +48,10 @@ if [ "${SKIP_FLEET:-0}" = 1 ]; then
   fleet=$(ls -t bench-results/fleet-*.jsonl | head -n 1)
 else
   fleet=bench-results/fleet-$(date -u +%Y%m%d-%H%M).jsonl
-  python3 scripts/bench_fleet.py "$fleet" --outage 600
+  # FLEET_CASES (comma-separated) and FLEET_OUTAGE (seconds) narrow the
+  # hour-long fleet run; BENCHMARKS.md shows the cases that were run.
+  python3 scripts/bench_fleet.py "$fleet" --outage "${FLEET_OUTAGE:-600}" \
+    --cases "${FLEET_CASES:-fleet-50x20000,fleet-200x5000,catchup-50x20000}"
 fi
 python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt "$fleet" > BENCHMARKS.md.new
 mv BENCHMARKS.md.new BENCHMARKS.md
