@@ -79,14 +79,15 @@ failed=0
 # Four test threads on two cores: most end-to-end tests wait on a scrape
 # interval or a receiver, not on the CPU (the suite takes about half the
 # time it takes with the default of one thread per core).
-threads=${TEST_THREADS:-4}
-cargo test --locked --all-targets --no-fail-fast -- --test-threads "$threads" 2>&1 | tee "$log" || failed=1
+# (RUST_TEST_THREADS, not --test-threads: criterion's benches refuse it.)
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log" || failed=1
 
 echo "==> compatibility pass: the core end-to-end cases against Debian's Prometheus 2.42"
 PROMETHEUS_BIN=$PROMETHEUS2_BIN cargo test --locked --test it --no-fail-fast -- \
   e2e_prometheus:: durability:: pull::servicemonitor_style_prometheus_keeps_target_labels \
   faults::one_bad_timestamp_costs_no_other_target_its_data \
-  dashboards::every_dashboard_query_returns_data --test-threads "$threads" 2>&1 | tee -a "$log" || failed=1
+  dashboards::every_dashboard_query_returns_data 2>&1 | tee -a "$log" || failed=1
 ((failed == 0)) || { echo "tests failed"; exit 1; }
 
 echo "==> the demo (scripts/demo.sh, debug build), and its failure when a port is taken"
