@@ -9,8 +9,25 @@ use std::fmt;
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
+/// `Display` and `EncodeLabelValue` through the type's `as_str`.
+macro_rules! label_text {
+    ($($name:ident),+) => {$(
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, e: &mut LabelValueEncoder) -> fmt::Result {
+                fmt::Write::write_str(e, self.as_str())
+            }
+        }
+    )+};
+}
+
 /// Declares a field-less enum with its label text per variant: `as_str`,
-/// `ALL`, `Display` and `EncodeLabelValue`.
+/// `ALL`, and through [`label_text`], `Display` and `EncodeLabelValue`.
 macro_rules! label_values {
     ($(#[$meta:meta])* $vis:vis enum $name:ident {
         $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
@@ -34,17 +51,7 @@ macro_rules! label_values {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl EncodeLabelValue for $name {
-            fn encode(&self, e: &mut LabelValueEncoder) -> fmt::Result {
-                fmt::Write::write_str(e, self.as_str())
-            }
-        }
+        label_text!($name);
     };
 }
 
@@ -204,24 +211,7 @@ label_values! {
     }
 }
 
-/// Implements `Display` and `EncodeLabelValue` for the two-level enums.
-macro_rules! nested_label_value {
-    ($($name:ident),+) => {$(
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl EncodeLabelValue for $name {
-            fn encode(&self, e: &mut LabelValueEncoder) -> fmt::Result {
-                fmt::Write::write_str(e, self.as_str())
-            }
-        }
-    )+};
-}
-
-nested_label_value!(ScrapeReason, RemoteReason);
+label_text!(ScrapeReason, RemoteReason);
 
 #[cfg(test)]
 mod tests {
