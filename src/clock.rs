@@ -14,9 +14,25 @@ use std::time::SystemTime;
 
 /// Now, in Unix milliseconds (wall clock): what samples are stamped with.
 pub(crate) fn unix_ms() -> i64 {
+    unix_ms_at(SystemTime::now())
+}
+
+/// A wall-clock time in Unix milliseconds (0 before 1970).
+pub(crate) fn unix_ms_at(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Now, in Unix seconds (wall clock): for certificate dates.
+pub(crate) fn unix_secs() -> i64 {
+    unix_ms().div_euclid(1000)
+}
+
+/// Now, in Unix nanoseconds (wall clock): for aligning scrape ticks.
+pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn origin() -> tokio::time::Instant {

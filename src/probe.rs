@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 
@@ -22,16 +22,9 @@ use crate::telemetry::{Metrics, RemoteLabels};
 use crate::tls::{self, Material};
 use crate::x509::{CertInfo, format_time};
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn describe(info: &CertInfo) -> String {
-    let days = (info.not_after - now()) / 86_400;
-    let when = if info.not_after < now() {
+    let days = (info.not_after - crate::clock::unix_secs()) / 86_400;
+    let when = if info.not_after < crate::clock::unix_secs() {
         "EXPIRED".to_string()
     } else {
         format!("in {days} days")
@@ -289,14 +282,14 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             );
             lbls.sort();
             let mut enc = EncodedSamples::default();
-            enc.push(&encode_labels(&lbls), 1.0, now() * 1000);
+            enc.push(&encode_labels(&lbls), 1.0, crate::clock::unix_ms());
             let data = snap::raw::Encoder::new().compress_vec(&enc.buf)?;
             let batch = Batch {
                 seq: 1,
                 data: data.into(),
                 more: Vec::new(),
                 samples: 1,
-                oldest_ms: now() * 1000,
+                oldest_ms: crate::clock::unix_ms(),
                 born: crate::clock::mono_ms(),
                 stream: 0,
             };

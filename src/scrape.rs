@@ -197,12 +197,6 @@ pub(crate) struct ScrapeLoop {
     duplicates: u64,
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl ScrapeLoop {
     pub(crate) fn new(
         target: Arc<Target>,
@@ -259,10 +253,7 @@ impl ScrapeLoop {
         self.target.url.to_string().hash(&mut h);
         let iv = self.target.interval.as_nanos().max(1) as u64;
         let offset = h.finish() % iv;
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+        let now = crate::clock::unix_nanos();
         let base = iv - now % iv;
         Duration::from_nanos((base + offset) % iv)
     }
@@ -296,7 +287,7 @@ impl ScrapeLoop {
                 break;
             }
         }
-        let now = unix_ms(SystemTime::now());
+        let now = crate::clock::unix_ms();
         self.out.clear();
         self.out.scraped_at_ms = now;
         self.out.stream = self.target.stream;
@@ -450,7 +441,7 @@ impl ScrapeLoop {
 
     async fn scrape_with_buffers(&mut self) -> Option<String> {
         let started = SystemTime::now();
-        let ts = unix_ms(started);
+        let ts = crate::clock::unix_ms_at(started);
         let t0 = Instant::now();
         let timeout = self.target.timeout;
         let fetched = match tokio::time::timeout(timeout, self.fetch()).await {

@@ -209,10 +209,7 @@ pub(crate) fn client_config_from(m: &Material) -> Result<ClientConfig, TlsError>
         (Some(cert), Some(key)) => {
             let chain = parse_certs("cert_file", cert)?;
             if let Some(info) = chain.first().and_then(crate::x509::CertInfo::parse) {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let now = crate::clock::unix_secs();
                 if info.not_after < now {
                     return Err(TlsError::ClientAuth(format!(
                         "the client certificate {} ({}) expired at {}",

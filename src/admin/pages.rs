@@ -10,10 +10,7 @@ pub(super) fn html_escape(s: &str) -> String {
 }
 
 pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = crate::clock::unix_ms() as f64 / 1000.0;
     let up = targets.iter().filter(|t| t.health == Health::Up).count();
     let mut h = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>metrics-relay targets</title><style>\

@@ -13,7 +13,7 @@
 //! message, since sending it again can never succeed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, Uri};
@@ -305,7 +305,7 @@ impl Sender {
             let window = JOIN_WAIT.min(qc.batch_send_deadline.0).as_millis() as i64;
             while deadline.is_none() && q.is_durable() && !full && samples < max {
                 let until = oldest_ms.saturating_add(window);
-                let left = until.saturating_sub(now_ms());
+                let left = until.saturating_sub(crate::clock::unix_ms());
                 // (A batch with no scrape time never waits.)
                 if left <= 0 || left > window {
                     break;
@@ -319,7 +319,9 @@ impl Sender {
                     Some((n, f, o)) => (samples, full, oldest_ms) = (n, f, o),
                     None => break,
                 }
-                if cancel.is_cancelled() || now_ms() >= oldest_ms.saturating_add(window) {
+                if cancel.is_cancelled()
+                    || crate::clock::unix_ms() >= oldest_ms.saturating_add(window)
+                {
                     break;
                 }
             }
@@ -431,7 +433,7 @@ impl Sender {
             .inc_by(batch.len() as u64);
         m.last_send_timestamp
             .get_or_create(&self.labels)
-            .set(now_ms() as f64 / 1000.0);
+            .set(crate::clock::unix_ms() as f64 / 1000.0);
         let recovered = self
             .outage
             .lock()
@@ -547,12 +549,6 @@ const JOIN_WAIT: Duration = Duration::from_secs(1);
 /// Bytes of a receiver's answer read (as Prometheus, which reads 1 KiB of
 /// an error body for its log line).
 const REPLY_KEEP: usize = 1024;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Remembers which kinds of rejection were logged, so each distinct reason
 /// is logged once (the receiver's message without its numbers, which differ
