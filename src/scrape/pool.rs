@@ -35,8 +35,11 @@ impl<T: Default> Pool<T> {
     where
         T: Retained,
     {
-        // A buffer that grew for one huge scrape is freed, not kept.
-        if v.retained() > POOL_KEEP_MAX {
+        // A buffer that grew for one huge scrape is freed, not kept. An
+        // empty one (a slot handed back after its buffer already was) is
+        // not kept either: taken first (last in, first out), it would make
+        // the next scrape grow a new buffer while a grown one sits idle.
+        if v.retained() == 0 || v.retained() > POOL_KEEP_MAX {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
@@ -66,3 +69,29 @@ impl Retained for EncodedSamples {
 
 pub(super) static BYTES: Pool<Vec<u8>> = Pool::new();
 pub(super) static SAMPLES: Pool<EncodedSamples> = Pool::new();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_buffer_given_back_never_hides_a_grown_one() {
+        let pool: Pool<Vec<u8>> = Pool::new();
+        pool.give(Vec::with_capacity(4096));
+        // A scrape gives its buffers back twice: once grown, once emptied.
+        pool.give(Vec::new());
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        assert!(
+            pool.take().capacity() >= 4096,
+            "the grown buffer comes back"
+        );
+        assert_eq!(pool.take().capacity(), 0, "then a new one");
+    }
+
+    #[test]
+    fn a_buffer_past_the_keep_limit_is_freed() {
+        let pool: Pool<Vec<u8>> = Pool::new();
+        pool.give(Vec::with_capacity(POOL_KEEP_MAX + 1));
+        assert!(pool.free.lock().unwrap().is_empty());
+    }
+}
