@@ -328,9 +328,8 @@ remote_write:
     let start = t0 + 2.0 * INTERVAL_S as f64;
     let iv = INTERVAL_S as i64 * 1000;
     // What VictoriaMetrics accepted becomes searchable a moment later: wait
-    // until every series reaches the end of the window (or give up and let
-    // the gap check say what is missing).
-    let mut got = HashMap::new();
+    // (with a deadline) until every series reaches the end of the window, or
+    // give up and let the gap check say what is missing.
     let caught_up = |got: &HashMap<String, Vec<i64>>| {
         got.len() == n
             && got.values().all(|ts| {
@@ -338,13 +337,11 @@ remote_write:
                     .is_some_and(|&l| l >= (t_end * 1000.0) as i64 - 2 * iv)
             })
     };
-    for _ in 0..50 {
-        got = exported(&vm, start, t_end).await;
-        if caught_up(&got) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_async(Duration::from_secs(10), || async {
+        caught_up(&exported(&vm, start, t_end).await)
+    })
+    .await;
+    let got = exported(&vm, start, t_end).await;
     assert_eq!(got.len(), n, "series of fleet_value: {:?}", got.keys());
     for (inst, ts) in &got {
         let mut edges = vec![(start * 1000.0) as i64];
