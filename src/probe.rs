@@ -23,8 +23,9 @@ use crate::tls::{self, Material};
 use crate::x509::{CertInfo, format_time};
 
 fn describe(info: &CertInfo) -> String {
-    let days = (info.not_after - crate::clock::unix_secs()) / 86_400;
-    let when = if info.not_after < crate::clock::unix_secs() {
+    let now = crate::clock::unix_secs();
+    let days = (info.not_after - now) / 86_400;
+    let when = if info.not_after < now {
         "EXPIRED".to_string()
     } else {
         format!("in {days} days")

@@ -363,20 +363,12 @@ fn resolve_target(
     if scheme != "http" && scheme != "https" {
         return Err(TargetError::Scheme(scheme));
     }
-    let interval =
-        crate::units::parse_duration(&get(&lbls, "__scrape_interval__")).map_err(|source| {
-            TargetError::Duration {
-                label: "__scrape_interval__",
-                source,
-            }
-        })?;
-    let timeout =
-        crate::units::parse_duration(&get(&lbls, "__scrape_timeout__")).map_err(|source| {
-            TargetError::Duration {
-                label: "__scrape_timeout__",
-                source,
-            }
-        })?;
+    let duration = |label: &'static str| {
+        crate::units::parse_duration(&get(&lbls, label))
+            .map_err(|source| TargetError::Duration { label, source })
+    };
+    let interval = duration("__scrape_interval__")?;
+    let timeout = duration("__scrape_timeout__")?;
     if interval.is_zero() || timeout.is_zero() || timeout > interval {
         return Err(TargetError::Timeout { timeout, interval });
     }
