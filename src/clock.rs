@@ -66,10 +66,13 @@ mod tests {
 
     #[test]
     fn monotonic_time_moves_forward_and_ages_from_the_past() {
+        // The wall clock first: `mono_born` then judges the age against a
+        // later wall time, so a pause between the two reads (a loaded
+        // machine) can only make the result earlier, never later than `a`.
+        let now = unix_ms();
         let a = mono_ms();
         let b = mono_ms();
         assert!(a >= 1 && b >= a);
-        let now = unix_ms();
         assert!(
             mono_born(now - 7_200_000) <= a - 7_200_000 + 5,
             "two hours old"
