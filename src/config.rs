@@ -279,6 +279,26 @@ pub struct RemoteWriteConfig {
     /// is split whatever this says: it refused the size, not the data.
     #[serde(default)]
     pub split_refused_requests: bool,
+    /// Prometheus's key: the message sent, `prometheus.WriteRequest`
+    /// (remote write 1.0, the default, as in Prometheus) or
+    /// `io.prometheus.write.v2.Request` (2.0, falling back to 1.0 for a
+    /// receiver that does not speak it); extension: `auto`, the best the
+    /// receiver takes of 2.0, 1.0 with zstd (VictoriaMetrics) and 1.0 with
+    /// snappy, negotiated on the first requests (`remote_write::wire`).
+    #[serde(default)]
+    pub protobuf_message: ProtobufMessage,
+}
+
+/// `remote_write[].protobuf_message`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum ProtobufMessage {
+    #[default]
+    #[serde(rename = "prometheus.WriteRequest")]
+    V1,
+    #[serde(rename = "io.prometheus.write.v2.Request")]
+    V2,
+    #[serde(rename = "auto")]
+    Auto,
 }
 
 /// Extension: where and how much a destination's queue may keep on disk.

@@ -67,6 +67,9 @@ pub use probe::probe;
 pub use relabel::RelabelConfig;
 pub use relay::{Checked, RelayError, RunOptions, check, run};
 pub use remote_write::proto::WriteRequest;
+pub use remote_write::v2::{
+    Metadata as V2Metadata, Request as V2Request, Sample as V2Sample, TimeSeries as V2TimeSeries,
+};
 // The encoder's entry format, for the fuzz example's round-trip check.
 pub use remote_write::samples::{EncodedSamples, encode_labels, split_entry};
 pub use render::{

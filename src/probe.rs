@@ -60,6 +60,8 @@ enum ProbeError {
     Sender(#[from] crate::remote_write::SenderError),
     #[error("compressing the test sample: {0}")]
     Snappy(#[from] snap::Error),
+    #[error("encoding the test sample: {0}")]
+    Encode(#[from] crate::remote_write::wire::EncodeError),
 }
 
 /// What a probe says when the API server's SLB never answers a handshake.
@@ -287,14 +289,17 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
             let data = snap::raw::Encoder::new().compress_vec(&enc.buf)?;
             let batch = Batch {
                 seq: 1,
-                data: data.into(),
-                more: Vec::new(),
+                parts: vec![crate::remote_write::wire::Stored {
+                    codec: crate::remote_write::codec::Codec::Snappy,
+                    data: data.into(),
+                }],
                 samples: 1,
                 oldest_ms: crate::clock::unix_ms(),
                 born: crate::clock::mono_ms(),
                 stream: 0,
             };
-            Ok::<_, ProbeError>(sender.attempt(&batch).await)
+            let mut encoder = crate::remote_write::wire::Encoder::default();
+            Ok::<_, ProbeError>(sender.attempt(&batch, &mut encoder, &mut None).await?)
         }
         .await;
         match result {

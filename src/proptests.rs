@@ -297,7 +297,8 @@ fn damaged_queue_files_recover_to_intact_batches_in_order() {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 2048, 1 << 30).unwrap();
             for (i, b) in written.iter().enumerate() {
-                log.append(b, 1, i as i64, 0).unwrap();
+                log.append(b, crate::remote_write::codec::Codec::Zstd, 1, i as i64, 0)
+                    .unwrap();
             }
         }
         let mut files: Vec<_> = std::fs::read_dir(d.path())
@@ -318,7 +319,7 @@ fn damaged_queue_files_recover_to_intact_batches_in_order() {
         let mut next = 0;
         let mut read = 0;
         while let Some(m) = log.front() {
-            let got = log.read(&m).unwrap().to_vec();
+            let got = log.read(&m).unwrap().data.to_vec();
             let at = written[next..]
                 .iter()
                 .position(|w| *w == got)

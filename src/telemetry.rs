@@ -45,6 +45,15 @@ pub(crate) struct RemoteReasonLabels {
     pub reason: RemoteReason,
 }
 
+/// A destination's wire format (see `remote_write::wire`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RemoteFormatLabels {
+    pub remote_name: String,
+    pub url: String,
+    pub protobuf_message: &'static str,
+    pub compression: &'static str,
+}
+
 /// A receiver's refusal, by kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RemoteCauseLabels {
@@ -137,6 +146,9 @@ pub(crate) struct Metrics {
     pub tls_cert_expiry: Family<TlsLabels, FGauge>,
     pub tls_reloads: Family<TlsResultLabels, Counter>,
     pub rejections: Family<RemoteCauseLabels, Counter>,
+    pub remote_format: Family<RemoteFormatLabels, Gauge>,
+    pub samples_written: Family<RemoteLabels, Counter>,
+    pub bytes_stored: Family<RemoteLabels, Counter>,
     pub samples_out_of_bounds: Family<TargetLabels, Counter>,
     pub samples_duplicate: Family<TargetLabels, Counter>,
     pub samples_out_of_order: Family<TargetLabels, Counter>,
@@ -337,6 +349,21 @@ impl Metrics {
             rejections: reg!(
                 "remote_write_rejections",
                 "Write requests the receiver refused for good (4xx), by cause read from its message: out_of_bounds, too_old, out_of_order, duplicate, too_large, unauthorized, other.",
+                Family::default()
+            ),
+            remote_format: reg!(
+                "remote_write_format",
+                "1 for the wire format the destination uses now (protobuf_message, compression), 0 for the ones it may use or has left: the result of the negotiation of remote_write[].protobuf_message.",
+                Family::default()
+            ),
+            samples_written: reg!(
+                "remote_write_samples_written",
+                "Samples the receiver says it wrote (remote write 2.0's X-Prometheus-Remote-Write-Samples-Written header).",
+                Family::default()
+            ),
+            bytes_stored: reg!(
+                "remote_write_bytes_stored",
+                "Bytes of batches put in the destination's queue, as stored (the queue's codec: snappy in memory, zstd on disk).",
                 Family::default()
             ),
             samples_out_of_bounds: reg!(

@@ -3,19 +3,26 @@
 //! # Format
 //! A queue directory holds segment files named by a 20-digit, zero-padded,
 //! increasing number (`00000000000000000001.seg`), one `ack` file and one
-//! `lock` file. A segment starts with the 8 bytes `MRQSEG2\n` and is a
-//! sequence of records:
+//! `lock` file. A segment starts with the 8 bytes `MRQSEG3\n` (the format
+//! version is its seventh byte) and is a sequence of records:
 //!
 //! ```text
 //! u32 LE  magic 0x5251524D ("MRQR"): where a record starts
 //! u32 LE  payload length (n)
 //! u32 LE  CRC-32 (IEEE) of the length's 4 bytes and the payload
-//! n bytes payload = u64 LE seq | u32 LE samples | i64 LE oldest sample ms | batch
+//! n bytes payload = u64 LE seq | u32 LE samples | i64 LE oldest sample ms
+//!                   | u8 codec | batch
 //! ```
 //!
-//! where `batch` is a sealed, snappy-compressed remote-write request, ready to
-//! send as is. Segments written before the magic existed (no file header,
-//! records `u32 len | u32 CRC of the payload | payload`) are still read.
+//! where `batch` is a remote-write 1.0 `WriteRequest` compressed by the
+//! storage codec the tag names (1 snappy, 2 zstd: see
+//! [`crate::remote_write::codec`]); the sender transcodes it to the wire
+//! format its destination speaks. Older segments are still read:
+//! `MRQSEG2\n` segments (the same records without the codec byte, snappy),
+//! and segments written before the magic existed (no file header, records
+//! `u32 len | u32 CRC of the payload | payload`, snappy). A new segment is
+//! always written in the current version; a record with an unknown codec
+//! tag is damage (counted and skipped).
 //! `ack` holds `u64 LE seq | u32 LE CRC-32 of those 8 bytes`: every record
 //! with a sequence number up to `seq` was acknowledged (or given up on and
 //! counted) and may be deleted. It is replaced atomically (write a temp file,
@@ -77,19 +84,29 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::codec::Codec;
+use super::wire::Stored;
+
 mod recover;
 use recover::record_ok;
 mod space;
 
-/// First bytes of a segment in the current format.
-const SEG_MAGIC: &[u8; 8] = b"MRQSEG2\n";
+/// First bytes of a segment in the current format (version 3).
+const SEG_MAGIC: &[u8; 8] = b"MRQSEG3\n";
+/// First bytes of a version 2 segment (records without a codec byte).
+const SEG_MAGIC_V2: &[u8; 8] = b"MRQSEG2\n";
 /// First bytes of every record in the current format ("MRQR").
 const REC_MAGIC: u32 = 0x5251_524D;
 /// Record header: magic, length, CRC.
 const HEADER: usize = 12;
 /// Record header of segments without [`SEG_MAGIC`]: length, CRC.
 const HEADER_V1: usize = 8;
+/// Record meta before the batch: seq, samples, oldest ms (versions 1, 2).
 const META: usize = 8 + 4 + 8;
+/// Record meta of version 3: [`META`] and the codec byte.
+const META_V3: usize = META + 1;
+/// The version of [`SEG_MAGIC`].
+const VERSION: u8 = 3;
 /// Records larger than this are treated as corruption (a batch is far smaller).
 const MAX_RECORD: usize = 256 << 20;
 /// Segment size bounds (see [`SegmentLog::open`]).
@@ -113,6 +130,10 @@ pub(crate) struct RecordMeta {
     pub stream: u64,
     /// Header length: [`HEADER`], or [`HEADER_V1`] in an old segment.
     header: u8,
+    /// Meta length: [`META_V3`], or [`META`] in an old segment.
+    meta: u8,
+    /// How the batch is compressed.
+    pub codec: Codec,
 }
 
 impl RecordMeta {
@@ -176,8 +197,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
 struct Segment {
     n: u64,
     size: u64,
-    /// Written in the old format (no magic): never appended to again.
-    v1: bool,
+    /// Format version (1: no magic, 2, 3): an older one is never
+    /// appended to again.
+    version: u8,
     /// Bytes after the segment header punched out (delivered records given
     /// back to a full disk; they read as zeros).
     punched: u64,
@@ -251,22 +273,24 @@ impl SegmentLog {
     pub(crate) fn append(
         &mut self,
         batch: &[u8],
+        codec: Codec,
         samples: u32,
         oldest_ms: i64,
         stream: u64,
     ) -> Result<u64, DiskError> {
         let seq = self.next_seq;
-        let mut meta = [0u8; META];
+        let mut meta = [0u8; META_V3];
         meta[..8].copy_from_slice(&seq.to_le_bytes());
         meta[8..12].copy_from_slice(&samples.to_le_bytes());
-        meta[12..].copy_from_slice(&oldest_ms.to_le_bytes());
-        let payload_len = META + batch.len();
+        meta[12..20].copy_from_slice(&oldest_ms.to_le_bytes());
+        meta[20] = codec.tag();
+        let payload_len = META_V3 + batch.len();
         let len_bytes = (payload_len as u32).to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&len_bytes);
         crc.update(&meta);
         crc.update(batch);
-        let mut head = [0u8; HEADER + META];
+        let mut head = [0u8; HEADER + META_V3];
         head[..4].copy_from_slice(&REC_MAGIC.to_le_bytes());
         head[4..8].copy_from_slice(&len_bytes);
         head[8..12].copy_from_slice(&crc.finalize().to_le_bytes());
@@ -309,6 +333,8 @@ impl SegmentLog {
             born: crate::clock::mono_born(oldest_ms),
             stream,
             header: HEADER as u8,
+            meta: META_V3 as u8,
+            codec,
         });
         Ok(seq)
     }
@@ -318,7 +344,7 @@ impl SegmentLog {
     fn write_record(&mut self, head: &[u8], batch: &[u8]) -> Result<(u64, u64), DiskError> {
         let need_new = match self.segments.back() {
             None => true,
-            Some(s) => s.size >= self.segment_size || self.active.is_none() || s.v1,
+            Some(s) => s.size >= self.segment_size || self.active.is_none() || s.version != VERSION,
         };
         if need_new {
             self.rotate()?;
@@ -371,7 +397,7 @@ impl SegmentLog {
     /// Reads a record's batch back from disk, checking its CRC. An I/O
     /// error (too many open files, EIO) is [`DiskError::Io`] and worth
     /// retrying; damage is [`DiskError::Corrupt`].
-    pub(crate) fn read(&self, m: &RecordMeta) -> Result<Bytes, DiskError> {
+    pub(crate) fn read(&self, m: &RecordMeta) -> Result<Stored, DiskError> {
         let path = seg_name(&self.dir, m.segment);
         let mut f = File::open(&path).map_err(io(&path))?;
         f.seek(SeekFrom::Start(m.offset)).map_err(io(&path))?;
@@ -388,7 +414,10 @@ impl SegmentLog {
             return Err(DiskError::Corrupt { seq: m.seq, path });
         }
         let mut buf = Bytes::from(buf);
-        Ok(buf.split_off(h + META))
+        Ok(Stored {
+            codec: m.codec,
+            data: buf.split_off(h + usize::from(m.meta)),
+        })
     }
 
     /// Acknowledges every record up to and including `seq`, persists the ack
@@ -588,7 +617,7 @@ mod tests {
     fn drain(log: &mut SegmentLog) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(m) = log.front() {
-            out.push(log.read(&m).unwrap().to_vec());
+            out.push(log.read(&m).unwrap().data.to_vec());
             log.ack(m.seq).unwrap();
         }
         out
@@ -599,7 +628,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (mut log, _) = open(d.path());
         for i in 0..20 {
-            log.append(&batch(i), 10, i as i64, 0).unwrap();
+            log.append(&batch(i), Codec::Zstd, 10, i as i64, 0).unwrap();
         }
         assert!(log.segments() > 3, "rotated: {}", log.segments());
         assert_eq!(log.samples(), 200);
@@ -615,7 +644,7 @@ mod tests {
         {
             let (mut log, _) = open(d.path());
             for i in 0..10 {
-                log.append(&batch(i), 1, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 1, 0, 0).unwrap();
             }
             for _ in 0..4 {
                 let m = log.front().unwrap();
@@ -626,7 +655,7 @@ mod tests {
         assert_eq!(rec.records, 6);
         assert_eq!(drain(&mut log), (4..10).map(batch).collect::<Vec<_>>());
         // Sequence numbers continue after a restart.
-        let seq = log.append(&batch(99), 1, 0, 0).unwrap();
+        let seq = log.append(&batch(99), Codec::Zstd, 1, 0, 0).unwrap();
         assert_eq!(seq, 11);
     }
 
@@ -636,7 +665,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 1, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -649,7 +678,7 @@ mod tests {
         assert_eq!((rec.torn, rec.records), (1, 3));
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
         // New appends after the repair read back fine.
-        log.append(&batch(3), 1, 0, 0).unwrap();
+        log.append(&batch(3), Codec::Zstd, 1, 0, 0).unwrap();
         assert_eq!(drain(&mut log), (0..4).map(batch).collect::<Vec<_>>());
     }
 
@@ -659,7 +688,7 @@ mod tests {
         {
             let (mut log, _) = open(d.path());
             for i in 0..12 {
-                log.append(&batch(i), 7, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 7, 0, 0).unwrap();
             }
         }
         // Flip a byte inside the second record of segment 1 (a closed one).
@@ -686,7 +715,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..20 {
-                log.append(&batch(i), 55, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 55, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -723,7 +752,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..10 {
-                log.append(&batch(i), 3, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 3, 0, 0).unwrap();
             }
         }
         let seg = seg_name(d.path(), 1);
@@ -756,8 +785,70 @@ mod tests {
         let (mut log, rec) = open(d.path());
         assert_eq!((rec.records, rec.samples), (3, 6));
         // New records go to a new segment in the new format.
-        assert_eq!(log.append(&batch(4), 1, 0, 0).unwrap(), 4);
+        assert_eq!(log.append(&batch(4), Codec::Zstd, 1, 0, 0).unwrap(), 4);
         assert_eq!(drain(&mut log), (1..=4).map(batch).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn version_2_segments_are_read_as_snappy_beside_version_3_ones() {
+        let d = tempfile::tempdir().unwrap();
+        // A version 2 segment: the magic, then `MRQR | len | crc | payload`
+        // records whose payload has no codec byte.
+        let mut v2 = SEG_MAGIC_V2.to_vec();
+        for seq in 1..=2u64 {
+            let mut payload = seq.to_le_bytes().to_vec();
+            payload.extend_from_slice(&5u32.to_le_bytes());
+            payload.extend_from_slice(&0i64.to_le_bytes());
+            payload.extend_from_slice(&batch(seq));
+            let len = (payload.len() as u32).to_le_bytes();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&len);
+            crc.update(&payload);
+            v2.extend_from_slice(&REC_MAGIC.to_le_bytes());
+            v2.extend_from_slice(&len);
+            v2.extend_from_slice(&crc.finalize().to_le_bytes());
+            v2.extend_from_slice(&payload);
+        }
+        std::fs::write(seg_name(d.path(), 1), &v2).unwrap();
+        let (mut log, rec) = open(d.path());
+        assert_eq!((rec.records, rec.samples, rec.corrupt), (2, 10, 0));
+        assert_eq!(log.append(&batch(3), Codec::Zstd, 1, 0, 0).unwrap(), 3);
+        assert_eq!(log.segments(), 2, "appended to a new version 3 segment");
+        let codecs: Vec<Codec> = log.records().map(|m| m.codec).collect();
+        assert_eq!(codecs, [Codec::Snappy, Codec::Snappy, Codec::Zstd]);
+        drop(log);
+        // Reopened, each record keeps its codec.
+        let (mut log, _) = open(d.path());
+        let codecs: Vec<Codec> = log.records().map(|m| m.codec).collect();
+        assert_eq!(codecs, [Codec::Snappy, Codec::Snappy, Codec::Zstd]);
+        assert_eq!(drain(&mut log), (1..=3).map(batch).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_record_with_an_unknown_codec_is_damage() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = open(d.path());
+            for i in 0..3 {
+                log.append(&batch(i), Codec::Zstd, 4, 0, 0).unwrap();
+            }
+        }
+        // Rewrite record 2's codec byte to 9, with a CRC that matches: a
+        // record from a future version this one cannot read.
+        let seg = seg_name(d.path(), 1);
+        let mut data = std::fs::read(&seg).unwrap();
+        let metas = super::recover::scan(1, &data, 0).records;
+        let at = metas[1].offset as usize;
+        let len = metas[1].len as usize;
+        data[at + HEADER + META] = 9;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&data[at + 4..at + 8]);
+        crc.update(&data[at + HEADER..at + HEADER + len]);
+        data[at + 8..at + 12].copy_from_slice(&crc.finalize().to_le_bytes());
+        std::fs::write(&seg, &data).unwrap();
+        let (mut log, rec) = open(d.path());
+        assert_eq!((rec.corrupt, rec.lost_records), (1, 1), "{rec:?}");
+        assert_eq!(drain(&mut log), vec![batch(0), batch(2)]);
     }
 
     #[test]
@@ -787,7 +878,7 @@ mod tests {
         let (mut appended, mut dropped) = (0u64, 0u64);
         // Nothing acknowledged (a receiver that never answers): 5 MiB in.
         for i in 0..500 {
-            log.append(&big, 10, i, 0).unwrap();
+            log.append(&big, Codec::Zstd, 10, i, 0).unwrap();
             appended += 10;
             dropped += log.take_drops().max_size.1;
             let on_disk: u64 = std::fs::read_dir(d.path())
@@ -815,7 +906,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 16 << 20, 1 << 30).unwrap();
             for i in 0..10 {
-                log.append(&batch(i), 2, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 2, 0, 0).unwrap();
             }
             // Six delivered, four not: the segment cannot be deleted.
             let sixth = log.records().nth(5).unwrap().seq;
@@ -845,7 +936,7 @@ mod tests {
         let (mut log, _) = SegmentLog::open(d.path(), 16 << 20, max).unwrap();
         let big = vec![7u8; 10_000];
         for i in 0..500 {
-            let seq = log.append(&big, 10, i, 0).unwrap();
+            let seq = log.append(&big, Codec::Zstd, 10, i, 0).unwrap();
             log.ack(seq).unwrap();
             assert!(
                 log.disk_bytes() <= max / 16 + 20_000,
@@ -866,7 +957,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 1, 0, 0).unwrap();
             }
             let m = log.front().unwrap();
             log.ack(m.seq).unwrap();
@@ -891,7 +982,7 @@ mod tests {
         {
             let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
             for i in 0..3 {
-                log.append(&batch(i), 1, 0, 0).unwrap();
+                log.append(&batch(i), Codec::Zstd, 1, 0, 0).unwrap();
             }
             let m = log.front().unwrap();
             log.ack(m.seq).unwrap();
@@ -909,7 +1000,7 @@ mod tests {
         write_ack(d.path(), 500).unwrap();
         let (mut log, _) = open(d.path());
         assert!(log.is_empty());
-        let seq = log.append(&batch(1), 1, 0, 0).unwrap();
+        let seq = log.append(&batch(1), Codec::Zstd, 1, 0, 0).unwrap();
         assert_eq!(seq, 501);
         assert_eq!(drain(&mut log), vec![batch(1)]);
     }
@@ -921,11 +1012,11 @@ mod tests {
         // The next segment file lands on /dev/full: writes fail with ENOSPC.
         let next = log.segments.back().map_or(1, |s| s.n + 1);
         std::os::unix::fs::symlink("/dev/full", seg_name(d.path(), next)).unwrap();
-        let e = log.append(&batch(0), 1, 0, 0).unwrap_err();
+        let e = log.append(&batch(0), Codec::Zstd, 1, 0, 0).unwrap_err();
         assert!(e.to_string().contains("No space left"), "{e}");
         // The failed segment is abandoned; the next append starts a real one.
-        log.append(&batch(1), 1, 0, 0).unwrap();
-        log.append(&batch(2), 1, 0, 0).unwrap();
+        log.append(&batch(1), Codec::Zstd, 1, 0, 0).unwrap();
+        log.append(&batch(2), Codec::Zstd, 1, 0, 0).unwrap();
         assert_eq!(drain(&mut log), vec![batch(1), batch(2)]);
         assert!(
             std::fs::symlink_metadata(seg_name(d.path(), next))
@@ -940,7 +1031,7 @@ mod tests {
     fn read_detects_corruption_after_open() {
         let d = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(d.path(), 1 << 20, 1 << 30).unwrap();
-        log.append(&batch(0), 1, 0, 0).unwrap();
+        log.append(&batch(0), Codec::Zstd, 1, 0, 0).unwrap();
         let m = log.front().unwrap();
         let seg = seg_name(d.path(), 1);
         let mut data = std::fs::read(&seg).unwrap();

@@ -2,8 +2,10 @@
 //!
 //! Scrape tasks [`Queue::append`] their encoded samples; the open batch (an
 //! uncompressed `WriteRequest` body under construction) is sealed, snappy
-//! block-compressed once, when it reaches `max_samples_per_send` or when it is
-//! older than `batch_send_deadline`. Sealed batches wait in FIFO order for the
+//! compressed once, when it reaches `max_samples_per_send` or when it is
+//! older than `batch_send_deadline`, compressed by the queue's storage codec
+//! (memory: snappy, posted as is to a 1.0 destination; disk: zstd, about a
+//! third of the bytes; see [`crate::remote_write::codec`]). Sealed batches wait in FIFO order for the
 //! sender's workers, each of which [`Queue::take`]s a request (a lease on
 //! one or more batches), sends it (retrying as long as it takes) and
 //! completes it. Samples of one series are appended in scrape order by one
@@ -40,11 +42,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::codec::{Codec, Compressor};
 use super::disk::{DiskError, Recovery, SegmentLog};
-use super::proto::read_varint;
 use super::samples::EncodedSamples;
+use super::wire::Stored;
 use crate::events::{DropReason, SamplesDropped};
-use crate::http::Chunks;
 use crate::metric_labels::{Corruption, RemoteReason};
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
@@ -54,14 +56,14 @@ mod produce;
 
 pub(crate) use lease::Lease;
 
-/// A sealed, compressed write request.
+/// One or more sealed batches, as stored, to be sent as one request (the
+/// sender encodes them in its wire format: [`crate::remote_write::wire`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Batch {
+    /// The sequence number of its last part.
     pub seq: u64,
-    /// The request body, or its first part when `more` has the rest.
-    pub data: Bytes,
-    /// Further parts of a joined request (see [`join_snappy`]).
-    pub more: Vec<Bytes>,
+    /// The queued batches it joins, in order.
+    pub parts: Vec<Stored>,
     pub samples: usize,
     /// Start (ms) of the oldest scrape in the batch.
     pub oldest_ms: i64,
@@ -72,23 +74,14 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Size of the request body.
-    pub(crate) fn len(&self) -> usize {
-        self.data.len() + self.more.iter().map(Bytes::len).sum::<usize>()
+    /// Stored bytes.
+    pub(crate) fn stored_len(&self) -> usize {
+        self.parts.iter().map(|p| p.data.len()).sum()
     }
 
     /// How many queued batches (scrape records) the request holds.
     pub(crate) fn parts(&self) -> usize {
-        self.more.len().max(1)
-    }
-
-    /// The request body, its parts in order (nothing copied).
-    pub(crate) fn body(&self) -> Chunks {
-        let mut c = Chunks::from(self.data.clone());
-        for b in &self.more {
-            c.push(b.clone());
-        }
-        c
+        self.parts.len().max(1)
     }
 }
 
@@ -118,7 +111,7 @@ enum Storage {
         last_error_log: Option<Instant>,
         /// The newest unsent batches also kept in memory (at most
         /// [`HOT_BYTES`]), so a sender that keeps up never reads the disk.
-        hot: VecDeque<(u64, Bytes)>,
+        hot: VecDeque<(u64, Stored)>,
         hot_bytes: usize,
     },
 }
@@ -135,9 +128,9 @@ struct Inner {
     open_since: Option<Instant>,
     open_oldest_ms: i64,
     storage: Storage,
-    encoder: snap::raw::Encoder,
-    /// The encoder's output for one piece, reused (see [`crate::remote_write::snappy`]).
-    scratch: Vec<u8>,
+    /// The storage codec: snappy in memory, zstd on disk.
+    codec: Codec,
+    compressor: Compressor,
     /// A batch's compressed bytes, reused.
     compressed: Vec<u8>,
     /// When reading the front batch last failed for a reason other than
@@ -198,6 +191,10 @@ impl Queue {
         labels: RemoteLabels,
     ) -> Result<(Self, Option<Recovery>), DiskError> {
         let mut recovered_until = 0;
+        let codec = match storage {
+            StorageConfig::Memory { .. } => Codec::Snappy,
+            StorageConfig::Disk { .. } => Codec::Zstd,
+        };
         let (storage, recovery) = match storage {
             StorageConfig::Memory { max_samples } => (
                 Storage::Memory {
@@ -234,8 +231,8 @@ impl Queue {
                 open_since: None,
                 open_oldest_ms: i64::MAX,
                 storage,
-                encoder: snap::raw::Encoder::new(),
-                scratch: Vec::new(),
+                codec,
+                compressor: Compressor::default(),
                 compressed: Vec::new(),
                 read_failed_at: None,
                 open_stream: 0,
@@ -311,7 +308,7 @@ impl Queue {
             } => (
                 batches.len(),
                 *samples,
-                batches.iter().map(|b| b.data.len() as u64).sum(),
+                batches.iter().map(|b| b.stored_len() as u64).sum(),
                 0,
                 batches.front().map(|b| b.oldest_ms),
             ),
@@ -360,7 +357,6 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use super::consume::join_snappy;
     use super::*;
     use crate::remote_write::proto::WriteRequest;
     use crate::remote_write::samples::encode_labels;
@@ -423,29 +419,27 @@ mod tests {
     }
 
     fn decode(b: &Batch) -> WriteRequest {
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(&b.body().to_vec())
-            .unwrap();
-        WriteRequest::decode(raw.as_slice()).unwrap()
+        let mut plain = Vec::new();
+        let mut d = crate::remote_write::codec::Decompressor::default();
+        for p in &b.parts {
+            d.decompress(p.codec, &p.data, &mut plain).unwrap();
+        }
+        WriteRequest::decode(plain.as_slice()).unwrap()
     }
 
     #[test]
-    fn snappy_blocks_join_into_one_request() {
-        let mut enc = snap::raw::Encoder::new();
-        let a = samples(700, 0);
-        let b = samples(300, 1_000);
-        let ca = Bytes::from(enc.compress_vec(&a.buf).unwrap());
-        let cb = Bytes::from(enc.compress_vec(&b.buf).unwrap());
-        let (head, parts) = join_snappy(&[ca.clone(), cb.clone(), ca.clone()]).unwrap();
-        let mut joined = head.to_vec();
-        for p in &parts {
-            joined.extend_from_slice(p);
+    fn memory_batches_are_snappy_and_disk_batches_zstd() {
+        let d = tempfile::tempdir().unwrap();
+        for (queue, codec) in [
+            (q(1_000, 10_000), Codec::Snappy),
+            (disk(d.path(), 1_000, u64::MAX, None), Codec::Zstd),
+        ] {
+            queue.append(&samples(500, 0));
+            queue.flush(true);
+            let b = queue.front().unwrap();
+            assert!(b.parts.iter().all(|p| p.codec == codec), "{codec:?}");
+            assert_eq!(decode(&b).timeseries.len(), 500);
         }
-        let plain = snap::raw::Decoder::new().decompress_vec(&joined).unwrap();
-        assert_eq!(plain, [&a.buf[..], &b.buf[..], &a.buf[..]].concat());
-        let wr = WriteRequest::decode(plain.as_slice()).unwrap();
-        assert_eq!(wr.timeseries.len(), 1_700);
-        assert!(join_snappy(&[Bytes::from_static(&[0xff; 11])]).is_none());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The remote-write sender: per destination, `max_shards` workers that send
 //! in parallel, each target's series in order.
 //!
-//! POSTs each sealed batch with `Content-Encoding: snappy`,
-//! `Content-Type: application/x-protobuf`,
-//! `X-Prometheus-Remote-Write-Version: 0.1.0` and our `User-Agent`, plus the
+//! POSTs each request in the destination's wire format (its body and
+//! headers from [`crate::remote_write::wire`], negotiated on the first
+//! requests: a receiver that does not take a format gets the same batch in
+//! the next one) with our `User-Agent`, plus the
 //! configured headers and credentials (files are re-read on every request, so
 //! a rotated Secret is picked up). The retry policy follows the remote-write
 //! spec: 2xx acknowledges; 5xx, 429 (with `retry_on_http_429`, honouring
@@ -15,13 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::header::{AUTHORIZATION, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{Batch, Lease, Queue};
 use super::retry::{Backoff, Outcome, Rejection, classify};
+use super::wire::{EncodeError, Encoder, Negotiation, WireFormat};
 use crate::config::{RemoteWriteConfig, Secret};
 use crate::events::{DropReason, SendFailed};
 use crate::failure::Failure;
@@ -76,7 +78,12 @@ pub(crate) struct Sender {
     labels: RemoteLabels,
     /// The current run of failures, shared by the workers (for the log).
     outage: std::sync::Mutex<crate::events::Outage>,
+    /// The wire format in use.
+    negotiation: Negotiation,
 }
+
+/// A request body in one format, kept across retries of a lease.
+pub(crate) type Encoded = Option<(WireFormat, Chunks)>;
 
 impl Sender {
     pub(crate) fn new(
@@ -95,12 +102,35 @@ impl Sender {
             name,
             client,
             url,
-            cfg,
             queue,
             metrics,
             labels,
             outage: Default::default(),
-        })
+            negotiation: Negotiation::new(cfg.protobuf_message),
+            cfg,
+        }
+        .with_format_gauges())
+    }
+
+    fn with_format_gauges(self) -> Self {
+        self.set_format_gauges();
+        self
+    }
+
+    /// 1 for the format in use, 0 for the others of the chain.
+    fn set_format_gauges(&self) {
+        let now = self.negotiation.current();
+        for f in self.negotiation.all() {
+            self.metrics
+                .remote_format
+                .get_or_create(&crate::telemetry::RemoteFormatLabels {
+                    remote_name: self.labels.remote_name.clone(),
+                    url: self.labels.url.clone(),
+                    protobuf_message: f.message(),
+                    compression: f.compression(),
+                })
+                .set(i64::from(*f == now));
+        }
     }
 
     /// The destination URL (credentials never appear in it: the config
@@ -139,14 +169,18 @@ impl Sender {
         Ok(Some(v))
     }
 
-    fn request(&self, body: Chunks) -> Result<Request<Full<Chunks>>, SenderError> {
+    fn request(
+        &self,
+        format: WireFormat,
+        body: Chunks,
+    ) -> Result<Request<Full<Chunks>>, SenderError> {
         let mut req = Request::post(self.url.clone())
-            .header(CONTENT_ENCODING, "snappy")
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
             .header(USER_AGENT, crate::http::USER_AGENT)
             .body(Full::new(body))?;
         let h: &mut HeaderMap = req.headers_mut();
+        for (k, v) in format.headers() {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
         for (k, v) in &self.cfg.headers {
             if let (Ok(k), Ok(v)) = (
                 http::HeaderName::from_bytes(k.as_bytes()),
@@ -161,42 +195,121 @@ impl Sender {
         Ok(req)
     }
 
-    /// One attempt.
-    pub(crate) async fn attempt(&self, batch: &Batch) -> Outcome {
-        let req = match self.request(batch.body()) {
+    /// One attempt to deliver `batch`, in the destination's format; when
+    /// the receiver does not take that format, the next one (see
+    /// [`crate::remote_write::wire`]) at once. `encoded` keeps the body
+    /// between attempts of the same batch. An error: the batch cannot be
+    /// encoded (damaged in store), to be dropped.
+    pub(crate) async fn attempt(
+        &self,
+        batch: &Batch,
+        encoder: &mut Encoder,
+        encoded: &mut Encoded,
+    ) -> Result<Outcome, EncodeError> {
+        loop {
+            let format = self.negotiation.current();
+            let body = match encoded {
+                Some((f, b)) if *f == format => b.clone(),
+                _ => {
+                    let b = encoder.body(format, &batch.parts)?;
+                    *encoded = Some((format, b.clone()));
+                    b
+                }
+            };
+            let (outcome, written) = self.attempt_in(format, body).await;
+            let unsupported = match &outcome {
+                Outcome::Sent => !format.understood(written.as_deref()),
+                Outcome::Reject { failure, .. } => {
+                    *failure == Failure::Status(415)
+                        || (*failure == Failure::Status(400) && self.negotiation.first_request())
+                }
+                Outcome::Retry { .. } => false,
+            };
+            if !unsupported {
+                if !matches!(outcome, Outcome::Retry { .. }) {
+                    self.negotiation.answered();
+                }
+                if let (Outcome::Sent, Some(n)) = (&outcome, written.and_then(|w| w.parse().ok())) {
+                    self.metrics
+                        .samples_written
+                        .get_or_create(&self.labels)
+                        .inc_by(n);
+                }
+                return Ok(outcome);
+            }
+            let why = match &outcome {
+                Outcome::Sent => "a 2xx without the X-Prometheus-Remote-Write-Samples-Written header (a receiver of remote write 1.x, which read nothing of it)".to_string(),
+                Outcome::Reject { message, .. } | Outcome::Retry { message, .. } => message.clone(),
+            };
+            match self.negotiation.fall_back(format) {
+                Some(next) if next != format => {
+                    // Once per format left, for the process.
+                    tracing::warn!(
+                        remote_name = %self.name,
+                        from = %format!("{} + {}", format.message(), format.compression()),
+                        to = %format!("{} + {}", next.message(), next.compression()),
+                        answer = %why,
+                        "the receiver does not take this remote-write format; using the next one from now on (the same batch is sent again in it)"
+                    );
+                    self.set_format_gauges();
+                }
+                Some(_) => {}
+                // Nothing left to try: the answer stands.
+                None => return Ok(outcome),
+            }
+        }
+    }
+
+    /// One request in `format`: its outcome and the samples-written header.
+    async fn attempt_in(&self, format: WireFormat, body: Chunks) -> (Outcome, Option<String>) {
+        let req = match self.request(format, body) {
             Ok(r) => r,
             Err(e) => {
-                return Outcome::Retry {
-                    failure: Failure::Credentials,
-                    message: e.to_string(),
-                    after: None,
-                };
+                return (
+                    Outcome::Retry {
+                        failure: Failure::Credentials,
+                        message: e.to_string(),
+                        after: None,
+                    },
+                    None,
+                );
             }
         };
         let timeout = self.cfg.remote_timeout.0;
         let client = self.client.borrow().clone();
         let resp = match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => {
-                return Outcome::Retry {
-                    failure: Failure::Timeout,
-                    message: format!(
-                        "request timed out after {}",
-                        crate::units::format_duration(timeout)
-                    ),
-                    after: None,
-                };
+                return (
+                    Outcome::Retry {
+                        failure: Failure::Timeout,
+                        message: format!(
+                            "request timed out after {}",
+                            crate::units::format_duration(timeout)
+                        ),
+                        after: None,
+                    },
+                    None,
+                );
             }
             Ok(Err(e)) => {
-                return Outcome::Retry {
-                    failure: crate::failure::classify(&e),
-                    message: describe_error(&e),
-                    after: None,
-                };
+                return (
+                    Outcome::Retry {
+                        failure: crate::failure::classify(&e),
+                        message: describe_error(&e),
+                        after: None,
+                    },
+                    None,
+                );
             }
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+        let written = resp
+            .headers()
+            .get(SAMPLES_WRITTEN)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string());
         // The start of the body carries the receiver's reason; the rest is
         // not read (a receiver's 256 MiB answer costs us 1 KiB).
         let body = tokio::time::timeout(
@@ -206,11 +319,14 @@ impl Sender {
         .await
         .unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
-        classify(
-            status,
-            retry_after.as_ref(),
-            self.cfg.queue_config.retry_on_http_429,
-            &text,
+        (
+            classify(
+                status,
+                retry_after.as_ref(),
+                self.cfg.queue_config.retry_on_http_429,
+                &text,
+            ),
+            written,
         )
     }
 
@@ -261,6 +377,7 @@ impl Sender {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
         let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);
+        let mut encoder = Encoder::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && cancel.is_cancelled() {
@@ -332,6 +449,7 @@ impl Sender {
             let ended = self
                 .send_lease(
                     lease,
+                    &mut encoder,
                     &mut backoff,
                     &mut deadline,
                     &cancel,
@@ -347,37 +465,56 @@ impl Sender {
 
     /// Sends one request until the receiver has it, refuses it for good, or
     /// the grace period ends (then the lease goes back: true).
+    #[allow(clippy::too_many_arguments)]
     async fn send_lease(
         &self,
         lease: Lease,
+        encoder: &mut Encoder,
         backoff: &mut Backoff,
         deadline: &mut Option<tokio::time::Instant>,
         cancel: &CancellationToken,
         grace: Duration,
         seen_reasons: &std::sync::Mutex<SeenReasons>,
     ) -> bool {
+        let mut encoded: Encoded = None;
         loop {
             let batch = lease.batch();
-            let outcome = match *deadline {
-                Some(d) => match tokio::time::timeout_at(d, self.attempt(batch)).await {
+            let attempt = self.attempt(batch, encoder, &mut encoded);
+            let result = match *deadline {
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
                     Ok(o) => o,
                     Err(_) => {
                         lease.release();
                         return true;
                     }
                 },
-                None => self.attempt(batch).await,
+                None => attempt.await,
+            };
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    // Damage the record CRC did not catch: nothing to send.
+                    tracing::error!(remote_name = %self.name, samples = batch.samples, error = %e, "queue: a batch cannot be encoded for sending; dropped");
+                    self.queue.drop_samples(
+                        DropReason::Corrupt,
+                        batch.samples,
+                        batch.parts() as u64,
+                    );
+                    lease.complete();
+                    return false;
+                }
             };
             match outcome {
                 Outcome::Sent => {
                     backoff.reset();
-                    self.delivered(batch);
+                    let bytes = encoded.as_ref().map_or(0, |(_, b)| b.len());
+                    self.delivered(batch, bytes);
                     lease.complete();
                     return false;
                 }
                 Outcome::Reject {
                     message, rejection, ..
-                } if !batch.more.is_empty()
+                } if batch.parts.len() > 1
                     && (rejection == Rejection::TooLarge || self.cfg.split_refused_requests) =>
                 {
                     // A joined request (several scrapes). 413 refused its
@@ -421,7 +558,7 @@ impl Sender {
     }
 
     /// The receiver has the request: counters, and the end of an outage.
-    fn delivered(&self, batch: &Batch) {
+    fn delivered(&self, batch: &Batch, bytes: usize) {
         let m = &self.metrics;
         m.backoff_seconds.get_or_create(&self.labels).set(0.0);
         m.samples_sent
@@ -430,7 +567,7 @@ impl Sender {
         m.batches_sent.get_or_create(&self.labels).inc();
         m.bytes_sent
             .get_or_create(&self.labels)
-            .inc_by(batch.len() as u64);
+            .inc_by(bytes as u64);
         m.last_send_timestamp
             .get_or_create(&self.labels)
             .set(crate::clock::unix_ms() as f64 / 1000.0);
@@ -549,6 +686,9 @@ const JOIN_WAIT: Duration = Duration::from_secs(1);
 /// Bytes of a receiver's answer read (as Prometheus, which reads 1 KiB of
 /// an error body for its log line).
 const REPLY_KEEP: usize = 1024;
+
+/// Remote write 2.0's count of samples the receiver wrote.
+const SAMPLES_WRITTEN: &str = "x-prometheus-remote-write-samples-written";
 
 /// Remembers which kinds of rejection were logged, so each distinct reason
 /// is logged once (the receiver's message without its numbers, which differ

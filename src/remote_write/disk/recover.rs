@@ -85,7 +85,7 @@ impl SegmentLog {
             segments.push_back(Segment {
                 n,
                 size,
-                v1: scanned.v1,
+                version: scanned.version,
                 punched: 0,
             });
         }
@@ -156,20 +156,32 @@ pub(super) struct Scanned {
     pub(super) damaged: Vec<Damaged>,
     /// Where a bad region that runs to the end of the file starts.
     pub(super) bad_tail: Option<u64>,
-    v1: bool,
+    /// The segment's format version (1, 2 or 3).
+    version: u8,
 }
 
 pub(super) fn u32_at(d: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
 }
 
-/// The intact record at `off`, if there is one.
-pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Option<RecordMeta> {
+/// The header and meta lengths of a segment version's records.
+fn layout(version: u8) -> (usize, usize) {
+    match version {
+        1 => (HEADER_V1, META),
+        2 => (HEADER, META),
+        _ => (HEADER, META_V3),
+    }
+}
+
+/// The intact record at `off` of a segment in format `version`, if there
+/// is one.
+pub(super) fn record_at(segment: u64, data: &[u8], off: usize, version: u8) -> Option<RecordMeta> {
+    let (h, meta) = layout(version);
     if off + h > data.len() {
         return None;
     }
     let len = u32_at(data, off + h - 8) as usize;
-    if !(META..=MAX_RECORD).contains(&len) || off + h + len > data.len() {
+    if !(meta..=MAX_RECORD).contains(&len) || off + h + len > data.len() {
         return None;
     }
     let rec = &data[off..off + h + len];
@@ -177,6 +189,12 @@ pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Opti
         return None;
     }
     let p = &rec[h..];
+    let codec = if meta == META_V3 {
+        // An unknown codec cannot be read: damage.
+        Codec::from_tag(p[20])?
+    } else {
+        Codec::Snappy
+    };
     let oldest_ms = i64::from_le_bytes(p[12..20].try_into().ok()?);
     Some(RecordMeta {
         seq: u64::from_le_bytes(p[0..8].try_into().ok()?),
@@ -188,6 +206,8 @@ pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Opti
         born: crate::clock::mono_born(oldest_ms),
         stream: 0,
         header: h as u8,
+        meta: meta as u8,
+        codec,
     })
 }
 
@@ -196,13 +216,20 @@ pub(super) fn record_at(segment: u64, data: &[u8], off: usize, h: usize) -> Opti
 /// before this segment (0 if none).
 pub(super) fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
     let mut out = Scanned::default();
-    let v1 = !data.starts_with(SEG_MAGIC);
-    out.v1 = v1;
-    let h = if v1 { HEADER_V1 } else { HEADER };
+    let version = if data.starts_with(SEG_MAGIC) {
+        VERSION
+    } else if data.starts_with(SEG_MAGIC_V2) {
+        2
+    } else {
+        1
+    };
+    out.version = version;
+    let v1 = version == 1;
+    let (h, meta) = layout(version);
     let mut off = if v1 { 0 } else { SEG_MAGIC.len() };
     let mut last_seq = after;
     while off < data.len() {
-        if let Some(m) = record_at(segment, data, off, h) {
+        if let Some(m) = record_at(segment, data, off, version) {
             last_seq = m.seq;
             off += h + m.len as usize;
             out.records.push(m);
@@ -217,7 +244,7 @@ pub(super) fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
             (off + 1..data.len().saturating_sub(HEADER - 1))
                 .filter(|&p| data[p..p + 4] == magic)
                 .find_map(|p| {
-                    record_at(segment, data, p, h)
+                    record_at(segment, data, p, version)
                         .filter(|m| m.seq > last_seq)
                         .map(|m| (p, m.seq))
                 })
@@ -230,10 +257,10 @@ pub(super) fn scan(segment: u64, data: &[u8], after: u64) -> Scanned {
         // What the damaged headers still tell (unverified).
         let (mut walked, mut samples, mut q) = (0u64, 0u64, off);
         let mut top = None;
-        while q + h + META <= resume {
+        while q + h + meta <= resume {
             let len = u32_at(data, q + h - 8) as usize;
             let magic_ok = v1 || u32_at(data, q) == REC_MAGIC;
-            if !magic_ok || !(META..=MAX_RECORD).contains(&len) || q + h + len > resume {
+            if !magic_ok || !(meta..=MAX_RECORD).contains(&len) || q + h + len > resume {
                 break;
             }
             let seq = u64::from_le_bytes(data[q + h..q + h + 8].try_into().unwrap_or_default());

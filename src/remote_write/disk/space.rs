@@ -41,7 +41,7 @@ impl SegmentLog {
             return false;
         };
         let from = SEG_MAGIC.len() as u64 + self.segments[pos].punched;
-        if self.segments[pos].v1 || front.offset <= from {
+        if self.segments[pos].version == 1 || front.offset <= from {
             return false;
         }
         let seg = &mut self.segments[pos];
@@ -140,7 +140,7 @@ impl SegmentLog {
         self.segments.push_back(Segment {
             n,
             size: SEG_MAGIC.len() as u64,
-            v1: false,
+            version: VERSION,
             punched: 0,
         });
         self.disk_bytes += SEG_MAGIC.len() as u64;

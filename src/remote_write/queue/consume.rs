@@ -51,7 +51,7 @@ impl Queue {
                     // Batches dropped (budget, age) or sent leave the memory copy.
                     while hot.front().is_some_and(|(seq, _)| *seq < m.seq) {
                         if let Some((_, b)) = hot.pop_front() {
-                            *hot_bytes -= b.len();
+                            *hot_bytes -= b.data.len();
                         }
                     }
                     let too_old = too_old(m.born, self.max_age);
@@ -86,8 +86,7 @@ impl Queue {
                             inner.read_failed_at = None;
                             break Some(Batch {
                                 seq: m.seq,
-                                data,
-                                more: Vec::new(),
+                                parts: vec![data],
                                 samples: m.samples as usize,
                                 oldest_ms: m.oldest_ms,
                                 born: m.born,
@@ -149,7 +148,7 @@ impl Queue {
             } => {
                 while hot.front().is_some_and(|(s, _)| *s <= seq) {
                     if let Some((_, b)) = hot.pop_front() {
-                        *hot_bytes -= b.len();
+                        *hot_bytes -= b.data.len();
                     }
                 }
                 if let Err(e) = log.ack(seq) {
@@ -204,28 +203,4 @@ impl Queue {
         self.update_gauges(&inner);
         dropped
     }
-}
-
-/// Joins snappy block-format messages into one whose decompressed bytes are
-/// theirs, in order: a block is its uncompressed length (varint) and then
-/// literal and copy elements whose offsets point back into its own output, so
-/// the element streams can follow each other under the summed length. Joined
-/// `WriteRequest`s are one `WriteRequest` (its only field repeats). Returned
-/// as parts, nothing copied: the new length header, then each block's
-/// elements. `None` if a header does not parse or the total passes snappy's
-/// 4 GiB limit.
-pub(crate) fn join_snappy(blocks: &[Bytes]) -> Option<(Bytes, Vec<Bytes>)> {
-    let mut total: u64 = 0;
-    let mut bodies = Vec::with_capacity(blocks.len());
-    for b in blocks {
-        let (len, header) = read_varint(b)?;
-        total += len;
-        bodies.push(b.slice(header..));
-    }
-    if total > u64::from(u32::MAX) {
-        return None;
-    }
-    let mut head = Vec::with_capacity(10);
-    crate::remote_write::proto::put_varint(&mut head, total);
-    Some((Bytes::from(head), bodies))
 }

@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use super::consume::join_snappy;
 use super::*;
 
 impl Queue {
@@ -76,50 +75,13 @@ impl Queue {
             // Another worker can take a request beside this one.
             self.notify.notify_one();
         }
-        let first = &taken[0];
         let last = &taken[taken.len() - 1];
         let samples = taken.iter().map(|e| e.samples).sum();
         let oldest_ms = taken.iter().map(|e| e.oldest_ms).min().unwrap_or(i64::MAX);
         let born = taken.iter().map(|e| e.born).min().unwrap_or(i64::MAX);
-        let (data, more) = if parts.len() == 1 {
-            (parts.pop().unwrap_or_default(), Vec::new())
-        } else {
-            match join_snappy(&parts) {
-                Some(joined) => joined,
-                None => {
-                    // Cannot be joined (past snappy's limit): the first alone,
-                    // the rest back to the queue.
-                    let mut inner = self.lock();
-                    for e in &taken[1..] {
-                        inner.flight.leased.remove(&e.seq);
-                    }
-                    drop(inner);
-                    let b = Batch {
-                        seq: first.seq,
-                        data: parts.swap_remove(0),
-                        more: Vec::new(),
-                        samples: first.samples,
-                        oldest_ms: first.oldest_ms,
-                        born: first.born,
-                        stream: first.stream,
-                    };
-                    return Some((
-                        Lease {
-                            queue: self.clone(),
-                            seqs: vec![first.seq],
-                            streams,
-                            exclusive: plan.exclusive,
-                            batch: Some(b),
-                        },
-                        true,
-                    ));
-                }
-            }
-        };
         let batch = Batch {
             seq: last.seq,
-            data,
-            more,
+            parts,
             samples,
             oldest_ms,
             born,
@@ -207,13 +169,13 @@ impl Queue {
     }
 
     /// A batch's data, from memory or disk.
-    fn read_entry(&self, inner: &mut Inner, e: &Entry) -> Result<Bytes, ReadFailure> {
+    fn read_entry(&self, inner: &mut Inner, e: &Entry) -> Result<Stored, ReadFailure> {
         let result = match &inner.storage {
             Storage::Memory { batches, .. } => {
                 return batches
                     .iter()
                     .find(|b| b.seq == e.seq)
-                    .map(|b| b.data.clone())
+                    .and_then(|b| b.parts.first().cloned())
                     .ok_or(ReadFailure::Retry);
             }
             Storage::Disk { log, hot, .. } => {

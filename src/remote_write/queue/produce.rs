@@ -1,6 +1,6 @@
 //! The producing side of a queue: scrape tasks append their encoded samples;
-//! batches are sealed (snappy-compressed once) and stored, in memory or in
-//! the segment log, within the queue's budgets.
+//! batches are sealed (compressed once, by the storage codec) and stored, in
+//! memory or in the segment log, within the queue's budgets.
 
 use super::*;
 
@@ -94,36 +94,43 @@ impl Queue {
         stream: u64,
     ) {
         let Inner {
-            encoder,
-            scratch,
+            compressor,
             compressed,
+            codec,
             ..
         } = inner;
+        let codec = *codec;
         compressed.clear();
-        // Piece by piece: no worst-case output buffer (see crate::remote_write::snappy).
-        let data =
-            match crate::remote_write::snappy::compress_into(encoder, scratch, request, compressed)
-            {
-                // Exactly the compressed bytes; the buffers stay for the next
-                // batch.
-                Ok(()) => {
-                    if compressed.len() >= 1 << 20 {
-                        // A large batch: its buffer becomes the batch (no second
-                        // copy), and the next batch starts afresh.
-                        let mut v = std::mem::take(compressed);
-                        v.shrink_to_fit();
-                        Bytes::from(v)
-                    } else {
-                        Bytes::copy_from_slice(compressed)
-                    }
+        // Into a growing buffer: no worst-case output buffer (see
+        // crate::remote_write::codec).
+        let data = match compressor.compress(codec, request, compressed) {
+            // Exactly the compressed bytes; the buffers stay for the next
+            // batch.
+            Ok(()) => {
+                if compressed.len() >= 1 << 20 {
+                    // A large batch: its buffer becomes the batch (no second
+                    // copy), and the next batch starts afresh.
+                    let mut v = std::mem::take(compressed);
+                    v.shrink_to_fit();
+                    Bytes::from(v)
+                } else {
+                    Bytes::copy_from_slice(compressed)
                 }
-                Err(e) => {
-                    // Only possible for inputs over ~4 GiB; a batch is far smaller.
-                    tracing::error!(error = %e, "snappy compression failed; batch dropped");
-                    self.drop_samples(DropReason::Compression, samples, 1);
-                    return;
-                }
-            };
+            }
+            Err(e) => {
+                // Only possible for inputs over ~4 GiB; a batch is far smaller.
+                tracing::error!(error = %e, codec = codec.as_str(), "compression failed; batch dropped");
+                self.drop_samples(DropReason::Compression, samples, 1);
+                return;
+            }
+        };
+        if compressed.capacity() > 1 << 20 {
+            *compressed = Vec::new();
+        }
+        self.metrics
+            .bytes_stored
+            .get_or_create(&self.labels)
+            .inc_by(data.len() as u64);
         match &mut inner.storage {
             Storage::Memory {
                 batches,
@@ -133,8 +140,7 @@ impl Queue {
             } => {
                 batches.push_back(Batch {
                     seq: *next_seq,
-                    data,
-                    more: Vec::new(),
+                    parts: vec![Stored { codec, data }],
                     samples,
                     oldest_ms,
                     born: crate::clock::mono_born(oldest_ms),
@@ -157,11 +163,11 @@ impl Queue {
                 hot,
                 hot_bytes,
             } => {
-                match log.append(&data, samples as u32, oldest_ms, stream) {
+                match log.append(&data, codec, samples as u32, oldest_ms, stream) {
                     Ok(seq) => {
                         if *hot_bytes + data.len() <= HOT_BYTES {
                             *hot_bytes += data.len();
-                            hot.push_back((seq, data));
+                            hot.push_back((seq, Stored { codec, data }));
                         }
                     }
                     Err(e) => {
