@@ -10,7 +10,8 @@
 #   openssl (RSA test keys), curl (the demo), ca-certificates (the image's
 #   root filesystem in the kubelet simulation), faketime (a wall-clock step),
 #   etcd-server and prometheus-node-exporter (real programs for the
-#   differential test, tests/it/real_programs.rs);
+#   differential test, tests/it/real_programs.rs), victoria-metrics (1.79,
+#   the older VictoriaMetrics users still run: tests/it/formats.rs);
 # - from the Go module proxy, through scripts/peers.sh (cached in
 #   ~/.cache/metrics-relay-peers, a few minutes the first time): kustomize v5
 #   (Debian's kubectl 1.20 cannot build deploy/), the current
@@ -31,6 +32,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
+[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 if ((${#need[@]})); then
   echo "==> installing ${need[*]}"
   sudo=""
@@ -42,9 +44,10 @@ fi
 echo "==> peers and tools from their Go modules (scripts/peers.sh)"
 peers=$(scripts/peers.sh)
 peer() { echo "$peers" | sed -n "s/^$1=//p"; }
-export KUSTOMIZE VICTORIA_METRICS_BIN VMAGENT_BIN PROMETHEUS3_BIN PROMETHEUS2_BIN PROMETHEUS_BIN
+export KUSTOMIZE VICTORIA_METRICS_BIN VICTORIA_METRICS_OLD_BIN VMAGENT_BIN PROMETHEUS3_BIN PROMETHEUS2_BIN PROMETHEUS_BIN
 KUSTOMIZE=$(peer kustomize)
 VICTORIA_METRICS_BIN=$(peer victoria-metrics)
+VICTORIA_METRICS_OLD_BIN=/usr/bin/victoria-metrics
 VMAGENT_BIN=$(peer vmagent)
 PROMETHEUS3_BIN=$(peer prometheus)
 PROMETHEUS2_BIN=$(command -v prometheus)
@@ -55,6 +58,7 @@ PROMETHEUS_BIN=${PROMETHEUS_BIN:-$PROMETHEUS3_BIN}
 "$PROMETHEUS_BIN" --version 2>&1 | head -n 1
 "$PROMETHEUS2_BIN" --version 2>&1 | head -n 1
 "$VICTORIA_METRICS_BIN" --version 2>&1 | head -n 1
+"$VICTORIA_METRICS_OLD_BIN" --version 2>&1 | head -n 1
 "$KUSTOMIZE" version
 
 log=$(mktemp)

@@ -66,7 +66,7 @@ pub use labels::is_valid_label_name;
 pub use probe::probe;
 pub use relabel::RelabelConfig;
 pub use relay::{Checked, RelayError, RunOptions, check, run};
-pub use remote_write::proto::WriteRequest;
+pub use remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 pub use remote_write::v2::{
     Metadata as V2Metadata, Request as V2Request, Sample as V2Sample, TimeSeries as V2TimeSeries,
 };

@@ -8,6 +8,7 @@ pub mod payload;
 pub mod prom;
 pub mod schema;
 pub mod servers;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics_relay::WriteRequest;
+use metrics_relay::{V2Request, WriteRequest};
 use prost::Message;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -314,7 +314,10 @@ pub type AcceptedSample = (Vec<(String, String)>, f64, i64);
 pub struct Received {
     pub headers: http::HeaderMap,
     pub raw: Bytes,
+    /// The request as 1.0 (a 2.0 request's series converted to it).
     pub request: WriteRequest,
+    /// The 2.0 request as sent, when it was one and the receiver speaks 2.0.
+    pub v2: Option<V2Request>,
     pub status: u16,
     pub at: Instant,
 }
@@ -333,6 +336,64 @@ pub struct Receiver {
     /// Requests being answered now, and the most at once.
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     pub max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// What it reads besides 1.0 + snappy (see [`Speaks`]).
+    pub speaks: Arc<Mutex<Speaks>>,
+}
+
+/// The formats a [`Receiver`] reads besides remote write 1.0 with snappy.
+/// By default neither: it answers 2.0 as a 1.x receiver does (decoded as
+/// 1.0, nothing in it, a 2xx without the written-count headers) and zstd
+/// with 415, as Prometheus does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Speaks {
+    /// Remote write 2.0: decoded, answered with the written-count headers.
+    pub v2: bool,
+    /// 1.0 with `Content-Encoding: zstd` (VictoriaMetrics' protocol).
+    pub zstd: bool,
+}
+
+/// The body of a request as the receiver reads it: (1.0 request, the 2.0
+/// one if it was one), or the status and message it answers instead.
+fn read_body(
+    headers: &http::HeaderMap,
+    raw: &[u8],
+    speaks: Speaks,
+) -> Result<(WriteRequest, Option<V2Request>), (u16, &'static str)> {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let plain = match h("content-encoding") {
+        "zstd" if speaks.zstd => {
+            zstd::stream::decode_all(raw).map_err(|_| (400, "cannot decode zstd\n"))?
+        }
+        "zstd" => return Err((415, "unsupported Content-Encoding zstd\n")),
+        _ => snap::raw::Decoder::new()
+            .decompress_vec(raw)
+            .map_err(|_| (400, "cannot decode snappy protobuf\n"))?,
+    };
+    if speaks.v2 && h("content-type").contains("proto=io.prometheus.write.v2.Request") {
+        let v2 = V2Request::decode(plain.as_slice()).map_err(|_| (400, "cannot decode 2.0\n"))?;
+        let mut v1 = WriteRequest::default();
+        for ts in &v2.timeseries {
+            let labels = v2.labels(ts).ok_or((400, "bad symbol reference\n"))?;
+            v1.timeseries.push(metrics_relay::TimeSeries {
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| metrics_relay::Label { name, value })
+                    .collect(),
+                samples: ts
+                    .samples
+                    .iter()
+                    .map(|s| metrics_relay::Sample {
+                        value: s.value,
+                        timestamp: s.timestamp,
+                    })
+                    .collect(),
+            });
+        }
+        return Ok((v1, Some(v2)));
+    }
+    WriteRequest::decode(plain.as_slice())
+        .map(|r| (r, None))
+        .map_err(|_| (400, "cannot decode snappy protobuf\n"))
 }
 
 impl Receiver {
@@ -347,6 +408,8 @@ impl Receiver {
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let max_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let speaks: Arc<Mutex<Speaks>> = Arc::default();
+        let sp = speaks.clone();
         let (s, rc, th) = (script.clone(), received.clone(), throttle_until.clone());
         let (dl, inf, maxf) = (delay.clone(), in_flight.clone(), max_in_flight.clone());
         tokio::spawn(async move {
@@ -356,10 +419,12 @@ impl Receiver {
                 };
                 let (s, rc, th) = (s.clone(), rc.clone(), th.clone());
                 let (dl, inf, maxf) = (dl.clone(), inf.clone(), maxf.clone());
+                let sp = sp.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, rc, t429) = (s.clone(), rc.clone(), th.clone());
                         let (dl, inf, maxf) = (dl.clone(), inf.clone(), maxf.clone());
+                        let speaks = *sp.lock().unwrap();
                         async move {
                             use std::sync::atomic::Ordering::SeqCst;
                             let now = inf.fetch_add(1, SeqCst) + 1;
@@ -371,25 +436,35 @@ impl Receiver {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let decoded = read_body(&headers, &raw, speaks);
                             let throttled = t429
                                 .lock()
                                 .unwrap()
                                 .is_some_and(|until: Instant| Instant::now() < until);
-                            let (status, retry_after) = if throttled {
+                            let (status, retry_after) = if decoded.is_err() {
+                                (0, None)
+                            } else if throttled {
                                 (429, Some("2".to_string()))
                             } else {
                                 s.lock().unwrap().pop_front().unwrap_or((204, None))
                             };
-                            let decoded = snap::raw::Decoder::new()
-                                .decompress_vec(&raw)
-                                .ok()
-                                .and_then(|d| WriteRequest::decode(d.as_slice()).ok());
+                            let mut written = None;
                             let (status, msg) = match decoded {
-                                Some(request) => {
+                                Ok((request, v2)) => {
+                                    if v2.is_some() && status < 300 {
+                                        written = Some(
+                                            request
+                                                .timeseries
+                                                .iter()
+                                                .map(|t| t.samples.len())
+                                                .sum::<usize>(),
+                                        );
+                                    }
                                     rc.lock().unwrap().push(Received {
                                         headers,
                                         raw: raw.clone(),
                                         request,
+                                        v2,
                                         status,
                                         at: Instant::now(),
                                     });
@@ -402,7 +477,7 @@ impl Receiver {
                                         },
                                     )
                                 }
-                                None => (400, "cannot decode snappy protobuf\n"),
+                                Err((status, msg)) => (status, msg),
                             };
                             let wait = *dl.lock().unwrap();
                             if !wait.is_zero() {
@@ -415,6 +490,12 @@ impl Receiver {
                             if let Some(ra) = retry_after {
                                 resp.headers_mut()
                                     .insert("retry-after", ra.parse().unwrap());
+                            }
+                            if let Some(n) = written {
+                                let h = resp.headers_mut();
+                                h.insert("x-prometheus-remote-write-samples-written", n.into());
+                                h.insert("x-prometheus-remote-write-histograms-written", 0.into());
+                                h.insert("x-prometheus-remote-write-exemplars-written", 0.into());
                             }
                             Ok::<_, Infallible>(resp)
                         }
@@ -433,6 +514,7 @@ impl Receiver {
             delay,
             in_flight,
             max_in_flight,
+            speaks,
         }
     }
 

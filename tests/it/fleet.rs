@@ -13,69 +13,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use common::vm::{self, Victoria};
 use common::{MtlsTarget, Pki, http_get, metric_value, relay_bin, wait_for};
 
 const INTERVAL_S: u64 = 2;
 
-/// `VICTORIA_METRICS_BIN` (scripts/test.sh sets it to the current release
-/// scripts/peers.sh builds), else `victoria-metrics` on PATH.
-fn victoria_metrics_bin() -> PathBuf {
-    std::env::var_os("VICTORIA_METRICS_BIN")
-        .map(PathBuf::from)
-        .or_else(|| common::on_path("victoria-metrics"))
-        .expect("no VictoriaMetrics: scripts/test.sh builds one (scripts/peers.sh), or set VICTORIA_METRICS_BIN")
-}
-
-struct Victoria {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_victoria(dir: &Path) -> Victoria {
-    let mut child = Command::new(victoria_metrics_bin())
-        .arg(format!("-storageDataPath={}", dir.join("vm").display()))
-        // Port 0: the kernel picks; the test reads the port from /proc.
-        .arg("-httpListenAddr=127.0.0.1:0")
-        // Samples of one series closer than the scrape interval are one.
-        .arg(format!("-dedup.minScrapeInterval={INTERVAL_S}s"))
-        .args([
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=ERROR",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("vm.log")).unwrap())
-        .spawn()
-        .expect("start victoria-metrics");
-    let Some(port) = common::listening_port(child.id(), Duration::from_secs(30)) else {
-        let _ = child.kill();
-        panic!(
-            "victoria-metrics did not listen: {}",
-            std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default()
-        );
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let mut vm = Victoria { child, url };
-    for _ in 0..100 {
-        if let Ok((200, _)) = http_get(&format!("{}/health", vm.url)).await {
-            return vm;
-        }
-        if let Ok(Some(st)) = vm.child.try_wait() {
-            panic!(
-                "victoria-metrics exited ({st}): {}",
-                std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("victoria-metrics did not become healthy");
+    // Samples of one series closer than the scrape interval are one.
+    vm::start(
+        &vm::current_bin(),
+        dir,
+        &[format!("-dedup.minScrapeInterval={INTERVAL_S}s")],
+    )
+    .await
 }
 
 struct Agent {
@@ -169,23 +119,10 @@ async fn exported(vm: &Victoria, start: f64, end: f64) -> HashMap<String, Vec<i6
     out
 }
 
-async fn vm_query(vm: &Victoria, q: &str) -> f64 {
-    let url = format!(
-        "{}/api/v1/query?query={}",
-        vm.url,
-        q.bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    );
-    let (_, body) = http_get(&url).await.expect("query");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{q}: {body}"))
+async fn vm_query(v: &Victoria, q: &str) -> f64 {
+    vm::query(v, q)
+        .await
+        .unwrap_or_else(|| panic!("{q}: no result"))
 }
 
 /// `count` agents with replication factor `rf` over `n` targets; agent

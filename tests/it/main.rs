@@ -16,6 +16,7 @@ mod durability;
 mod e2e_prometheus;
 mod faults;
 mod fleet;
+mod formats;
 mod hostile;
 mod image;
 mod k8s;
