@@ -58,7 +58,7 @@ PROMETHEUS_BIN=${PROMETHEUS_BIN:-$PROMETHEUS3_BIN}
 "$PROMETHEUS_BIN" --version 2>&1 | head -n 1
 "$PROMETHEUS2_BIN" --version 2>&1 | head -n 1
 "$VICTORIA_METRICS_BIN" --version 2>&1 | head -n 1
-"$VICTORIA_METRICS_OLD_BIN" --version 2>&1 | head -n 1
+echo "VictoriaMetrics (Debian) $(dpkg-query -W -f '${Version}' victoria-metrics)"
 "$KUSTOMIZE" version
 
 log=$(mktemp)

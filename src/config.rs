@@ -287,6 +287,36 @@ pub struct RemoteWriteConfig {
     /// snappy, negotiated on the first requests (`remote_write::wire`).
     #[serde(default)]
     pub protobuf_message: ProtobufMessage,
+    /// Prometheus's key: whether and how often metric metadata (TYPE,
+    /// HELP, UNIT) goes with the samples.
+    #[serde(default)]
+    pub metadata_config: MetadataConfig,
+}
+
+/// `remote_write[].metadata_config`, as in Prometheus: each target's
+/// metadata is sent once per `send_interval` (with its scrape's samples:
+/// 1.0 `metadata` entries, which Mimir, Cortex and Thanos store; a 2.0
+/// destination attaches it to every series of the family).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    #[serde(default = "yes")]
+    pub send: bool,
+    #[serde(default = "default_metadata_interval")]
+    pub send_interval: PromDuration,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            send: true,
+            send_interval: default_metadata_interval(),
+        }
+    }
+}
+
+fn default_metadata_interval() -> PromDuration {
+    PromDuration(Duration::from_secs(60))
 }
 
 /// `remote_write[].protobuf_message`.

@@ -29,7 +29,8 @@
 //! Layout: this file holds the API (the parser, samples, label spans, the
 //! format) and the line dispatcher; `lexer` the text-format scanning,
 //! `openmetrics` what OpenMetrics adds, `float` the value parser, `escape`
-//! label value escapes.
+//! label value escapes, `metadata` the families' HELP/TYPE/UNIT for remote
+//! write.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -38,6 +39,7 @@ mod canonical;
 mod escape;
 mod float;
 mod lexer;
+mod metadata;
 mod openmetrics;
 
 pub(crate) use canonical::{Rewrite, canonical_float_label};
@@ -45,6 +47,7 @@ pub(crate) use escape::{InvalidUtf8, unescape, unescape_into};
 pub(crate) use float::parse_float;
 pub(crate) use lexer::MASKS;
 use lexer::is_blank;
+pub(crate) use metadata::encode_metadata;
 
 use crate::labels::{
     CLASS, LABEL_CHAR, NAME_CHAR, is_label_char, is_label_start, is_name_char, is_name_start,

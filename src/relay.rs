@@ -287,6 +287,10 @@ impl Runtime {
                     let sink = Sink {
                         queue,
                         write_relabel,
+                        metadata_every: config
+                            .metadata_config
+                            .send
+                            .then_some(config.metadata_config.send_interval.0),
                     };
                     self.destinations.push(DestinationHandle::spawn(
                         &self.senders,

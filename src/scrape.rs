@@ -122,14 +122,27 @@ const OFF_THREAD_BODY: usize = 8 << 20;
 /// written to the disk queue) off the runtime thread.
 const OFF_THREAD_SAMPLES: usize = 100_000;
 
-/// Appends `out` to every sink (through its write relabeling).
-fn deliver_to(sinks: &mut [SinkState], out: &EncodedSamples, rewritten: &mut EncodedSamples) {
+/// Appends `out` to every sink (through its write relabeling), with the
+/// target's `metadata` for the sinks it is due to.
+fn deliver_to(
+    sinks: &mut [SinkState],
+    out: &EncodedSamples,
+    rewritten: &mut EncodedSamples,
+    metadata: &[u8],
+) {
+    let now = Instant::now();
     for sink in sinks {
+        let meta = if !metadata.is_empty() && sink.metadata_due(now) {
+            sink.metadata_sent = Some(now);
+            metadata
+        } else {
+            &[]
+        };
         match &mut sink.relabel {
-            None => sink.queue.append(out),
+            None => sink.queue.append(out, meta),
             Some(w) => {
                 w.apply(out, rewritten);
-                sink.queue.append(rewritten);
+                sink.queue.append(rewritten, meta);
             }
         }
     }
@@ -140,12 +153,17 @@ fn deliver_to(sinks: &mut [SinkState], out: &EncodedSamples, rewritten: &mut Enc
 pub(crate) struct Sink {
     pub queue: Arc<Queue>,
     pub write_relabel: Arc<[crate::relabel::RelabelConfig]>,
+    /// `metadata_config.send_interval`, when `send` is on.
+    pub metadata_every: Option<Duration>,
 }
 
 struct SinkState {
     queue: Arc<Queue>,
     rules: Arc<[crate::relabel::RelabelConfig]>,
     relabel: Option<WriteRelabelCache>,
+    metadata_every: Option<Duration>,
+    /// When this target's metadata last went to this destination.
+    metadata_sent: Option<Instant>,
 }
 
 impl SinkState {
@@ -155,7 +173,16 @@ impl SinkState {
             rules: s.write_relabel.clone(),
             relabel: (!s.write_relabel.is_empty())
                 .then(|| WriteRelabelCache::new(s.write_relabel.clone())),
+            metadata_every: s.metadata_every,
+            metadata_sent: None,
         }
+    }
+
+    fn metadata_due(&self, now: Instant) -> bool {
+        self.metadata_every.is_some_and(|every| {
+            self.metadata_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= every)
+        })
     }
 }
 
@@ -195,6 +222,9 @@ pub(crate) struct ScrapeLoop {
     outage: crate::events::Outage,
     /// Repeated series in its last scrape (logged when it changes).
     duplicates: u64,
+    /// The target's metric metadata when due to a destination (1.0
+    /// `metadata` entries), else empty.
+    metadata: Vec<u8>,
 }
 
 impl ScrapeLoop {
@@ -243,6 +273,7 @@ impl ScrapeLoop {
             status,
             outage: Default::default(),
             duplicates: 0,
+            metadata: Vec::new(),
         }
     }
 
@@ -326,16 +357,18 @@ impl ScrapeLoop {
         let mut sinks = std::mem::take(&mut self.sinks);
         let out = std::mem::take(&mut self.out);
         let mut rewritten = std::mem::take(&mut self.rewritten);
+        let metadata = std::mem::take(&mut self.metadata);
         let done = tokio::task::spawn_blocking(move || {
-            deliver_to(&mut sinks, &out, &mut rewritten);
-            (sinks, out, rewritten)
+            deliver_to(&mut sinks, &out, &mut rewritten, &metadata);
+            (sinks, out, rewritten, metadata)
         })
         .await;
         match done {
-            Ok((sinks, out, rewritten)) => {
+            Ok((sinks, out, rewritten, metadata)) => {
                 self.sinks = sinks;
                 self.out = out;
                 self.rewritten = rewritten;
+                self.metadata = metadata;
             }
             Err(e) => {
                 // Only a panic gets here; the sinks are rebuilt from the
@@ -397,6 +430,7 @@ impl ScrapeLoop {
                         .position(|o| {
                             Arc::ptr_eq(&o.queue, &s.queue)
                                 && Arc::ptr_eq(&o.rules, &s.write_relabel)
+                                && o.metadata_every == s.metadata_every
                         })
                         .map(|i| old.swap_remove(i));
                     kept.unwrap_or_else(|| SinkState::new(s))
@@ -408,7 +442,19 @@ impl ScrapeLoop {
     /// Hands `self.out` to every destination (current as of the last reload).
     fn deliver(&mut self) {
         self.refresh_sinks();
-        deliver_to(&mut self.sinks, &self.out, &mut self.rewritten);
+        deliver_to(
+            &mut self.sinks,
+            &self.out,
+            &mut self.rewritten,
+            &self.metadata,
+        );
+    }
+
+    /// Whether some destination is due this target's metadata.
+    fn metadata_due(&mut self) -> bool {
+        self.refresh_sinks();
+        let now = Instant::now();
+        self.sinks.iter().any(|s| s.metadata_due(now))
     }
 
     async fn fetch(&mut self) -> Result<Fetched, ScrapeError> {
@@ -488,6 +534,19 @@ impl ScrapeLoop {
                 };
                 self.cache
                     .end(ctx, ts, &mut self.out, received, fetched.gzip);
+                self.metadata.clear();
+                if self.metadata_due() {
+                    let received = if fetched.gzip {
+                        &self.inflated
+                    } else {
+                        &self.body
+                    };
+                    crate::exposition::encode_metadata(
+                        received,
+                        fetched.format,
+                        &mut self.metadata,
+                    );
+                }
                 // The body is done with: given back before the samples are
                 // compressed and queued, so a huge page is not held twice.
                 BYTES.give(std::mem::take(&mut self.body));
@@ -522,6 +581,7 @@ impl ScrapeLoop {
             }
             Err(e) => {
                 self.out.clear();
+                self.metadata.clear();
                 self.out.scraped_at_ms = ts;
                 self.cache.mark_all_stale(ctx, ts, &mut self.out);
                 (0.0, 0, 0, 0, Some(e))

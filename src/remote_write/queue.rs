@@ -434,12 +434,46 @@ mod tests {
             (q(1_000, 10_000), Codec::Snappy),
             (disk(d.path(), 1_000, u64::MAX, None), Codec::Zstd),
         ] {
-            queue.append(&samples(500, 0));
+            queue.append(&samples(500, 0), &[]);
             queue.flush(true);
             let b = queue.front().unwrap();
             assert!(b.parts.iter().all(|p| p.codec == codec), "{codec:?}");
             assert_eq!(decode(&b).timeseries.len(), 500);
         }
+    }
+
+    #[test]
+    fn metadata_goes_into_the_first_batch_of_its_scrape_only() {
+        let meta = {
+            let mut m = Vec::new();
+            crate::exposition::encode_metadata(
+                b"# HELP m A gauge.\n# TYPE m gauge\nm 1\n",
+                crate::exposition::Format::Text,
+                &mut m,
+            );
+            m
+        };
+        let d = tempfile::tempdir().unwrap();
+        for queue in [q(100, 10_000), disk(d.path(), 100, u64::MAX, None)] {
+            queue.append(&samples(250, 0), &meta);
+            queue.append(&samples(10, 1_000), &[]);
+            queue.flush(true);
+            let mut seen = Vec::new();
+            while let Some(b) = queue.front() {
+                let wr = decode(&b);
+                seen.push((wr.timeseries.len(), wr.metadata.len()));
+                queue.ack(b.seq);
+            }
+            assert_eq!(seen[0], (100, 1), "{seen:?}");
+            assert!(seen[1..].iter().all(|&(_, m)| m == 0), "{seen:?}");
+            let total: usize = seen.iter().map(|s| s.0).sum();
+            assert_eq!(total, 260);
+            assert_eq!(decode_meta(&meta).help, "A gauge.");
+        }
+    }
+
+    fn decode_meta(b: &[u8]) -> crate::remote_write::proto::MetricMetadata {
+        WriteRequest::decode(b).unwrap().metadata.remove(0)
     }
 
     #[test]
@@ -452,7 +486,7 @@ mod tests {
                 q(1_000, 1_000_000)
             });
             for i in 0..5 {
-                q.append(&samples(1_000, i * 10_000));
+                q.append(&samples(1_000, i * 10_000), &[]);
                 q.flush(true);
             }
             assert_eq!(q.peek(3_500).map(|(n, f, _)| (n, f)), Some((3_000, true)));
@@ -489,7 +523,7 @@ mod tests {
             });
             // Scrapes of targets A (1) and B (2), interleaved: A1 B1 A2 B2.
             for (stream, base) in [(1, 0), (2, 1_000), (1, 2_000), (2, 3_000)] {
-                q.append(&of_stream(samples(100, base), stream));
+                q.append(&of_stream(samples(100, base), stream), &[]);
                 q.flush(true);
             }
             let ts = |l: &Lease| decode(l.batch()).timeseries[0].samples[0].timestamp;
@@ -528,11 +562,11 @@ mod tests {
     #[test]
     fn a_batch_of_unknown_stream_is_sent_alone() {
         let q = Arc::new(q(100, 1_000_000));
-        q.append(&of_stream(samples(10, 0), 1));
+        q.append(&of_stream(samples(10, 0), 1), &[]);
         q.flush(true);
-        q.append(&of_stream(samples(10, 100), 0));
+        q.append(&of_stream(samples(10, 100), 0), &[]);
         q.flush(true);
-        q.append(&of_stream(samples(10, 200), 2));
+        q.append(&of_stream(samples(10, 200), 2), &[]);
         q.flush(true);
         let first = q.take(1_000).unwrap().0;
         assert_eq!(first.batch().samples, 10, "stops before the unknown batch");
@@ -554,13 +588,13 @@ mod tests {
         {
             let q = disk(d.path(), 1_000, u64::MAX, None);
             for i in 0..3 {
-                q.append(&samples(100, i * 1_000));
+                q.append(&samples(100, i * 1_000), &[]);
             }
             // Killed: no shutdown, no ack written.
         }
         let q = Arc::new(disk(d.path(), 1_000, u64::MAX, None));
-        q.append(&samples(100, 3_000));
-        q.append(&samples(100, 4_000));
+        q.append(&samples(100, 3_000), &[]);
+        q.append(&samples(100, 4_000), &[]);
         let mut sizes = Vec::new();
         while let Some((l, _)) = q.take(10_000) {
             sizes.push(l.batch().samples);
@@ -574,7 +608,7 @@ mod tests {
     #[test]
     fn batches_cut_at_max_samples_and_keep_order() {
         let q = q(3, 100);
-        q.append(&samples(7, 0));
+        q.append(&samples(7, 0), &[]);
         let mut seen = Vec::new();
         while let Some(b) = q.front() {
             assert!(b.samples <= 3);
@@ -591,7 +625,7 @@ mod tests {
     #[test]
     fn deadline_flush_waits_for_age() {
         let q = q(100, 1000);
-        q.append(&samples(2, 0));
+        q.append(&samples(2, 0), &[]);
         q.flush(false);
         assert!(q.front().is_none(), "not yet due");
         assert!(q.open_due_at().is_some());
@@ -600,7 +634,7 @@ mod tests {
     #[test]
     fn full_queue_drops_oldest_and_counts() {
         let q = q(2, 4);
-        q.append(&samples(8, 0));
+        q.append(&samples(8, 0), &[]);
         let first = q.front().unwrap();
         assert_eq!(
             decode(&first).timeseries[0].samples[0].timestamp,
@@ -616,7 +650,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let q = disk(d.path(), 3, 1 << 30, None);
-            q.append(&samples(7, 0));
+            q.append(&samples(7, 0), &[]);
             let b = q.front().unwrap();
             q.ack(b.seq);
             q.shutdown(); // seals the open sample to disk
@@ -634,7 +668,7 @@ mod tests {
     fn disk_queue_seals_every_append() {
         let d = tempfile::tempdir().unwrap();
         let q = disk(d.path(), 100, 1 << 30, None);
-        q.append(&samples(3, 0));
+        q.append(&samples(3, 0), &[]);
         let b = q.front().expect("on disk at once, not held open");
         assert_eq!(b.samples, 3);
     }
@@ -644,7 +678,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let q = disk(d.path(), 10, 1 << 30, None);
-            q.append(&samples(3, 0));
+            q.append(&samples(3, 0), &[]);
         }
         // Reopened: nothing in memory, the batch must be read from disk.
         let q = disk(d.path(), 10, 1 << 30, None);
@@ -670,7 +704,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = disk(d.path(), 10, 64 << 10, None);
         for i in 0..1000 {
-            q.append(&samples(10, i * 10));
+            q.append(&samples(10, i * 10), &[]);
         }
         let first = q.front().unwrap();
         assert!(
@@ -703,9 +737,9 @@ mod tests {
     fn max_age_drops_old_batches_at_the_front() {
         let d = tempfile::tempdir().unwrap();
         let q = disk(d.path(), 2, 1 << 30, Some(Duration::from_secs(3600)));
-        q.append(&samples(2, 1_000)); // 1970: far too old
+        q.append(&samples(2, 1_000), &[]); // 1970: far too old
         let fresh = crate::clock::unix_ms();
-        q.append(&samples(2, fresh));
+        q.append(&samples(2, fresh), &[]);
         let b = q.front().unwrap();
         assert_eq!(decode(&b).timeseries[0].samples[0].timestamp, fresh);
         assert!(q.metrics.encode().contains("reason=\"max_age\""));
@@ -714,9 +748,9 @@ mod tests {
     #[test]
     fn ack_of_a_dropped_batch_is_harmless() {
         let q = q(1, 1);
-        q.append(&samples(1, 0));
+        q.append(&samples(1, 0), &[]);
         let b0 = q.front().unwrap();
-        q.append(&samples(1, 1)); // pushes out b0
+        q.append(&samples(1, 1), &[]); // pushes out b0
         q.ack(b0.seq);
         assert_eq!(
             decode(&q.front().unwrap()).timeseries[0].samples[0].timestamp,

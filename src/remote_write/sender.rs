@@ -80,6 +80,8 @@ pub(crate) struct Sender {
     outage: std::sync::Mutex<crate::events::Outage>,
     /// The wire format in use.
     negotiation: Negotiation,
+    /// Metric metadata by family, for 2.0 requests.
+    metadata: super::v2::MetaCache,
 }
 
 /// A request body in one format, kept across retries of a lease.
@@ -107,6 +109,7 @@ impl Sender {
             labels,
             outage: Default::default(),
             negotiation: Negotiation::new(cfg.protobuf_message),
+            metadata: Default::default(),
             cfg,
         }
         .with_format_gauges())
@@ -211,7 +214,7 @@ impl Sender {
             let body = match encoded {
                 Some((f, b)) if *f == format => b.clone(),
                 _ => {
-                    let b = encoder.body(format, &batch.parts)?;
+                    let b = encoder.body(format, &batch.parts, &self.metadata)?;
                     *encoded = Some((format, b.clone()));
                     b
                 }

@@ -10,10 +10,14 @@
 //! samples (encoded the same way in both versions) copied as they are, and
 //! a joined request is re-symbolised as a whole, so a symbol appears once
 //! per request however many scrapes it carries. Metadata from the
-//! exposition's `TYPE`/`HELP`/`UNIT` lines is attached where the record
-//! carries it (1.0 `metadata` entries, see [`MetadataTable`]).
+//! exposition's `TYPE`/`HELP`/`UNIT` lines reaches the queue as 1.0
+//! `metadata` entries once per `send_interval` per target; the destination's
+//! [`MetaCache`] remembers them by family, so every series of a family gets
+//! its metadata in every 2.0 request (after a restart, from the first
+//! scrape whose metadata is sent again).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::proto::{put_varint, read_varint, varint_len};
 
@@ -90,6 +94,40 @@ pub(crate) struct TranscodeError {
 /// Metric metadata by family name, as the 1.0 `metadata` entries of a
 /// record give it: (type, help, unit), the type as 2.0's enum.
 pub(crate) type MetadataTable<'a> = HashMap<&'a [u8], (i32, &'a [u8], &'a [u8])>;
+
+/// Metadata by family name, owned: (type, help, unit).
+pub(crate) type Families = HashMap<Box<[u8]>, (i32, Box<[u8]>, Box<[u8]>)>;
+
+/// A destination's metadata by family, shared by its workers: a snapshot
+/// each request reads, replaced when a record brings something new.
+/// Bounded: families past [`MAX_FAMILIES`] are not remembered.
+#[derive(Default)]
+pub(crate) struct MetaCache(Mutex<Arc<Families>>);
+
+/// The most families a [`MetaCache`] remembers.
+pub(crate) const MAX_FAMILIES: usize = 100_000;
+
+impl MetaCache {
+    /// The cache with `table` merged in.
+    pub(crate) fn merge(&self, table: &MetadataTable<'_>) -> Arc<Families> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = table.iter().any(|(name, (ty, help, unit))| {
+            guard
+                .get(*name)
+                .is_none_or(|(t, h, u)| t != ty || &h[..] != *help || &u[..] != *unit)
+        });
+        if changed {
+            let mut next: Families = (**guard).clone();
+            for (name, (ty, help, unit)) in table {
+                if next.len() < MAX_FAMILIES || next.contains_key(*name) {
+                    next.insert((*name).into(), (*ty, (*help).into(), (*unit).into()));
+                }
+            }
+            *guard = Arc::new(next);
+        }
+        guard.clone()
+    }
+}
 
 /// A 1.0 `MetricType` (as in `MetricMetadata`) as 2.0's `MetricType`: the
 /// two enums list the same types in the same order.
@@ -188,7 +226,7 @@ pub(crate) fn metadata_of(v1: &[u8]) -> MetadataTable<'_> {
 
 /// The family a series belongs to, for its metadata: its name, or the name
 /// without the suffix a histogram, summary or counter sample carries.
-fn family<'a>(name: &'a [u8], meta: &MetadataTable<'_>) -> Option<(i32, &'a [u8])> {
+fn family<'a>(name: &'a [u8], meta: &Families) -> Option<(i32, &'a [u8])> {
     if let Some(m) = meta.get(name) {
         return Some((m.0, name));
     }
@@ -213,13 +251,16 @@ fn family<'a>(name: &'a [u8], meta: &MetadataTable<'_>) -> Option<(i32, &'a [u8]
 
 /// Appends the 2.0 `Request` for the 1.0 `WriteRequest` bytes `v1` to
 /// `out`: one symbol table for the whole request, series in the same order,
-/// samples as they are, metadata where the record carries it.
+/// samples as they are, metadata from `cache` (with the record's own
+/// metadata entries merged in first).
 pub(crate) fn transcode(
     t: &mut Transcoder,
     v1: &[u8],
+    cache: &MetaCache,
     out: &mut Vec<u8>,
 ) -> Result<(), TranscodeError> {
-    let meta = metadata_of(v1);
+    let meta = cache.merge(&metadata_of(v1));
+    let meta: &Families = &meta;
     let mut syms = Symbols::new();
     t.series.clear();
     let mut at = 0;
@@ -271,8 +312,8 @@ pub(crate) fn transcode(
         }
         let mut meta_msg = [0u8; 32];
         let mut meta_len = 0;
-        if let Some((ty, fam)) = family(name, &meta) {
-            let (_, help, unit) = meta[fam];
+        if let Some((ty, fam)) = family(name, meta) {
+            let (_, help, unit) = &meta[fam];
             let mut m = Vec::with_capacity(16);
             if ty != 0 {
                 m.push(0x08);
@@ -402,7 +443,13 @@ mod tests {
     fn a_transcoded_request_holds_the_same_series_and_samples() {
         let v1 = v1_request();
         let mut out = Vec::new();
-        transcode(&mut Transcoder::default(), &v1, &mut out).unwrap();
+        transcode(
+            &mut Transcoder::default(),
+            &v1,
+            &MetaCache::default(),
+            &mut out,
+        )
+        .unwrap();
         let req = Request::decode(out.as_slice()).unwrap();
         let orig = WriteRequest::decode(v1.as_slice()).unwrap();
         assert_eq!(req.symbols[0], "", "the empty string is symbol 0");
@@ -439,7 +486,13 @@ mod tests {
         metadata_entry(&mut v1, 1, "http_requests", "Requests served.", "");
         metadata_entry(&mut v1, 3, "rpc_seconds", "RPC latency.", "seconds");
         let mut out = Vec::new();
-        transcode(&mut Transcoder::default(), &v1, &mut out).unwrap();
+        transcode(
+            &mut Transcoder::default(),
+            &v1,
+            &MetaCache::default(),
+            &mut out,
+        )
+        .unwrap();
         let req = Request::decode(out.as_slice()).unwrap();
         let m = |i: usize| req.timeseries[i].metadata.clone();
         let counter = m(0).unwrap();
@@ -454,20 +507,42 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_gives_metadata_to_later_requests_without_it() {
+        let cache = MetaCache::default();
+        let mut with = v1_request();
+        metadata_entry(&mut with, 1, "http_requests", "Requests served.", "");
+        let mut t = Transcoder::default();
+        transcode(&mut t, &with, &cache, &mut Vec::new()).unwrap();
+        let snapshot = cache.merge(&MetadataTable::new());
+        // Nothing new: the same snapshot, not a copy.
+        assert!(Arc::ptr_eq(&snapshot, &cache.merge(&metadata_of(&with))));
+        let mut out = Vec::new();
+        transcode(&mut t, &v1_request(), &cache, &mut out).unwrap();
+        let req = Request::decode(out.as_slice()).unwrap();
+        let m = req.timeseries[0].metadata.clone().unwrap();
+        assert_eq!(
+            (m.r#type, req.symbols[m.help_ref as usize].as_str()),
+            (1, "Requests served.")
+        );
+    }
+
+    #[test]
     fn damaged_input_is_an_error() {
         let v1 = v1_request();
         let mut t = Transcoder::default();
-        assert!(transcode(&mut t, &v1[..v1.len() - 3], &mut Vec::new()).is_err());
+        let c = MetaCache::default();
+        assert!(transcode(&mut t, &v1[..v1.len() - 3], &c, &mut Vec::new()).is_err());
         assert!(
             transcode(
                 &mut t,
                 &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+                &c,
                 &mut Vec::new()
             )
             .is_err()
         );
         let mut out = Vec::new();
-        transcode(&mut t, &[], &mut out).unwrap();
+        transcode(&mut t, &[], &c, &mut out).unwrap();
         assert_eq!(
             Request::decode(out.as_slice()).unwrap().symbols,
             vec![String::new()]

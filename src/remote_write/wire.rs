@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 
 use super::codec::{Codec, CodecError, Compressor, Decompressor};
-use super::v2::{TranscodeError, Transcoder};
+use super::v2::{MetaCache, TranscodeError, Transcoder};
 use crate::config::ProtobufMessage;
 use crate::http::Chunks;
 
@@ -193,26 +193,33 @@ pub(crate) struct Encoder {
 const KEEP: usize = 4 << 20;
 
 impl Encoder {
-    /// The request body for `parts` in `format`.
+    /// The request body for `parts` in `format`; a 2.0 body takes the
+    /// destination's metadata from `meta`.
     pub(crate) fn body(
         &mut self,
         format: WireFormat,
         parts: &[Stored],
+        meta: &MetaCache,
     ) -> Result<Chunks, EncodeError> {
         let all = |c: Codec| parts.iter().all(|p| p.codec == c);
         if format == WireFormat::V1 && all(Codec::Snappy) {
             return Ok(match join_snappy(parts) {
                 Some(chunks) => chunks,
-                None => self.recompress(format, parts)?,
+                None => self.recompress(format, parts, meta)?,
             });
         }
         if format == WireFormat::V1Zstd && parts.len() == 1 && all(Codec::Zstd) {
             return Ok(Chunks::from(parts[0].data.clone()));
         }
-        self.recompress(format, parts)
+        self.recompress(format, parts, meta)
     }
 
-    fn recompress(&mut self, format: WireFormat, parts: &[Stored]) -> Result<Chunks, EncodeError> {
+    fn recompress(
+        &mut self,
+        format: WireFormat,
+        parts: &[Stored],
+        meta: &MetaCache,
+    ) -> Result<Chunks, EncodeError> {
         self.plain.clear();
         for p in parts {
             self.decompressor
@@ -223,7 +230,7 @@ impl Encoder {
         let result = match format {
             WireFormat::V2 => {
                 self.v2.clear();
-                super::v2::transcode(&mut self.transcoder, &self.plain, &mut self.v2)?;
+                super::v2::transcode(&mut self.transcoder, &self.plain, meta, &mut self.v2)?;
                 self.compressor.compress(Codec::Snappy, &self.v2, &mut out)
             }
             WireFormat::V1Zstd => self.compressor.compress(Codec::Zstd, &self.plain, &mut out),
@@ -326,7 +333,10 @@ mod tests {
                 [Codec::Snappy, Codec::Zstd],
             ] {
                 let parts = [stored(codecs[0], &a), stored(codecs[1], &b)];
-                let body = enc.body(format, &parts).unwrap().to_vec();
+                let body = enc
+                    .body(format, &parts, &MetaCache::default())
+                    .unwrap()
+                    .to_vec();
                 let plain = plain_of(format, &body);
                 let got: Vec<(Vec<(String, String)>, i64)> = if format == WireFormat::V2 {
                     let r = super::super::v2::Request::decode(plain.as_slice()).unwrap();
@@ -374,7 +384,9 @@ mod tests {
             stored(Codec::Snappy, &scrape(10, 0)),
             stored(Codec::Snappy, &scrape(10, 100)),
         ];
-        let body = Encoder::default().body(WireFormat::V1, &parts).unwrap();
+        let body = Encoder::default()
+            .body(WireFormat::V1, &parts, &MetaCache::default())
+            .unwrap();
         // A new length header, then the two element streams as stored.
         let (la, ha) = crate::remote_write::proto::read_varint(&parts[0].data).unwrap();
         let (lb, hb) = crate::remote_write::proto::read_varint(&parts[1].data).unwrap();

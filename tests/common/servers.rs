@@ -163,7 +163,8 @@ pub struct TargetBehavior {
     pub status: u16,
     pub delay: Duration,
     pub gzip: bool,
-    /// When set, serve `NAME N` where N counts the requests (1, 2, 3, ...).
+    /// When set, serve `body` and then `NAME N`, where N counts the
+    /// requests (1, 2, 3, ...).
     pub counter: Option<String>,
     /// When set, served as is with `Content-Encoding: gzip` (a gzip bomb).
     pub gzipped: Option<Bytes>,
@@ -243,7 +244,7 @@ impl MtlsTarget {
                             };
                             let mut beh = b.lock().unwrap().clone();
                             if let Some(name) = &beh.counter {
-                                beh.body = format!("{name} {n}\n");
+                                beh.body = format!("{}{name} {n}\n", beh.body);
                             }
                             if !beh.delay.is_zero() {
                                 tokio::time::sleep(beh.delay).await;

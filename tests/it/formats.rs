@@ -22,12 +22,19 @@ use common::servers::Speaks;
 use common::vm;
 use common::{MtlsTarget, Pki, Receiver, RelayProc, http_get, metric_value, wait_async};
 
-/// A target that serves `formats_seq N`, N counting its scrapes.
+/// A target that serves `formats_seq N`, N counting its scrapes, with its
+/// HELP and TYPE.
 async fn counter_target(pki: &Pki) -> MtlsTarget {
-    let t = MtlsTarget::start(pki, String::new()).await;
+    let t = MtlsTarget::start(
+        pki,
+        format!("# HELP formats_seq {HELP}\n# TYPE formats_seq counter\n"),
+    )
+    .await;
     t.behavior.lock().unwrap().counter = Some("formats_seq".into());
     t
 }
+
+const HELP: &str = "Scrapes served, one by one.";
 
 fn relay_config(pki: &Pki, target: &MtlsTarget, url: &str, setting: &str) -> String {
     format!(
@@ -129,8 +136,14 @@ async fn wait_ready(url: &str) {
 }
 
 /// Against a real Prometheus `bin` started with `flags`, `auto` ends on
-/// `want` and loses nothing (disk queue: zstd records transcoded).
-async fn against_prometheus(bin: &Path, flags: &[String], want: (&str, &str), what: &str) {
+/// `want` and loses nothing (disk queue: zstd records transcoded). Returns
+/// the Prometheus, still running, and its directory.
+async fn against_prometheus(
+    bin: &Path,
+    flags: &[String],
+    want: (&str, &str),
+    what: &str,
+) -> (common::prom::Prometheus, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let prom = spawn_prometheus(
         bin,
@@ -145,6 +158,7 @@ async fn against_prometheus(bin: &Path, flags: &[String], want: (&str, &str), wh
     let cfg = relay_config(&pki, &target, &format!("{}/api/v1/write", prom.url), "auto");
     let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
     every_scrape_arrives(&relay, want, || prometheus_stats(&prom), what).await;
+    (prom, dir)
 }
 
 fn prometheus3() -> std::path::PathBuf {
@@ -161,14 +175,26 @@ fn prometheus2() -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_3_takes_remote_write_2_0() {
-    against_prometheus(
+async fn prometheus_3_takes_remote_write_2_0_with_metadata() {
+    // Prometheus 3's `/api/v1/metadata` lists only what its own scrape
+    // targets expose (web/api/v1/api.go reads the scrape manager), so the
+    // metadata a 2.0 request carries is read back through the type and
+    // unit labels Prometheus adds from it (`type-and-unit-labels`), with
+    // `metadata-wal-records` keeping it in the WAL.
+    let (prom, _dir) = against_prometheus(
         &prometheus3(),
-        &[],
+        &["--enable-feature=metadata-wal-records,type-and-unit-labels".into()],
         ("io.prometheus.write.v2.Request", "snappy"),
         "Prometheus 3",
     )
     .await;
+    let typed = query(&prom, "formats_seq").await;
+    assert_eq!(typed.len(), 1, "{typed:?}");
+    assert_eq!(
+        typed[0].0.get("__type__").map(String::as_str),
+        Some("counter"),
+        "the TYPE reached Prometheus: {typed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +353,16 @@ async fn a_2_0_request_has_the_shape_the_spec_gives() {
             assert!(labels.iter().all(|(n, _)| !n.is_empty()), "no empty name");
             assert_eq!(ts.samples.len(), 1);
             assert!(ts.samples[0].timestamp > 1_600_000_000_000);
+            let name = &labels.iter().find(|(n, _)| n == "__name__").unwrap().1;
+            if name == "formats_seq" {
+                // The family's TYPE and HELP, on every series of it.
+                let m = ts.metadata.clone().expect("metadata");
+                assert_eq!(m.r#type, 1, "counter");
+                assert_eq!(req.symbols[m.help_ref as usize], HELP);
+                assert_eq!(m.unit_ref, 0, "no unit: the empty symbol");
+            } else {
+                assert!(ts.metadata.is_none(), "{name} has no metadata");
+            }
         }
     }
     // The written counts are read and exported; the format is reported.

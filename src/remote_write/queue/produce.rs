@@ -5,8 +5,10 @@
 use super::*;
 
 impl Queue {
-    /// Adds a scrape's samples, sealing batches as they fill.
-    pub(crate) fn append(&self, enc: &EncodedSamples) {
+    /// Adds a scrape's samples, sealing batches as they fill. `metadata`
+    /// (1.0 `metadata` entries, usually empty) goes into the scrape's first
+    /// batch.
+    pub(crate) fn append(&self, enc: &EncodedSamples, metadata: &[u8]) {
         if enc.is_empty() {
             return;
         }
@@ -20,13 +22,25 @@ impl Queue {
             let mut i = 0;
             while i < enc.len() {
                 let take = self.max_samples_per_send.min(enc.len() - i);
-                self.store(
-                    &mut inner,
-                    enc.slice(i, i + take),
-                    take,
-                    enc.scraped_at_ms,
-                    enc.stream,
-                );
+                if i == 0 && !metadata.is_empty() {
+                    // The first batch and the metadata, in the open buffer
+                    // (unused on this path).
+                    let mut open = std::mem::take(&mut inner.open);
+                    open.clear();
+                    open.extend_from_slice(enc.slice(0, take));
+                    open.extend_from_slice(metadata);
+                    self.store(&mut inner, &open, take, enc.scraped_at_ms, enc.stream);
+                    open.clear();
+                    inner.open = open;
+                } else {
+                    self.store(
+                        &mut inner,
+                        enc.slice(i, i + take),
+                        take,
+                        enc.scraped_at_ms,
+                        enc.stream,
+                    );
+                }
                 i += take;
             }
             drop(inner);
@@ -41,6 +55,12 @@ impl Queue {
             sealed = true;
         }
         inner.open_stream = enc.stream;
+        if !metadata.is_empty() {
+            if inner.open_samples == 0 {
+                inner.open_since = Some(Instant::now());
+            }
+            inner.open.extend_from_slice(metadata);
+        }
         let mut i = 0;
         while i < enc.len() {
             if inner.open_samples == 0 {
