@@ -27,10 +27,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod remote;
 mod secret;
 mod validate;
 
 pub use env::expand_env;
+pub use remote::{MetadataConfig, ProtobufMessage};
 pub use secret::Secret;
 pub use validate::split_userinfo;
 
@@ -291,44 +293,6 @@ pub struct RemoteWriteConfig {
     /// HELP, UNIT) goes with the samples.
     #[serde(default)]
     pub metadata_config: MetadataConfig,
-}
-
-/// `remote_write[].metadata_config`, as in Prometheus: each target's
-/// metadata is sent once per `send_interval` (with its scrape's samples:
-/// 1.0 `metadata` entries, which Mimir, Cortex and Thanos store; a 2.0
-/// destination attaches it to every series of the family).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(deny_unknown_fields)]
-pub struct MetadataConfig {
-    #[serde(default = "yes")]
-    pub send: bool,
-    #[serde(default = "default_metadata_interval")]
-    pub send_interval: PromDuration,
-}
-
-impl Default for MetadataConfig {
-    fn default() -> Self {
-        MetadataConfig {
-            send: true,
-            send_interval: default_metadata_interval(),
-        }
-    }
-}
-
-fn default_metadata_interval() -> PromDuration {
-    PromDuration(Duration::from_secs(60))
-}
-
-/// `remote_write[].protobuf_message`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
-pub enum ProtobufMessage {
-    #[default]
-    #[serde(rename = "prometheus.WriteRequest")]
-    V1,
-    #[serde(rename = "io.prometheus.write.v2.Request")]
-    V2,
-    #[serde(rename = "auto")]
-    Auto,
 }
 
 /// Extension: where and how much a destination's queue may keep on disk.

@@ -222,7 +222,7 @@ async fn a_second_agent_on_the_same_queue_directory_is_refused() {
 /// The record layout of `src/remote_write/disk.rs`: (offset, length) of each
 /// record in a segment.
 fn records(seg: &[u8]) -> Vec<(usize, usize)> {
-    assert_eq!(&seg[..8], b"MRQSEG2\n", "segment header");
+    assert_eq!(&seg[..8], b"MRQSEG3\n", "segment header (version 3)");
     let mut out = Vec::new();
     let mut off = 8;
     while off + 12 <= seg.len() {

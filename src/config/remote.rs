@@ -1,0 +1,47 @@
+//! The remote-write keys of the wire: `protobuf_message` (which message,
+//! negotiated in `remote_write::wire`) and `metadata_config` (whether and
+//! how often metric metadata goes along).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::PromDuration;
+
+/// `remote_write[].protobuf_message`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum ProtobufMessage {
+    #[default]
+    #[serde(rename = "prometheus.WriteRequest")]
+    V1,
+    #[serde(rename = "io.prometheus.write.v2.Request")]
+    V2,
+    #[serde(rename = "auto")]
+    Auto,
+}
+
+/// `remote_write[].metadata_config`, as in Prometheus: each target's
+/// metadata is sent once per `send_interval` (with its scrape's samples:
+/// 1.0 `metadata` entries, which Mimir, Cortex and Thanos store; a 2.0
+/// destination attaches it to every series of the family).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    #[serde(default = "super::yes")]
+    pub send: bool,
+    #[serde(default = "default_metadata_interval")]
+    pub send_interval: PromDuration,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            send: true,
+            send_interval: default_metadata_interval(),
+        }
+    }
+}
+
+fn default_metadata_interval() -> PromDuration {
+    PromDuration(Duration::from_secs(60))
+}
