@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the hot path: parsing, a whole steady-state
 //! scrape (labels encoded from the text, staleness table, protobuf), the same
-//! with a metric relabeling rule (cached results), and snappy of a batch. Inputs: the real
+//! with a metric relabeling rule (cached results), snappy and zstd of a batch (the storage
+//! codecs), and a request in each wire format from zstd-stored batches. Inputs: the real
 //! Prometheus fixture in `tests/data/` and a generated
 //! control-plane-sized page. The `prometheus-parse` crate is the baseline
 //! for parsing (it builds owned samples; ours borrows from the body).
@@ -8,8 +9,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metrics_relay::EncodedSamples;
 use metrics_relay::Parser;
+use metrics_relay::{
+    Codec, Compressor, EncodedSamples, MetaCache, Stored, WireEncoder, WireFormat,
+};
 use metrics_relay::{SeriesCache, TargetContext};
 
 mod common;
@@ -119,6 +122,57 @@ fn bench(c: &mut Criterion) {
                 total
             })
         });
+        for level in [1, 3] {
+            let mut c = Compressor::new(level);
+            let mut buf = Vec::new();
+            g.bench_function(format!("zstd-{level}-batches-of-2000"), |b| {
+                b.iter(|| {
+                    let mut total = 0;
+                    let mut i = 0;
+                    while i < out.len() {
+                        let j = (i + 2000).min(out.len());
+                        buf.clear();
+                        c.compress(Codec::Zstd, out.slice(i, j), &mut buf)
+                            .expect("compress");
+                        total += buf.len();
+                        i = j;
+                    }
+                    total
+                })
+            });
+        }
+        // The sender's side: requests of two zstd-stored batches (joined),
+        // in each wire format.
+        let mut c = Compressor::new(1);
+        let mut stored = Vec::new();
+        let mut i = 0;
+        while i < out.len() {
+            let j = (i + 1000).min(out.len());
+            let mut data = Vec::new();
+            c.compress(Codec::Zstd, out.slice(i, j), &mut data)
+                .expect("compress");
+            stored.push(Stored {
+                codec: Codec::Zstd,
+                data: data.into(),
+            });
+            i = j;
+        }
+        let meta = MetaCache::default();
+        for (label, format) in [
+            ("wire-1.0-snappy-from-zstd", WireFormat::V1),
+            ("wire-1.0-zstd-from-zstd", WireFormat::V1Zstd),
+            ("wire-2.0-snappy-from-zstd", WireFormat::V2),
+        ] {
+            let mut enc = WireEncoder::default();
+            g.bench_function(label, |b| {
+                b.iter(|| {
+                    stored
+                        .chunks(2)
+                        .map(|pair| enc.body(format, pair, &meta).expect("encode").len())
+                        .sum::<usize>()
+                })
+            });
+        }
         g.finish();
     }
 }

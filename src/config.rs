@@ -32,7 +32,7 @@ mod secret;
 mod validate;
 
 pub use env::expand_env;
-pub use remote::{MetadataConfig, ProtobufMessage};
+pub use remote::{MetadataConfig, ProtobufMessage, QueueCodec};
 pub use secret::Secret;
 pub use validate::split_userinfo;
 
@@ -307,6 +307,9 @@ pub struct QueueStorage {
     /// Batches whose oldest sample is older are dropped and counted; `0` = no limit.
     #[serde(default = "default_queue_max_age")]
     pub max_age: PromDuration,
+    /// How queued batches are compressed (see `remote_write::codec`).
+    #[serde(default)]
+    pub codec: QueueCodec,
 }
 
 impl Default for QueueStorage {
@@ -315,6 +318,7 @@ impl Default for QueueStorage {
             path: None,
             max_size: default_queue_max_size(),
             max_age: default_queue_max_age(),
+            codec: QueueCodec::default(),
         }
     }
 }

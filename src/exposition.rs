@@ -47,7 +47,7 @@ pub(crate) use escape::{InvalidUtf8, unescape, unescape_into};
 pub(crate) use float::parse_float;
 pub(crate) use lexer::MASKS;
 use lexer::is_blank;
-pub(crate) use metadata::encode_metadata;
+pub use metadata::encode_metadata;
 
 use crate::labels::{
     CLASS, LABEL_CHAR, NAME_CHAR, is_label_char, is_label_start, is_name_char, is_name_start,

@@ -1,6 +1,7 @@
-//! The remote-write keys of the wire: `protobuf_message` (which message,
-//! negotiated in `remote_write::wire`) and `metadata_config` (whether and
-//! how often metric metadata goes along).
+//! The remote-write keys of the wire and the queue's bytes:
+//! `protobuf_message` (which message, negotiated in `remote_write::wire`),
+//! `metadata_config` (whether and how often metric metadata goes along) and
+//! `queue.codec` (how queued batches are compressed).
 
 use std::time::Duration;
 
@@ -44,4 +45,20 @@ impl Default for MetadataConfig {
 
 fn default_metadata_interval() -> PromDuration {
     PromDuration(Duration::from_secs(60))
+}
+
+/// `remote_write[].queue.codec` (extension): how queued batches are
+/// compressed. `auto` (the default) stores them in the wire's compression,
+/// so that steady sending never recompresses: zstd once the destination
+/// speaks VictoriaMetrics' zstd protocol, snappy otherwise. `zstd` trades
+/// CPU (a recompression at send time for a snappy destination) for a disk
+/// queue that holds about twice as long an outage; `snappy` is the old
+/// format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueCodec {
+    #[default]
+    Auto,
+    Snappy,
+    Zstd,
 }

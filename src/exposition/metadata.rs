@@ -41,7 +41,7 @@ fn kind(word: &[u8]) -> u8 {
 /// Appends the metadata entries of `body` (a page the parser accepted) to
 /// `out`, one per family with a `HELP`, `TYPE` or `UNIT` line, in order of
 /// appearance. Returns how many.
-pub(crate) fn encode_metadata(body: &[u8], format: Format, out: &mut Vec<u8>) -> usize {
+pub fn encode_metadata(body: &[u8], format: Format, out: &mut Vec<u8>) -> usize {
     let om = format == Format::OpenMetrics;
     let mut families: Vec<Family<'_>> = Vec::new();
     let mut index: HashMap<&[u8], usize> = HashMap::new();

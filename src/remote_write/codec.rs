@@ -2,14 +2,18 @@
 //! bytes) is compressed while it waits, separate from the wire compression a
 //! destination negotiates ([`crate::remote_write::wire`]).
 //!
-//! - [`Codec::Snappy`]: the memory queue's, and every disk record written
-//!   before the codec tag existed. Its records are what a remote-write 1.0
-//!   receiver reads, so a sender on 1.0 + snappy posts them as they are
-//!   (joined without decompressing, see `wire`).
-//! - [`Codec::Zstd`]: the disk queue's, at [`ZSTD_LEVEL`]: about 2.5 times
-//!   smaller than snappy on exposition-shaped data, so the same
-//!   `queue.max_size` holds that much longer an outage. Transcoded to the
-//!   wire format at send time.
+//! - [`Codec::Snappy`]: what a remote-write 1.0 (and every disk record
+//!   written before the codec tag existed) is compressed with: a sender on
+//!   1.0 + snappy posts such batches as they are (joined without
+//!   decompressing, see `wire`).
+//! - [`Codec::Zstd`]: at [`ZSTD_LEVEL`], 1.6 to 2.2 times smaller than
+//!   snappy on exposition-shaped data, so the same `queue.max_size` holds
+//!   that much longer an outage; posted as is in VictoriaMetrics' zstd
+//!   protocol, recompressed for a snappy destination.
+//!
+//! `queue.codec: auto` (the default) stores each batch in the compression
+//! its destination's wire format uses at the time, so that steady sending
+//! never recompresses; each batch keeps the codec it was stored with.
 //!
 //! Both compress into a growing output (no worst-case buffer: a 200 MiB
 //! page never costs a second 200 MiB) with encoders reused across batches;
@@ -19,10 +23,11 @@ use std::io;
 
 use zstd::stream::raw::{Decoder as ZDecoder, Encoder as ZEncoder, InBuffer, Operation, OutBuffer};
 
-/// The zstd level of disk records. Measured on the fleet benchmark's
-/// 2,000-series scrapes (`benches/hot_path`, `codec/*`): level 1 stores
-/// 9.4 bytes per sample, level 3 8.9, at 1.6 times level 1's CPU; snappy
-/// 27. Level 1 meets the ≤ 10 bytes goal for the least CPU.
+/// The zstd level of stored batches. Measured on batches of 2,000 samples
+/// (`examples/wire_bytes`, `benches/hot_path` `zstd-*`): level 1 stores
+/// 13.6 bytes per sample of the peer harness's page (snappy 29.4), 14.7 of
+/// the Prometheus fixture (snappy 23.4); level 3 saves at most 4 % more,
+/// and on the harness page nothing, at 1.8 times level 1's CPU.
 pub(crate) const ZSTD_LEVEL: i32 = 1;
 
 /// The most a stored batch may decompress to: a batch is at most
@@ -35,7 +40,7 @@ const STEP: usize = 64 << 10;
 
 /// How a stored batch is compressed; the disk records' tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Codec {
+pub enum Codec {
     Snappy,
     Zstd,
 }
@@ -67,7 +72,7 @@ impl Codec {
 
 /// Why a batch could not be (de)compressed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CodecError {
+pub enum CodecError {
     #[error(transparent)]
     Snappy(#[from] crate::remote_write::snappy::CompressError),
     #[error("snappy: {0}")]
@@ -80,7 +85,7 @@ pub(crate) enum CodecError {
 
 /// Compressors kept between batches (their state is reused, not
 /// reallocated).
-pub(crate) struct Compressor {
+pub struct Compressor {
     snappy: snap::raw::Encoder,
     /// Snappy's output for one piece (see [`crate::remote_write::snappy`]).
     scratch: Vec<u8>,
@@ -95,7 +100,7 @@ impl Default for Compressor {
 }
 
 impl Compressor {
-    pub(crate) fn new(zstd_level: i32) -> Self {
+    pub fn new(zstd_level: i32) -> Self {
         Compressor {
             snappy: snap::raw::Encoder::new(),
             scratch: Vec::new(),
@@ -105,7 +110,7 @@ impl Compressor {
     }
 
     /// Compresses `input` onto the end of `out`.
-    pub(crate) fn compress(
+    pub fn compress(
         &mut self,
         codec: Codec,
         input: &[u8],

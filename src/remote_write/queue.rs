@@ -128,7 +128,7 @@ struct Inner {
     open_since: Option<Instant>,
     open_oldest_ms: i64,
     storage: Storage,
-    /// The storage codec: snappy in memory, zstd on disk.
+    /// The storage codec of new batches ([`Queue::set_codec`]).
     codec: Codec,
     compressor: Compressor,
     /// A batch's compressed bytes, reused.
@@ -191,10 +191,7 @@ impl Queue {
         labels: RemoteLabels,
     ) -> Result<(Self, Option<Recovery>), DiskError> {
         let mut recovered_until = 0;
-        let codec = match storage {
-            StorageConfig::Memory { .. } => Codec::Snappy,
-            StorageConfig::Disk { .. } => Codec::Zstd,
-        };
+        let codec = Codec::Snappy;
         let (storage, recovery) = match storage {
             StorageConfig::Memory { max_samples } => (
                 Storage::Memory {
@@ -293,6 +290,12 @@ impl Queue {
         // A panic while holding the lock cannot leave Inner inconsistent in a
         // way that matters more than stopping; recover the data.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How batches sealed from now on are compressed (older ones keep
+    /// theirs: each stored batch carries its codec).
+    pub(crate) fn set_codec(&self, codec: Codec) {
+        self.lock().codec = codec;
     }
 
     /// Whether batches survive a restart.
@@ -428,17 +431,21 @@ mod tests {
     }
 
     #[test]
-    fn memory_batches_are_snappy_and_disk_batches_zstd() {
+    fn each_batch_keeps_the_codec_it_was_sealed_with() {
         let d = tempfile::tempdir().unwrap();
-        for (queue, codec) in [
-            (q(1_000, 10_000), Codec::Snappy),
-            (disk(d.path(), 1_000, u64::MAX, None), Codec::Zstd),
-        ] {
+        for queue in [q(1_000, 10_000), disk(d.path(), 1_000, u64::MAX, None)] {
             queue.append(&samples(500, 0), &[]);
             queue.flush(true);
-            let b = queue.front().unwrap();
-            assert!(b.parts.iter().all(|p| p.codec == codec), "{codec:?}");
-            assert_eq!(decode(&b).timeseries.len(), 500);
+            queue.set_codec(Codec::Zstd);
+            queue.append(&samples(500, 1_000), &[]);
+            queue.flush(true);
+            let mut codecs = Vec::new();
+            while let Some(b) = queue.front() {
+                assert_eq!(decode(&b).timeseries.len(), 500);
+                codecs.extend(b.parts.iter().map(|p| p.codec));
+                queue.ack(b.seq);
+            }
+            assert_eq!(codecs, [Codec::Snappy, Codec::Zstd]);
         }
     }
 

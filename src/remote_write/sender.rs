@@ -122,9 +122,15 @@ impl Sender {
         self
     }
 
-    /// 1 for the format in use, 0 for the others of the chain.
+    /// 1 for the format in use, 0 for the others of the chain; and the
+    /// queue's codec for new batches (`queue.codec`).
     fn set_format_gauges(&self) {
         let now = self.negotiation.current();
+        self.queue.set_codec(match self.cfg.queue.codec {
+            crate::config::QueueCodec::Auto => now.storage_codec(),
+            crate::config::QueueCodec::Snappy => super::codec::Codec::Snappy,
+            crate::config::QueueCodec::Zstd => super::codec::Codec::Zstd,
+        });
         for f in self.negotiation.all() {
             self.metrics
                 .remote_format

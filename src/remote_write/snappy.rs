@@ -18,7 +18,7 @@ const PIECE: usize = 1 << 20;
 /// Why a compression failed.
 #[derive(Debug, thiserror::Error)]
 #[error("snappy compression: {0}")]
-pub(crate) struct CompressError(String);
+pub struct CompressError(String);
 
 /// Snappy-compresses `input` (block format) onto the end of `out`; `encoder`
 /// and `scratch` are reused between calls (the scratch stays about

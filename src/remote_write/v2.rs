@@ -87,7 +87,7 @@ impl Request {
 /// means damage that slipped past the record CRC).
 #[derive(Debug, thiserror::Error)]
 #[error("remote write 2.0: the queued 1.0 request does not parse at byte {at}")]
-pub(crate) struct TranscodeError {
+pub struct TranscodeError {
     at: usize,
 }
 
@@ -102,7 +102,7 @@ pub(crate) type Families = HashMap<Box<[u8]>, (i32, Box<[u8]>, Box<[u8]>)>;
 /// each request reads, replaced when a record brings something new.
 /// Bounded: families past [`MAX_FAMILIES`] are not remembered.
 #[derive(Default)]
-pub(crate) struct MetaCache(Mutex<Arc<Families>>);
+pub struct MetaCache(Mutex<Arc<Families>>);
 
 /// The most families a [`MetaCache`] remembers.
 pub(crate) const MAX_FAMILIES: usize = 100_000;
@@ -142,9 +142,11 @@ pub(crate) struct Transcoder {
     refs: Vec<u32>,
 }
 
-/// Interns symbols of one request; `""` is reference 0.
+/// Interns symbols of one request; `""` is reference 0. Whole `Label`
+/// messages are remembered too, so a label seen before costs one lookup.
 struct Symbols<'a> {
     index: HashMap<&'a [u8], u32, foldhash::fast::FixedState>,
+    pairs: HashMap<&'a [u8], (u32, u32), foldhash::fast::FixedState>,
     order: Vec<&'a [u8]>,
 }
 
@@ -152,6 +154,7 @@ impl<'a> Symbols<'a> {
     fn new() -> Self {
         let mut s = Symbols {
             index: HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            pairs: HashMap::with_hasher(foldhash::fast::FixedState::default()),
             order: Vec::new(),
         };
         s.intern(b"");
@@ -227,6 +230,9 @@ pub(crate) fn metadata_of(v1: &[u8]) -> MetadataTable<'_> {
 /// The family a series belongs to, for its metadata: its name, or the name
 /// without the suffix a histogram, summary or counter sample carries.
 fn family<'a>(name: &'a [u8], meta: &Families) -> Option<(i32, &'a [u8])> {
+    if meta.is_empty() {
+        return None;
+    }
     if let Some(m) = meta.get(name) {
         return Some((m.0, name));
     }
@@ -262,6 +268,11 @@ pub(crate) fn transcode(
     let meta = cache.merge(&metadata_of(v1));
     let meta: &Families = &meta;
     let mut syms = Symbols::new();
+    // The metadata message of the last family seen (its series are
+    // adjacent): worked out once per family, not per series.
+    let mut last_name: &[u8] = b"\xff";
+    let mut meta_msg = [0u8; 32];
+    let mut meta_len = 0;
     t.series.clear();
     let mut at = 0;
     while at < v1.len() {
@@ -280,23 +291,31 @@ pub(crate) fn transcode(
             let (n, w, body, u) = field(&ts[p..]).ok_or(TranscodeError { at: here })?;
             match (n, w) {
                 (1, 2) => {
-                    let (mut ln, mut lv) = (&b""[..], &b""[..]);
-                    let mut q = 0;
-                    while q < body.len() {
-                        let (fnum, fw, fv, fu) =
-                            field(&body[q..]).ok_or(TranscodeError { at: here })?;
-                        match (fnum, fw) {
-                            (1, 2) => ln = fv,
-                            (2, 2) => lv = fv,
-                            _ => {}
+                    let (nr, vr) = match syms.pairs.get(body) {
+                        Some(&pair) => pair,
+                        None => {
+                            let (mut ln, mut lv) = (&b""[..], &b""[..]);
+                            let mut q = 0;
+                            while q < body.len() {
+                                let (fnum, fw, fv, fu) =
+                                    field(&body[q..]).ok_or(TranscodeError { at: here })?;
+                                match (fnum, fw) {
+                                    (1, 2) => ln = fv,
+                                    (2, 2) => lv = fv,
+                                    _ => {}
+                                }
+                                q += fu;
+                            }
+                            let pair = (syms.intern(ln), syms.intern(lv));
+                            syms.pairs.insert(body, pair);
+                            pair
                         }
-                        q += fu;
+                    };
+                    if syms.order[nr as usize] == b"__name__" {
+                        name = syms.order[vr as usize];
                     }
-                    if ln == b"__name__" {
-                        name = lv;
-                    }
-                    t.refs.push(syms.intern(ln));
-                    t.refs.push(syms.intern(lv));
+                    t.refs.push(nr);
+                    t.refs.push(vr);
                 }
                 (2, 2) => {
                     // Samples follow the labels in our encoding; keep the
@@ -310,25 +329,35 @@ pub(crate) fn transcode(
             }
             p += u;
         }
-        let mut meta_msg = [0u8; 32];
-        let mut meta_len = 0;
-        if let Some((ty, fam)) = family(name, meta) {
-            let (_, help, unit) = &meta[fam];
-            let mut m = Vec::with_capacity(16);
-            if ty != 0 {
-                m.push(0x08);
-                put_varint(&mut m, ty as u64);
+        if name != last_name {
+            last_name = name;
+            meta_len = 0;
+            if let Some((ty, fam)) = family(name, meta) {
+                let (_, help, unit) = &meta[fam];
+                let mut put = |v: u64| {
+                    let mut v = v;
+                    while v >= 0x80 {
+                        meta_msg[meta_len] = (v as u8) | 0x80;
+                        meta_len += 1;
+                        v >>= 7;
+                    }
+                    meta_msg[meta_len] = v as u8;
+                    meta_len += 1;
+                };
+                // Three fields of a tag and a varint of at most 5 bytes.
+                if ty != 0 {
+                    put(0x08);
+                    put(ty as u64);
+                }
+                if !help.is_empty() {
+                    put(0x18);
+                    put(u64::from(syms.intern(help)));
+                }
+                if !unit.is_empty() {
+                    put(0x20);
+                    put(u64::from(syms.intern(unit)));
+                }
             }
-            if !help.is_empty() {
-                m.push(0x18);
-                put_varint(&mut m, u64::from(syms.intern(help)));
-            }
-            if !unit.is_empty() {
-                m.push(0x20);
-                put_varint(&mut m, u64::from(syms.intern(unit)));
-            }
-            meta_msg[..m.len()].copy_from_slice(&m);
-            meta_len = m.len();
         }
         let refs_len: usize = t.refs.iter().map(|&r| varint_len(u64::from(r))).sum();
         let samples_bytes = &ts[samples.0..samples.1];

@@ -35,14 +35,14 @@ use crate::http::Chunks;
 
 /// One queued batch as stored.
 #[derive(Clone, Debug)]
-pub(crate) struct Stored {
+pub struct Stored {
     pub codec: Codec,
     pub data: Bytes,
 }
 
 /// What a destination sends; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WireFormat {
+pub enum WireFormat {
     V2,
     V1Zstd,
     V1,
@@ -62,6 +62,14 @@ impl WireFormat {
         match self {
             WireFormat::V1Zstd => "zstd",
             WireFormat::V2 | WireFormat::V1 => "snappy",
+        }
+    }
+
+    /// The storage codec that lets a batch go out as stored.
+    pub(crate) fn storage_codec(self) -> Codec {
+        match self {
+            WireFormat::V1Zstd => Codec::Zstd,
+            WireFormat::V2 | WireFormat::V1 => Codec::Snappy,
         }
     }
 
@@ -170,7 +178,7 @@ impl Negotiation {
 /// passed the record CRC, or a request past a codec's limits): the batch
 /// is dropped and counted.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum EncodeError {
+pub enum EncodeError {
     #[error("a queued batch cannot be decompressed: {0}")]
     Stored(#[source] CodecError),
     #[error("the request cannot be compressed: {0}")]
@@ -181,7 +189,7 @@ pub(crate) enum EncodeError {
 
 /// State reused between requests of one sender worker.
 #[derive(Default)]
-pub(crate) struct Encoder {
+pub struct Encoder {
     compressor: Compressor,
     decompressor: Decompressor,
     transcoder: Transcoder,
@@ -195,7 +203,7 @@ const KEEP: usize = 4 << 20;
 impl Encoder {
     /// The request body for `parts` in `format`; a 2.0 body takes the
     /// destination's metadata from `meta`.
-    pub(crate) fn body(
+    pub fn body(
         &mut self,
         format: WireFormat,
         parts: &[Stored],

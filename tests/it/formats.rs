@@ -37,6 +37,17 @@ async fn counter_target(pki: &Pki) -> MtlsTarget {
 const HELP: &str = "Scrapes served, one by one.";
 
 fn relay_config(pki: &Pki, target: &MtlsTarget, url: &str, setting: &str) -> String {
+    relay_config_with(pki, target, url, setting, "")
+}
+
+/// [`relay_config`] with `extra` keys for the destination (indented).
+fn relay_config_with(
+    pki: &Pki,
+    target: &MtlsTarget,
+    url: &str,
+    setting: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 global:
@@ -51,6 +62,7 @@ remote_write:
     name: dest
     protobuf_message: {setting}
     queue_config: {{batch_send_deadline: 200ms, min_backoff: 50ms, max_backoff: 200ms}}
+{extra}
 "#,
         ca = pki.ca.display(),
         cert = pki.client_cert.display(),
@@ -144,6 +156,17 @@ async fn against_prometheus(
     want: (&str, &str),
     what: &str,
 ) -> (common::prom::Prometheus, tempfile::TempDir) {
+    against_prometheus_with(bin, flags, want, what, "").await
+}
+
+/// [`against_prometheus`] with `extra` destination keys.
+async fn against_prometheus_with(
+    bin: &Path,
+    flags: &[String],
+    want: (&str, &str),
+    what: &str,
+    extra: &str,
+) -> (common::prom::Prometheus, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let prom = spawn_prometheus(
         bin,
@@ -155,7 +178,8 @@ async fn against_prometheus(
     wait_ready(&prom.url).await;
     let pki = Pki::new(&dir.path().join("pki"));
     let target = counter_target(&pki).await;
-    let cfg = relay_config(&pki, &target, &format!("{}/api/v1/write", prom.url), "auto");
+    let url = format!("{}/api/v1/write", prom.url);
+    let cfg = relay_config_with(&pki, &target, &url, "auto", extra);
     let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
     every_scrape_arrives(&relay, want, || prometheus_stats(&prom), what).await;
     (prom, dir)
@@ -210,13 +234,41 @@ async fn prometheus_3_on_1_0_only_refuses_2_0_and_zstd_and_the_agent_falls_back(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_2_42_reads_2_0_as_a_1_x_receiver_and_the_agent_falls_back() {
-    against_prometheus(
+    // With `queue.codec: zstd`: the disk records are zstd, recompressed to
+    // snappy for this receiver.
+    let (_prom, dir) = against_prometheus_with(
         &prometheus2(),
         &[],
         ("prometheus.WriteRequest", "snappy"),
         "Prometheus 2.42",
+        "    queue: {codec: zstd}",
     )
     .await;
+    let queue = dir.path().join("relay/data/queue/dest");
+    let mut tags = Vec::new();
+    for e in std::fs::read_dir(&queue).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "seg") {
+            tags.extend(record_codecs(&std::fs::read(&p).unwrap()));
+        }
+    }
+    assert!(
+        !tags.is_empty() && tags.iter().all(|&t| t == 2),
+        "every record zstd (tag 2): {tags:?}"
+    );
+}
+
+/// The codec tag of each record of a version 3 segment.
+fn record_codecs(seg: &[u8]) -> Vec<u8> {
+    assert_eq!(&seg[..8], b"MRQSEG3\n");
+    let mut out = Vec::new();
+    let mut off = 8;
+    while off + 12 + 21 <= seg.len() {
+        let len = u32::from_le_bytes(seg[off + 4..off + 8].try_into().unwrap()) as usize;
+        out.push(seg[off + 12 + 20]);
+        off += 12 + len;
+    }
+    out
 }
 
 /// Against a real VictoriaMetrics `bin`, `auto` ends on `want`; `durable`:
