@@ -31,6 +31,9 @@ fn batch_size() -> usize {
 }
 const SCRAPES: u64 = 20;
 
+/// A page by scrape round.
+type Page = Box<dyn Fn(u64) -> Vec<u8>>;
+
 /// Batches (1.0 `WriteRequest` bytes) of `SCRAPES` scrapes of `page(round)`,
 /// and the number of samples in them.
 fn batches(page: &dyn Fn(u64) -> Vec<u8>) -> (Vec<Vec<u8>>, usize) {
@@ -72,7 +75,7 @@ fn main() {
         "/tests/data/prometheus-server.237mfs.prom.txt"
     ))
     .expect("tests/data fixture");
-    let inputs: Vec<(&str, Box<dyn Fn(u64) -> Vec<u8>>)> = vec![
+    let inputs: Vec<(&str, Page)> = vec![
         (
             "control-plane",
             Box::new(|r| payload::control_plane(r).text.into_bytes()),
