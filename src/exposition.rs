@@ -29,8 +29,7 @@
 //! Layout: this file holds the API (the parser, samples, label spans, the
 //! format) and the line dispatcher; `lexer` the text-format scanning,
 //! `openmetrics` what OpenMetrics adds, `float` the value parser, `escape`
-//! label value escapes, `metadata` the families' HELP/TYPE/UNIT for remote
-//! write.
+//! label value escapes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -39,7 +38,6 @@ mod canonical;
 mod escape;
 mod float;
 mod lexer;
-mod metadata;
 mod openmetrics;
 
 pub(crate) use canonical::{Rewrite, canonical_float_label};
@@ -47,7 +45,6 @@ pub(crate) use escape::{InvalidUtf8, unescape, unescape_into};
 pub(crate) use float::parse_float;
 pub(crate) use lexer::MASKS;
 use lexer::is_blank;
-pub use metadata::encode_metadata;
 
 use crate::labels::{
     CLASS, LABEL_CHAR, NAME_CHAR, is_label_char, is_label_start, is_name_char, is_name_start,

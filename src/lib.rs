@@ -68,7 +68,7 @@ pub use relabel::RelabelConfig;
 pub use relay::{Checked, RelayError, RunOptions, check, run};
 pub use remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 // The storage codecs and wire formats, for the bytes and codec benchmarks.
-pub use exposition::{Format as ExpositionFormat, encode_metadata};
+pub use exposition::Format as ExpositionFormat;
 pub use remote_write::codec::{Codec, CodecError, Compressor};
 pub use remote_write::snappy::CompressError as SnappyError;
 pub use remote_write::v2::{MetaCache, TranscodeError};
@@ -76,6 +76,7 @@ pub use remote_write::v2::{
     Metadata as V2Metadata, Request as V2Request, Sample as V2Sample, TimeSeries as V2TimeSeries,
 };
 pub use remote_write::wire::{EncodeError, Encoder as WireEncoder, Stored, WireFormat};
+pub use series::encode_metadata;
 // The encoder's entry format, for the fuzz example's round-trip check.
 pub use remote_write::samples::{EncodedSamples, encode_labels, split_entry};
 pub use render::{

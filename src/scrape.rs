@@ -541,11 +541,7 @@ impl ScrapeLoop {
                     } else {
                         &self.body
                     };
-                    crate::exposition::encode_metadata(
-                        received,
-                        fetched.format,
-                        &mut self.metadata,
-                    );
+                    crate::series::encode_metadata(received, fetched.format, &mut self.metadata);
                 }
                 // The body is done with: given back before the samples are
                 // compressed and queued, so a huge page is not held twice.

@@ -34,7 +34,8 @@
 //! Layout: `target` (what every series of a target gets, and the general,
 //! allocating label path), `track` (series keys and the series table),
 //! `encode` (the per-sample encoder), `plan` (label layouts per name
-//! shape); this file holds the cache itself (ingest, end of scrape,
+//! shape), `metadata` (the page's HELP/TYPE/UNIT as remote-write metadata
+//! entries); this file holds the cache itself (ingest, end of scrape,
 //! staleness markers, the last body).
 
 use crate::exposition::{Format, ParseError, Parser, SpanBufs};
@@ -44,11 +45,13 @@ use crate::labels::STALE_NAN;
 use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
 
 mod encode;
+mod metadata;
 mod plan;
 mod target;
 mod track;
 
 use encode::{EncodeState, Parsed, resolve};
+pub use metadata::encode_metadata;
 pub use target::TargetContext;
 pub(crate) use target::TimestampBounds;
 use track::{Hashers, Key, KeyHasher, KeyMap, Track};

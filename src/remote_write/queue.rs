@@ -451,15 +451,16 @@ mod tests {
 
     #[test]
     fn metadata_goes_into_the_first_batch_of_its_scrape_only() {
-        let meta = {
-            let mut m = Vec::new();
-            crate::exposition::encode_metadata(
-                b"# HELP m A gauge.\n# TYPE m gauge\nm 1\n",
-                crate::exposition::Format::Text,
-                &mut m,
-            );
-            m
-        };
+        let meta = WriteRequest {
+            timeseries: vec![],
+            metadata: vec![crate::remote_write::proto::MetricMetadata {
+                r#type: 2,
+                metric_family_name: "m".into(),
+                help: "A gauge.".into(),
+                unit: String::new(),
+            }],
+        }
+        .encode_to_vec();
         let d = tempfile::tempdir().unwrap();
         for queue in [q(100, 10_000), disk(d.path(), 100, u64::MAX, None)] {
             queue.append(&samples(250, 0), &meta);

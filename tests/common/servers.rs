@@ -190,7 +190,21 @@ impl MtlsTarget {
     }
 
     pub async fn start_on(pki: &Pki, body: String, addr: &str) -> MtlsTarget {
-        let listener = TcpListener::bind(addr).await.expect("bind target");
+        // A fixed address may still be held for a moment by the listener of
+        // a test that just ended (its runtime shuts down after its locks are
+        // released): wait for it, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("bind target {addr}: {e}"),
+            }
+        };
         let addr = listener.local_addr().expect("addr");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
         let behavior = Arc::new(Mutex::new(TargetBehavior {

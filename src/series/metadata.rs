@@ -1,4 +1,4 @@
-//! Metric metadata of an exposition: the `# HELP`, `# TYPE` and (OpenMetrics)
+//! Metric metadata of a target's exposition: the `# HELP`, `# TYPE` and (OpenMetrics)
 //! `# UNIT` lines of each family, encoded as remote write 1.0
 //! `MetricMetadata` entries (`WriteRequest` field 3), the form the queue
 //! carries them in: a 1.0 receiver that stores metadata (Mimir, Cortex,
@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::Format;
+use crate::exposition::Format;
 use crate::remote_write::proto::put_varint;
 
 /// One family's metadata, borrowed from the body (help unescaped on
