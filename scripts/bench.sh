@@ -4,7 +4,10 @@
 # mode in one run; about 30 minutes on 2 cores), then the fleet-scale cases
 # (scripts/bench_fleet.py: 1 M series, 200 targets, catch-up after a
 # 10-minute outage; about an hour).
-# Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 reuse the newest results files;
+# Then the bytes per sample: the harness's null sink for 1.0 (snappy, zstd)
+# against vmagent and Prometheus, scripts/bench_bytes.py for 2.0 against
+# Prometheus in agent mode, examples/wire_bytes per codec and format.
+# Loopback only. SKIP_SUITE=1 / SKIP_FLEET=1 / SKIP_BYTES=1 reuse the newest results files;
 # SUITE_REPS, FLEET_CASES and FLEET_OUTAGE shorten a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +56,25 @@ else
   python3 scripts/bench_fleet.py "$fleet" --outage "${FLEET_OUTAGE:-600}" \
     --cases "${FLEET_CASES:-fleet-50x20000,fleet-200x5000,catchup-50x20000}"
 fi
+if [ "${SKIP_BYTES:-0}" = 1 ]; then
+  BYTES_NULL=$(ls -t bench-results/bytes-null-*.jsonl | head -n 1)
+  BYTES_V2=$(ls -t bench-results/bytes-v2-*.jsonl | head -n 1)
+else
+  stamp=$(date -u +%Y%m%d-%H%M)
+  BYTES_NULL=bench-results/bytes-null-$stamp.jsonl
+  BYTES_V2=bench-results/bytes-v2-$stamp.jsonl
+  relay="$METRICS_RELAY_BIN run --config {custom_config} --data-dir {data_dir} --listen-address {listen_addr}"
+  python3 ../shared/bench/run.py run --agent metrics-relay --case auto-50x2000 --sink null \
+    --cmd "$relay" --config-template scripts/bench-templates/remote-write-auto.yml.tmpl --out "$BYTES_NULL"
+  python3 ../shared/bench/run.py run --agent vmagent --case default-50x2000 --sink null --out "$BYTES_NULL"
+  python3 ../shared/bench/run.py run --agent metrics-relay --case default-50x2000 --sink null --out "$BYTES_NULL"
+  python3 ../shared/bench/run.py run --agent prom-agent --case default-50x2000 --sink null --out "$BYTES_NULL"
+  python3 scripts/bench_bytes.py "$BYTES_V2"
+fi
+WIRE_BYTES=bench-results/wire_bytes.txt
+harness_pages=$(ls -d "${BENCH_WORKDIR:-${TMPDIR:-/tmp}/agentbench}"/targets/g*-n50-m2000-v4/* 2>/dev/null | head -n 1)
+HARNESS_PAGES=$harness_pages cargo run --release --locked --example wire_bytes > "$WIRE_BYTES"
+export BYTES_NULL BYTES_V2 WIRE_BYTES
 python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt "$fleet" > BENCHMARKS.md.new
 mv BENCHMARKS.md.new BENCHMARKS.md
 echo "BENCHMARKS.md written from $out"

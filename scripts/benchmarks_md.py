@@ -94,6 +94,8 @@ def main():
             out.append(f"| {case} | {sink} | {outage} | {c:.3f} | {m:.3f} |")
     if fleet and os.path.exists(fleet):
         out.extend(fleet_section(fleet))
+    out.extend(bytes_section(os.environ.get("BYTES_NULL"), os.environ.get("BYTES_V2"),
+                             os.environ.get("WIRE_BYTES")))
     if os.path.isdir(crit):
         out.append("\n## Criterion (`cargo bench --bench hot_path`)\n")
         out.append("| benchmark | median time per iteration | throughput |")
@@ -129,6 +131,43 @@ def main():
         out.extend(l for l in open(alloc).read().splitlines() if "scrape" in l)
         out.append("```")
     print("\n".join(out))
+
+
+def bytes_section(null_path, v2_path, wire_path):
+    """Bytes per sample: on the wire against each peer, and per codec and format."""
+    out = []
+    if not any(p and os.path.exists(p) for p in (null_path, v2_path, wire_path)):
+        return out
+    out.append("\n## Bytes per sample\n")
+    if null_path and os.path.exists(null_path):
+        rows = [json.loads(l) for l in open(null_path) if l.strip()]
+        out.append(f"On the wire, 50 targets × 2,000 series at 5 s into the harness's null sink (nginx answering 204,")
+        out.append(f"request bodies from its access log), one session, `{null_path}`. At a null sink `auto` ends on")
+        out.append("1.0 + zstd (a 2xx without the written header is not 2.0), as vmagent keeps its zstd protocol.\n")
+        out.append("| agent | case (setting) | wire format | rw bytes/sample | requests | CPU s / M samples | peak RSS MiB |")
+        out.append("|---|---|---|---|---|---|---|")
+        fmt = {("metrics-relay", True): "1.0 + zstd", ("metrics-relay", False): "1.0 + snappy",
+               ("vmagent", True): "1.0 + zstd (VictoriaMetrics)", ("prom-agent", False): "1.0 + snappy"}
+        for r in rows:
+            z = r["agent"] == "vmagent" or r.get("case", "").startswith("auto")
+            out.append(f"| {r['agent']} | {r.get('case')} | {fmt.get((r['agent'], z), '?')} | "
+                       f"{r.get('rw_bytes_per_sample')} | {r.get('rw_requests')} | {r.get('cpu_s_per_msample')} | "
+                       f"{r.get('rss_peak_mib')} |")
+    if v2_path and os.path.exists(v2_path):
+        rows = [json.loads(l) for l in open(v2_path) if l.strip()]
+        out.append(f"\nRemote write 2.0 into a real Prometheus 3 (`scripts/bench_bytes.py`, `{v2_path}`): both agents")
+        out.append("set to `io.prometheus.write.v2.Request`, metadata included; bytes counted by a proxy, samples by the")
+        out.append("receiver (`prometheus_tsdb_head_samples_appended_total`).\n")
+        out.append("| agent | targets × series | bytes/sample | requests | samples | requests by type |")
+        out.append("|---|---|---|---|---|---|")
+        for r in rows:
+            out.append(f"| {r['agent']} | {r['targets']} × {r['series']} | {r['bytes_per_sample']} | "
+                       f"{r['requests']} | {int(r['samples'])} | {r['kinds']} |")
+    if wire_path and os.path.exists(wire_path):
+        out.append("\nPer storage codec and wire format, through the agent's own encoder "
+                   "(`cargo run --release --example wire_bytes`; sizes, not timings):\n")
+        out.extend(l for l in open(wire_path).read().splitlines() if l.startswith("|"))
+    return out
 
 
 def fleet_section(path):

@@ -298,8 +298,7 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 born: crate::clock::mono_ms(),
                 stream: 0,
             };
-            let mut encoder = crate::remote_write::wire::Encoder::default();
-            Ok::<_, ProbeError>(sender.attempt(&batch, &mut encoder, &mut None).await?)
+            Ok::<_, ProbeError>(sender.attempt(&batch, &mut None).await?)
         }
         .await;
         match result {

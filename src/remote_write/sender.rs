@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 mod attempt;
 
+pub(crate) use attempt::{HttpTransport, Transport};
+
 use super::queue::{Batch, Lease, Queue};
 use super::retry::{Backoff, Outcome, Rejection};
 use super::wire::{Encoder, Negotiation, WireFormat};
@@ -71,9 +73,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, SenderError> {
 /// Sends one destination's queue; see the module docs.
 pub(crate) struct Sender {
     pub name: String,
-    /// Follows certificate rotation ([`crate::http::watched_client`]).
-    client: tokio::sync::watch::Receiver<HttpClient>,
-    url: Uri,
+    /// What carries a request: HTTP in production ([`HttpTransport`]).
+    transport: Box<dyn Transport>,
     cfg: RemoteWriteConfig,
     queue: Arc<Queue>,
     metrics: Metrics,
@@ -84,7 +85,14 @@ pub(crate) struct Sender {
     negotiation: Negotiation,
     /// Metric metadata by family, for 2.0 requests.
     metadata: super::v2::MetaCache,
+    /// Encoders not in use (at most [`ENCODERS_KEPT`]): the workers share
+    /// a few rather than each keeping one (`max_shards` of them, each with
+    /// compression contexts and request-sized buffers).
+    encoders: std::sync::Mutex<Vec<Encoder>>,
 }
+
+/// Idle encoders a sender keeps.
+const ENCODERS_KEPT: usize = 2;
 
 /// A request body in one format, kept across retries of a lease.
 pub(crate) type Encoded = Option<(WireFormat, Chunks)>;
@@ -97,24 +105,45 @@ impl Sender {
         queue: Arc<Queue>,
         metrics: Metrics,
     ) -> Result<Self, SenderError> {
-        let url = parse_url(&cfg.url)?;
+        let transport = HttpTransport {
+            client,
+            url: parse_url(&cfg.url)?,
+            cfg: cfg.clone(),
+        };
+        Ok(Self::with_transport(
+            name,
+            cfg,
+            Box::new(transport),
+            queue,
+            metrics,
+        ))
+    }
+
+    /// A sender over any [`Transport`] (the tests' in-process receivers).
+    pub(crate) fn with_transport(
+        name: String,
+        cfg: RemoteWriteConfig,
+        transport: Box<dyn Transport>,
+        queue: Arc<Queue>,
+        metrics: Metrics,
+    ) -> Self {
         let labels = RemoteLabels {
             remote_name: name.clone(),
             url: cfg.url.clone(),
         };
-        Ok(Sender {
+        Sender {
             name,
-            client,
-            url,
+            transport,
             queue,
             metrics,
             labels,
             outage: Default::default(),
             negotiation: Negotiation::new(cfg.protobuf_message),
             metadata: Default::default(),
+            encoders: Default::default(),
             cfg,
         }
-        .with_format_gauges())
+        .with_format_gauges()
     }
 
     fn with_format_gauges(self) -> Self {
@@ -197,7 +226,6 @@ impl Sender {
         let q = &self.queue;
         let qc = &self.cfg.queue_config;
         let mut backoff = Backoff::new(qc.min_backoff.0, qc.max_backoff.0);
-        let mut encoder = Encoder::default();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && cancel.is_cancelled() {
@@ -269,7 +297,6 @@ impl Sender {
             let ended = self
                 .send_lease(
                     lease,
-                    &mut encoder,
                     &mut backoff,
                     &mut deadline,
                     &cancel,
@@ -289,7 +316,6 @@ impl Sender {
     async fn send_lease(
         &self,
         lease: Lease,
-        encoder: &mut Encoder,
         backoff: &mut Backoff,
         deadline: &mut Option<tokio::time::Instant>,
         cancel: &CancellationToken,
@@ -299,7 +325,7 @@ impl Sender {
         let mut encoded: Encoded = None;
         loop {
             let batch = lease.batch();
-            let attempt = self.attempt(batch, encoder, &mut encoded);
+            let attempt = self.attempt(batch, &mut encoded);
             let result = match *deadline {
                 Some(d) => match tokio::time::timeout_at(d, attempt).await {
                     Ok(o) => o,
@@ -530,6 +556,229 @@ impl SeenReasons {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote_write::proto::WriteRequest;
+    use crate::remote_write::retry::classify;
+    use crate::remote_write::samples::{EncodedSamples, encode_labels};
+    use http::StatusCode;
+    use prost::Message;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+
+    /// An in-process receiver: answers from a script (status, written
+    /// header, Retry-After), then 204 with the written header for 2.0;
+    /// records what it was sent and when (on the paused clock).
+    #[derive(Default)]
+    struct Scripted {
+        script: Mutex<std::collections::VecDeque<(u16, bool, Option<&'static str>)>>,
+        /// (format, when, samples in the request as 1.0 or 2.0 decodes it)
+        got: Mutex<Vec<(WireFormat, tokio::time::Instant, usize)>>,
+    }
+
+    impl Transport for Arc<Scripted> {
+        fn post(
+            &self,
+            format: WireFormat,
+            body: Chunks,
+        ) -> Pin<Box<dyn Future<Output = (Outcome, Option<String>)> + Send + '_>> {
+            let this = self.clone();
+            Box::pin(async move {
+                let raw = body.to_vec();
+                let codec = format.storage_codec();
+                let mut plain = Vec::new();
+                crate::remote_write::codec::Decompressor::default()
+                    .decompress(codec, &raw, &mut plain)
+                    .expect("a body in its format's compression");
+                let samples = if format == WireFormat::V2 {
+                    crate::remote_write::v2::Request::decode(plain.as_slice())
+                        .unwrap()
+                        .timeseries
+                        .len()
+                } else {
+                    WriteRequest::decode(plain.as_slice())
+                        .unwrap()
+                        .timeseries
+                        .len()
+                };
+                this.got
+                    .lock()
+                    .unwrap()
+                    .push((format, tokio::time::Instant::now(), samples));
+                let (status, written, retry_after) = this
+                    .script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or((204, true, None));
+                let ra = retry_after.map(http::HeaderValue::from_static);
+                let outcome =
+                    classify(StatusCode::from_u16(status).unwrap(), ra.as_ref(), true, "");
+                let written = (written && format == WireFormat::V2).then(|| samples.to_string());
+                (outcome, written)
+            })
+        }
+    }
+
+    fn sender(
+        setting: &str,
+        rx: &Arc<Scripted>,
+        max_shards: usize,
+    ) -> (Sender, Arc<Queue>, Metrics) {
+        let yaml = format!(
+            "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n    protobuf_message: {setting}\n    queue_config: {{max_shards: {max_shards}, max_samples_per_send: 100, min_backoff: 1s, max_backoff: 8s}}\n"
+        );
+        let cfg = crate::config::Config::from_yaml(&yaml).unwrap();
+        let rw = cfg.remote_write[0].clone();
+        let metrics = Metrics::new();
+        let labels = RemoteLabels {
+            remote_name: "t".into(),
+            url: rw.url.clone(),
+        };
+        let q = Arc::new(Queue::memory(
+            100,
+            1_000_000,
+            Duration::from_secs(5),
+            metrics.clone(),
+            labels,
+        ));
+        let s = Sender::with_transport(
+            "t".into(),
+            rw,
+            Box::new(rx.clone()),
+            q.clone(),
+            metrics.clone(),
+        );
+        (s, q, metrics)
+    }
+
+    fn scrape(q: &Queue, stream: u64, n: usize, ts: i64) {
+        let mut e = EncodedSamples::default();
+        let l = encode_labels(&[("__name__".into(), "m".into())]);
+        for i in 0..n {
+            e.push(&l, i as f64, ts + i as i64);
+        }
+        e.scraped_at_ms = ts;
+        e.stream = stream;
+        q.append(&e, &[]);
+        q.flush(true);
+    }
+
+    /// Runs the sender until the queue is empty (or `limit` of paused time).
+    async fn drain(s: Sender, q: &Arc<Queue>, limit: Duration) {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(s.run(cancel.clone(), Duration::from_secs(1)));
+        let start = tokio::time::Instant::now();
+        while q.pending_samples() > 0 && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_on_the_clock_and_deliver_once() {
+        let rx = Arc::new(Scripted::default());
+        rx.script.lock().unwrap().extend([
+            (503, false, None),
+            (503, false, None),
+            (204, false, None),
+        ]);
+        let (s, q, metrics) = sender("prometheus.WriteRequest", &rx, 1);
+        scrape(&q, 1, 50, 1_000);
+        drain(s, &q, Duration::from_secs(60)).await;
+        let got = rx.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "two failures, one success");
+        // Backoff from min_backoff (1 s), doubling, with up to half jitter.
+        let gap1 = got[1].1 - got[0].1;
+        let gap2 = got[2].1 - got[1].1;
+        assert!(
+            gap1 >= Duration::from_millis(500) && gap1 <= Duration::from_secs(1),
+            "{gap1:?}"
+        );
+        assert!(
+            gap2 >= Duration::from_secs(1) && gap2 <= Duration::from_secs(2),
+            "{gap2:?}"
+        );
+        let m = metrics.encode();
+        assert!(m.contains("metrics_relay_remote_write_samples_sent_total{remote_name=\"t\",url=\"http://127.0.0.1:1/api/v1/write\"} 50"), "{m}");
+        assert!(m.contains("metrics_relay_remote_write_samples_retried_total{remote_name=\"t\",url=\"http://127.0.0.1:1/api/v1/write\"} 100"), "{m}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_waited_out_on_the_clock() {
+        let rx = Arc::new(Scripted::default());
+        rx.script
+            .lock()
+            .unwrap()
+            .push_back((429, false, Some("30")));
+        let (s, q, _) = sender("prometheus.WriteRequest", &rx, 1);
+        scrape(&q, 1, 10, 1_000);
+        drain(s, &q, Duration::from_secs(120)).await;
+        let got = rx.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1].1 - got[0].1,
+            Duration::from_secs(30),
+            "Retry-After: 30"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_format_refused_is_left_for_good_and_its_batch_sent_in_the_next() {
+        // 2.0 answered 2xx without the written header (a 1.x receiver), then
+        // zstd answered 415: the same batch goes in each, then 1.0 + snappy
+        // for good, nothing waiting in between.
+        let rx = Arc::new(Scripted::default());
+        rx.script
+            .lock()
+            .unwrap()
+            .extend([(204, false, None), (415, false, None)]);
+        let (s, q, metrics) = sender("auto", &rx, 4);
+        scrape(&q, 1, 30, 1_000);
+        scrape(&q, 2, 20, 2_000);
+        drain(s, &q, Duration::from_secs(60)).await;
+        let got = rx.got.lock().unwrap().clone();
+        let formats: Vec<WireFormat> = got.iter().map(|g| g.0).collect();
+        assert_eq!(formats[0], WireFormat::V2);
+        assert_eq!(formats[1], WireFormat::V1Zstd);
+        assert!(
+            formats[2..].iter().all(|f| *f == WireFormat::V1),
+            "{formats:?}"
+        );
+        assert_eq!(got[0].1, got[2].1, "no backoff for a format change");
+        let delivered: usize = got[2..].iter().map(|g| g.2).sum();
+        assert_eq!(delivered, 50, "every sample once in the format that stuck");
+        let m = metrics.encode();
+        assert!(
+            m.contains("protobuf_message=\"prometheus.WriteRequest\",compression=\"snappy\"} 1"),
+            "{m}"
+        );
+        assert!(!m.contains("reason=\"rejected\""), "{m}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_400_after_the_first_request_is_a_refusal_not_a_format_change() {
+        let rx = Arc::new(Scripted::default());
+        rx.script
+            .lock()
+            .unwrap()
+            .extend([(204, true, None), (400, false, None)]);
+        let (s, q, metrics) = sender("io.prometheus.write.v2.Request", &rx, 1);
+        // Requests of one scrape each (100 samples: a request's most).
+        scrape(&q, 1, 100, 1_000);
+        scrape(&q, 1, 100, 2_000);
+        scrape(&q, 1, 100, 3_000);
+        drain(s, &q, Duration::from_secs(60)).await;
+        let got = rx.got.lock().unwrap().clone();
+        assert!(got.iter().all(|g| g.0 == WireFormat::V2), "{got:?}");
+        let m = metrics.encode();
+        assert!(m.contains("metrics_relay_remote_write_samples_written_total{remote_name=\"t\",url=\"http://127.0.0.1:1/api/v1/write\"} "), "{m}");
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            m.contains("reason=\"rejected\"} 100"),
+            "the refused request is dropped: {m}"
+        );
+    }
 
     #[test]
     fn each_rejection_kind_is_logged_once() {

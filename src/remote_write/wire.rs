@@ -21,8 +21,14 @@
 //!
 //! Joining: snappy-stored parts on 1.0 + snappy are joined as they are
 //! (their element streams concatenated under one length, nothing
-//! decompressed); everything else is decompressed once and encoded as one
-//! request (a 2.0 request is re-symbolised as a whole).
+//! decompressed); a single stored part in the wire's compression is posted
+//! as it is. Everything else is decompressed once and encoded as one
+//! request: a 2.0 request re-symbolised as a whole, a joined zstd request
+//! compressed again at [`WIRE_ZSTD_LEVEL`] (measured at the harness's null
+//! sink, 50 × 2,000 at 5 s, same session: posting the scrapes' frames one
+//! after the other cost 1.14 times the snappy path's CPU for 13.95 bytes per
+//! sample; recompressing at level 1, 1.37 times for 11.0; at level 3, 1.63
+//! times for 9.62, where vmagent sends 10.17).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -191,11 +197,16 @@ pub enum EncodeError {
 #[derive(Default)]
 pub struct Encoder {
     compressor: Compressor,
+    /// For joined zstd requests, at [`WIRE_ZSTD_LEVEL`].
+    wire_zstd: Option<Compressor>,
     decompressor: Decompressor,
     transcoder: Transcoder,
     plain: Vec<u8>,
     v2: Vec<u8>,
 }
+
+/// The zstd level of a joined 1.0 + zstd request (see the module docs).
+pub(crate) const WIRE_ZSTD_LEVEL: i32 = 3;
 
 /// Plain request bytes past this are not kept between requests.
 const KEEP: usize = 4 << 20;
@@ -241,7 +252,10 @@ impl Encoder {
                 super::v2::transcode(&mut self.transcoder, &self.plain, meta, &mut self.v2)?;
                 self.compressor.compress(Codec::Snappy, &self.v2, &mut out)
             }
-            WireFormat::V1Zstd => self.compressor.compress(Codec::Zstd, &self.plain, &mut out),
+            WireFormat::V1Zstd => self
+                .wire_zstd
+                .get_or_insert_with(|| Compressor::new(WIRE_ZSTD_LEVEL))
+                .compress(Codec::Zstd, &self.plain, &mut out),
             WireFormat::V1 => self
                 .compressor
                 .compress(Codec::Snappy, &self.plain, &mut out),

@@ -1,26 +1,61 @@
-//! One attempt of a request (the sender's transport): the body in the
-//! destination's negotiated wire format, its headers and credentials, the
-//! POST with its timeout, and what the answer means, including a receiver
-//! that does not take the format (the next one is tried at once, see
-//! [`crate::remote_write::wire`]).
+//! One attempt of a request: the body in the destination's negotiated wire
+//! format, and what the answer means, including a receiver that does not
+//! take the format (the next one is tried at once, see
+//! [`crate::remote_write::wire`]). The request itself goes through a
+//! [`Transport`]: [`HttpTransport`] (headers, credentials, the POST with its
+//! timeout) in production, an in-process receiver in the sender's tests,
+//! which run its workers, leases and retries on a paused clock.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use http::header::{AUTHORIZATION, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request};
+use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::Full;
 
 use super::{Encoded, REPLY_KEEP, Sender, SenderError};
-use crate::config::Secret;
+use crate::config::{RemoteWriteConfig, Secret};
 use crate::failure::Failure;
 use crate::http::Chunks;
+use crate::http::HttpClient;
 use crate::remote_write::queue::Batch;
 use crate::remote_write::retry::{Outcome, classify};
-use crate::remote_write::wire::{EncodeError, Encoder, WireFormat};
+use crate::remote_write::wire::{EncodeError, WireFormat};
 use crate::tls::describe_error;
 
 /// Remote write 2.0's count of samples the receiver wrote.
 const SAMPLES_WRITTEN: &str = "x-prometheus-remote-write-samples-written";
 
-impl Sender {
+/// Carries one request to the destination: its outcome, and 2.0's
+/// samples-written header if the answer had one.
+pub(crate) trait Transport: Send + Sync {
+    fn post(
+        &self,
+        format: WireFormat,
+        body: Chunks,
+    ) -> Pin<Box<dyn Future<Output = (Outcome, Option<String>)> + Send + '_>>;
+}
+
+/// The HTTP(S) transport: the configured headers and credentials (files
+/// re-read on every request), the format's headers, `remote_timeout`.
+pub(crate) struct HttpTransport {
+    /// Follows certificate rotation ([`crate::http::watched_client`]).
+    pub(crate) client: tokio::sync::watch::Receiver<HttpClient>,
+    pub(crate) url: Uri,
+    pub(crate) cfg: RemoteWriteConfig,
+}
+
+impl Transport for HttpTransport {
+    fn post(
+        &self,
+        format: WireFormat,
+        body: Chunks,
+    ) -> Pin<Box<dyn Future<Output = (Outcome, Option<String>)> + Send + '_>> {
+        Box::pin(self.send(format, body))
+    }
+}
+
+impl HttpTransport {
     fn auth_header(&self) -> Result<Option<HeaderValue>, SenderError> {
         fn from_file(p: &std::path::Path) -> Result<Secret, SenderError> {
             crate::fsread::read_text(p, crate::fsread::MAX_SECRET)
@@ -77,73 +112,8 @@ impl Sender {
         Ok(req)
     }
 
-    /// One attempt to deliver `batch`, in the destination's format; when
-    /// the receiver does not take that format, the next one (see
-    /// [`crate::remote_write::wire`]) at once. `encoded` keeps the body
-    /// between attempts of the same batch. An error: the batch cannot be
-    /// encoded (damaged in store), to be dropped.
-    pub(crate) async fn attempt(
-        &self,
-        batch: &Batch,
-        encoder: &mut Encoder,
-        encoded: &mut Encoded,
-    ) -> Result<Outcome, EncodeError> {
-        loop {
-            let format = self.negotiation.current();
-            let body = match encoded {
-                Some((f, b)) if *f == format => b.clone(),
-                _ => {
-                    let b = encoder.body(format, &batch.parts, &self.metadata)?;
-                    *encoded = Some((format, b.clone()));
-                    b
-                }
-            };
-            let (outcome, written) = self.attempt_in(format, body).await;
-            let unsupported = match &outcome {
-                Outcome::Sent => !format.understood(written.as_deref()),
-                Outcome::Reject { failure, .. } => {
-                    *failure == Failure::Status(415)
-                        || (*failure == Failure::Status(400) && self.negotiation.first_request())
-                }
-                Outcome::Retry { .. } => false,
-            };
-            if !unsupported {
-                if !matches!(outcome, Outcome::Retry { .. }) {
-                    self.negotiation.answered();
-                }
-                if let (Outcome::Sent, Some(n)) = (&outcome, written.and_then(|w| w.parse().ok())) {
-                    self.metrics
-                        .samples_written
-                        .get_or_create(&self.labels)
-                        .inc_by(n);
-                }
-                return Ok(outcome);
-            }
-            let why = match &outcome {
-                Outcome::Sent => "a 2xx without the X-Prometheus-Remote-Write-Samples-Written header (a receiver of remote write 1.x, which read nothing of it)".to_string(),
-                Outcome::Reject { message, .. } | Outcome::Retry { message, .. } => message.clone(),
-            };
-            match self.negotiation.fall_back(format) {
-                Some(next) if next != format => {
-                    // Once per format left, for the process.
-                    tracing::warn!(
-                        remote_name = %self.name,
-                        from = %format!("{} + {}", format.message(), format.compression()),
-                        to = %format!("{} + {}", next.message(), next.compression()),
-                        answer = %why,
-                        "the receiver does not take this remote-write format; using the next one from now on (the same batch is sent again in it)"
-                    );
-                    self.set_format_gauges();
-                }
-                Some(_) => {}
-                // Nothing left to try: the answer stands.
-                None => return Ok(outcome),
-            }
-        }
-    }
-
     /// One request in `format`: its outcome and the samples-written header.
-    async fn attempt_in(&self, format: WireFormat, body: Chunks) -> (Outcome, Option<String>) {
+    async fn send(&self, format: WireFormat, body: Chunks) -> (Outcome, Option<String>) {
         let req = match self.request(format, body) {
             Ok(r) => r,
             Err(e) => {
@@ -210,5 +180,87 @@ impl Sender {
             ),
             written,
         )
+    }
+}
+
+impl Sender {
+    /// `batch` in `format`, with an encoder from the sender's few.
+    fn encode(&self, format: WireFormat, batch: &Batch) -> Result<Chunks, EncodeError> {
+        let taken = self
+            .encoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut encoder = taken.unwrap_or_default();
+        let body = encoder.body(format, &batch.parts, &self.metadata);
+        let mut kept = self.encoders.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < super::ENCODERS_KEPT {
+            kept.push(encoder);
+        }
+        body
+    }
+
+    /// One attempt to deliver `batch`, in the destination's format; when
+    /// the receiver does not take that format, the next one (see
+    /// [`crate::remote_write::wire`]) at once. `encoded` keeps the body
+    /// between attempts of the same batch. An error: the batch cannot be
+    /// encoded (damaged in store), to be dropped.
+    pub(crate) async fn attempt(
+        &self,
+        batch: &Batch,
+        encoded: &mut Encoded,
+    ) -> Result<Outcome, EncodeError> {
+        loop {
+            let format = self.negotiation.current();
+            let body = match encoded {
+                Some((f, b)) if *f == format => b.clone(),
+                _ => {
+                    let b = self.encode(format, batch)?;
+                    *encoded = Some((format, b.clone()));
+                    b
+                }
+            };
+            let (outcome, written) = self.transport.post(format, body).await;
+            let unsupported = match &outcome {
+                Outcome::Sent => !format.understood(written.as_deref()),
+                Outcome::Reject { failure, .. } => {
+                    *failure == Failure::Status(415)
+                        || (*failure == Failure::Status(400) && self.negotiation.first_request())
+                }
+                Outcome::Retry { .. } => false,
+            };
+            if !unsupported {
+                if !matches!(outcome, Outcome::Retry { .. }) {
+                    self.negotiation.answered();
+                }
+                if let (Outcome::Sent, Some(n)) = (&outcome, written.and_then(|w| w.parse().ok())) {
+                    self.metrics
+                        .samples_written
+                        .get_or_create(&self.labels)
+                        .inc_by(n);
+                }
+                return Ok(outcome);
+            }
+            let why = match &outcome {
+                Outcome::Sent => "a 2xx without the X-Prometheus-Remote-Write-Samples-Written header (a receiver of remote write 1.x, which read nothing of it)".to_string(),
+                Outcome::Reject { message, .. } | Outcome::Retry { message, .. } => message.clone(),
+            };
+            match self.negotiation.fall_back(format) {
+                Some(next) if next != format => {
+                    // Once per format left, for the process.
+                    tracing::warn!(
+                        remote_name = %self.name,
+                        from = %format!("{} + {}", format.message(), format.compression()),
+                        to = %format!("{} + {}", next.message(), next.compression()),
+                        answer = %why,
+                        "the receiver does not take this remote-write format; using the next one from now on (the same batch is sent again in it)"
+                    );
+                    self.set_format_gauges();
+                }
+                Some(_) => {}
+                // Nothing left to try: the answer stands.
+                None => return Ok(outcome),
+            }
+        }
     }
 }
