@@ -75,6 +75,7 @@ WIRE_BYTES=bench-results/wire_bytes.txt
 harness_pages=$(ls -d "${BENCH_WORKDIR:-${TMPDIR:-/tmp}/agentbench}"/targets/g*-n50-m2000-v4/* 2>/dev/null | head -n 1)
 HARNESS_PAGES=$harness_pages cargo run --release --locked --example wire_bytes > "$WIRE_BYTES"
 export BYTES_NULL BYTES_V2 WIRE_BYTES
+export BYTES_COMMIT=${BYTES_COMMIT:-$(git describe --always --dirty)}
 python3 scripts/benchmarks_md.py "$out" target/criterion bench-results/alloc_count.txt "$fleet" > BENCHMARKS.md.new
 mv BENCHMARKS.md.new BENCHMARKS.md
 echo "BENCHMARKS.md written from $out"

@@ -139,6 +139,8 @@ def bytes_section(null_path, v2_path, wire_path):
     if not any(p and os.path.exists(p) for p in (null_path, v2_path, wire_path)):
         return out
     out.append("\n## Bytes per sample\n")
+    commit = os.environ.get("BYTES_COMMIT") or sh("git describe --always --dirty")
+    out.append(f"metrics-relay at `{commit}`.\n")
     if null_path and os.path.exists(null_path):
         rows = [json.loads(l) for l in open(null_path) if l.strip()]
         out.append(f"On the wire, 50 targets × 2,000 series at 5 s into the harness's null sink (nginx answering 204,")
