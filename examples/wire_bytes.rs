@@ -89,7 +89,7 @@ fn main() {
             .map(|v| std::fs::read(format!("{dir}/v{v}.prom")).expect("harness page"))
             .collect();
         inputs.push((
-            "harness-20000",
+            "peer harness target",
             Box::new(move |r| pages[r as usize % 4].clone()),
         ));
     }

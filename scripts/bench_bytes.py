@@ -58,7 +58,7 @@ class Targets:
 
     def __init__(self, pages_dir, n):
         self.servers = []
-        for d in sorted(Path(pages_dir).iterdir())[:n]:
+        for d in sorted(p for p in Path(pages_dir).iterdir() if p.is_dir())[:n]:
             pages = [(d / f"v{v}.prom").read_bytes() for v in range(4)]
             count = [0]
 

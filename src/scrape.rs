@@ -116,6 +116,9 @@ impl Drop for InProgress {
     }
 }
 
+/// Metadata bytes a target keeps between scrapes.
+const METADATA_KEEP: usize = 1 << 20;
+
 /// Bodies at least this large are parsed off the runtime thread.
 const OFF_THREAD_BODY: usize = 8 << 20;
 /// Scrapes with at least this many samples are delivered (compressed,
@@ -591,6 +594,10 @@ impl ScrapeLoop {
         self.out.push(&syn.post_relabel, kept as f64, ts);
         self.out.push(&syn.added, added as f64, ts);
         self.deliver_scrape().await;
+        if self.metadata.capacity() > METADATA_KEEP {
+            // Given back after a page with unusually much metadata.
+            self.metadata = Vec::new();
+        }
 
         let m = &self.metrics;
         m.scrapes.get_or_create(&self.labels).inc();
