@@ -330,6 +330,21 @@ mod tests {
         }
     }
 
+    /// A request's series as (labels, first timestamp).
+    fn series(wr: &WriteRequest) -> Vec<(Vec<(String, String)>, i64)> {
+        wr.timeseries
+            .iter()
+            .map(|t| {
+                let labels = t
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                (labels, t.samples[0].timestamp)
+            })
+            .collect()
+    }
+
     fn plain_of(format: WireFormat, body: &[u8]) -> Vec<u8> {
         let codec = if format == WireFormat::V1Zstd {
             Codec::Zstd
@@ -360,42 +375,16 @@ mod tests {
                     .unwrap()
                     .to_vec();
                 let plain = plain_of(format, &body);
-                let got: Vec<(Vec<(String, String)>, i64)> = if format == WireFormat::V2 {
+                let got = if format == WireFormat::V2 {
                     let r = super::super::v2::Request::decode(plain.as_slice()).unwrap();
                     r.timeseries
                         .iter()
                         .map(|t| (r.labels(t).unwrap(), t.samples[0].timestamp))
                         .collect()
                 } else {
-                    WriteRequest::decode(plain.as_slice())
-                        .unwrap()
-                        .timeseries
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.labels
-                                    .iter()
-                                    .map(|l| (l.name.clone(), l.value.clone()))
-                                    .collect(),
-                                t.samples[0].timestamp,
-                            )
-                        })
-                        .collect()
+                    series(&WriteRequest::decode(plain.as_slice()).unwrap())
                 };
-                let expected: Vec<(Vec<(String, String)>, i64)> = want
-                    .timeseries
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.labels
-                                .iter()
-                                .map(|l| (l.name.clone(), l.value.clone()))
-                                .collect(),
-                            t.samples[0].timestamp,
-                        )
-                    })
-                    .collect();
-                assert_eq!(got, expected, "{format:?} from {codecs:?}");
+                assert_eq!(got, series(&want), "{format:?} from {codecs:?}");
             }
         }
     }
