@@ -17,6 +17,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def main():
     p.add_argument("--agents", default="metrics-relay,vmagent,prom-agent")
     p.add_argument("--outage", type=float, default=600)
     p.add_argument("--cases", default="fleet-50x20000,fleet-200x5000,catchup-50x20000")
+    p.add_argument("--relay-template", default=str(HERE / "bench-templates/metrics-relay-catchup.yml.tmpl"),
+                   help="metrics-relay's config template for the outage cases")
     a = p.parse_args()
     agents = a.agents.split(",")
     cases = {
@@ -104,13 +107,15 @@ def main():
             if agent == "metrics-relay" and params.get("outage"):
                 # Room for the whole outage on disk (the peers' default has
                 # no limit; ours is 512MiB).
-                ns.config_template = str(HERE / "bench-templates/metrics-relay-catchup.yml.tmpl")
+                ns.config_template = a.relay_template
                 ns.cmd = run.AGENTS["metrics-relay"].replace("{config}", "{custom_config}")
             run.log(f"fleet bench: {agent} {case} {params}")
             res, spots = run.do_run(ns)
             res["commit"] = os.environ.get("BENCH_COMMIT", "")
-            if ns.config_template:
-                res["queue_max_size"] = "4GiB"
+            if agent == "metrics-relay" and ns.config_template:
+                m = re.search(r"max_size:\s*(\S+)", open(ns.config_template).read())
+                res["queue_max_size"] = m.group(1) if m else "512MiB"
+                res["config_template"] = os.path.basename(ns.config_template)
             if params.get("outage"):
                 res["catchup_s"] = round(5 + res["drain_s"], 1)
                 res["delay_ms"] = DELAY_S * 1000
