@@ -312,7 +312,6 @@ impl Sender {
 
     /// Sends one request until the receiver has it, refuses it for good, or
     /// the grace period ends (then the lease goes back: true).
-    #[allow(clippy::too_many_arguments)]
     async fn send_lease(
         &self,
         lease: Lease,

@@ -182,6 +182,8 @@ pub struct MtlsTarget {
     pub timeout_headers: Arc<Mutex<Vec<String>>>,
     /// Handshakes that failed (e.g. no client certificate).
     pub tls_failures: Arc<Mutex<Vec<String>>>,
+    /// The accept loop (it owns the listener).
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl MtlsTarget {
@@ -190,21 +192,9 @@ impl MtlsTarget {
     }
 
     pub async fn start_on(pki: &Pki, body: String, addr: &str) -> MtlsTarget {
-        // A fixed address may still be held for a moment by the listener of
-        // a test that just ended (its runtime shuts down after its locks are
-        // released): wait for it, with a deadline.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => break l,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("bind target {addr}: {e}"),
-            }
-        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind target {addr}: {e}"));
         let addr = listener.local_addr().expect("addr");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
         let behavior = Arc::new(Mutex::new(TargetBehavior {
@@ -221,7 +211,7 @@ impl MtlsTarget {
         let tls_failures = Arc::new(Mutex::new(Vec::new()));
         let (b, r, f) = (behavior.clone(), requests.clone(), tls_failures.clone());
         let th = timeout_headers.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
@@ -311,7 +301,16 @@ impl MtlsTarget {
             requests,
             timeout_headers,
             tls_failures,
+            accept,
         }
+    }
+
+    /// Stops accepting and closes the listener before returning (a test on a
+    /// fixed address hands it to the next test this way: a runtime's tasks
+    /// are dropped only after its test has ended).
+    pub async fn stop(self) {
+        self.accept.abort();
+        let _ = self.accept.await;
     }
 
     pub fn set_body(&self, body: String) {

@@ -73,20 +73,23 @@ pub async fn start(bin: &Path, dir: &Path, extra: &[String]) -> Victoria {
         );
     };
     let url = format!("http://127.0.0.1:{port}");
-    let mut vm = Victoria { child, url };
-    for _ in 0..100 {
-        if let Ok((200, _)) = http_get(&format!("{}/health", vm.url)).await {
-            return vm;
+    let vm = std::sync::Mutex::new(Victoria { child, url });
+    let healthy = super::wait_async(Duration::from_secs(10), || async {
+        let url = vm.lock().unwrap().url.clone();
+        if let Ok((200, _)) = http_get(&format!("{url}/health")).await {
+            return true;
         }
-        if let Ok(Some(st)) = vm.child.try_wait() {
+        if let Ok(Some(st)) = vm.lock().unwrap().child.try_wait() {
             panic!(
                 "victoria-metrics exited ({st}): {}",
                 std::fs::read_to_string(dir.join("vm.log")).unwrap_or_default()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("victoria-metrics did not become healthy");
+        false
+    })
+    .await;
+    assert!(healthy, "victoria-metrics did not become healthy");
+    vm.into_inner().unwrap()
 }
 
 /// An instant query's first value, if any.

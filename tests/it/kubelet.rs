@@ -73,13 +73,21 @@ fn root() -> PathBuf {
 struct World {
     _dir: tempfile::TempDir,
     kubeconfig: PathBuf,
-    _aggregator: MtlsTarget,
-    _node_exporter: tokio::task::JoinHandle<()>,
+    aggregator: MtlsTarget,
+    node_exporter: tokio::task::JoinHandle<()>,
     prometheus: Prometheus,
     user_secrets: Vec<Value>,
 }
 
 impl World {
+    /// Closes the listeners on fixed addresses, so that the next test (after
+    /// `ONE_POD`) can bind them.
+    async fn stop(self) {
+        self.aggregator.stop().await;
+        self.node_exporter.abort();
+        let _ = self.node_exporter.await;
+    }
+
     async fn start() -> World {
         let prom_bin = require_prometheus().expect("the end-to-end tests need Debian's prometheus");
         let dir = tempfile::tempdir().unwrap();
@@ -117,8 +125,8 @@ impl World {
         World {
             _dir: dir,
             kubeconfig,
-            _aggregator: aggregator,
-            _node_exporter: node_exporter,
+            aggregator,
+            node_exporter,
             prometheus,
             user_secrets,
         }
@@ -1366,6 +1374,7 @@ async fn every_shipped_workload_runs_as_a_kubelet_would_run_it() {
             );
         }
     }
+    world.stop().await;
 }
 
 /// The first workload of the `deploy/` bundle, changed by `f`, planned.
@@ -1512,4 +1521,5 @@ async fn broken_manifests_fail_naming_the_mistake() {
             "endpoint port \"metrics\" names no port of Service",
         ],
     );
+    world.stop().await;
 }
