@@ -143,17 +143,17 @@ impl Sender {
             encoders: Default::default(),
             cfg,
         }
-        .with_format_gauges()
+        .with_format_applied()
     }
 
-    fn with_format_gauges(self) -> Self {
-        self.set_format_gauges();
+    fn with_format_applied(self) -> Self {
+        self.apply_format();
         self
     }
 
     /// 1 for the format in use, 0 for the others of the chain; and the
     /// queue's codec for new batches (`queue.codec`).
-    fn set_format_gauges(&self) {
+    fn apply_format(&self) {
         let now = self.negotiation.current();
         self.queue.set_codec(match self.cfg.queue.codec {
             crate::config::QueueCodec::Auto => now.storage_codec(),

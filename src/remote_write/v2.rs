@@ -294,18 +294,11 @@ pub(crate) fn transcode(
                     let (nr, vr) = match syms.pairs.get(body) {
                         Some(&pair) => pair,
                         None => {
-                            let (mut ln, mut lv) = (&b""[..], &b""[..]);
-                            let mut q = 0;
-                            while q < body.len() {
-                                let (fnum, fw, fv, fu) =
-                                    field(&body[q..]).ok_or(TranscodeError { at: here })?;
-                                match (fnum, fw) {
-                                    (1, 2) => ln = fv,
-                                    (2, 2) => lv = fv,
-                                    _ => {}
-                                }
-                                q += fu;
-                            }
+                            // The label as `samples::label_pairs` reads it
+                            // (the field with its tag and length).
+                            let (ln, lv) = super::samples::label_pairs(&ts[p..p + u])
+                                .next()
+                                .ok_or(TranscodeError { at: here })?;
                             let pair = (syms.intern(ln), syms.intern(lv));
                             syms.pairs.insert(body, pair);
                             pair

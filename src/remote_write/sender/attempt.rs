@@ -255,7 +255,7 @@ impl Sender {
                         answer = %why,
                         "the receiver does not take this remote-write format; using the next one from now on (the same batch is sent again in it)"
                     );
-                    self.set_format_gauges();
+                    self.apply_format();
                 }
                 Some(_) => {}
                 // Nothing left to try: the answer stands.
