@@ -27,11 +27,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod profile;
 mod remote;
 mod secret;
 mod validate;
 
 pub use env::expand_env;
+pub use profile::Profile;
 pub use remote::{MetadataConfig, ProtobufMessage, QueueCodec};
 pub use secret::Secret;
 pub use validate::split_userinfo;
@@ -187,6 +189,19 @@ pub struct ScrapeConfig {
     /// Rules on every scraped series, before it is sent.
     #[serde(default)]
     pub metric_relabel_configs: Vec<crate::relabel::RelabelConfig>,
+    /// Extension: a shipped rule set run before `metric_relabel_configs`
+    /// (`control-plane`: `config/profiles/control-plane.yml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// Extension: most series (after metric relabeling) one metric family
+    /// may have in a scrape; a family over it is dropped from that scrape
+    /// as a whole, the rest of the scrape goes on. 0 = no limit.
+    #[serde(default)]
+    pub series_per_family_limit: u64,
+    /// Extension: most buckets one classic histogram series may have
+    /// (after metric relabeling); its family is dropped as above. 0 = no limit.
+    #[serde(default)]
+    pub buckets_per_histogram_limit: u64,
     /// Extension: samples exposed with an explicit timestamp older than
     /// this (relative to the scrape) are dropped and counted at scrape time,
     /// not sent for the receiver to refuse: Prometheus refuses samples more

@@ -173,10 +173,66 @@ pub struct Parser<'a> {
     float_label: Option<&'static [u8]>,
     /// The sample being parsed rewrites a label value.
     rewrites: bool,
+    /// The metric name and type of the last `# TYPE` line (start, end,
+    /// type), for [`Parser::family`].
+    typed: (usize, usize, MetricType),
     /// Scratch for the float form of a value.
     canon: Vec<u8>,
     /// Values already decided (see [`canonical::Decisions`]).
     decisions: canonical::Decisions,
+}
+
+/// The type a `# TYPE` line gives a metric family (OpenMetrics' names; the
+/// text format's `untyped` is `Unknown`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    #[default]
+    Unknown,
+}
+
+impl MetricType {
+    fn from_text(t: &[u8]) -> MetricType {
+        match t {
+            b"counter" => MetricType::Counter,
+            b"gauge" => MetricType::Gauge,
+            b"histogram" => MetricType::Histogram,
+            b"gaugehistogram" => MetricType::GaugeHistogram,
+            b"summary" => MetricType::Summary,
+            b"info" => MetricType::Info,
+            b"stateset" => MetricType::StateSet,
+            _ => MetricType::Unknown,
+        }
+    }
+
+    /// The suffixes a sample name may add to its family's name.
+    fn suffixes(self) -> &'static [&'static [u8]] {
+        match self {
+            MetricType::Counter => &[b"_total", b"_created"],
+            MetricType::Histogram => &[b"_bucket", b"_sum", b"_count", b"_created"],
+            MetricType::GaugeHistogram => &[b"_bucket", b"_gsum", b"_gcount"],
+            MetricType::Summary => &[b"_sum", b"_count", b"_created"],
+            MetricType::Info => &[b"_info"],
+            _ => &[],
+        }
+    }
+}
+
+/// The metric family a sample belongs to ([`Parser::family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// Where the family's name sits in the body (start, end).
+    pub name: (usize, usize),
+    /// The family's type (`Unknown` without a `# TYPE` line for it).
+    pub kind: MetricType,
+    /// The sample is a classic histogram bucket (`<family>_bucket`).
+    pub bucket: bool,
 }
 
 /// The exposition format of a body, from its `Content-Type`.
@@ -407,6 +463,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn samples_know_their_family() {
+        let page = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\nh_total 1\n\
+# TYPE c counter\nc_total 1\nc_created 1\nc 1\nother 2\n# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 1\n";
+        let mut p = Parser::new(page.as_bytes());
+        let mut got = Vec::new();
+        while let Some(s) = p.next() {
+            let s = s.unwrap();
+            let f = p.family(&s);
+            let name = &page[f.name.0..f.name.1];
+            got.push(format!(
+                "{}:{name}:{:?}:{}",
+                std::str::from_utf8(s.name).unwrap(),
+                f.kind,
+                f.bucket
+            ));
+        }
+        assert_eq!(
+            got,
+            [
+                "h_bucket:h:Histogram:true",
+                "h_sum:h:Histogram:false",
+                "h_count:h:Histogram:false",
+                "h_total:h_total:Unknown:false",
+                "c_total:c:Counter:false",
+                "c_created:c:Counter:false",
+                "c:c:Counter:false",
+                "other:other:Unknown:false",
+                "s:s:Summary:false",
+                "s_sum:s:Summary:false",
+            ]
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub use render::{
     ACK_ONE_CLUSTER, ACK_ONE_REMOTE_WRITE, ACK_ONE_SERVER_NAME, ACK_ONE_TARGET, Mode, RenderError,
     RenderOptions, render,
 };
-pub use series::{SeriesCache, TargetContext};
+pub use series::{FamilyBudget, SeriesCache, TargetContext};
 pub use shard::Sharding;
 pub use tls::{TlsError, describe_error};
 pub use units::{UnitError, parse_duration};

@@ -35,6 +35,7 @@ use crate::remote_write::write_relabel::WriteRelabelCache;
 use crate::series::{IngestError, SeriesCache, SeriesError};
 use crate::telemetry::{Metrics, TargetLabels};
 
+mod budget;
 mod fetch;
 mod pool;
 mod status;
@@ -225,6 +226,8 @@ pub(crate) struct ScrapeLoop {
     outage: crate::events::Outage,
     /// Repeated series in its last scrape (logged when it changes).
     duplicates: u64,
+    /// Families dropped for their budget (logged when the set changes).
+    budget: budget::BudgetReport,
     /// The target's metric metadata when due to a destination (1.0
     /// `metadata` entries), else empty.
     metadata: Vec<u8>,
@@ -276,6 +279,7 @@ impl ScrapeLoop {
             status,
             outage: Default::default(),
             duplicates: 0,
+            budget: Default::default(),
             metadata: Vec::new(),
         }
     }
@@ -345,6 +349,7 @@ impl ScrapeLoop {
         }
         self.deliver();
         self.metrics.remove_target(&self.labels);
+        self.budget.remove(&self.metrics, &self.labels);
         tracing::info!(job = %self.target.job, url = %self.target.url, stale_series = n, "target removed");
     }
 
@@ -576,6 +581,17 @@ impl ScrapeLoop {
                         .inc_by(n.out_of_bounds);
                     tracing::debug!(job = %self.target.job, instance = %self.target.instance, samples = n.out_of_bounds, "samples with explicit timestamps out of bounds dropped");
                 }
+                if self.target.ctx.family_budget.enabled() {
+                    let (over, total) = self.cache.over_budget();
+                    self.budget.scraped(
+                        &self.target.job,
+                        &self.target.instance,
+                        over,
+                        total,
+                        &self.metrics,
+                        &self.labels,
+                    );
+                }
                 (1.0, n.scraped, n.kept, n.added, None)
             }
             Err(e) => {
@@ -639,6 +655,11 @@ impl ScrapeLoop {
         st.samples = scraped;
         st.series = self.cache.len();
         st.latest = latest;
+        let (over, total) = self.cache.over_budget();
+        st.over_budget.clear();
+        st.over_budget
+            .extend(over.iter().map(status::FamilyOver::from));
+        st.over_budget_total = total;
         msg
     }
 }

@@ -44,12 +44,15 @@ use crate::remote_write::proto::{SampleTail, finish_series, finish_series_with, 
 use crate::labels::STALE_NAN;
 use crate::remote_write::samples::{EncodedSamples, POOL_KEEP_MAX};
 
+mod budget;
 mod encode;
 mod metadata;
 mod plan;
 mod target;
 mod track;
 
+pub use budget::FamilyBudget;
+pub(crate) use budget::{BudgetKind, OverBudget};
 use encode::{EncodeState, Parsed, resolve};
 pub use metadata::encode_metadata;
 pub use target::TargetContext;
@@ -94,6 +97,8 @@ pub struct Ingested {
     /// Samples dropped for an explicit timestamp before (or at, with a
     /// different value) the one the series last had.
     pub out_of_order: u64,
+    /// Samples dropped with their family, over its budget.
+    pub over_budget: u64,
 }
 
 /// What metric relabeling made of one exposed series (cached: relabeling
@@ -228,6 +233,8 @@ pub struct SeriesCache {
     /// This scrape's explicit samples, applied to `explicit` when it ends
     /// well (a failed scrape sends nothing).
     explicit_now: Vec<(Key, i64, u64)>,
+    /// Per-family budgets: the page's families, the last scrape's drops.
+    budgets: budget::Budgets,
 }
 
 impl Default for SeriesCache {
@@ -245,6 +252,7 @@ impl Default for SeriesCache {
             repeats: false,
             explicit: KeyMap::default(),
             explicit_now: Vec::new(),
+            budgets: budget::Budgets::default(),
         }
     }
 }
@@ -335,9 +343,24 @@ impl SeriesCache {
         self.scratch.plans.prepare(ctx);
         let tail = SampleTail::new(default_ts);
         let bounds = ctx.timestamp_bounds.window(default_ts);
+        let budget = ctx.family_budget;
+        let budgeted = budget.enabled();
+        let base = out.ends.len();
+        self.budgets.start();
         while let Some(s) = parser.next() {
             let s = s?;
             n.scraped += 1;
+            // (bucket, +Inf bucket) of a budgeted family's sample.
+            let mut bucket = (false, false);
+            if budgeted {
+                let f = parser.family(&s);
+                if !self.budgets.enter(body, &f, out.ends.len()) {
+                    continue;
+                }
+                if f.bucket {
+                    bucket = (true, budget::is_inf_bucket(parser.label_spans(), body));
+                }
+            }
             // The labels go straight into the request, after a placeholder
             // for the entry's length.
             let entry = start_series(&mut out.buf);
@@ -354,11 +377,17 @@ impl SeriesCache {
             };
             let Some(key) = resolve(ctx, &parsed, &mut st, Some(generation), &mut out.buf)? else {
                 out.buf.truncate(entry);
+                if budgeted {
+                    self.budgets.not_kept(bucket.1);
+                }
                 continue;
             };
             match self.track.see(key) {
                 Some(new) => n.added += u64::from(new),
                 None => {
+                    if budgeted {
+                        self.budgets.not_kept(bucket.1);
+                    }
                     // A second sample of one series in one scrape: the first
                     // is kept, this one dropped and counted, as Prometheus's
                     // scrape loop does (`sample_duplicate_timestamp`). Sent,
@@ -394,8 +423,13 @@ impl SeriesCache {
                 self.explicit_now.push((key, t, bits));
             }
             n.kept += 1;
-            // As Prometheus, the limit counts samples after metric relabeling.
-            if limit > 0 && n.kept > limit {
+            if budgeted {
+                self.budgets.kept(&budget, bucket.0, bucket.1);
+            }
+            // As Prometheus, the limit counts samples after metric relabeling
+            // (with budgets, after them too: checked when the page is done,
+            // since a family may still go over).
+            if limit > 0 && !budgeted && n.kept > limit {
                 return Err(IngestError::SampleLimit(limit));
             }
             match s.timestamp {
@@ -404,7 +438,27 @@ impl SeriesCache {
             }
             out.ends.push(out.buf.len() as u32);
         }
+        if budgeted {
+            let cut = self
+                .budgets
+                .settle(body, &budget, out, base, &self.hashers, &mut self.track);
+            n.kept -= cut.cut;
+            n.added -= cut.new_cut;
+            n.over_budget = cut.dropped;
+            if !cut.gone.is_empty() {
+                self.explicit_now.retain(|(k, _, _)| !cut.gone.contains(k));
+            }
+            if limit > 0 && n.kept > limit {
+                return Err(IngestError::SampleLimit(limit));
+            }
+        }
         Ok(n)
+    }
+
+    /// The families the last ingested page dropped for their budget (at most
+    /// `budget::NAMED_MAX` named), and how many it dropped in all.
+    pub fn over_budget(&self) -> (&[OverBudget], usize) {
+        (&self.budgets.over, self.budgets.over_total)
     }
 
     /// Ends a successful scrape: staleness markers at `ts` for every series
@@ -463,6 +517,8 @@ impl SeriesCache {
         out: &mut EncodedSamples,
     ) -> u64 {
         let stale = self.markers(ctx, ts, out, true);
+        self.budgets.over.clear();
+        self.budgets.over_total = 0;
         // Back to the last successful scrape's keys (a half-read failed
         // scrape's keys are forgotten).
         self.track.start();
@@ -604,6 +660,7 @@ mod tests {
             limits: LabelLimits::default(),
             timestamp_bounds: TimestampBounds::default(),
             float_label_values: false,
+            family_budget: Default::default(),
         }
     }
 

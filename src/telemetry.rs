@@ -25,6 +25,14 @@ pub(crate) struct TargetLabels {
     pub instance: String,
 }
 
+/// A target's metric family (per-family budgets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FamilyLabels {
+    pub job: String,
+    pub instance: String,
+    pub family: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FailureLabels {
     pub job: String,
@@ -152,6 +160,8 @@ pub(crate) struct Metrics {
     pub samples_out_of_bounds: Family<TargetLabels, Counter>,
     pub samples_duplicate: Family<TargetLabels, Counter>,
     pub samples_out_of_order: Family<TargetLabels, Counter>,
+    pub family_budget_dropped: Family<FamilyLabels, Counter>,
+    pub families_over_budget: Family<TargetLabels, Gauge>,
     pub sd_files: Family<SdLabels, Gauge>,
     pub sd_files_failing: Family<SdLabels, Gauge>,
     pub sd_file_errors: Family<SdLabels, Counter>,
@@ -379,6 +389,16 @@ impl Metrics {
             samples_duplicate: reg!(
                 "scrape_samples_duplicate",
                 "Samples dropped at scrape time as a repeat of a series already in the same scrape (the first is kept), as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total.",
+                Family::default()
+            ),
+            family_budget_dropped: reg!(
+                "scrape_family_budget_dropped_samples",
+                "Samples dropped at scrape time with their metric family, over the job's series_per_family_limit or buckets_per_histogram_limit (the rest of the scrape is kept).",
+                Family::default()
+            ),
+            families_over_budget: reg!(
+                "scrape_families_over_budget",
+                "Metric families the target's last successful scrape dropped for their budget.",
                 Family::default()
             ),
             // Last: every registration above has borrowed `r` already.

@@ -41,5 +41,6 @@ pub fn target_context() -> TargetContext {
         timestamp_bounds: Default::default(),
         // The default (`global.prometheus_compatibility: 3`).
         float_label_values: true,
+        family_budget: Default::default(),
     }
 }

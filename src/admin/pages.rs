@@ -9,6 +9,28 @@ pub(super) fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The families a target's last scrape dropped for their budget, in words.
+fn over_budget(t: &TargetStatus) -> String {
+    if t.over_budget_total == 0 {
+        return String::new();
+    }
+    let mut s = t
+        .over_budget
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: over {} {} ({} samples dropped)",
+                f.family, f.limit, f.limit_kind, f.dropped_samples
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if t.over_budget_total > t.over_budget.len() {
+        s.push_str(&format!("\n... {} families in all", t.over_budget_total));
+    }
+    s
+}
+
 pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
     let now = crate::clock::unix_ms() as f64 / 1000.0;
     let up = targets.iter().filter(|t| t.health == Health::Up).count();
@@ -23,7 +45,7 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
         "<h1>Targets</h1><p>{up} of {} up. JSON: <a href=\"?format=json\">?format=json</a></p>",
         targets.len()
     ));
-    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>labels</th><th>source</th></tr>");
+    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>over budget</th><th>labels</th><th>source</th></tr>");
     for t in targets {
         let (class, state) = match t.health {
             Health::Up => ("up", "UP"),
@@ -37,11 +59,12 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
             .last_scrape_duration_seconds
             .map_or("-".to_string(), |d| format!("{:.3}s", d));
         h.push_str(&format!(
-            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td>{}</td><td>{}{}</td></tr>",
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td class=\"err\">{}</td><td>{}</td><td>{}{}</td></tr>",
             html_escape(&t.job),
             html_escape(&t.url),
             t.samples,
             html_escape(t.last_error.as_deref().unwrap_or("")),
+            html_escape(&over_budget(t)),
             html_escape(
                 &t.labels
                     .iter()

@@ -182,6 +182,14 @@ fn finalize_scrape_config(
         r.validate()
             .map_err(|e| invalid(at(&format!("metric_relabel_configs[{j}]")), e.to_string()))?;
     }
+    if let Some(p) = sc.profile {
+        p.metric_relabel_configs().map_err(|e| {
+            invalid(
+                at("profile"),
+                format!("the shipped profile {} is broken: {e}", p.name()),
+            )
+        })?;
+    }
     for (what, sds) in [
         ("file_sd_configs", &sc.file_sd_configs),
         ("kubeconfig_sd_configs", &sc.kubeconfig_sd_configs),

@@ -117,6 +117,7 @@ impl<'a> Parser<'a> {
             float_labels: false,
             float_label: None,
             rewrites: false,
+            typed: (0, 0, MetricType::Unknown),
             canon,
             decisions,
         }
@@ -149,6 +150,39 @@ impl<'a> Parser<'a> {
     #[inline]
     pub fn same_label_names(&self) -> bool {
         self.same_names
+    }
+
+    /// The metric family of `s` (the sample returned last): the last
+    /// `# TYPE` line's metric when `s`'s name is it or it plus a suffix its
+    /// type allows (`_bucket`, `_sum`, `_count`, `_total`, ...), otherwise
+    /// the sample's own name (an untyped family). No allocation.
+    #[inline]
+    pub fn family(&self, s: &Sample<'_>) -> Family {
+        let start = s.name.as_ptr().addr().wrapping_sub(self.b.as_ptr().addr());
+        let (ts, te, kind) = self.typed;
+        let typed = &self.b[ts..te];
+        if te > ts && s.name.starts_with(typed) {
+            let rest = &s.name[typed.len()..];
+            if rest.is_empty() {
+                return Family {
+                    name: (ts, te),
+                    kind,
+                    bucket: false,
+                };
+            }
+            if let Some(sfx) = kind.suffixes().iter().find(|&&x| x == rest) {
+                return Family {
+                    name: (ts, te),
+                    kind,
+                    bucket: *sfx == b"_bucket",
+                };
+            }
+        }
+        Family {
+            name: (start, start + s.name.len()),
+            kind: MetricType::Unknown,
+            bucket: false,
+        }
     }
 
     pub fn into_spans(self) -> SpanBufs {
@@ -234,6 +268,7 @@ impl<'a> Parser<'a> {
         while self.i < self.b.len() && is_name_char(self.b[self.i]) {
             self.i += 1;
         }
+        let name_end = self.i;
         let text = self.rest_of_line();
         // Prometheus drops exactly one character between the name and the text.
         let text = if text.is_empty() { text } else { &text[1..] };
@@ -247,6 +282,7 @@ impl<'a> Parser<'a> {
                     return Err(self.err(start, format!("invalid metric type {}", show(text))));
                 }
             }
+            self.typed = (ns, name_end, MetricType::from_text(text));
             if self.float_labels {
                 self.float_label = match text {
                     b"histogram" => Some(b"le"),

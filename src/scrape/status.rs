@@ -38,10 +38,39 @@ pub(crate) struct TargetStatus {
     /// The shards that scrape it (this one among them), when sharded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<u32>,
+    /// Families the last scrape dropped for their budget (at most 64 named).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub over_budget: Vec<FamilyOver>,
+    /// How many families the last scrape dropped for their budget.
+    pub over_budget_total: usize,
     /// The latest successful scrape's samples (for `/relay/metrics`); none
     /// while the target is down.
     #[serde(skip)]
     pub latest: Option<Arc<EncodedSamples>>,
+}
+
+/// A family dropped for its budget, as `/targets` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FamilyOver {
+    pub family: String,
+    /// `series` (series per family) or `buckets` (buckets per histogram).
+    pub limit_kind: &'static str,
+    pub limit: u64,
+    pub dropped_samples: u64,
+}
+
+impl From<&crate::series::OverBudget> for FamilyOver {
+    fn from(o: &crate::series::OverBudget) -> Self {
+        FamilyOver {
+            family: o.family.clone(),
+            limit_kind: match o.kind {
+                crate::series::BudgetKind::Series => "series",
+                crate::series::BudgetKind::Buckets => "buckets",
+            },
+            limit: o.limit,
+            dropped_samples: o.dropped,
+        }
+    }
 }
 
 pub(crate) type SharedStatus = Arc<Mutex<TargetStatus>>;
@@ -61,6 +90,8 @@ impl TargetStatus {
             labels: t.ctx.target_labels.iter().cloned().collect(),
             discovered_from: t.source.clone(),
             shards: t.owners.clone(),
+            over_budget: Vec::new(),
+            over_budget_total: 0,
             latest: None,
         }
     }

@@ -177,7 +177,7 @@ pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> 
     let mut seen: std::collections::HashSet<(usize, Vec<u8>)> = std::collections::HashSet::new();
     for (i, sc) in cfg.scrape_configs.iter().enumerate() {
         let metric_relabel: Arc<[crate::relabel::RelabelConfig]> =
-            sc.metric_relabel_configs.clone().into();
+            sc.effective_metric_relabel().into();
         let config = {
             let mut c = sc.clone();
             c.static_configs.clear();
@@ -261,6 +261,7 @@ pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> 
                                         as i64,
                                 },
                                 float_label_values: float_labels,
+                                family_budget: sc.family_budget(),
                             },
                             interval,
                             timeout,

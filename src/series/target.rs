@@ -27,6 +27,8 @@ pub struct TargetContext {
     /// `le`/`quantile` values in Prometheus 3's float form
     /// (`global.prometheus_compatibility: 3`).
     pub float_label_values: bool,
+    /// Limits per metric family ([`super::FamilyBudget`]).
+    pub family_budget: super::FamilyBudget,
 }
 
 /// The window around the scrape time in which explicit timestamps are

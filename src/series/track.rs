@@ -134,6 +134,34 @@ impl Track {
             .is_some_and(|d| d.prev.contains(key) && !d.cur.contains(key))
     }
 
+    /// The current scrape drops the series `gone` after all (their family
+    /// went over its budget): they count as not seen, so those the last
+    /// scrape had vanish (and get markers). Returns how many of them were
+    /// new series.
+    pub(super) fn forget(&mut self, gone: &KeySet) -> u64 {
+        if gone.is_empty() {
+            return 0;
+        }
+        if self.diverged.is_none() {
+            self.diverge();
+        }
+        let Some(d) = self.diverged.as_mut() else {
+            return 0;
+        };
+        d.keys.retain(|k| !gone.contains(k));
+        let mut new = 0;
+        for k in gone {
+            if d.cur.remove(k) {
+                if d.prev.contains(k) {
+                    d.kept -= 1;
+                } else {
+                    new += 1;
+                }
+            }
+        }
+        new
+    }
+
     /// The current scrape succeeded: its keys are the ones to compare with next.
     pub(super) fn finish(&mut self) {
         match self.diverged.take() {
