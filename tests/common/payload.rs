@@ -142,7 +142,16 @@ pub fn control_plane(round: u64) -> Payload {
             );
         }
     }
+    // Kubernetes' own bucket layouts (k8s.io/apiserver endpoints/metrics and
+    // storage/etcd3/metrics), so that thinning them measures what it would
+    // on a real API server.
     let buckets = [
+        "0.005", "0.025", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4", "0.45",
+        "0.5", "0.6", "0.7", "0.8", "0.9", "1", "1.25", "1.5", "1.75", "2", "2.5", "3", "3.5",
+        "4", "4.5", "5", "6", "7", "8", "9", "10", "15", "20", "25", "30", "40", "50", "60",
+        "+Inf",
+    ];
+    let etcd_buckets = [
         "0.005", "0.025", "0.05", "0.1", "0.2", "0.4", "0.6", "0.8", "1", "1.25", "1.5", "2", "3",
         "4", "5", "6", "8", "10", "15", "20", "30", "45", "60", "+Inf",
     ];
@@ -182,7 +191,7 @@ pub fn control_plane(round: u64) -> Payload {
     for op in ["get", "list", "update"] {
         let base = [("operation", op), ("type", "/registry/pods")];
         let mut cum = 0.0;
-        for le in ["0.005", "0.025", "0.1", "0.25", "1", "+Inf"] {
+        for le in etcd_buckets {
             cum += 3.0 + r;
             let mut l = base.to_vec();
             l.push(("le", le));

@@ -7,6 +7,7 @@ mod common;
 
 mod admin_tls;
 mod architecture;
+mod budgets;
 mod cli;
 mod compliance;
 mod dashboards;
