@@ -4,6 +4,7 @@
 //! error are reported; then one test sample (`metrics_relay_probe`) is sent
 //! to every remote-write URL. Any failure makes the result unsuccessful.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,8 +55,16 @@ enum ProbeError {
     /// The handshake failed; the explanation of [`tls::describe_error`].
     #[error("{0}")]
     Handshake(String),
-    #[error("no TLS handshake within {limit} (scrape_timeout){hint}")]
-    Timeout { limit: String, hint: &'static str },
+    #[error("no TCP connection to {addr} within {limit} (scrape_timeout){hint}")]
+    ConnectTimeout {
+        addr: String,
+        limit: String,
+        hint: &'static str,
+    },
+    #[error(
+        "connected, but no TLS handshake within {limit} (scrape_timeout): something on the way accepts the connection and does not answer as a TLS server (a proxy or a firewall that holds it)"
+    )]
+    HandshakeTimeout { limit: String },
     #[error("{0}")]
     Sender(#[from] crate::remote_write::SenderError),
     #[error("compressing the test sample: {0}")]
@@ -64,8 +73,10 @@ enum ProbeError {
     Encode(#[from] crate::remote_write::wire::EncodeError),
 }
 
-/// What a probe says when the API server's SLB never answers a handshake.
-const SLB_HINT: &str = "; the API server's SLB answers nothing to an address its access control list does not allow: is this machine's (or the cluster node's) address on the ACK cluster's API server whitelist?";
+/// What a probe says when a connection to the API server's port is never
+/// answered: an SLB drops what its access control list does not allow, so
+/// the connection times out instead of being refused.
+const SLB_HINT: &str = "; the API server's SLB answers nothing to an address its access control list does not allow: is this machine's (or the cluster node's) egress address on the ACK cluster's API server SLB access control list (whitelist)?";
 
 /// Handshake only, within `limit`: returns the server's leaf certificate and
 /// the protocol.
@@ -90,13 +101,27 @@ async fn handshake(
             reason: e.to_string(),
         })?,
     };
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|source| ProbeError::Connect {
+    let deadline = tokio::time::Instant::now() + limit;
+    let limit_text = crate::units::format_duration(limit);
+    let tcp = match tokio::time::timeout_at(
+        deadline,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ProbeError::ConnectTimeout {
                 addr: format!("{host}:{port}"),
-                source,
-            })?;
+                limit: limit_text,
+                hint: if port == 6443 { SLB_HINT } else { "" },
+            });
+        }
+        Ok(r) => r.map_err(|source| ProbeError::Connect {
+            addr: format!("{host}:{port}"),
+            source,
+        })?,
+    };
+    let connect = async {
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(name, tcp)
             .await
@@ -112,12 +137,68 @@ async fn handshake(
             .unwrap_or_default();
         Ok((leaf, proto))
     };
-    tokio::time::timeout(limit, connect)
+    tokio::time::timeout_at(deadline, connect)
         .await
-        .map_err(|_| ProbeError::Timeout {
-            limit: crate::units::format_duration(limit),
-            hint: if port == 6443 { SLB_HINT } else { "" },
-        })?
+        .map_err(|_| ProbeError::HandshakeTimeout { limit: limit_text })?
+}
+
+/// Fresh connections made to look for a second replica behind the address.
+const REPLICA_SCRAPES: usize = 4;
+
+/// The counters of a page (counter families; histogram and summary
+/// `_count` and `_bucket`), by series text: values that only grow while one
+/// process serves them.
+fn counters(body: &[u8], format: crate::exposition::Format) -> HashMap<Vec<u8>, f64> {
+    use crate::exposition::MetricType;
+    let mut p = Parser::new(body).with_format(format);
+    let mut out = HashMap::new();
+    while let Some(Ok(s)) = p.next() {
+        let f = p.family(&s);
+        let counter = match f.kind {
+            MetricType::Counter => true,
+            MetricType::Histogram | MetricType::Summary => f.bucket || s.name.ends_with(b"_count"),
+            _ => false,
+        };
+        if counter && s.value.is_finite() {
+            out.insert(s.series.to_vec(), s.value);
+        }
+    }
+    out
+}
+
+/// Scrapes the target again over fresh connections (an L4 load balancer
+/// keeps a connection on one backend) and compares its counters with the
+/// first scrape's: counters that go backwards within a second mean two
+/// processes answer at one address (two API server replicas behind one SLB).
+async fn replicas(t: &Target, m: &Material, first: &HashMap<Vec<u8>, f64>) -> Option<String> {
+    let mut last = first.clone();
+    for _ in 0..REPLICA_SCRAPES {
+        let client = crate::http::client_from(m, t.timeout).ok()?;
+        let (mut body, mut scratch) = (Vec::new(), Vec::new());
+        let fetched = tokio::time::timeout(
+            t.timeout,
+            scrape::fetch(&client, t, &mut body, &mut scratch),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let now = counters(&body, fetched.format);
+        let mut back: Vec<(&Vec<u8>, f64, f64)> = now
+            .iter()
+            .filter_map(|(k, &v)| last.get(k).filter(|&&was| v < was).map(|&was| (k, was, v)))
+            .collect();
+        if !back.is_empty() {
+            back.sort_by(|a, b| a.0.cmp(b.0));
+            let (series, was, v) = back[0];
+            return Some(format!(
+                "counters went backwards between two scrapes a moment apart ({} series, e.g. {} {was} -> {v}): more than one process answers at this address (two or more API server replicas behind the SLB, each with its own counters), so rate() and increase() would see a counter reset at every switch. Scrape each API server replica as a target of its own (the addresses of `kubectl get endpoints kubernetes -n default`), so each keeps its instance label; or keep one connection per scrape target pinned to one replica",
+                back.len(),
+                String::from_utf8_lossy(series)
+            ));
+        }
+        last = now;
+    }
+    None
 }
 
 /// Runs the probe; returns the report and whether everything worked.
@@ -244,6 +325,12 @@ pub async fn probe(cfg: &Config) -> (String, bool) {
                 match first_error {
                     None => {
                         let _ = writeln!(out, "  parse: ok");
+                        let first = counters(&body, fetched.format);
+                        if !first.is_empty()
+                            && let Some(w) = replicas(t, &material, &first).await
+                        {
+                            let _ = writeln!(out, "  replicas: WARNING: {w}");
+                        }
                     }
                     Some(e) => {
                         let _ = writeln!(

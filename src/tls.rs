@@ -293,7 +293,7 @@ pub(crate) fn describe_rustls(e: &rustls::Error) -> String {
             format!("the server rejected our client certificate ({e}); is it issued by the CA the server trusts?")
         }
         Error::InvalidCertificate(CertificateError::BadSignature) => {
-            "x509: the server certificate names the configured CA as its issuer, but that CA did not sign it: it was issued by another CA of the same name (every Kubernetes cluster CA is called \"kubernetes\"), so this is another cluster: the wrong SLB IP, or another cluster's kubeconfig".into()
+            "x509: the server certificate names the configured CA as its issuer, but that CA did not sign it: it was issued by another CA of the same name (every Kubernetes cluster CA is called \"kubernetes\"): this is another cluster's CA: the wrong SLB IP, or another cluster's kubeconfig".into()
         }
         Error::InconsistentKeys(_) => "the private key does not match the certificate".into(),
         _ => e.to_string(),

@@ -21,7 +21,10 @@ pub(crate) fn ack_config_with_profile() -> String {
     let mut cfg = shipped;
     for line in ["profile: control-plane", "series_per_family_limit: 20000"] {
         let commented = format!("# {line}");
-        assert!(cfg.contains(&commented), "config/ack-one.yml has no {commented:?}");
+        assert!(
+            cfg.contains(&commented),
+            "config/ack-one.yml has no {commented:?}"
+        );
         cfg = cfg.replace(&commented, line);
     }
     cfg
@@ -39,7 +42,9 @@ fn series_after(sc: &metrics_relay::config::ScrapeConfig, page: &str) -> u64 {
     };
     let mut cache = metrics_relay::SeriesCache::new();
     let mut out = metrics_relay::EncodedSamples::default();
-    let n = cache.ingest(&ctx, page.as_bytes(), 1000, &mut out, 0).unwrap();
+    let n = cache
+        .ingest(&ctx, page.as_bytes(), 1000, &mut out, 0)
+        .unwrap();
     assert_eq!(n.kept, out.len() as u64);
     n.kept
 }
@@ -65,9 +70,14 @@ fn the_control_plane_profile_thins_the_ack_fixture_by_more_than_30_percent() {
 /// `n` series of a family that grows (a CRD per series, as a new operator
 /// brings).
 fn explosion(n: usize, round: u64) -> String {
-    let mut s = String::from("# HELP apiserver_crd_objects Objects per custom resource.\n# TYPE apiserver_crd_objects gauge\n");
+    let mut s = String::from(
+        "# HELP apiserver_crd_objects Objects per custom resource.\n# TYPE apiserver_crd_objects gauge\n",
+    );
     for i in 0..n {
-        s.push_str(&format!("apiserver_crd_objects{{crd=\"crd{i}.example.com\"}} {}\n", round + i as u64));
+        s.push_str(&format!(
+            "apiserver_crd_objects{{crd=\"crd{i}.example.com\"}} {}\n",
+            round + i as u64
+        ));
     }
     s
 }
@@ -76,7 +86,12 @@ fn explosion(n: usize, round: u64) -> String {
 async fn a_family_over_budget_costs_no_other_family_and_up_stays_1() {
     let bin = require_prometheus().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(&bin, &dir.path().join("prom"), "global:\n  scrape_interval: 1h\n").await;
+    let prom = start_prometheus(
+        &bin,
+        &dir.path().join("prom"),
+        "global:\n  scrape_interval: 1h\n",
+    )
+    .await;
     let pki = Pki::new(&dir.path().join("pki"));
     // Within budget first: 30 series of the growing family.
     let target = MtlsTarget::start(&pki, payload::control_plane(1).text + &explosion(30, 1)).await;
@@ -102,10 +117,18 @@ remote_write:
     );
     let relay = RelayProc::start(&dir.path().join("relay"), &cfg).await;
     let arrived = wait_async(Duration::from_secs(30), || async {
-        query(&prom, "count(apiserver_crd_objects)").await.first().map(|s| s.1) == Some(30.0)
+        query(&prom, "count(apiserver_crd_objects)")
+            .await
+            .first()
+            .map(|s| s.1)
+            == Some(30.0)
     })
     .await;
-    assert!(arrived, "the family within budget never arrived: {}", relay.log());
+    assert!(
+        arrived,
+        "the family within budget never arrived: {}",
+        relay.log()
+    );
 
     // The family grows past its budget of 200 series (the largest other
     // family, the API server's latency histogram, has 168).
@@ -119,7 +142,9 @@ remote_write:
     assert!(dropped, "the family was not dropped: {}", relay.log());
     // Its series go stale in Prometheus (markers for the 30 it had).
     let gone = wait_async(Duration::from_secs(30), || async {
-        query(&prom, "count(apiserver_crd_objects)").await.is_empty()
+        query(&prom, "count(apiserver_crd_objects)")
+            .await
+            .is_empty()
     })
     .await;
     assert!(gone, "the over-budget family's series did not go stale");
@@ -127,7 +152,10 @@ remote_write:
     let scrapes = |m: &str| metric_value(m, "metrics_relay_scrapes_total{").unwrap_or(0.0);
     let at = scrapes(&relay.metrics().await);
     assert!(
-        wait_async(Duration::from_secs(20), || async { scrapes(&relay.metrics().await) >= at + 3.0 }).await
+        wait_async(Duration::from_secs(20), || async {
+            scrapes(&relay.metrics().await) >= at + 3.0
+        })
+        .await
     );
     let stored = query(&prom, "{job=\"cp\",__name__!~\"up|scrape_.*\"}").await;
     assert_eq!(stored.len(), page.series.len(), "series count");
@@ -158,8 +186,14 @@ remote_write:
     assert_eq!(t["over_budget_total"], 1);
     assert_eq!(t["over_budget"][0]["family"], "apiserver_crd_objects");
     assert_eq!(t["over_budget"][0]["limit"], 200);
-    let html = common::http_get(&format!("{}/targets", relay.admin)).await.unwrap().1;
-    assert!(html.contains("apiserver_crd_objects: over 200 series"), "{html}");
+    let html = common::http_get(&format!("{}/targets", relay.admin))
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        html.contains("apiserver_crd_objects: over 200 series"),
+        "{html}"
+    );
     let log = relay.log();
     assert_eq!(
         log.matches("metric families over their budget").count(),
@@ -170,7 +204,11 @@ remote_write:
     // Back within budget: the family flows again, and that is said once.
     target.set_body(payload::control_plane(3).text + &explosion(40, 3));
     let back = wait_async(Duration::from_secs(30), || async {
-        query(&prom, "count(apiserver_crd_objects)").await.first().map(|s| s.1) == Some(40.0)
+        query(&prom, "count(apiserver_crd_objects)")
+            .await
+            .first()
+            .map(|s| s.1)
+            == Some(40.0)
     })
     .await;
     assert!(back, "the family did not come back: {}", relay.log());

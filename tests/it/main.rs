@@ -23,6 +23,7 @@ mod image;
 mod k8s;
 mod kubelet;
 mod parallel_send;
+mod probe_ack;
 mod pull;
 mod real_programs;
 mod relay_mtls;
