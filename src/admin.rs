@@ -7,6 +7,9 @@
 //! - `GET /metrics`: our own metrics ([`crate::telemetry`]).
 //! - `GET /targets`: each target's state: HTML for people, JSON with
 //!   `Accept: application/json` or `?format=json`.
+//! - `GET /explain?target=JOB|ADDRESS|URL&series=name{labels}`: the
+//!   `explain` command's answer for the running config, as a page (linked
+//!   from `/targets`).
 //! - `GET /relay/metrics`: the pull path. The latest successful scrape of
 //!   every target that is up, re-exposed in the text format with its final
 //!   labels (target labels applied, so a ServiceMonitor with
@@ -65,6 +68,8 @@ pub(crate) struct AdminState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Bearer token file protecting `/relay/metrics`, re-read per request.
     pub relay_auth: Arc<std::sync::RwLock<Option<std::path::PathBuf>>>,
+    /// The running config (replaced by a reload), for `/explain`.
+    pub config: Arc<std::sync::RwLock<Arc<crate::config::Config>>>,
     /// `server.relay_metrics`: the pull path is served, and every scrape
     /// keeps its result for it (from the first scrape on); off, nothing is
     /// kept (no copy of every target's samples) and the path answers 404.
@@ -268,6 +273,28 @@ pub(crate) fn route(
                 )
             }
         }
+        "/explain" => {
+            let param = |name: &str| {
+                query.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k == name).then(|| pages::form_decode(v))
+                })
+            };
+            let cfg = state
+                .config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let target = param("target").unwrap_or_default();
+            let series = param("series").filter(|s| !s.trim().is_empty());
+            let result = (!target.is_empty())
+                .then(|| crate::explain::explain_config(&cfg, &target, series.as_deref()));
+            reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                pages::explain_html(&target, series.as_deref().unwrap_or(""), result),
+            )
+        }
         "/relay/metrics" => {
             if let Err(why) = check_bearer(state, headers) {
                 let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", format!("{why}\n"));
@@ -337,6 +364,7 @@ mod tests {
             targets: Default::default(),
             reload: tokio::sync::mpsc::channel(1).0,
             relay_auth: Default::default(),
+            config: Default::default(),
             relay_metrics: Default::default(),
             lifecycle,
             client_certs_required: false,

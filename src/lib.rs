@@ -25,6 +25,7 @@ pub(crate) mod clock;
 pub mod config;
 pub(crate) mod discovery;
 pub(crate) mod events;
+pub(crate) mod explain;
 pub(crate) mod exposition;
 pub(crate) mod failure;
 pub(crate) mod fsread;
@@ -56,6 +57,7 @@ pub(crate) mod yaml;
 // is the input every user writes); everything else is reached through the
 // names below, and `unreachable_pub` keeps the rest crate-private.
 pub use admin::raise_open_file_limit;
+pub use explain::{ExplainError, explain_config};
 pub use exposition::Parser;
 pub use gzip::inflate as gzip_inflate;
 pub use http::{HttpClient, client as http_client};

@@ -108,6 +108,21 @@ enum Command {
         #[arg(long, short = 'c')]
         config: PathBuf,
     },
+    /// Show, step by step, what relabeling makes of a job's targets (each
+    /// relabel_configs rule: labels before and after, kept or dropped) and,
+    /// with --series, of one series (metric relabeling, the profile first,
+    /// external labels, each destination's write_relabel_configs).
+    Explain {
+        /// Configuration file (Prometheus-shaped YAML).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// A job name, a target address (host:port) or a scrape URL.
+        #[arg(long)]
+        target: String,
+        /// A series as the target exposes it: 'name{label="value",...}'.
+        #[arg(long)]
+        series: Option<String>,
+    },
     /// Print Kubernetes manifests from a kubeconfig (kubectl apply -f -).
     Render {
         /// The cluster's kubeconfig (client certificate auth).
@@ -259,6 +274,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Explain {
+            config,
+            target,
+            series,
+        } => match explain(&config, &target, series.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", describe(&e));
+                ExitCode::FAILURE
+            }
+        },
         Command::Render {
             kubeconfig,
             context,
@@ -372,6 +401,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<String> {
         n,
         cfg.remote_write.len()
     ))
+}
+
+fn explain(path: &std::path::Path, target: &str, series: Option<&str>) -> anyhow::Result<String> {
+    let cfg = metrics_relay::config::Config::load(path)?;
+    Ok(metrics_relay::explain_config(&cfg, target, series)?)
 }
 
 fn probe(path: &std::path::Path) -> anyhow::Result<(String, bool)> {

@@ -246,74 +246,92 @@ pub(crate) fn hash_mod(s: &str, modulus: u64) -> u64 {
 }
 
 /// Applies `rules` in order. Returns `None` when the set is dropped.
-pub(crate) fn process(mut lbls: Labels, rules: &[RelabelConfig]) -> Option<Labels> {
-    use Action::*;
-    for r in rules {
-        let val = r
-            .source_labels
-            .iter()
-            .map(|n| get(&lbls, n))
-            .collect::<Vec<_>>()
-            .join(&r.separator);
-        match r.action {
-            Drop => {
-                if r.regex.is_match(&val) {
-                    return None;
-                }
-            }
-            Keep => {
-                if !r.regex.is_match(&val) {
-                    return None;
-                }
-            }
-            DropEqual => {
-                if get(&lbls, &r.target_label) == val {
-                    return None;
-                }
-            }
-            KeepEqual => {
-                if get(&lbls, &r.target_label) != val {
-                    return None;
-                }
-            }
-            Replace => {
-                let Some(caps) = r.regex.re.captures(&val) else {
-                    continue;
-                };
-                let mut target = String::new();
-                caps.expand(&r.target_label, &mut target);
-                if !is_valid_label_name(&target) {
-                    continue;
-                }
-                let mut value = String::new();
-                caps.expand(&r.replacement, &mut value);
-                set(&mut lbls, &target, value);
-            }
-            Lowercase => set(&mut lbls, &r.target_label, val.to_lowercase()),
-            Uppercase => set(&mut lbls, &r.target_label, val.to_uppercase()),
-            HashMod => set(
-                &mut lbls,
-                &r.target_label,
-                hash_mod(&val, r.modulus).to_string(),
-            ),
-            LabelMap => {
-                let mut add = Vec::new();
-                for (n, v) in &lbls {
-                    if let Some(caps) = r.regex.re.captures(n) {
-                        let mut name = String::new();
-                        caps.expand(&r.replacement, &mut name);
-                        add.push((name, v.clone()));
-                    }
-                }
-                for (n, v) in add {
-                    set(&mut lbls, &n, v);
-                }
-            }
-            LabelDrop => lbls.retain(|(n, _)| !r.regex.is_match(n)),
-            LabelKeep => lbls.retain(|(n, _)| r.regex.is_match(n)),
+#[cfg(test)]
+pub(crate) fn process(lbls: Labels, rules: &[RelabelConfig]) -> Option<Labels> {
+    process_traced(lbls, rules, |_, _| {})
+}
+
+/// [`process`], calling `step(index, labels after the rule)` after each rule
+/// (`None`: the rule dropped the set, and nothing follows). `explain` shows
+/// relabeling with it: the code that runs is the code it shows.
+pub(crate) fn process_traced(
+    mut lbls: Labels,
+    rules: &[RelabelConfig],
+    mut step: impl FnMut(usize, Option<&Labels>),
+) -> Option<Labels> {
+    for (i, r) in rules.iter().enumerate() {
+        if !apply(r, &mut lbls) {
+            step(i, None);
+            return None;
         }
+        step(i, Some(&lbls));
     }
     Some(lbls)
+}
+
+/// One rule; false when it drops the set.
+fn apply(r: &RelabelConfig, lbls: &mut Labels) -> bool {
+    use Action::*;
+    let val = r
+        .source_labels
+        .iter()
+        .map(|n| get(lbls, n))
+        .collect::<Vec<_>>()
+        .join(&r.separator);
+    match r.action {
+        Drop => {
+            if r.regex.is_match(&val) {
+                return false;
+            }
+        }
+        Keep => {
+            if !r.regex.is_match(&val) {
+                return false;
+            }
+        }
+        DropEqual => {
+            if get(lbls, &r.target_label) == val {
+                return false;
+            }
+        }
+        KeepEqual => {
+            if get(lbls, &r.target_label) != val {
+                return false;
+            }
+        }
+        Replace => {
+            let Some(caps) = r.regex.re.captures(&val) else {
+                return true;
+            };
+            let mut target = String::new();
+            caps.expand(&r.target_label, &mut target);
+            if !is_valid_label_name(&target) {
+                return true;
+            }
+            let mut value = String::new();
+            caps.expand(&r.replacement, &mut value);
+            set(lbls, &target, value);
+        }
+        Lowercase => set(lbls, &r.target_label, val.to_lowercase()),
+        Uppercase => set(lbls, &r.target_label, val.to_uppercase()),
+        HashMod => set(lbls, &r.target_label, hash_mod(&val, r.modulus).to_string()),
+        LabelMap => {
+            let mut add = Vec::new();
+            for (n, v) in lbls.iter() {
+                if let Some(caps) = r.regex.re.captures(n) {
+                    let mut name = String::new();
+                    caps.expand(&r.replacement, &mut name);
+                    add.push((name, v.clone()));
+                }
+            }
+            for (n, v) in add {
+                set(lbls, &n, v);
+            }
+        }
+        LabelDrop => lbls.retain(|(n, _)| !r.regex.is_match(n)),
+        LabelKeep => lbls.retain(|(n, _)| r.regex.is_match(n)),
+    }
+    true
 }
 
 #[cfg(test)]

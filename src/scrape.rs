@@ -39,7 +39,7 @@ mod budget;
 mod fetch;
 mod pool;
 mod status;
-mod target;
+pub(crate) mod target;
 
 pub(crate) use fetch::{Fetched, fetch, fetch_wire, inflate_body};
 use pool::{BYTES, SAMPLES};

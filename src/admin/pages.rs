@@ -45,7 +45,7 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
         "<h1>Targets</h1><p>{up} of {} up. JSON: <a href=\"?format=json\">?format=json</a></p>",
         targets.len()
     ));
-    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>over budget</th><th>labels</th><th>source</th></tr>");
+    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>over budget</th><th>labels</th><th>source</th><th></th></tr>");
     for t in targets {
         let (class, state) = match t.health {
             Health::Up => ("up", "UP"),
@@ -59,7 +59,7 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
             .last_scrape_duration_seconds
             .map_or("-".to_string(), |d| format!("{:.3}s", d));
         h.push_str(&format!(
-            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td class=\"err\">{}</td><td>{}</td><td>{}{}</td></tr>",
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td class=\"err\">{}</td><td>{}</td><td>{}{}</td><td><a href=\"/explain?target={}\">explain</a></td></tr>",
             html_escape(&t.job),
             html_escape(&t.url),
             t.samples,
@@ -78,8 +78,53 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
             } else {
                 format!("; shards {:?}", t.shards)
             },
+            form_encode(&t.url),
         ));
     }
     h.push_str("</table></body></html>\n");
+    h
+}
+
+/// A query component, percent-encoded (unreserved characters kept).
+fn form_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A form value from a query string (`+` is a space).
+pub(super) fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `/explain`: a form, and the explanation of what it asked.
+pub(super) fn explain_html(
+    target: &str,
+    series: &str,
+    result: Option<Result<String, crate::explain::ExplainError>>,
+) -> String {
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>metrics-relay explain</title><style>\
+         body{font-family:system-ui,sans-serif;margin:1.5em}pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}\
+         input{font-family:monospace;width:40em}</style></head><body>\
+         <h1>Explain</h1><p><a href=\"/targets\">targets</a>. What relabeling makes of a target and of one series, \
+         rule by rule, with the running config (the same as <code>metrics-relay explain</code>).</p>",
+    );
+    h.push_str(&format!(
+        "<form method=\"get\" action=\"/explain\"><p>target (job, address or URL): <input name=\"target\" value=\"{}\"></p>\
+         <p>series (as exposed, optional): <input name=\"series\" value=\"{}\" placeholder=\"apiserver_request_total{{code=&quot;200&quot;}}\"></p>\
+         <p><button>explain</button></p></form>",
+        html_escape(target),
+        html_escape(series)
+    ));
+    match result {
+        None => {}
+        Some(Ok(text)) => h.push_str(&format!("<pre>{}</pre>", html_escape(&text))),
+        Some(Err(e)) => h.push_str(&format!(
+            "<p class=\"err\">{}</p>",
+            html_escape(&e.to_string())
+        )),
+    }
+    h.push_str("</body></html>\n");
     h
 }

@@ -59,11 +59,8 @@ impl WriteRelabelCache {
                     )
                 })
                 .collect();
-            let relabeled = crate::relabel::process(decoded, &self.rules).and_then(|mut l| {
-                l.retain(|(_, v)| !v.is_empty());
-                l.sort_by(|a, b| a.0.cmp(&b.0));
-                (!l.is_empty()).then(|| encode_labels(&l))
-            });
+            let relabeled =
+                relabel_series(decoded, &self.rules, |_, _| {}).map(|l| encode_labels(&l));
             if let Some(l) = &relabeled {
                 out.push(l, value, ts);
             }
@@ -72,6 +69,21 @@ impl WriteRelabelCache {
         // Series absent from this scrape (their markers went through above).
         self.map.retain(|_, (_, seen)| *seen == generation);
     }
+}
+
+/// A series' labels through a destination's `write_relabel_configs`
+/// (`step` sees each rule's result; `None`: dropped, as is a set left
+/// empty). Empty values are dropped and the names sorted, as sent.
+pub(crate) fn relabel_series(
+    labels: crate::labels::Labels,
+    rules: &[RelabelConfig],
+    step: impl FnMut(usize, Option<&crate::labels::Labels>),
+) -> Option<crate::labels::Labels> {
+    crate::relabel::process_traced(labels, rules, step).and_then(|mut l| {
+        l.retain(|(_, v)| !v.is_empty());
+        l.sort_by(|a, b| a.0.cmp(&b.0));
+        (!l.is_empty()).then_some(l)
+    })
 }
 
 #[cfg(test)]

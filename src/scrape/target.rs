@@ -161,14 +161,7 @@ pub(crate) fn targets(cfg: &Config) -> Vec<Target> {
 /// A target that relabeling drops is left out; one whose labels cannot make
 /// a scrape URL is left out with a warning (Prometheus drops it likewise).
 pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> Resolved {
-    let mut ext: Vec<(String, String)> = cfg
-        .global
-        .external_labels
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    ext.sort();
+    let ext = external_labels(cfg);
     let float_labels = cfg.global.prometheus_compatibility.float_label_values();
     let mut out = Resolved::default();
     // One target, one loop: a target listed twice (twice in static_configs,
@@ -185,20 +178,7 @@ pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> 
             c.kubeconfig_sd_configs.clear();
             Arc::new(c)
         };
-        let statics: Vec<Group> = sc
-            .static_configs
-            .iter()
-            .map(|st| Group {
-                targets: st.targets.clone(),
-                labels: st
-                    .labels
-                    .iter()
-                    .filter(|(_, v)| !v.is_empty())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                tls: None,
-            })
-            .collect();
+        let statics = static_groups(sc);
         let found = discovered.get(&i).map(Vec::as_slice).unwrap_or_default();
         for g in statics.iter().chain(found) {
             let source = g
@@ -244,25 +224,7 @@ pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> 
                             job: get("job"),
                             instance: get("instance"),
                             url,
-                            ctx: TargetContext {
-                                target_labels: tl,
-                                external_labels: ext.clone(),
-                                honor_labels: sc.honor_labels,
-                                honor_timestamps: sc.honor_timestamps,
-                                metric_relabel: metric_relabel.clone(),
-                                limits: crate::labels::LabelLimits {
-                                    labels: sc.label_limit,
-                                    name_length: sc.label_name_length_limit,
-                                    value_length: sc.label_value_length_limit,
-                                },
-                                timestamp_bounds: crate::series::TimestampBounds {
-                                    max_age_ms: sc.explicit_timestamp_max_age.0.as_millis() as i64,
-                                    max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis()
-                                        as i64,
-                                },
-                                float_label_values: float_labels,
-                                family_budget: sc.family_budget(),
-                            },
+                            ctx: target_context(sc, tl, &ext, float_labels, &metric_relabel),
                             interval,
                             timeout,
                             timeout_header: HeaderValue::from_str(
@@ -292,7 +254,66 @@ pub(crate) fn resolve(cfg: &Config, discovered: &Found, sharding: &Sharding) -> 
     out
 }
 
-type OneTarget = (Vec<(String, String)>, Uri, Duration, Duration);
+/// What every series of a target gets (its labels, the job's metric
+/// relabeling with its profile, limits, budgets).
+pub(crate) fn target_context(
+    sc: &ScrapeConfig,
+    tl: Vec<(String, String)>,
+    ext: &[(String, String)],
+    float_labels: bool,
+    metric_relabel: &Arc<[crate::relabel::RelabelConfig]>,
+) -> TargetContext {
+    TargetContext {
+        target_labels: tl,
+        external_labels: ext.to_vec(),
+        honor_labels: sc.honor_labels,
+        honor_timestamps: sc.honor_timestamps,
+        metric_relabel: metric_relabel.clone(),
+        limits: crate::labels::LabelLimits {
+            labels: sc.label_limit,
+            name_length: sc.label_name_length_limit,
+            value_length: sc.label_value_length_limit,
+        },
+        timestamp_bounds: crate::series::TimestampBounds {
+            max_age_ms: sc.explicit_timestamp_max_age.0.as_millis() as i64,
+            max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis() as i64,
+        },
+        float_label_values: float_labels,
+        family_budget: sc.family_budget(),
+    }
+}
+
+/// The external labels every series gets (sorted, none empty).
+pub(crate) fn external_labels(cfg: &Config) -> Vec<(String, String)> {
+    let mut ext: Vec<(String, String)> = cfg
+        .global
+        .external_labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    ext.sort();
+    ext
+}
+
+/// A scrape config's `static_configs` as target groups.
+pub(crate) fn static_groups(sc: &ScrapeConfig) -> Vec<Group> {
+    sc.static_configs
+        .iter()
+        .map(|st| Group {
+            targets: st.targets.clone(),
+            labels: st
+                .labels
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tls: None,
+        })
+        .collect()
+}
+
+pub(crate) type OneTarget = (Vec<(String, String)>, Uri, Duration, Duration);
 
 /// Prometheus's target label population: meta labels, `relabel_configs`,
 /// then `instance` defaulting to the address and `__` labels removed.
@@ -301,6 +322,17 @@ fn resolve_target(
     group_labels: &[(String, String)],
     addr: &str,
 ) -> Result<Option<OneTarget>, TargetError> {
+    resolve_target_traced(sc, group_labels, addr, |_, _| {})
+}
+
+/// The labels a target has before `relabel_configs`: its group's, then the
+/// defaults (`__address__`, `__scheme__`, `__metrics_path__`, the interval
+/// and timeout, `job`, `__param_*`) where the group has none.
+pub(crate) fn target_start_labels(
+    sc: &ScrapeConfig,
+    group_labels: &[(String, String)],
+    addr: &str,
+) -> Vec<(String, String)> {
     let mut lbls: Vec<(String, String)> = group_labels
         .iter()
         .filter(|(_, v)| !v.is_empty())
@@ -330,7 +362,19 @@ fn resolve_target(
             lbls.push((k, v));
         }
     }
-    let Some(mut lbls) = crate::relabel::process(lbls, &sc.relabel_configs) else {
+    lbls
+}
+
+/// [`resolve_target`], `step` seeing each `relabel_configs` rule's result
+/// (for `explain`).
+pub(crate) fn resolve_target_traced(
+    sc: &ScrapeConfig,
+    group_labels: &[(String, String)],
+    addr: &str,
+    step: impl FnMut(usize, Option<&Vec<(String, String)>>),
+) -> Result<Option<OneTarget>, TargetError> {
+    let lbls = target_start_labels(sc, group_labels, addr);
+    let Some(mut lbls) = crate::relabel::process_traced(lbls, &sc.relabel_configs, step) else {
         return Ok(None);
     };
     let get = |l: &Vec<(String, String)>, n: &str| {

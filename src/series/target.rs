@@ -62,6 +62,18 @@ impl TargetContext {
     /// Builds the final, sorted label set of an exposed sample (the slow path,
     /// run once per new series); `None` when metric relabeling drops it.
     pub fn series_labels(&self, s: &Sample<'_>) -> Result<Option<Labels>, SeriesError> {
+        self.series_labels_traced(s, |_| {}, |_, _| {})
+    }
+
+    /// [`TargetContext::series_labels`], telling `merged` the label set
+    /// before metric relabeling (target labels merged) and `step` each
+    /// metric-relabel rule's result (see [`crate::relabel::process_traced`]).
+    pub(crate) fn series_labels_traced(
+        &self,
+        s: &Sample<'_>,
+        merged: impl FnOnce(&Labels),
+        step: impl FnMut(usize, Option<&Labels>),
+    ) -> Result<Option<Labels>, SeriesError> {
         let mut exposed: Labels = Vec::with_capacity(8);
         exposed.push((
             "__name__".to_string(),
@@ -79,8 +91,10 @@ impl TargetContext {
         }
         // Empty label values are the same as absent labels.
         exposed.retain(|(_, v)| !v.is_empty());
-        let merged = self.merge_target(exposed);
-        let Some(lbls) = crate::relabel::process(merged, &self.metric_relabel) else {
+        let with_target = self.merge_target(exposed);
+        merged(&with_target);
+        let Some(lbls) = crate::relabel::process_traced(with_target, &self.metric_relabel, step)
+        else {
             return Ok(None);
         };
         if lbls.is_empty() {

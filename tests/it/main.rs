@@ -15,6 +15,7 @@ mod differential;
 mod discovery;
 mod durability;
 mod e2e_prometheus;
+mod explain;
 mod faults;
 mod fleet;
 mod formats;
