@@ -68,14 +68,6 @@ impl super::ScrapeConfig {
         rules.extend_from_slice(&self.metric_relabel_configs);
         rules
     }
-
-    /// The job's per-family budget.
-    pub fn family_budget(&self) -> crate::series::FamilyBudget {
-        crate::series::FamilyBudget {
-            series: self.series_per_family_limit,
-            buckets: self.buckets_per_histogram_limit,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -154,7 +146,7 @@ mod tests {
             .len();
         assert_eq!(rules.len(), n + 1);
         assert_eq!(rules[n].regex, sc.metric_relabel_configs[0].regex);
-        assert_eq!(sc.family_budget().series, 10);
+        assert_eq!(sc.series_per_family_limit, 10);
         let e = crate::config::Config::from_yaml(
             "scrape_configs:\n  - job_name: cp\n    profile: everything\n    static_configs: [{targets: ['a:1']}]\n",
         )

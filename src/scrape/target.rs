@@ -279,7 +279,10 @@ pub(crate) fn target_context(
             max_ahead_ms: sc.explicit_timestamp_max_ahead.0.as_millis() as i64,
         },
         float_label_values: float_labels,
-        family_budget: sc.family_budget(),
+        family_budget: crate::series::FamilyBudget {
+            series: sc.series_per_family_limit,
+            buckets: sc.buckets_per_histogram_limit,
+        },
     }
 }
 

@@ -36,7 +36,10 @@ fn series_after(sc: &metrics_relay::config::ScrapeConfig, page: &str) -> u64 {
         target_labels: vec![("job".into(), sc.job_name.clone())],
         honor_timestamps: true,
         metric_relabel: sc.effective_metric_relabel().into(),
-        family_budget: sc.family_budget(),
+        family_budget: metrics_relay::FamilyBudget {
+            series: sc.series_per_family_limit,
+            buckets: sc.buckets_per_histogram_limit,
+        },
         float_label_values: true,
         ..Default::default()
     };
