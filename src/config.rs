@@ -325,6 +325,11 @@ pub struct QueueStorage {
     /// How queued batches are compressed (see `remote_write::codec`).
     #[serde(default)]
     pub codec: QueueCodec,
+    /// After an outage, each target's newest scrape goes ahead of its
+    /// backlog (which follows, oldest first, beside it). Only for receivers
+    /// that accept out-of-order samples (see `remote_write::queue::fresh`).
+    #[serde(default)]
+    pub fresh_first: bool,
 }
 
 impl Default for QueueStorage {
@@ -334,6 +339,7 @@ impl Default for QueueStorage {
             max_size: default_queue_max_size(),
             max_age: default_queue_max_age(),
             codec: QueueCodec::default(),
+            fresh_first: false,
         }
     }
 }

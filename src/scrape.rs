@@ -660,6 +660,18 @@ impl ScrapeLoop {
         st.over_budget
             .extend(over.iter().map(status::FamilyOver::from));
         st.over_budget_total = total;
+        st.backlog = self
+            .sinks
+            .iter()
+            .filter_map(|s| {
+                let (samples, oldest) = s.queue.backlog_of(self.target.stream)?;
+                Some(status::Backlog {
+                    remote_name: s.queue.name().to_string(),
+                    samples,
+                    oldest_scrape: oldest as f64 / 1000.0,
+                })
+            })
+            .collect();
         msg
     }
 }

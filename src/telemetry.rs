@@ -148,6 +148,7 @@ pub(crate) struct Metrics {
     pub reload_success: Gauge,
     pub scrapes_in_progress: Gauge,
     pub queue_bytes: Family<RemoteLabels, Gauge>,
+    pub queue_backlog_samples: Family<RemoteLabels, Gauge>,
     pub queue_segments: Family<RemoteLabels, Gauge>,
     pub queue_oldest_timestamp: Family<RemoteLabels, FGauge>,
     pub queue_corruptions: Family<RemoteReasonLabels, Counter>,
@@ -389,6 +390,11 @@ impl Metrics {
             samples_duplicate: reg!(
                 "scrape_samples_duplicate",
                 "Samples dropped at scrape time as a repeat of a series already in the same scrape (the first is kept), as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total.",
+                Family::default()
+            ),
+            queue_backlog_samples: reg!(
+                "remote_write_queue_backlog_samples",
+                "With queue.fresh_first: samples queued behind the newest scrape of targets that are behind (three or more scrapes waiting), sent oldest first while the newest go ahead.",
                 Family::default()
             ),
             family_budget_dropped: reg!(

@@ -45,7 +45,7 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
         "<h1>Targets</h1><p>{up} of {} up. JSON: <a href=\"?format=json\">?format=json</a></p>",
         targets.len()
     ));
-    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>over budget</th><th>labels</th><th>source</th><th></th></tr>");
+    h.push_str("<table><tr><th>job</th><th>endpoint</th><th>state</th><th>last scrape</th><th>duration</th><th>samples</th><th>error</th><th>over budget</th><th>backlog</th><th>labels</th><th>source</th><th></th></tr>");
     for t in targets {
         let (class, state) = match t.health {
             Health::Up => ("up", "UP"),
@@ -59,12 +59,24 @@ pub(super) fn targets_html(targets: &[TargetStatus]) -> String {
             .last_scrape_duration_seconds
             .map_or("-".to_string(), |d| format!("{:.3}s", d));
         h.push_str(&format!(
-            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td class=\"err\">{}</td><td>{}</td><td>{}{}</td><td><a href=\"/explain?target={}\">explain</a></td></tr>",
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{state}</td><td>{last}</td><td>{dur}</td><td>{}</td><td class=\"err\">{}</td><td class=\"err\">{}</td><td>{}</td><td>{}</td><td>{}{}</td><td><a href=\"/explain?target={}\">explain</a></td></tr>",
             html_escape(&t.job),
             html_escape(&t.url),
             t.samples,
             html_escape(t.last_error.as_deref().unwrap_or("")),
             html_escape(&over_budget(t)),
+            html_escape(
+                &t.backlog
+                    .iter()
+                    .map(|b| format!(
+                        "{}: {} samples, oldest {:.0}s ago",
+                        b.remote_name,
+                        b.samples,
+                        (now - b.oldest_scrape).max(0.0)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             html_escape(
                 &t.labels
                     .iter()

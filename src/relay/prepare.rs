@@ -219,6 +219,7 @@ impl Runtime {
             index,
             message: e.to_string(),
         })?;
+        queue.set_fresh_first(rw.queue.fresh_first);
         match &recovery {
             Some(r) => {
                 tracing::info!(remote_name = %name, batches = r.records, samples = r.samples, torn_tails = r.torn, corrupt_regions = r.corrupt, lost_batches = r.lost_records, lost_samples = r.lost_samples, "disk queue opened")

@@ -51,6 +51,7 @@ use crate::metric_labels::{Corruption, RemoteReason};
 use crate::telemetry::{Metrics, RemoteLabels, RemoteReasonLabels};
 
 mod consume;
+mod fresh;
 mod lease;
 mod produce;
 
@@ -138,6 +139,9 @@ struct Inner {
     read_failed_at: Option<Instant>,
     /// The stream of the open batch.
     open_stream: u64,
+    /// Per stream that is behind (`queue.fresh_first`): its backlog's
+    /// samples and oldest scrape (ms), as the last request plan saw them.
+    backlog: std::collections::HashMap<u64, (usize, i64)>,
     /// What is being sent (see `consume`).
     flight: Flight,
 }
@@ -149,6 +153,9 @@ struct Flight {
     leased: std::collections::HashSet<u64>,
     /// Requests in flight per stream.
     streams: std::collections::HashMap<u64, usize>,
+    /// Streams whose newest scrape is in flight ahead of their backlog
+    /// (`queue.fresh_first`).
+    fresh: std::collections::HashSet<u64>,
     /// A request that may hold any series is in flight: nothing else may be.
     exclusive: bool,
     /// Acknowledged, but a batch before them is not yet: removed from the
@@ -173,6 +180,9 @@ pub(crate) struct Queue {
     /// bounds) refuses all of it, so a join could take good samples down
     /// with the bad; sent alone, only the refused part is dropped.
     alone_until: std::sync::atomic::AtomicU64,
+    /// `queue.fresh_first`: a stream that is behind sends its newest scrape
+    /// ahead of its backlog (see `lease`).
+    fresh_first: std::sync::atomic::AtomicBool,
 }
 
 /// Whether data born at `born` (monotonic ms) is past `max_age`.
@@ -233,6 +243,7 @@ impl Queue {
                 compressed: Vec::new(),
                 read_failed_at: None,
                 open_stream: 0,
+                backlog: Default::default(),
                 flight: Flight::default(),
             }),
             notify: Notify::new(),
@@ -242,6 +253,7 @@ impl Queue {
             metrics,
             labels,
             alone_until: recovered_until.into(),
+            fresh_first: false.into(),
         };
         if let Some(r) = &recovery {
             let l = q.reason_labels(RemoteReason::Corruption(Corruption::TornTail));
@@ -296,6 +308,17 @@ impl Queue {
     /// theirs: each stored batch carries its codec).
     pub(crate) fn set_codec(&self, codec: Codec) {
         self.lock().codec = codec;
+    }
+
+    /// `queue.fresh_first` (off by default: every stream strictly in order).
+    pub(crate) fn set_fresh_first(&self, on: bool) {
+        self.fresh_first
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    fn fresh_first(&self) -> bool {
+        self.fresh_first.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether batches survive a restart.

@@ -397,6 +397,12 @@ impl Sender {
                         lease.release();
                         return true;
                     }
+                    // `queue.fresh_first`: a newer scrape came while this
+                    // one waited; it goes instead, this one joins the backlog.
+                    if self.queue.superseded(&lease) {
+                        lease.release();
+                        return false;
+                    }
                 }
             }
         }

@@ -43,10 +43,23 @@ pub(crate) struct TargetStatus {
     pub over_budget: Vec<FamilyOver>,
     /// How many families the last scrape dropped for their budget.
     pub over_budget_total: usize,
+    /// Per destination with `queue.fresh_first`: what of this target is
+    /// queued behind its newest scrape (none when it is not behind).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backlog: Vec<Backlog>,
     /// The latest successful scrape's samples (for `/relay/metrics`); none
     /// while the target is down.
     #[serde(skip)]
     pub latest: Option<Arc<EncodedSamples>>,
+}
+
+/// A target's backlog to one destination, as `/targets` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Backlog {
+    pub remote_name: String,
+    pub samples: usize,
+    /// Unix seconds of its oldest scrape.
+    pub oldest_scrape: f64,
 }
 
 /// A family dropped for its budget, as `/targets` shows it.
@@ -92,6 +105,7 @@ impl TargetStatus {
             shards: t.owners.clone(),
             over_budget: Vec::new(),
             over_budget_total: 0,
+            backlog: Vec::new(),
             latest: None,
         }
     }

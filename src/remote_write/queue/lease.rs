@@ -67,7 +67,15 @@ impl Queue {
             inner.flight.exclusive = true;
         }
         for st in &streams {
-            *inner.flight.streams.entry(*st).or_default() += 1;
+            if plan.fresh {
+                inner.flight.fresh.insert(*st);
+            } else {
+                *inner.flight.streams.entry(*st).or_default() += 1;
+            }
+        }
+        if self.fresh_first() {
+            let behind = self.streams(&inner);
+            self.record_backlog(&mut inner, &behind);
         }
         let more_waiting = self.plan(&inner, max_samples).is_some();
         drop(inner);
@@ -93,6 +101,7 @@ impl Queue {
                 seqs: taken.iter().map(|e| e.seq).collect(),
                 streams,
                 exclusive: plan.exclusive,
+                fresh: plan.fresh,
                 batch: Some(batch),
             },
             plan.full,
@@ -100,7 +109,7 @@ impl Queue {
     }
 
     /// Batches in queue order as (seq, samples, oldest_ms, stream).
-    fn entries<'a>(inner: &'a Inner) -> Box<dyn Iterator<Item = Entry> + 'a> {
+    pub(super) fn entries<'a>(inner: &'a Inner) -> Box<dyn Iterator<Item = Entry> + 'a> {
         match &inner.storage {
             Storage::Memory { batches, .. } => Box::new(batches.iter().map(|b| Entry {
                 seq: b.seq,
@@ -121,21 +130,25 @@ impl Queue {
 
     /// The request [`Queue::take`] would lease (see the module docs).
     fn plan(&self, inner: &Inner, max_samples: usize) -> Option<Plan> {
+        let behind = self.fresh_first().then(|| self.streams(inner));
+        if let Some(b) = &behind
+            && let Some(p) = self.plan_fresh(inner, max_samples, b)
+        {
+            return Some(p);
+        }
         let f = &inner.flight;
         if f.exclusive {
             return None;
         }
         let alone = self.alone_until();
-        let mut p = Plan {
-            entries: Vec::new(),
-            samples: 0,
-            oldest_ms: i64::MAX,
-            full: false,
-            exclusive: false,
-        };
+        let mut p = Plan::new();
         let mut passed: Vec<u64> = Vec::new();
         for e in Self::entries(inner) {
             if f.leased.contains(&e.seq) || f.done.contains(&e.seq) {
+                continue;
+            }
+            // A behind stream's newest scrape waits for the fresh lane.
+            if behind.as_ref().is_some_and(|b| Self::is_fresh(b, &e)) {
                 continue;
             }
             if e.stream == 0 || e.seq <= alone {
@@ -260,6 +273,10 @@ impl Queue {
             inner.flight.leased.remove(s);
         }
         for st in &lease.streams {
+            if lease.fresh {
+                inner.flight.fresh.remove(st);
+                continue;
+            }
             if let Some(n) = inner.flight.streams.get_mut(st) {
                 *n -= 1;
                 if *n == 0 {
@@ -300,21 +317,43 @@ impl Queue {
 
 /// One batch as a request plan sees it.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    seq: u64,
-    samples: usize,
-    oldest_ms: i64,
-    born: i64,
-    stream: u64,
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    pub(super) samples: usize,
+    pub(super) oldest_ms: i64,
+    pub(super) born: i64,
+    pub(super) stream: u64,
 }
 
 /// A request [`Queue::take`] would lease.
-struct Plan {
-    entries: Vec<Entry>,
-    samples: usize,
-    oldest_ms: i64,
-    full: bool,
+pub(super) struct Plan {
+    pub(super) entries: Vec<Entry>,
+    pub(super) samples: usize,
+    pub(super) oldest_ms: i64,
+    pub(super) full: bool,
     exclusive: bool,
+    /// The fresh lane's (see `fresh`).
+    fresh: bool,
+}
+
+impl Plan {
+    fn new() -> Plan {
+        Plan {
+            entries: Vec::new(),
+            samples: 0,
+            oldest_ms: i64::MAX,
+            full: false,
+            exclusive: false,
+            fresh: false,
+        }
+    }
+
+    pub(super) fn fresh() -> Plan {
+        Plan {
+            fresh: true,
+            ..Plan::new()
+        }
+    }
 }
 
 enum ReadFailure {
@@ -329,8 +368,10 @@ enum ReadFailure {
 pub(crate) struct Lease {
     queue: Arc<Queue>,
     seqs: Vec<u64>,
-    streams: Vec<u64>,
+    pub(super) streams: Vec<u64>,
     exclusive: bool,
+    /// It holds the newest scrape of behind streams (see `fresh`).
+    pub(super) fresh: bool,
     batch: Option<Batch>,
 }
 
