@@ -19,6 +19,7 @@ mod explain;
 mod faults;
 mod fleet;
 mod formats;
+mod fresh_first;
 mod hostile;
 mod image;
 mod k8s;

@@ -1,0 +1,258 @@
+//! `queue.fresh_first` (issue 25): after an outage each target's newest
+//! scrape goes ahead of its backlog, and the backlog still arrives whole.
+//! Against a real Prometheus with `out_of_order_time_window` (every scrape
+//! stored, none refused), and at a test receiver that records the order in
+//! which requests arrive (the newest before the end of the backlog; without
+//! the option, strictly in order).
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::prom::{require_prometheus, start_prometheus_on};
+use common::{MtlsTarget, Pki, Receiver, RelayProc, http_get, metric_value, wait_async, wait_for};
+
+fn relay_config(
+    pki: &Pki,
+    target: &MtlsTarget,
+    url: &str,
+    fresh_first: bool,
+    per_send: usize,
+) -> String {
+    format!(
+        r#"
+global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: counter
+    scheme: https
+    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
+    static_configs: [{{targets: ["{addr}"]}}]
+remote_write:
+  - url: {url}
+    queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms, max_shards: 4, max_samples_per_send: {per_send}}}
+    queue: {{fresh_first: {fresh_first}}}
+"#,
+        ca = pki.ca.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+        addr = target.addr,
+    )
+}
+
+async fn counter_target(pki: &Pki) -> MtlsTarget {
+    let t = MtlsTarget::start(pki, String::new()).await;
+    t.behavior.lock().unwrap().counter = Some("relay_test_counter".into());
+    t
+}
+
+fn scrapes(t: &MtlsTarget) -> f64 {
+    t.requests.lock().unwrap().len() as f64
+}
+
+/// The counter values of each accepted request, in arrival order.
+fn arrivals(rx: &Receiver) -> Vec<Vec<f64>> {
+    rx.received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.status < 300)
+        .map(|r| {
+            r.request
+                .timeseries
+                .iter()
+                .filter(|t| {
+                    t.labels
+                        .iter()
+                        .any(|l| l.name == "__name__" && l.value == "relay_test_counter")
+                })
+                .flat_map(|t| t.samples.iter().map(|s| s.value))
+                .collect::<Vec<f64>>()
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// An outage of ten scrapes at a receiver that answers 503, then a slow
+/// receiver (150 ms a request, one scrape a request): returns the counter
+/// values in arrival order, the value scraped last before the receiver came
+/// back, and the agent.
+async fn outage_then_slow(fresh_first: bool) -> (Vec<Vec<f64>>, f64, RelayProc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let target = counter_target(&pki).await;
+    let rx = Receiver::start().await;
+    // One scrape is 6 samples (the counter and 5 synthetic series).
+    let relay = RelayProc::start(
+        &dir.path().join("relay"),
+        &relay_config(&pki, &target, &rx.url(), fresh_first, 6),
+    )
+    .await;
+    assert!(
+        wait_async(Duration::from_secs(20), || async {
+            rx.latest("relay_test_counter", &[])
+                .is_some_and(|v| v >= 2.0)
+        })
+        .await,
+        "nothing arrived: {}",
+        relay.log()
+    );
+    rx.script
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n((503, None), 1_000_000));
+    let down = scrapes(&target);
+    wait_for(Duration::from_secs(40), || {
+        (scrapes(&target) >= down + 10.0).then_some(())
+    })
+    .await
+    .expect("scraping goes on");
+    *rx.delay.lock().unwrap() = Duration::from_millis(150);
+    let at_return = scrapes(&target);
+    rx.script.lock().unwrap().clear();
+    let all_in = wait_async(Duration::from_secs(60), || async {
+        let got: usize = arrivals(&rx).iter().map(Vec::len).sum();
+        got as f64 >= at_return
+    })
+    .await;
+    assert!(
+        all_in,
+        "the backlog did not arrive: {:?}\n{}",
+        arrivals(&rx),
+        relay.log()
+    );
+    (arrivals(&rx), at_return, relay, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_first_sends_the_newest_scrape_before_the_backlog_ends() {
+    let (order, at_return, relay, _dir) = outage_then_slow(true).await;
+    let flat: Vec<f64> = order.iter().flatten().copied().collect();
+    let newest = flat.iter().position(|&v| v >= at_return - 1.0).unwrap();
+    let last_backlog = flat.iter().rposition(|&v| v < at_return - 3.0).unwrap();
+    assert!(
+        newest < last_backlog,
+        "the newest scrape ({at_return}) arrived after the backlog: {order:?}"
+    );
+    // Nothing lost, nothing twice.
+    let mut sorted = flat.clone();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    assert_eq!(sorted.len(), flat.len(), "a value twice: {order:?}");
+    assert_eq!(
+        sorted,
+        (1..=sorted.len()).map(|i| i as f64).collect::<Vec<_>>(),
+        "a gap: {order:?}"
+    );
+    let m = relay.metrics().await;
+    assert!(
+        m.contains("metrics_relay_remote_write_queue_backlog_samples{"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fresh_first_every_scrape_arrives_in_order() {
+    let (order, _, _relay, _dir) = outage_then_slow(false).await;
+    let flat: Vec<f64> = order.iter().flatten().copied().collect();
+    assert!(
+        flat.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {order:?}"
+    );
+}
+
+/// A real Prometheus 3 with `out_of_order_time_window` takes the backlog
+/// that arrives after the newest scrape: every scrape stored, none refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
+    let bin = require_prometheus().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let prom_cfg =
+        "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\n";
+    let mut prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, 0).await;
+    let port = prom.port();
+    let target = counter_target(&pki).await;
+    let relay = RelayProc::start(
+        &dir.path().join("relay"),
+        &relay_config(
+            &pki,
+            &target,
+            &format!("{}/api/v1/write", prom.url),
+            true,
+            6,
+        ),
+    )
+    .await;
+    let stored = |url: String| async move {
+        let (_, body) = http_get(&format!(
+            "{url}/api/v1/query?query=relay_test_counter%5B30m%5D"
+        ))
+        .await
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"][0]["values"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p[1].as_str().unwrap().parse::<f64>().unwrap())
+                    .collect::<Vec<f64>>()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_async(Duration::from_secs(30), || async {
+            stored(prom.url.clone()).await.len() >= 2
+        })
+        .await
+    );
+    prom.stop();
+    let down = scrapes(&target);
+    wait_for(Duration::from_secs(40), || {
+        (scrapes(&target) >= down + 10.0).then_some(())
+    })
+    .await
+    .expect("scraping goes on");
+    // The backlog is visible while it waits.
+    let m = relay.metrics().await;
+    assert!(
+        metric_value(&m, "metrics_relay_remote_write_queue_backlog_samples{")
+            .is_some_and(|v| v > 0.0),
+        "{m}"
+    );
+    let t = relay.targets().await;
+    assert!(
+        t[0]["backlog"][0]["samples"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{t}"
+    );
+    let at_return = scrapes(&target);
+    let prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, port).await;
+    let url = prom.url.clone();
+    // Complete: as many values as scrapes up to the return (the newest
+    // arrives first, so the last value alone says nothing about the rest).
+    let complete = wait_async(Duration::from_secs(60), || async {
+        stored(url.clone()).await.len() as f64 >= at_return
+    })
+    .await;
+    let values = stored(prom.url.clone()).await;
+    assert!(complete, "stored {values:?}; log:\n{}", relay.log());
+    // In timestamp order, 1, 2, 3, ...: nothing missing, nothing refused.
+    assert_eq!(
+        values,
+        (1..=values.len()).map(|i| i as f64).collect::<Vec<_>>()
+    );
+    let m = relay.metrics().await;
+    assert!(
+        !m.contains("samples_dropped_total{"),
+        "nothing dropped:\n{m}"
+    );
+    assert!(
+        !m.contains("metrics_relay_remote_write_rejections_total{"),
+        "nothing refused:\n{m}"
+    );
+    assert!(
+        !m.contains("metrics_relay_remote_write_samples_failed_total{"),
+        "nothing failed:\n{m}"
+    );
+}
