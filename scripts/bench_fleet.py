@@ -6,7 +6,10 @@
 - catchup-50x20000: the 1 M-series case with the receiver stopped for OUTAGE seconds and behind
   50 ms of added latency (a delaying TCP proxy between the agent and VictoriaMetrics, started
   here); `catchup_s` is the time from the receiver's restart until every sample scraped has
-  arrived (the run's window ends 5 s after the restart, then the harness waits for delivery).
+  arrived (the run's window ends 5 s after the restart, then the harness waits for delivery);
+  `newest_visible_s` is the time from the receiver's restart until every target's newest sample
+  (its `up` from the last scrape before the restart, or a later one) can be read back from
+  VictoriaMetrics (`/api/v1/export`, polled every 0.2 s): what a dashboard shows after an outage.
 
 Every agent runs every case in this one process, one after the other, into one JSONL file.
 Usage: scripts/bench_fleet.py OUT.jsonl [--agents metrics-relay,vmagent,prom-agent] [--outage 600]
@@ -19,6 +22,8 @@ import json
 import os
 import re
 import threading
+import time
+import urllib.parse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +68,27 @@ class DelayProxy:
         await asyncio.gather(self._pipe(cr, uw, DELAY_S), self._pipe(ur, cw, 0))
 
 
+def watch_newest(env, t_return, found):
+    """Polls VictoriaMetrics until every target's newest `up` (timestamp >= t_return - interval)
+    reads back; records the seconds it took in found["newest_visible_s"]."""
+    since_ms = (t_return - env.interval) * 1000
+    query = urllib.parse.urlencode({"match[]": f'up{{job="{run.JOB}"}}', "start": f"{t_return - env.interval - 5:.3f}"})
+    while time.time() < t_return + 3600 and not found.get("stop"):
+        body = run.http_get(env.vm_url + "/api/v1/export?" + query, timeout=30) or b""
+        fresh = set()
+        for line in body.decode(errors="replace").splitlines():
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if any(ts >= since_ms for ts in j.get("timestamps", [])):
+                fresh.add(j["metric"].get("instance"))
+        if len(fresh) >= len(env.targets):
+            found["newest_visible_s"] = round(time.time() - t_return, 1)
+            return
+        time.sleep(0.2)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -91,6 +117,20 @@ def main():
         return real_url.fget(env)
 
     run.Env.remote_write_url = property(proxied_url)
+    # The receiver's restart after the outage starts a watcher for the newest samples.
+    newest = {}
+    real_start_vm, real_stop_vm = run.Env.start_vm, run.Env.stop_vm
+
+    def stop_vm(env):
+        env.stopped_once = True
+        real_stop_vm(env)
+
+    def start_vm(env):
+        real_start_vm(env)
+        if getattr(env, "stopped_once", False):
+            threading.Thread(target=watch_newest, args=(env, time.time(), newest), daemon=True).start()
+
+    run.Env.start_vm, run.Env.stop_vm = start_vm, stop_vm
     real_init = run.Env.__init__
     for case in a.cases.split(","):
         for agent in agents:
@@ -110,7 +150,9 @@ def main():
                 ns.config_template = a.relay_template
                 ns.cmd = run.AGENTS["metrics-relay"].replace("{config}", "{custom_config}")
             run.log(f"fleet bench: {agent} {case} {params}")
+            newest.clear()
             res, spots = run.do_run(ns)
+            newest["stop"] = True
             res["commit"] = os.environ.get("BENCH_COMMIT", "")
             if agent == "metrics-relay" and ns.config_template:
                 m = re.search(r"max_size:\s*(\S+)", open(ns.config_template).read())
@@ -118,6 +160,7 @@ def main():
                 res["config_template"] = os.path.basename(ns.config_template)
             if params.get("outage"):
                 res["catchup_s"] = round(5 + res["drain_s"], 1)
+                res["newest_visible_s"] = newest.get("newest_visible_s")
                 res["delay_ms"] = DELAY_S * 1000
             run.emit(res, spots, a.out)
 
