@@ -65,9 +65,30 @@ fn main() {
         "/tests/data/prometheus-server.237mfs.prom.txt"
     );
     let b = std::fs::read(fixture).unwrap_or_else(|e| panic!("{fixture}: {e}"));
-    inputs.push(("fixture-237mfs".into(), vec![b.clone(), b.clone(), b]));
+    inputs.push((
+        "fixture-237mfs".into(),
+        vec![b.clone(), b.clone(), b.clone()],
+    ));
+    // The same with per-family budgets on (no family over them): following
+    // families costs no allocation either.
+    inputs.push((
+        "fixture-237mfs-budgets".into(),
+        vec![b.clone(), b.clone(), b],
+    ));
+    let budgeted = metrics_relay::TargetContext {
+        family_budget: metrics_relay::FamilyBudget {
+            series: 10_000,
+            buckets: 100,
+        },
+        ..ctx.clone()
+    };
     let mut failed = false;
     for (name, pages) in inputs {
+        let ctx = if name.ends_with("-budgets") {
+            &budgeted
+        } else {
+            &ctx
+        };
         let mut cache = SeriesCache::new();
         let mut out = EncodedSamples::default();
         let mut results = Vec::new();
@@ -76,10 +97,10 @@ fn main() {
             out.clear();
             let ts = 1_700_000_000_000 + round as i64;
             let samples = cache
-                .ingest(&ctx, body, ts, &mut out, 0)
+                .ingest(ctx, body, ts, &mut out, 0)
                 .expect("valid page")
                 .scraped;
-            cache.end(&ctx, ts, &mut out, body, false);
+            cache.end(ctx, ts, &mut out, body, false);
             let allocs = ALLOCS.load(Ordering::Relaxed) - before;
             results.push((samples, allocs));
         }

@@ -427,9 +427,15 @@ impl SeriesCache {
                 self.budgets.kept(&budget, bucket.0, bucket.1);
             }
             // As Prometheus, the limit counts samples after metric relabeling
-            // (with budgets, after them too: checked when the page is done,
-            // since a family may still go over).
-            if limit > 0 && !budgeted && n.kept > limit {
+            // (with budgets, after them too: exactly when the page is done,
+            // and here as soon as what surely stays is over it, so a huge
+            // page stops early either way).
+            let counted = if budgeted {
+                self.budgets.surely_kept(n.kept)
+            } else {
+                n.kept
+            };
+            if limit > 0 && counted > limit {
                 return Err(IngestError::SampleLimit(limit));
             }
             match s.timestamp {

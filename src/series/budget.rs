@@ -16,9 +16,12 @@
 //! are nearly always contiguous, so this is a cut of one range; a family
 //! split across the page is cut range by range). Its series are then
 //! forgotten by the series table, so those the last scrape sent get their
-//! staleness markers as any vanished series do. Nothing here allocates in
-//! the steady state: the family table and the list of ranges are kept and
-//! reused, and given back after a page with unusually many families.
+//! staleness markers as any vanished series do. While no family is over,
+//! nothing here allocates in the steady state (`benches/alloc_count.rs`
+//! checks it): the family table and the list of ranges are kept and reused,
+//! and given back after a page with unusually many families. A scrape that
+//! drops a family takes the slow path, as one with a vanished series does:
+//! the cut series' keys, the series table's comparison sets and the report.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -97,6 +100,8 @@ pub(super) struct Budgets {
     cur: Option<u32>,
     /// (family, index of its first entry) at every change of family.
     runs: Vec<(u32, u32)>,
+    /// Entries written by families that went over (to be cut).
+    withdrawn: u64,
     /// The last scrape's dropped families (at most [`NAMED_MAX`]).
     pub(super) over: Vec<OverBudget>,
     /// How many families the last scrape dropped.
@@ -109,6 +114,20 @@ impl Budgets {
         self.index.clear();
         self.runs.clear();
         self.cur = None;
+        self.withdrawn = 0;
+    }
+
+    /// Kept samples that count against `sample_limit` for sure: less those
+    /// of families already over and of the current family (it may still go
+    /// over). A family that comes back later in the page and then goes over
+    /// is not allowed for here (the text format wants a family's lines
+    /// together); the exact count is checked when the page is done.
+    pub(super) fn surely_kept(&self, kept: u64) -> u64 {
+        let current = self.cur.map_or(0, |i| {
+            let f = &self.fams[i as usize];
+            if f.over.is_some() { 0 } else { f.series }
+        });
+        kept.saturating_sub(self.withdrawn + current)
     }
 
     /// The next sample belongs to `f`; `entries` samples are written so
@@ -205,6 +224,7 @@ impl Budgets {
         if over.is_some() {
             fam.over = over;
             fam.dropped += fam.series;
+            self.withdrawn += fam.series;
         }
     }
 
