@@ -183,18 +183,19 @@ def fleet_section(path):
     out.append("`fleet-50x20000` is 1 M active series at 15 s, `fleet-200x5000` 200 targets at 30 s;")
     out.append("`catchup-50x20000` stops the receiver for the outage shown while the agent scrapes 1 M series, with")
     out.append("the receiver behind a proxy that delays every chunk sent to it by 50 ms; catch-up is the time from")
-    out.append("the receiver's restart until every sample scraped had arrived.\n")
+    out.append("the receiver's restart until every sample scraped had arrived; newest visible is the time from the")
+    out.append("restart until every target's newest sample read back (`queue.fresh_first` sends it ahead of the backlog).\n")
     out.append("Every run in the file is listed (ratios use each agent's last run of a case). metrics-relay's queue")
     out.append("budget (`queue.max_size`) is its default, 512MiB, unless shown: the peers' defaults keep everything.\n")
-    out.append("| agent | case | queue budget | outage s | CPU s / M samples | peak RSS MiB | mean RSS MiB | delivered | catch-up s | correct |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| agent | case | queue budget | outage s | CPU s / M samples | peak RSS MiB | mean RSS MiB | delivered | catch-up s | newest visible s | correct |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         for agent in agents:
             for r in [r for r in rows if r["agent"] == agent and r["case"] == case]:
                 budget = r.get("queue_max_size") or ("512MiB" if agent == "metrics-relay" else "-")
                 out.append(f"| {agent} | {case} | {budget} | {r.get('outage_s', 0)} | {r.get('cpu_s_per_msample')} | "
                            f"{r.get('rss_peak_mib')} | {r.get('rss_mean_mib')} | {r.get('delivery_ratio')} | {r.get('catchup_s', '-')} | "
-                           f"{r.get('correct')} |")
+                           f"{r.get('newest_visible_s') or '-'} | {r.get('correct')} |")
     ours = [a for a in agents if a == "metrics-relay"]
     for peer in [a for a in agents if a != "metrics-relay"]:
         out.append(f"\nRatios, metrics-relay / {peer} (same run):\n")

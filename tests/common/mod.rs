@@ -283,6 +283,17 @@ async fn http_get_ok(url: String) -> bool {
     matches!(http_get(&url).await, Ok((200, _)))
 }
 
+/// `text` with each `from` replaced by its `to`; every `from` must be there
+/// (a shipped file that changed fails the test that adapts it, by name).
+pub fn replace_all(text: &str, pairs: &[(&str, String)], what: &str) -> String {
+    let mut out = text.to_string();
+    for (from, to) in pairs {
+        assert!(out.contains(from), "{what} has no {from:?}");
+        out = out.replace(from, to);
+    }
+    out
+}
+
 pub async fn wait_async<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,

@@ -129,6 +129,12 @@ pub async fn start_prometheus(bin: &Path, dir: &Path, config: &str) -> Prometheu
     start_prometheus_on(bin, dir, config, 0).await
 }
 
+/// A Prometheus that only receives (remote write), in `dir/prom`.
+pub async fn receiving_prometheus(dir: &Path) -> Prometheus {
+    let bin = require_prometheus().expect("a Prometheus to receive");
+    start_prometheus(&bin, &dir.join("prom"), "global:\n  scrape_interval: 1h\n").await
+}
+
 /// As [`start_prometheus`], on a given port (to restart one in place; 0:
 /// the kernel picks one, read back from /proc).
 pub async fn start_prometheus_on(bin: &Path, dir: &Path, config: &str, port: u16) -> Prometheus {

@@ -113,6 +113,17 @@ impl Pki {
 
     /// A kubeconfig of one context (`c1`) for `server`, with this CA and
     /// client certificate inline, written as `dir/kubeconfig`.
+    /// A scrape config's `tls_config` with this CA and the client pair, as
+    /// YAML flow: `{ca_file: ..., cert_file: ..., key_file: ..., server_name: NAME}`.
+    pub fn tls_yaml(&self, server_name: &str) -> String {
+        format!(
+            "{{ca_file: {}, cert_file: {}, key_file: {}, server_name: {server_name}}}",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
+
     pub fn kubeconfig(&self, dir: &Path, server: &str) -> PathBuf {
         let b = |p: &Path| metrics_relay::base64_encode(&std::fs::read(p).unwrap());
         let p = dir.join("kubeconfig");
@@ -315,6 +326,18 @@ impl MtlsTarget {
 
     pub fn set_body(&self, body: String) {
         self.behavior.lock().unwrap().body = body;
+    }
+
+    /// A target serving `name N`, N the number of the request (1, 2, 3, ...).
+    pub async fn counter(pki: &Pki, name: &str) -> MtlsTarget {
+        let t = Self::start(pki, String::new()).await;
+        t.behavior.lock().unwrap().counter = Some(name.into());
+        t
+    }
+
+    /// Requests served so far (scrapes).
+    pub fn scrapes(&self) -> f64 {
+        self.requests.lock().unwrap().len() as f64
     }
 }
 

@@ -8,7 +8,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::prom::{query, require_prometheus, start_prometheus};
+use common::prom::{query, receiving_prometheus};
 use common::{MtlsTarget, Pki, RelayProc, metric_value, payload, wait_async};
 
 fn root() -> PathBuf {
@@ -87,14 +87,8 @@ fn explosion(n: usize, round: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_family_over_budget_costs_no_other_family_and_up_stays_1() {
-    let bin = require_prometheus().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(
-        &bin,
-        &dir.path().join("prom"),
-        "global:\n  scrape_interval: 1h\n",
-    )
-    .await;
+    let prom = receiving_prometheus(dir.path()).await;
     let pki = Pki::new(&dir.path().join("pki"));
     // Within budget first: 30 series of the growing family.
     let target = MtlsTarget::start(&pki, payload::control_plane(1).text + &explosion(30, 1)).await;
@@ -105,16 +99,14 @@ global:
 scrape_configs:
   - job_name: cp
     scheme: https
-    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: kubernetes}}
+    tls_config: {tls}
     static_configs: [{{targets: ["{addr}"]}}]
     series_per_family_limit: 200
 remote_write:
   - url: {url}/api/v1/write
     queue_config: {{batch_send_deadline: 200ms}}
 "#,
-        ca = pki.ca.display(),
-        cert = pki.client_cert.display(),
-        key = pki.client_key.display(),
+        tls = pki.tls_yaml("kubernetes"),
         addr = target.addr,
         url = prom.url,
     );

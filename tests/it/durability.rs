@@ -36,9 +36,7 @@ remote_write:
 }
 
 async fn counter_target(pki: &Pki) -> MtlsTarget {
-    let t = MtlsTarget::start(pki, String::new()).await;
-    t.behavior.lock().unwrap().counter = Some("relay_test_counter".into());
-    t
+    MtlsTarget::counter(pki, "relay_test_counter").await
 }
 
 /// All stored values of the counter, in timestamp order.
@@ -98,7 +96,7 @@ async fn pending(relay: &RelayProc) -> f64 {
 }
 
 fn scrapes(t: &MtlsTarget) -> f64 {
-    t.requests.lock().unwrap().len() as f64
+    t.scrapes()
 }
 
 async fn setup(dir: &Path) -> Option<(std::path::PathBuf, Pki)> {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::prom::{query, require_prometheus, start_prometheus};
+use common::prom::{query, receiving_prometheus};
 use common::{MtlsTarget, Pki, RelayProc, http_get, relay_bin, wait_async};
 
 /// `{a="1", b="2"}` (explain's form) as a map.
@@ -31,14 +31,8 @@ fn html_unescape(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_what_prometheus_stores() {
-    let bin = require_prometheus().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(
-        &bin,
-        &dir.path().join("prom"),
-        "global:\n  scrape_interval: 1h\n",
-    )
-    .await;
+    let prom = receiving_prometheus(dir.path()).await;
     let pki = Pki::new(&dir.path().join("pki"));
     let page = "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader{job=\"etcd-0\"} 1\n\
 # TYPE apiserver_request_duration_seconds histogram\n\
@@ -49,30 +43,30 @@ apiserver_request_duration_seconds_count{verb=\"GET\"} 4\n";
     let target = MtlsTarget::start(&pki, page.into()).await;
     let kubeconfig = pki.kubeconfig(dir.path(), "https://127.0.0.1:6443");
     // The shipped ACK config, profile on, aimed at this target and Prometheus.
-    let mut cfg = crate::budgets::ack_config_with_profile();
-    for (from, to) in [
-        ("scrape_interval: 30s", "scrape_interval: 1s".to_string()),
-        ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
-        (
-            "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
-            format!("kubeconfig: {}", kubeconfig.display()),
-        ),
-        (
-            "targets: [\"192.168.0.10:6443\"]",
-            format!("targets: [\"{}\"]", target.addr),
-        ),
-        (
-            "http://prometheus-operated.monitoring.svc:9090/api/v1/write",
-            format!("{}/api/v1/write", prom.url),
-        ),
-        (
-            "listen_address: 0.0.0.0:9464",
-            "listen_address: 127.0.0.1:0".to_string(),
-        ),
-    ] {
-        assert!(cfg.contains(from), "config/ack-one.yml has no {from:?}");
-        cfg = cfg.replace(from, &to);
-    }
+    let cfg = common::replace_all(
+        &crate::budgets::ack_config_with_profile(),
+        &[
+            ("scrape_interval: 30s", "scrape_interval: 1s".to_string()),
+            ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
+            (
+                "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
+                format!("kubeconfig: {}", kubeconfig.display()),
+            ),
+            (
+                "targets: [\"192.168.0.10:6443\"]",
+                format!("targets: [\"{}\"]", target.addr),
+            ),
+            (
+                "http://prometheus-operated.monitoring.svc:9090/api/v1/write",
+                format!("{}/api/v1/write", prom.url),
+            ),
+            (
+                "listen_address: 0.0.0.0:9464",
+                "listen_address: 127.0.0.1:0".to_string(),
+            ),
+        ],
+        "config/ack-one.yml",
+    );
     let cfg_path = dir.path().join("ack.yml");
     std::fs::write(&cfg_path, &cfg).unwrap();
     let explain = |series: &str| {

@@ -25,28 +25,24 @@ global: {{scrape_interval: 1s, scrape_timeout: 1s}}
 scrape_configs:
   - job_name: counter
     scheme: https
-    tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: localhost}}
+    tls_config: {tls}
     static_configs: [{{targets: ["{addr}"]}}]
 remote_write:
   - url: {url}
     queue_config: {{batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms, max_shards: 4, max_samples_per_send: {per_send}}}
     queue: {{fresh_first: {fresh_first}}}
 "#,
-        ca = pki.ca.display(),
-        cert = pki.client_cert.display(),
-        key = pki.client_key.display(),
+        tls = pki.tls_yaml("localhost"),
         addr = target.addr,
     )
 }
 
 async fn counter_target(pki: &Pki) -> MtlsTarget {
-    let t = MtlsTarget::start(pki, String::new()).await;
-    t.behavior.lock().unwrap().counter = Some("relay_test_counter".into());
-    t
+    MtlsTarget::counter(pki, "relay_test_counter").await
 }
 
 fn scrapes(t: &MtlsTarget) -> f64 {
-    t.requests.lock().unwrap().len() as f64
+    t.scrapes()
 }
 
 /// The counter values of each accepted request, in arrival order.

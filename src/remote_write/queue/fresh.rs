@@ -108,13 +108,9 @@ impl Queue {
             {
                 continue;
             }
-            if !p.entries.is_empty() && p.samples + e.samples > max_samples {
-                p.full = true;
+            if !p.add(e, max_samples) {
                 break;
             }
-            p.samples += e.samples;
-            p.oldest_ms = p.oldest_ms.min(e.oldest_ms);
-            p.entries.push(e);
         }
         (!p.entries.is_empty()).then_some(p)
     }

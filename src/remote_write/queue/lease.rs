@@ -170,13 +170,9 @@ impl Queue {
                 }
                 continue;
             }
-            if !p.entries.is_empty() && p.samples + e.samples > max_samples {
-                p.full = true;
+            if !p.add(e, max_samples) {
                 break;
             }
-            p.samples += e.samples;
-            p.oldest_ms = p.oldest_ms.min(e.oldest_ms);
-            p.entries.push(e);
         }
         (!p.entries.is_empty()).then_some(p)
     }
@@ -346,6 +342,19 @@ impl Plan {
             exclusive: false,
             fresh: false,
         }
+    }
+
+    /// Joins `e` unless it would take the request past `max_samples` (a
+    /// first entry always joins); false (and full) when it does not fit.
+    pub(super) fn add(&mut self, e: Entry, max_samples: usize) -> bool {
+        if !self.entries.is_empty() && self.samples + e.samples > max_samples {
+            self.full = true;
+            return false;
+        }
+        self.samples += e.samples;
+        self.oldest_ms = self.oldest_ms.min(e.oldest_ms);
+        self.entries.push(e);
+        true
     }
 
     pub(super) fn fresh() -> Plan {
