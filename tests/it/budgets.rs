@@ -30,6 +30,30 @@ pub(crate) fn ack_config_with_profile() -> String {
     cfg
 }
 
+/// [`ack_config_with_profile`] scraping every second with `kubeconfig`,
+/// the target list `targets` (YAML flow, inside the brackets) and `more`
+/// replacements besides.
+pub(crate) fn ack_config_for_test(
+    kubeconfig: &std::path::Path,
+    targets: &str,
+    more: &[(&str, String)],
+) -> String {
+    let mut pairs = vec![
+        ("scrape_interval: 30s", "scrape_interval: 1s".to_string()),
+        ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
+        (
+            "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
+            format!("kubeconfig: {}", kubeconfig.display()),
+        ),
+        (
+            "targets: [\"192.168.0.10:6443\"]",
+            format!("targets: [{targets}]"),
+        ),
+    ];
+    pairs.extend(more.iter().cloned());
+    common::replace_all(&ack_config_with_profile(), &pairs, "config/ack-one.yml")
+}
+
 /// Series the ACK fixture's page leaves after a job's metric relabeling.
 fn series_after(sc: &metrics_relay::config::ScrapeConfig, page: &str) -> u64 {
     let ctx = metrics_relay::TargetContext {

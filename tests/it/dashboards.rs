@@ -248,24 +248,10 @@ async fn every_dashboard_query_returns_data() {
     // With its opt-in control-plane profile and family budget on: the
     // thinned series must still answer every dashboard query and alert
     // (without them the agent sends a superset of these series).
-    let cfg = common::replace_all(
-        &crate::budgets::ack_config_with_profile(),
-        &[
-            ("scrape_interval: 30s", "scrape_interval: 1s".to_string()),
-            ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
-            (
-                "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
-                format!("kubeconfig: {}", kubeconfig.display()),
-            ),
-            (
-                "targets: [\"192.168.0.10:6443\"]",
-                format!(
-                    "targets: [\"{}\", \"127.0.0.1:{dead_target}\"]",
-                    aggregator.addr
-                ),
-            ),
-        ],
-        "config/ack-one.yml",
+    let cfg = crate::budgets::ack_config_for_test(
+        &kubeconfig,
+        &format!("\"{}\", \"127.0.0.1:{dead_target}\"", aggregator.addr),
+        &[],
     );
     let (head, rest) = cfg.split_once("\nremote_write:\n").unwrap();
     let server = &rest[rest.find("\nserver:\n").unwrap()..];

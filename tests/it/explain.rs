@@ -43,19 +43,10 @@ apiserver_request_duration_seconds_count{verb=\"GET\"} 4\n";
     let target = MtlsTarget::start(&pki, page.into()).await;
     let kubeconfig = pki.kubeconfig(dir.path(), "https://127.0.0.1:6443");
     // The shipped ACK config, profile on, aimed at this target and Prometheus.
-    let cfg = common::replace_all(
-        &crate::budgets::ack_config_with_profile(),
+    let cfg = crate::budgets::ack_config_for_test(
+        &kubeconfig,
+        &format!("\"{}\"", target.addr),
         &[
-            ("scrape_interval: 30s", "scrape_interval: 1s".to_string()),
-            ("scrape_timeout: 10s", "scrape_timeout: 1s".to_string()),
-            (
-                "kubeconfig: /etc/metrics-relay/tls/kubeconfig",
-                format!("kubeconfig: {}", kubeconfig.display()),
-            ),
-            (
-                "targets: [\"192.168.0.10:6443\"]",
-                format!("targets: [\"{}\"]", target.addr),
-            ),
             (
                 "http://prometheus-operated.monitoring.svc:9090/api/v1/write",
                 format!("{}/api/v1/write", prom.url),
@@ -65,7 +56,6 @@ apiserver_request_duration_seconds_count{verb=\"GET\"} 4\n";
                 "listen_address: 127.0.0.1:0".to_string(),
             ),
         ],
-        "config/ack-one.yml",
     );
     let cfg_path = dir.path().join("ack.yml");
     std::fs::write(&cfg_path, &cfg).unwrap();
