@@ -142,6 +142,10 @@ struct Inner {
     /// Per stream that is behind (`queue.fresh_first`): its backlog's
     /// samples and oldest scrape (ms), as the last request plan saw them.
     backlog: std::collections::HashMap<u64, (usize, i64)>,
+    /// Every stream's waiting scrapes (`queue.fresh_first`), worked out
+    /// from the whole queue at most once a second and when a batch is
+    /// stored (a new newest scrape), not at every request.
+    behind: Option<(Instant, fresh::Behind)>,
     /// What is being sent (see `consume`).
     flight: Flight,
 }
@@ -244,6 +248,7 @@ impl Queue {
                 read_failed_at: None,
                 open_stream: 0,
                 backlog: Default::default(),
+                behind: None,
                 flight: Flight::default(),
             }),
             notify: Notify::new(),

@@ -26,6 +26,9 @@ use super::*;
 /// Scrapes a stream must have waiting to be behind.
 pub(super) const BEHIND_SCRAPES: usize = 3;
 
+/// How long a computed [`Behind`] is used (a stored batch renews it sooner).
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One stream's waiting scrapes, as a plan sees them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StreamState {
@@ -49,9 +52,27 @@ impl StreamState {
 pub(super) type Behind = HashMap<u64, StreamState>;
 
 impl Queue {
+    /// [`Queue::streams`], kept for a second (or until a batch is stored):
+    /// a request plan would otherwise read the whole queue's index each
+    /// time, thousands of times over a large backlog.
+    pub(super) fn behind<'a>(&self, inner: &'a mut Inner) -> &'a Behind {
+        let stale = inner
+            .behind
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= REFRESH);
+        if stale {
+            let map = self.streams(inner);
+            inner.behind = Some((Instant::now(), map));
+        }
+        match &inner.behind {
+            Some((_, m)) => m,
+            None => unreachable!("just filled"),
+        }
+    }
+
     /// Every stream's waiting scrapes (batches not yet acknowledged, in
     /// flight or not; none of unknown stream or to be sent alone).
-    pub(super) fn streams(&self, inner: &Inner) -> Behind {
+    fn streams(&self, inner: &Inner) -> Behind {
         let alone = self.alone_until();
         let mut map: Behind = HashMap::new();
         for e in Self::entries(inner) {
@@ -117,14 +138,18 @@ impl Queue {
 
     /// The backlog of each behind stream (samples, oldest scrape), kept for
     /// [`Queue::backlog_of`], and their sum as a gauge.
-    pub(super) fn record_backlog(&self, inner: &mut Inner, behind: &Behind) {
-        inner.backlog.clear();
+    pub(super) fn record_backlog(&self, inner: &mut Inner) {
+        self.behind(inner);
+        let Inner {
+            behind, backlog, ..
+        } = inner;
+        backlog.clear();
         let mut total = 0;
-        for (stream, s) in behind {
+        for (stream, s) in behind.iter().flat_map(|(_, b)| b.iter()) {
             if s.behind() {
                 let n = s.samples - s.newest_samples;
                 total += n;
-                inner.backlog.insert(*stream, (n, s.oldest));
+                backlog.insert(*stream, (n, s.oldest));
             }
         }
         self.metrics

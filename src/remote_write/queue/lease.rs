@@ -21,8 +21,8 @@ impl Queue {
     /// read): (samples, whether it is as full as it gets, the oldest scrape
     /// time in it).
     pub(crate) fn peek(&self, max_samples: usize) -> Option<(usize, bool, i64)> {
-        let inner = self.lock();
-        self.plan(&inner, max_samples)
+        let mut inner = self.lock();
+        self.plan(&mut inner, max_samples)
             .map(|p| (p.samples, p.full, p.oldest_ms))
     }
 
@@ -33,7 +33,7 @@ impl Queue {
     pub(crate) fn take(self: &Arc<Self>, max_samples: usize) -> Option<(Lease, bool)> {
         self.drop_aged_front();
         let mut inner = self.lock();
-        let plan = self.plan(&inner, max_samples)?;
+        let plan = self.plan(&mut inner, max_samples)?;
         let mut parts = Vec::with_capacity(plan.entries.len());
         let mut taken: Vec<Entry> = Vec::with_capacity(plan.entries.len());
         for e in plan.entries {
@@ -74,10 +74,9 @@ impl Queue {
             }
         }
         if self.fresh_first() {
-            let behind = self.streams(&inner);
-            self.record_backlog(&mut inner, &behind);
+            self.record_backlog(&mut inner);
         }
-        let more_waiting = self.plan(&inner, max_samples).is_some();
+        let more_waiting = self.plan(&mut inner, max_samples).is_some();
         drop(inner);
         if more_waiting {
             // Another worker can take a request beside this one.
@@ -129,9 +128,17 @@ impl Queue {
     }
 
     /// The request [`Queue::take`] would lease (see the module docs).
-    fn plan(&self, inner: &Inner, max_samples: usize) -> Option<Plan> {
-        let behind = self.fresh_first().then(|| self.streams(inner));
-        if let Some(b) = &behind
+    fn plan(&self, inner: &mut Inner, max_samples: usize) -> Option<Plan> {
+        if self.fresh_first() {
+            self.behind(inner);
+        }
+        let inner = &*inner;
+        let behind = inner
+            .behind
+            .as_ref()
+            .map(|(_, b)| b)
+            .filter(|_| self.fresh_first());
+        if let Some(b) = behind
             && let Some(p) = self.plan_fresh(inner, max_samples, b)
         {
             return Some(p);
@@ -148,7 +155,7 @@ impl Queue {
                 continue;
             }
             // A behind stream's newest scrape waits for the fresh lane.
-            if behind.as_ref().is_some_and(|b| Self::is_fresh(b, &e)) {
+            if behind.is_some_and(|b| Self::is_fresh(b, &e)) {
                 continue;
             }
             if e.stream == 0 || e.seq <= alone {

@@ -113,6 +113,8 @@ impl Queue {
         oldest_ms: i64,
         stream: u64,
     ) {
+        // A new scrape may be a stream's newest now.
+        inner.behind = None;
         let Inner {
             compressor,
             compressed,
