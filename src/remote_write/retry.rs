@@ -146,11 +146,35 @@ impl Rejection {
             _ => "",
         }
     }
+
+    /// [`Rejection::hint`] for a destination with `queue.fresh_first`: an
+    /// out-of-order refusal is then most likely the backlog it sends after
+    /// the newest scrape.
+    pub(crate) fn hint_for(self, fresh_first: bool) -> &'static str {
+        match self {
+            Rejection::OutOfOrder | Rejection::OutOfBounds if fresh_first => {
+                "; queue.fresh_first is on for this destination: it sends a target's backlog after its newest scrape, and this receiver refuses samples older than a series' newest; turn on its out-of-order ingestion (Prometheus: storage.tsdb.out_of_order_time_window) or turn fresh_first off"
+            }
+            _ => self.hint(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_order_refusal_names_fresh_first_when_it_is_on() {
+        for r in [Rejection::OutOfOrder, Rejection::OutOfBounds] {
+            assert!(r.hint_for(true).contains("queue.fresh_first is on"));
+            assert_eq!(r.hint_for(false), r.hint());
+        }
+        assert_eq!(
+            Rejection::TooLarge.hint_for(true),
+            Rejection::TooLarge.hint()
+        );
+    }
 
     #[test]
     fn classification_follows_the_spec() {

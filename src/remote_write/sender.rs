@@ -456,7 +456,7 @@ impl Sender {
             .unwrap_or_else(|p| p.into_inner())
             .first_time(reason);
         if first {
-            let hint = cause.hint();
+            let hint = cause.hint_for(self.cfg.queue.fresh_first);
             tracing::error!(
                 remote_name = %self.name,
                 samples = batch.samples,

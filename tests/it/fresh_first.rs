@@ -257,3 +257,100 @@ async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
         "nothing failed:\n{m}"
     );
 }
+
+/// A TCP proxy to `upstream` that holds every chunk towards it for `delay`
+/// (a distant receiver). Returns its address.
+async fn delaying_proxy(upstream: u16, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = conn.into_split();
+                let (mut ur, mut uw) = up.into_split();
+                let to_up = async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let back = async move {
+                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                };
+                tokio::join!(to_up, back);
+            });
+        }
+    });
+    addr
+}
+
+/// Against a receiver that refuses out-of-order samples (Prometheus without
+/// an out-of-order window) the backlog that arrives after the newest scrape
+/// is refused (a 400 is never retried), and the log says why and what to
+/// change. The receiver is 150 ms away, so the fresh lane's request lands
+/// while the backlog (one scrape a request) is still on its way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_without_an_out_of_order_window_is_named_in_the_log() {
+    let bin = require_prometheus().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let prom_cfg = "global:\n  scrape_interval: 1h\n";
+    let mut prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, 0).await;
+    let port = prom.port();
+    let proxy = delaying_proxy(port, Duration::from_millis(150)).await;
+    let target = counter_target(&pki).await;
+    let relay = RelayProc::start(
+        &dir.path().join("relay"),
+        &relay_config(
+            &pki,
+            &target,
+            &format!("http://{proxy}/api/v1/write"),
+            true,
+            6,
+        ),
+    )
+    .await;
+    let sent =
+        |m: &str| metric_value(m, "metrics_relay_remote_write_samples_sent_total{").unwrap_or(0.0);
+    assert!(
+        wait_async(Duration::from_secs(30), || async {
+            sent(&relay.metrics().await) > 0.0
+        })
+        .await,
+        "nothing sent: {}",
+        relay.log()
+    );
+    prom.stop();
+    let down = scrapes(&target);
+    wait_for(Duration::from_secs(40), || {
+        (scrapes(&target) >= down + 8.0).then_some(())
+    })
+    .await
+    .expect("scraping goes on");
+    let _prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, port).await;
+    let said = wait_async(Duration::from_secs(60), || async {
+        relay
+            .log()
+            .contains("queue.fresh_first is on for this destination")
+    })
+    .await;
+    assert!(said, "no hint in the log:\n{}", relay.log());
+    let m = relay.metrics().await;
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("metrics_relay_remote_write_rejections_total{")
+                && l.contains("out_of_order")
+        ),
+        "{m}"
+    );
+}
