@@ -206,13 +206,7 @@ async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
         })
         .await
     );
-    prom.stop();
-    let down = scrapes(&target);
-    wait_for(Duration::from_secs(40), || {
-        (scrapes(&target) >= down + 10.0).then_some(())
-    })
-    .await
-    .expect("scraping goes on");
+    receiver_away(&mut prom, &target, 10.0).await;
     // The backlog is visible while it waits.
     let m = relay.metrics().await;
     assert!(
@@ -256,6 +250,17 @@ async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
         !m.contains("metrics_relay_remote_write_samples_failed_total{"),
         "nothing failed:\n{m}"
     );
+}
+
+/// Stops the receiving Prometheus and waits for `scrapes` more scrapes.
+async fn receiver_away(prom: &mut common::prom::Prometheus, target: &MtlsTarget, n: f64) {
+    prom.stop();
+    let down = scrapes(target);
+    wait_for(Duration::from_secs(40), || {
+        (scrapes(target) >= down + n).then_some(())
+    })
+    .await
+    .expect("scraping goes on while the receiver is away");
 }
 
 /// A TCP proxy to `upstream` that holds every chunk towards it for `delay`
@@ -330,13 +335,7 @@ async fn a_receiver_without_an_out_of_order_window_is_named_in_the_log() {
         "nothing sent: {}",
         relay.log()
     );
-    prom.stop();
-    let down = scrapes(&target);
-    wait_for(Duration::from_secs(40), || {
-        (scrapes(&target) >= down + 8.0).then_some(())
-    })
-    .await
-    .expect("scraping goes on");
+    receiver_away(&mut prom, &target, 8.0).await;
     let _prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, port).await;
     let said = wait_async(Duration::from_secs(60), || async {
         relay
