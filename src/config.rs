@@ -33,7 +33,7 @@ mod secret;
 mod validate;
 
 pub use env::expand_env;
-pub use profile::Profile;
+pub use profile::{Profile, ProfileError};
 pub use remote::{MetadataConfig, ProtobufMessage, QueueCodec};
 pub use secret::Secret;
 pub use validate::split_userinfo;

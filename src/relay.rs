@@ -459,21 +459,13 @@ pub async fn run(
         reload: admin.reload_rx,
         watch,
     };
-    rt.serve(&path, events, (&admin.relay_auth, &admin.config), &cancel)
-        .await;
+    rt.serve(&path, events, &admin.relay_auth, &cancel).await;
     rt.stop().await;
     admin.cancel.cancel();
     let _ = admin.task.await;
     tracing::info!("shutdown complete");
     Ok(())
 }
-
-/// What the admin server reads of the running config and a reload
-/// replaces: the pull path's token file, the config itself (`/explain`).
-type Live<'a> = (
-    &'a std::sync::RwLock<Option<PathBuf>>,
-    &'a std::sync::RwLock<Arc<Config>>,
-);
 
 /// What the running agent reacts to besides its timers.
 struct Events {
@@ -527,7 +519,7 @@ impl Runtime {
         &mut self,
         path: &Path,
         mut ev: Events,
-        live: Live<'_>,
+        relay_auth: &std::sync::RwLock<Option<PathBuf>>,
         cancel: &CancellationToken,
     ) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -548,7 +540,7 @@ impl Runtime {
                     None
                 }
             };
-            let result = self.reload_and_report(path, live).await;
+            let result = self.reload_and_report(path, relay_auth).await;
             if let Some(w) = ev.watch.as_mut() {
                 w.loaded();
             }
@@ -561,10 +553,9 @@ impl Runtime {
     async fn reload_and_report(
         &mut self,
         path: &Path,
-        (relay_auth, live_config): Live<'_>,
+        relay_auth: &std::sync::RwLock<Option<PathBuf>>,
     ) -> Result<(), RelayError> {
         let result = self.reload(path).await.map(|c| {
-            *live_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c.clone());
             self.keep_latest.store(
                 c.relay_metrics_enabled(),
                 std::sync::atomic::Ordering::Relaxed,

@@ -34,24 +34,43 @@ impl Profile {
     }
 
     /// The profile's rules (parsed once).
-    pub fn metric_relabel_configs(self) -> Result<&'static [RelabelConfig], String> {
-        static CP: OnceLock<Result<Vec<RelabelConfig>, String>> = OnceLock::new();
+    pub fn metric_relabel_configs(self) -> Result<&'static [RelabelConfig], &'static ProfileError> {
+        static CP: OnceLock<Result<Vec<RelabelConfig>, ProfileError>> = OnceLock::new();
         let parsed = match self {
             Profile::ControlPlane => CP.get_or_init(|| parse(CONTROL_PLANE)),
         };
-        parsed.as_deref().map_err(Clone::clone)
+        parsed.as_deref()
     }
 }
 
-fn parse(text: &str) -> Result<Vec<RelabelConfig>, String> {
-    let mut docs =
-        crate::yaml::to_json(text, crate::yaml::Scalars::Typed).map_err(|e| e.to_string())?;
+/// Why a shipped profile cannot be used (a build that broke its file; the
+/// profile's unit test fails first).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("not valid YAML: {0}")]
+    Yaml(String),
+    #[error("{0} YAML documents, want 1")]
+    Documents(usize),
+    #[error("not a profile (metric_relabel_configs: [...]): {0}")]
+    Schema(#[source] serde_json::Error),
+    #[error("rule {index}: {source}")]
+    Rule {
+        index: usize,
+        #[source]
+        source: crate::relabel::RelabelError,
+    },
+}
+
+fn parse(text: &str) -> Result<Vec<RelabelConfig>, ProfileError> {
+    let mut docs = crate::yaml::to_json(text, crate::yaml::Scalars::Typed)
+        .map_err(|e| ProfileError::Yaml(e.to_string()))?;
     if docs.len() != 1 {
-        return Err(format!("{} documents, want 1", docs.len()));
+        return Err(ProfileError::Documents(docs.len()));
     }
-    let f: ProfileFile = serde_json::from_value(docs.remove(0)).map_err(|e| e.to_string())?;
-    for (i, r) in f.metric_relabel_configs.iter().enumerate() {
-        r.validate().map_err(|e| format!("rule {i}: {e}"))?;
+    let f: ProfileFile = serde_json::from_value(docs.remove(0)).map_err(ProfileError::Schema)?;
+    for (index, r) in f.metric_relabel_configs.iter().enumerate() {
+        r.validate()
+            .map_err(|source| ProfileError::Rule { index, source })?;
     }
     Ok(f.metric_relabel_configs)
 }

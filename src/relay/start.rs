@@ -75,8 +75,6 @@ pub(super) async fn bind_admin(
 pub(super) struct Admin {
     pub(super) reload_rx: mpsc::Receiver<ReloadRequest>,
     pub(super) relay_auth: Arc<std::sync::RwLock<Option<PathBuf>>>,
-    /// The running config, as `/explain` reads it.
-    pub(super) config: Arc<std::sync::RwLock<Arc<Config>>>,
     pub(super) cancel: CancellationToken,
     pub(super) task: oneshot::Receiver<()>,
 }
@@ -102,13 +100,11 @@ impl Admin {
                 .as_ref()
                 .map(|a| a.credentials_file.clone()),
         ));
-        let config = Arc::new(std::sync::RwLock::new(Arc::new(cfg.clone())));
         let state = AdminState {
             metrics: rt.metrics.clone(),
             targets: rt.statuses.clone(),
             reload: reload_tx,
             relay_auth: relay_auth.clone(),
-            config: config.clone(),
             relay_metrics: rt.keep_latest.clone(),
             lifecycle: opts.enable_lifecycle,
             heartbeat: Default::default(),
@@ -144,7 +140,6 @@ impl Admin {
         Ok(Admin {
             reload_rx,
             relay_auth,
-            config,
             cancel,
             task,
         })
