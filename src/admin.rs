@@ -68,8 +68,8 @@ pub(crate) struct AdminState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Bearer token file protecting `/relay/metrics`, re-read per request.
     pub relay_auth: Arc<std::sync::RwLock<Option<std::path::PathBuf>>>,
-    /// The running config (replaced by a reload), for `/explain`.
-    pub config: Arc<std::sync::RwLock<Arc<crate::config::Config>>>,
+    /// The running config and discovered targets, for `/explain`.
+    pub running: crate::explain::SharedRunning,
     /// `server.relay_metrics`: the pull path is served, and every scrape
     /// keeps its result for it (from the first scrape on); off, nothing is
     /// kept (no copy of every target's samples) and the path answers 404.
@@ -280,15 +280,16 @@ pub(crate) fn route(
                     (k == name).then(|| pages::form_decode(v))
                 })
             };
-            let cfg = state
-                .config
+            let running = state
+                .running
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             let target = param("target").unwrap_or_default();
             let series = param("series").filter(|s| !s.trim().is_empty());
-            let result = (!target.is_empty())
-                .then(|| crate::explain::explain_config(&cfg, &target, series.as_deref()));
+            let result = (!target.is_empty()).then(|| {
+                crate::explain::explain(&running.cfg, &running.found, &target, series.as_deref())
+            });
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -364,7 +365,7 @@ mod tests {
             targets: Default::default(),
             reload: tokio::sync::mpsc::channel(1).0,
             relay_auth: Default::default(),
-            config: Default::default(),
+            running: Default::default(),
             relay_metrics: Default::default(),
             lifecycle,
             client_certs_required: false,

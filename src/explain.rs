@@ -14,6 +14,7 @@
 //! what it shows cannot drift from what happens.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::Found;
@@ -142,6 +143,18 @@ fn trace<T>(
     };
     run(&mut step)
 }
+
+/// What the running agent explains from (`/explain`): the config applied
+/// last and what discovery found for it, published by the relay whenever
+/// either changes, so the page reads no file.
+#[derive(Default)]
+pub(crate) struct Running {
+    pub cfg: Arc<Config>,
+    pub found: Found,
+}
+
+/// Shared between the relay (writes) and the admin server (reads).
+pub(crate) type SharedRunning = Arc<std::sync::RwLock<Arc<Running>>>;
 
 /// [`explain`] with the config's discovery files read now (as `probe` does).
 pub fn explain_config(

@@ -186,6 +186,8 @@ struct Runtime {
     external_labels: Vec<(String, String)>,
     /// Every target's status, in config order, for `/targets` and `/readyz`.
     statuses: Arc<std::sync::RwLock<Vec<SharedStatus>>>,
+    /// The config and discovered targets, as `/explain` reads them.
+    running: crate::explain::SharedRunning,
     /// The scrape loops' and the senders' tasks, waited for at shutdown.
     scrapers: TaskTracker,
     senders: TaskTracker,
@@ -318,6 +320,7 @@ impl Runtime {
         self.cfg = Arc::new(cfg.clone());
         self.clients = built.clients;
         self.found = built.found;
+        self.publish_running();
         self.apply_targets(built.targets);
         // Discovery starts again from what `build` read; updates from the
         // previous config's watchers are ignored from now on.
@@ -335,12 +338,22 @@ impl Runtime {
         Ok(())
     }
 
+    /// What `/explain` sees: the config and discovered targets in use.
+    fn publish_running(&self) {
+        let running = Arc::new(crate::explain::Running {
+            cfg: self.cfg.clone(),
+            found: self.found.clone(),
+        });
+        *self.running.write().unwrap_or_else(|p| p.into_inner()) = running;
+    }
+
     /// A discoverer found new targets for scrape config `u.index`.
     fn discovered(&mut self, u: Update) {
         if u.generation != self.generation {
             return;
         }
         self.found.insert(u.index, u.groups);
+        self.publish_running();
         let targets = scrape::resolve(&self.cfg, &self.found, &self.sharding);
         self.apply_targets(targets);
         tracing::info!(targets = self.targets.len(), "discovered targets changed");
@@ -507,6 +520,7 @@ impl Runtime {
             sharding: opts.sharding,
             external_labels: opts.external_labels.clone(),
             statuses: Arc::new(std::sync::RwLock::new(Vec::new())),
+            running: Default::default(),
             scrapers: TaskTracker::new(),
             senders: TaskTracker::new(),
         };

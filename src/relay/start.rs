@@ -105,6 +105,7 @@ impl Admin {
             targets: rt.statuses.clone(),
             reload: reload_tx,
             relay_auth: relay_auth.clone(),
+            running: rt.running.clone(),
             relay_metrics: rt.keep_latest.clone(),
             lifecycle: opts.enable_lifecycle,
             heartbeat: Default::default(),
