@@ -117,31 +117,31 @@ fn change(before: &Labels, after: Option<&Labels>) -> String {
     }
 }
 
-/// Runs `rules` through `run` (the production function, given a step
-/// callback) and writes one line per rule: its name, what it is and what
-/// it did. Returns the result.
-fn trace<T>(
-    out: &mut String,
-    indent: &str,
-    start: &Labels,
-    name: impl Fn(usize) -> String,
-    rules: &[RelabelConfig],
-    run: impl FnOnce(&mut dyn FnMut(usize, Option<&Labels>)) -> T,
-) -> T {
-    let mut before = start.clone();
-    let mut step = |i: usize, after: Option<&Labels>| {
-        let what = rules.get(i).map(describe).unwrap_or_default();
+/// Writes one line per relabel rule as the production code reports its
+/// steps: the rule's name, what it is and what it changed against the
+/// labels before it.
+struct Tracer<'a, N> {
+    out: &'a mut String,
+    indent: &'static str,
+    before: Labels,
+    rules: &'a [RelabelConfig],
+    name: N,
+}
+
+impl<N: Fn(usize) -> String> Tracer<'_, N> {
+    fn step(&mut self, i: usize, after: Option<&Labels>) {
+        let what = self.rules.get(i).map(describe).unwrap_or_default();
         let _ = writeln!(
-            out,
-            "{indent}{} ({what}): {}",
-            name(i),
-            change(&before, after)
+            self.out,
+            "{}{} ({what}): {}",
+            self.indent,
+            (self.name)(i),
+            change(&self.before, after)
         );
         if let Some(a) = after {
-            before = a.clone();
+            self.before = a.clone();
         }
-    };
-    run(&mut step)
+    }
 }
 
 /// What the running agent explains from (`/explain`): the config applied
@@ -229,14 +229,15 @@ pub(crate) fn explain(
                 if sc.relabel_configs.is_empty() {
                     let _ = writeln!(text, "  relabel_configs: none");
                 }
-                let resolved = trace(
-                    &mut text,
-                    "  ",
-                    &start,
-                    |j| format!("relabel_configs[{j}]"),
-                    &sc.relabel_configs,
-                    |step| t::resolve_target_traced(sc, &g.labels, addr, step),
-                );
+                let mut tracer = Tracer {
+                    out: &mut text,
+                    indent: "  ",
+                    before: start,
+                    rules: &sc.relabel_configs,
+                    name: |j| format!("relabel_configs[{j}]"),
+                };
+                let resolved =
+                    t::resolve_target_traced(sc, &g.labels, addr, |i, a| tracer.step(i, a));
                 let url = match &resolved {
                     Ok(Some((_, url, _, _))) => url.to_string(),
                     _ => String::new(),
@@ -320,30 +321,36 @@ fn explain_series(
             .map(|r| (pr.name(), r.len()))
     });
     let from_profile = profile.map_or(0, |(_, n)| n);
-    // The label set before metric relabeling (target labels merged), which
-    // the rules' changes are shown against.
-    let mut merged = Labels::new();
-    let _ = ctx.series_labels_traced(&s, |m| merged = m.clone(), |_, _| {});
-    let _ = writeln!(
-        out,
-        "    with the target's labels (honor_labels: {}): {}",
-        ctx.honor_labels,
-        show(&merged)
-    );
-    if ctx.metric_relabel.is_empty() {
-        let _ = writeln!(out, "    metric relabeling: none");
-    }
-    let result = trace(
-        out,
-        "    ",
-        &merged,
-        |j| match profile {
+    // The rules' changes are shown against the label set before metric
+    // relabeling (target labels merged), which the same pass reports first.
+    let tracer = std::cell::RefCell::new(Tracer {
+        out: &mut *out,
+        indent: "    ",
+        before: Labels::new(),
+        rules: &ctx.metric_relabel,
+        name: |j| match profile {
             Some((name, n)) if j < n => format!("profile {name} rule {j}"),
             _ => format!("metric_relabel_configs[{}]", j - from_profile),
         },
-        &ctx.metric_relabel,
-        |step| ctx.series_labels_traced(&s, |_| {}, step),
+    });
+    let result = ctx.series_labels_traced(
+        &s,
+        |merged| {
+            let mut t = tracer.borrow_mut();
+            let _ = writeln!(
+                t.out,
+                "    with the target's labels (honor_labels: {}): {}",
+                ctx.honor_labels,
+                show(merged)
+            );
+            if t.rules.is_empty() {
+                let _ = writeln!(t.out, "    metric relabeling: none");
+            }
+            t.before = merged.clone();
+        },
+        |i, a| tracer.borrow_mut().step(i, a),
     );
+    drop(tracer);
     let labels = match result {
         Err(e) => {
             let _ = writeln!(out, "    => error: {e} (the whole scrape fails: up 0)");
@@ -381,19 +388,17 @@ fn explain_series(
         if rw.write_relabel_configs.is_empty() {
             let _ = writeln!(out, "      write_relabel_configs: none");
         }
-        let sent = trace(
-            out,
-            "      ",
-            &labels,
-            |j| format!("write_relabel_configs[{j}]"),
+        let mut tracer = Tracer {
+            out: &mut *out,
+            indent: "      ",
+            before: labels.clone(),
+            rules: &rw.write_relabel_configs,
+            name: |j| format!("write_relabel_configs[{j}]"),
+        };
+        let sent = crate::remote_write::write_relabel::relabel_series(
+            labels.clone(),
             &rw.write_relabel_configs,
-            |step| {
-                crate::remote_write::write_relabel::relabel_series(
-                    labels.clone(),
-                    &rw.write_relabel_configs,
-                    step,
-                )
-            },
+            |i, a| tracer.step(i, a),
         );
         match sent {
             Some(l) => {
