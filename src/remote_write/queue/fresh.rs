@@ -175,13 +175,13 @@ impl Queue {
         if !lease.fresh {
             return false;
         }
-        let inner = self.lock();
-        let b = lease.batch();
-        Self::entries(&inner).any(|e| {
-            lease.streams.contains(&e.stream)
-                && e.oldest_ms > b.oldest_ms
-                && !inner.flight.done.contains(&e.seq)
-        })
+        let oldest = lease.batch().oldest_ms;
+        let mut inner = self.lock();
+        let behind = self.behind(&mut inner);
+        lease
+            .streams
+            .iter()
+            .any(|st| behind.get(st).is_some_and(|s| s.newest > oldest))
     }
 }
 
