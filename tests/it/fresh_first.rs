@@ -161,27 +161,66 @@ async fn without_fresh_first_every_scrape_arrives_in_order() {
     );
 }
 
+/// A real Prometheus receiving (optionally `delay` away behind a proxy)
+/// from an agent with `fresh_first` on that scrapes a counter every second,
+/// one scrape a request.
+struct PromWorld {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    prom_cfg: &'static str,
+    prom: common::prom::Prometheus,
+    port: u16,
+    target: MtlsTarget,
+    relay: RelayProc,
+}
+
+impl PromWorld {
+    async fn start(prom_cfg: &'static str, delay: Option<Duration>) -> PromWorld {
+        let bin = require_prometheus().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("pki"));
+        let prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, 0).await;
+        let port = prom.port();
+        let url = match delay {
+            Some(d) => format!("http://{}/api/v1/write", delaying_proxy(port, d).await),
+            None => format!("{}/api/v1/write", prom.url),
+        };
+        let target = counter_target(&pki).await;
+        let relay = RelayProc::start(
+            &dir.path().join("relay"),
+            &relay_config(&pki, &target, &url, true, 6),
+        )
+        .await;
+        PromWorld {
+            dir,
+            bin,
+            prom_cfg,
+            prom,
+            port,
+            target,
+            relay,
+        }
+    }
+
+    /// Prometheus again, on its port and data.
+    async fn restart_prometheus(&self) -> common::prom::Prometheus {
+        start_prometheus_on(
+            &self.bin,
+            &self.dir.path().join("prom"),
+            self.prom_cfg,
+            self.port,
+        )
+        .await
+    }
+}
+
 /// A real Prometheus 3 with `out_of_order_time_window` takes the backlog
 /// that arrives after the newest scrape: every scrape stored, none refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
-    let bin = require_prometheus().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let prom_cfg =
-        "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\n";
-    let mut prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, 0).await;
-    let port = prom.port();
-    let target = counter_target(&pki).await;
-    let relay = RelayProc::start(
-        &dir.path().join("relay"),
-        &relay_config(
-            &pki,
-            &target,
-            &format!("{}/api/v1/write", prom.url),
-            true,
-            6,
-        ),
+    let mut w = PromWorld::start(
+        "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 30m\n",
+        None,
     )
     .await;
     let stored = |url: String| async move {
@@ -202,27 +241,27 @@ async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
     };
     assert!(
         wait_async(Duration::from_secs(30), || async {
-            stored(prom.url.clone()).await.len() >= 2
+            stored(w.prom.url.clone()).await.len() >= 2
         })
         .await
     );
-    receiver_away(&mut prom, &target, 10.0).await;
+    receiver_away(&mut w.prom, &w.target, 10.0).await;
     // The backlog is visible while it waits.
-    let m = relay.metrics().await;
+    let m = w.relay.metrics().await;
     assert!(
         metric_value(&m, "metrics_relay_remote_write_queue_backlog_samples{")
             .is_some_and(|v| v > 0.0),
         "{m}"
     );
-    let t = relay.targets().await;
+    let t = w.relay.targets().await;
     assert!(
         t[0]["backlog"][0]["samples"]
             .as_u64()
             .is_some_and(|n| n > 0),
         "{t}"
     );
-    let at_return = scrapes(&target);
-    let prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, port).await;
+    let at_return = scrapes(&w.target);
+    let prom = w.restart_prometheus().await;
     let url = prom.url.clone();
     // Complete: as many values as scrapes up to the return (the newest
     // arrives first, so the last value alone says nothing about the rest).
@@ -231,13 +270,13 @@ async fn prometheus_with_an_out_of_order_window_stores_every_scrape() {
     })
     .await;
     let values = stored(prom.url.clone()).await;
-    assert!(complete, "stored {values:?}; log:\n{}", relay.log());
+    assert!(complete, "stored {values:?}; log:\n{}", w.relay.log());
     // In timestamp order, 1, 2, 3, ...: nothing missing, nothing refused.
     assert_eq!(
         values,
         (1..=values.len()).map(|i| i as f64).collect::<Vec<_>>()
     );
-    let m = relay.metrics().await;
+    let m = w.relay.metrics().await;
     assert!(
         !m.contains("samples_dropped_total{"),
         "nothing dropped:\n{m}"
@@ -306,45 +345,31 @@ async fn delaying_proxy(upstream: u16, delay: Duration) -> std::net::SocketAddr 
 /// while the backlog (one scrape a request) is still on its way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_without_an_out_of_order_window_is_named_in_the_log() {
-    let bin = require_prometheus().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("pki"));
-    let prom_cfg = "global:\n  scrape_interval: 1h\n";
-    let mut prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, 0).await;
-    let port = prom.port();
-    let proxy = delaying_proxy(port, Duration::from_millis(150)).await;
-    let target = counter_target(&pki).await;
-    let relay = RelayProc::start(
-        &dir.path().join("relay"),
-        &relay_config(
-            &pki,
-            &target,
-            &format!("http://{proxy}/api/v1/write"),
-            true,
-            6,
-        ),
+    let mut w = PromWorld::start(
+        "global:\n  scrape_interval: 1h\n",
+        Some(Duration::from_millis(150)),
     )
     .await;
     let sent =
         |m: &str| metric_value(m, "metrics_relay_remote_write_samples_sent_total{").unwrap_or(0.0);
     assert!(
         wait_async(Duration::from_secs(30), || async {
-            sent(&relay.metrics().await) > 0.0
+            sent(&w.relay.metrics().await) > 0.0
         })
         .await,
         "nothing sent: {}",
-        relay.log()
+        w.relay.log()
     );
-    receiver_away(&mut prom, &target, 8.0).await;
-    let _prom = start_prometheus_on(&bin, &dir.path().join("prom"), prom_cfg, port).await;
+    receiver_away(&mut w.prom, &w.target, 8.0).await;
+    let _prom = w.restart_prometheus().await;
     let said = wait_async(Duration::from_secs(60), || async {
-        relay
+        w.relay
             .log()
             .contains("queue.fresh_first is on for this destination")
     })
     .await;
-    assert!(said, "no hint in the log:\n{}", relay.log());
-    let m = relay.metrics().await;
+    assert!(said, "no hint in the log:\n{}", w.relay.log());
+    let m = w.relay.metrics().await;
     assert!(
         m.lines().any(
             |l| l.starts_with("metrics_relay_remote_write_rejections_total{")
