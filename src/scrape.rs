@@ -583,14 +583,8 @@ impl ScrapeLoop {
                 }
                 if self.target.ctx.family_budget.enabled() {
                     let (over, total) = self.cache.over_budget();
-                    self.budget.scraped(
-                        &self.target.job,
-                        &self.target.instance,
-                        over,
-                        total,
-                        &self.metrics,
-                        &self.labels,
-                    );
+                    self.budget
+                        .scraped(over, total, &self.metrics, &self.labels);
                 }
                 (1.0, n.scraped, n.kept, n.added, None)
             }

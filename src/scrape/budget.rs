@@ -28,13 +28,12 @@ impl BudgetReport {
     /// (at most `series::budget::NAMED_MAX` named), `total` how many.
     pub(super) fn scraped(
         &mut self,
-        job: &str,
-        instance: &str,
         over: &[OverBudget],
         total: usize,
         metrics: &Metrics,
         labels: &TargetLabels,
     ) {
+        let (job, instance) = (labels.job.as_str(), labels.instance.as_str());
         metrics
             .families_over_budget
             .get_or_create(labels)
